@@ -1,0 +1,241 @@
+"""Raw mail bytes to a ``TicketDraft``: shared by Maildir, IMAP and ``svcbridge ingest``.
+
+Bytes are never pre-decoded: headers are decoded word by word (RFC 2047, RFC 2231) and bodies part by
+part through ``decode.py``. HTML is sanitised with nh3 and rendered to text when there is no plain
+part. Every non-body part is kept as an attachment under a generated name (the original name is only
+metadata). Automated mail (RFC 3834 Auto-Submitted, X-Loop, Precedence, DSNs, MAILER-DAEMON, empty
+Return-Path) is marked so nothing ever answers it.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import html
+import re
+from email.header import decode_header
+from email.message import Message
+from email.utils import getaddresses
+from typing import Any
+
+import nh3
+
+from svcbridge import Attachment, Contact, ExternalLink, TicketDraft
+
+from . import tnef
+from .decode import DEFAULT_CANDIDATES, decode_bytes
+from .quoting import trim_reply
+
+MSGID = re.compile(r"<([^<>\s]+)>")
+MAX_BODY = 1_500_000
+CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+AUTOMATED_SENDERS = re.compile(r"^(mailer-daemon|postmaster|noreply|no-reply|do-not-reply|donotreply)@", re.I)
+TRAD_HINT = set("們這個來為會說對時麼樣還發經過點當頭實問題機體種電腦聯絡處請謝")
+
+
+def decode_header_value(value: Any, candidates: tuple[str, ...] = DEFAULT_CANDIDATES) -> str:
+    """Decode an RFC 2047 header (raw 8-bit headers too) into one clean line of text."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        value = str(value)
+    out = []
+    try:
+        parts = decode_header(value)
+    except Exception:
+        parts = [(value, None)]
+    for chunk, charset in parts:
+        if isinstance(chunk, bytes):
+            out.append(decode_bytes(chunk, charset, candidates))
+        else:
+            out.append(_surrogates(chunk, candidates))
+    text = "".join(out)
+    # no CR/LF or control characters survive into a subject or name (header injection on replies)
+    return re.sub(r"[\x00-\x1f\x7f]+", " ", text).strip()
+
+
+def _surrogates(text: str, candidates: tuple[str, ...]) -> str:
+    """compat32 smuggles raw 8-bit header bytes as surrogateescape; decode them properly."""
+    if not any("\udc80" <= ch <= "\udcff" for ch in text):
+        return text
+    return decode_bytes(text.encode("ascii", "surrogateescape"), None, candidates)
+
+
+def msgids(value: str | None) -> list[str]:
+    """Message ids from Message-ID / In-Reply-To / References, whitespace-proof (zammad#2063)."""
+    if not value:
+        return []
+    found = MSGID.findall(str(value))
+    if not found and str(value).strip():
+        found = [str(value).strip()]
+    return [f"<{m.strip()}>" for m in found]
+
+
+def sender(msg: Message, candidates: tuple[str, ...]) -> Contact:
+    """The customer from Reply-To or From; ambiguous or malformed addresses give no e-mail.
+
+    Addresses are parsed on the raw header, before encoded words are decoded, so an encoded display
+    name such as ``=?utf-8?q?alice=40example.org?=`` stays a name and never becomes an address.
+    """
+    for header in ("Reply-To", "From"):
+        raw = [_surrogates(str(v), candidates) for v in (msg.get_all(header) or [])]
+        if not raw:
+            continue
+        pairs = [(n, a) for n, a in getaddresses(raw) if a]
+        # CVE-2023-27043 style tricks yield several or broken addresses: refuse to guess
+        if len(pairs) != 1 or pairs[0][1].count("@") != 1:
+            continue
+        name, addr = pairs[0]
+        try:
+            return Contact(name=decode_header_value(name, candidates) or None, email=addr)
+        except ValueError:
+            continue
+    return Contact()
+
+
+def is_automated(msg: Message, our_addresses: set[str]) -> tuple[bool, str]:
+    auto = str(msg.get("Auto-Submitted", "")).strip().lower()
+    if auto and auto != "no":
+        return True, f"Auto-Submitted: {auto}"
+    if msg.get("X-Loop"):
+        return True, "X-Loop"
+    if str(msg.get("Precedence", "")).strip().lower() in ("bulk", "list", "junk", "auto_reply"):
+        return True, "Precedence"
+    if msg.get_content_type() == "multipart/report":
+        return True, "delivery/disposition report"
+    if msg.get("List-Id") or msg.get("List-Unsubscribe"):
+        return True, "mailing list"
+    rp = msg.get("Return-Path")
+    if rp is not None and str(rp).strip() in ("<>", ""):
+        return True, "empty Return-Path"
+    frm = " ".join(str(v) for v in (msg.get_all("From") or []))
+    for _n, addr in getaddresses([frm]):
+        if AUTOMATED_SENDERS.match(addr) or addr.lower() in our_addresses:
+            return True, f"sender {addr}"
+    return False, ""
+
+
+def _filename(part: Message, candidates: tuple[str, ...]) -> str | None:
+    name = part.get_filename()  # handles RFC 2231 (name*=, continuations)
+    if name is None:
+        name = part.get_param("name")
+        if isinstance(name, tuple):
+            name = email.utils.collapse_rfc2231_value(name)
+    return decode_header_value(name, candidates) if name else None
+
+
+def html_to_text(markup: str) -> str:
+    text = re.sub(r"(?is)<(script|style|head)[^>]*>.*?</\1>", " ", markup)
+    text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</tr>|</li>|</h\d>", "\n", text)
+    text = re.sub(r"<[^>]+>", "", text)
+    text = html.unescape(text)
+    text = re.sub(r"[ \t\r\f\v]+", " ", text)
+    return re.sub(r"\n\s*\n+", "\n\n", text).strip()
+
+
+def walk(msg: Message, candidates: tuple[str, ...]) -> tuple[str, str | None, list[Attachment], list[str]]:
+    """Return (plain text, sanitised html, attachments, Message-IDs of enclosed/reported messages)."""
+    plain: list[str] = []
+    htmls: list[str] = []
+    atts: list[Attachment] = []
+    enclosed: list[str] = []
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        ctype = part.get_content_type()
+        disp = (part.get_content_disposition() or "").lower()
+        fname = _filename(part, candidates)
+        if ctype == "message/rfc822" or (
+            part.get_content_maintype() == "message" and ctype != "message/delivery-status"
+        ):
+            data = part.as_bytes() if not part.is_multipart() else b""
+            payload = part.get_payload()
+            if isinstance(payload, list) and payload:
+                data = payload[0].as_bytes()
+                enclosed += msgids(payload[0].get("Message-ID"))
+            atts.append(Attachment.from_bytes(data, original_name=fname or "message.eml", content_type=ctype))
+            continue
+        try:
+            data = part.get_payload(decode=True) or b""
+        except Exception:
+            raw = part.get_payload()
+            data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
+        if ctype in ("text/plain", "text/html") and disp != "attachment" and not fname:
+            text = decode_bytes(data, part.get_content_charset(), candidates)
+            (plain if ctype == "text/plain" else htmls).append(text)
+        elif ctype in ("message/delivery-status", "text/rfc822-headers"):
+            plain_report = decode_bytes(data, part.get_content_charset(), candidates)
+            atts.append(Attachment.from_bytes(data, original_name=fname, content_type=ctype))
+            if ctype == "text/rfc822-headers":
+                enclosed += msgids(email.message_from_bytes(data).get("Message-ID"))
+            if not plain:
+                plain.append(plain_report)
+        elif tnef.is_tnef(ctype, fname) and (inner := tnef.unpack(data)) is not None:
+            atts.extend(inner)
+        else:
+            atts.append(Attachment.from_bytes(data, original_name=fname, content_type=ctype))
+    body_html = nh3.clean("\n".join(htmls)) if htmls else None
+    text = (
+        "\n\n".join(p.strip("\r\n") for p in plain)
+        if plain
+        else (html_to_text(body_html) if body_html else "")
+    )
+    return text.replace("\r\n", "\n"), body_html, atts, enclosed
+
+
+def guess_language(text: str, charsets: list[str]) -> str | None:
+    if not CJK.search(text):
+        return "en" if text.strip() else None
+    if any(c.startswith("big5") for c in charsets) or sum(ch in TRAD_HINT for ch in text) >= 2:
+        return "zh-TW"
+    return "zh-CN"
+
+
+def parse_email(
+    raw: bytes, *, our_addresses: set[str] | None = None, candidates: tuple[str, ...] = DEFAULT_CANDIDATES
+) -> TicketDraft:
+    """Parse raw RFC 5322 bytes into a draft (never raises on odd charsets; raises on non-mail)."""
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    if not msg.keys() and not msg.get_payload():
+        raise ValueError("no headers and no body: not an e-mail message")
+    subject = decode_header_value(msg.get("Subject"), candidates)
+    text, body_html, atts, enclosed = walk(msg, candidates)
+    automated, why = is_automated(msg, our_addresses or set())
+    labels: dict[str, object] = {"automated_reason": why} if automated else {}
+    if len(text) > MAX_BODY:
+        # like Zammad's 1,500,000-character cut; the whole mail stays in the journal
+        labels["body_truncated_from"] = len(text)
+        text = (
+            text[:MAX_BODY] + f"\n\n[svcbridge: body cut at {MAX_BODY} characters; the original mail is kept]"
+        )
+    links = [
+        ExternalLink(system="email", kind="message_id", value=m) for m in msgids(msg.get("Message-ID"))[:1]
+    ]
+    refs: list[ExternalLink] = []
+    # a bounce or DSN threads onto the message it reports (never answered: it is automated)
+    reported = enclosed if automated else []
+    for header in ("In-Reply-To", "References"):
+        for m in [*msgids(msg.get(header)), *(reported if header == "References" else [])]:
+            link = ExternalLink(system="email", kind="message_id", value=m)
+            if link not in refs and link not in links:
+                refs.append(link)
+    charsets = [c for c in msg.get_charsets() if c]
+    contact = sender(msg, candidates)
+    lang = guess_language(subject + "\n" + text, charsets)
+    if contact.email:
+        contact.language = lang
+    suppress = "all" in str(msg.get("X-Auto-Response-Suppress", "")).lower()
+    return TicketDraft(
+        channel="email",
+        subject=subject,
+        body_text=text,
+        body_html=body_html,
+        contact=contact,
+        language=lang,
+        attachments=atts,
+        links=links,
+        thread_refs=refs,
+        automated=automated,
+        suppress_autoreply=suppress,
+        labels=labels | {"reply_text": trim_reply(text)},
+    )

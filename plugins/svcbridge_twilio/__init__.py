@@ -1,0 +1,172 @@
+"""Twilio SMS: signed inbound webhooks become tickets; status notices go back as SMS.
+
+Inbound: ``POST /hooks/<path>`` with Twilio's form fields. ``X-Twilio-Signature`` is verified exactly as
+Twilio signs (``signature.py``) against the public URL Twilio called (``public_url`` + path), over every
+form parameter received. The message is journaled under its ``MessageSid`` (a Twilio retry is
+journaled once) before the empty TwiML 200 answer; a store outage answers 503 so Twilio retries.
+
+Outbound: a notifier for channel ``sms`` posting to the Messages API with Basic auth
+(AccountSid:AuthToken), through ``svcbridge.http_request`` (429/5xx retry, 401 park, 4xx dead letter).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from typing import Any
+
+import structlog
+from pydantic import Field, SecretStr
+from starlette.requests import Request
+from starlette.responses import Response
+
+from svcbridge import (
+    Contact,
+    DeliveryItem,
+    DeliveryResult,
+    ExternalLink,
+    IntakeContext,
+    PluginSettings,
+    RawMessage,
+    StoreUnavailable,
+    ThreadMatch,
+    TicketDraft,
+    TicketLookup,
+    WebhookRoute,
+    hookimpl,
+    http_request,
+    make_client,
+)
+
+from .signature import validate
+
+__version__ = "0.1.0"
+log = structlog.get_logger("svcbridge.twilio")
+TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+
+
+class TwilioSettings(PluginSettings):
+    account_sid: str
+    auth_token: SecretStr
+    public_url: str = Field(description="base URL Twilio calls, e.g. https://bridge.example.com")
+    path: str = "twilio/sms"
+    from_number: str | None = Field(default=None, description="E.164 sender for outgoing SMS")
+    messaging_service_sid: str | None = None
+    api_base: str = "https://api.twilio.com"
+    status_callback: str | None = None
+
+
+class _Inbound:
+    def __init__(self, cfg: TwilioSettings) -> None:
+        self.cfg = cfg
+        self.url = cfg.public_url.rstrip("/") + "/hooks/" + cfg.path.lstrip("/")
+
+    async def __call__(self, request: Request, ctx: IntakeContext) -> Response:
+        # Twilio posts application/x-www-form-urlencoded; every parameter received is signed
+        body = (await request.body()).decode("utf-8", errors="replace")
+        params = urllib.parse.parse_qsl(body, keep_blank_values=True)
+        url = self.url + (f"?{request.url.query}" if request.url.query else "")
+        sig = request.headers.get("x-twilio-signature", "")
+        if not validate(self.cfg.auth_token.get_secret_value(), url, params, sig):
+            log.warning("twilio_signature_refused", client=request.client.host if request.client else None)
+            return Response("invalid signature", status_code=403)
+        data = dict(params)
+        sid = data.get("MessageSid") or data.get("SmsSid")
+        if not sid or data.get("AccountSid") != self.cfg.account_sid:
+            return Response("unexpected payload", status_code=400)
+        raw = RawMessage(
+            channel="sms",
+            source=f"twilio:{self.cfg.path}",
+            external_id=sid,
+            raw=json.dumps(params, ensure_ascii=False).encode(),
+        )
+        try:
+            await ctx.submit(raw)
+        except StoreUnavailable:
+            return Response("store unavailable", status_code=503)
+        return Response(TWIML_EMPTY, media_type="application/xml")
+
+
+class SmsNotifier:
+    channel = "sms"
+    name = "twilio"
+
+    def __init__(self, cfg: TwilioSettings, transport: Any = None, allow: list[str] | None = None) -> None:
+        self.cfg = cfg
+        self.client = make_client(
+            cfg.api_base,
+            auth=(cfg.account_sid, cfg.auth_token.get_secret_value()),
+            transport=transport,
+            allow=allow or [],
+        )
+
+    async def send(self, item: DeliveryItem) -> DeliveryResult:
+        n = item.payload["notification"]
+        form = {"To": n["to"], "Body": (n.get("body") or n.get("subject") or "")[:1600]}
+        if self.cfg.messaging_service_sid:
+            form["MessagingServiceSid"] = self.cfg.messaging_service_sid
+        elif self.cfg.from_number:
+            form["From"] = self.cfg.from_number
+        if self.cfg.status_callback:
+            form["StatusCallback"] = self.cfg.status_callback
+        path = f"/2010-04-01/Accounts/{self.cfg.account_sid}/Messages.json"
+        r = await http_request(self.client, "POST", path, "Twilio send SMS", data=form)
+        sid = r.json().get("sid", "")
+        return DeliveryResult(
+            links=[ExternalLink(system="twilio", kind="sms_sid", value=sid)], detail=f"sms {sid} to {n['to']}"
+        )
+
+
+@hookimpl
+def register_settings(register: Any) -> None:
+    register("twilio", TwilioSettings)
+
+
+@hookimpl
+def register_routes(register: Any, settings: Any) -> None:
+    cfg = settings.plugin_config("twilio")
+    if cfg is not None:
+        register(WebhookRoute(path=cfg.path, endpoint=_Inbound(cfg), name=f"twilio:{cfg.path}"))
+
+
+@hookimpl
+def register_notifiers(register: Any, settings: Any) -> None:
+    cfg = settings.plugin_config("twilio")
+    if cfg is not None and (cfg.from_number or cfg.messaging_service_sid):
+        register(SmsNotifier(cfg, allow=settings.outbound_allow))
+
+
+@hookimpl
+def parse_message(raw: RawMessage) -> TicketDraft | None:
+    if raw.channel != "sms" or not raw.source.startswith("twilio:") or raw.raw is None:
+        return None
+    data = dict(json.loads(raw.raw))
+    body = data.get("Body", "")
+    media = [data[k] for k in sorted(data) if k.startswith("MediaUrl")]
+    first_line = body.strip().splitlines()[0] if body.strip() else "SMS"
+    return TicketDraft(
+        channel="sms",
+        subject=first_line[:80],
+        body_text=body + ("\n\n" + "\n".join(media) if media else ""),
+        contact=Contact(phone=data.get("From")),
+        links=[
+            ExternalLink(system="twilio", kind="message_sid", value=data.get("MessageSid", raw.external_id))
+        ],
+        labels={"sms_to": data.get("To"), "num_media": data.get("NumMedia", "0")},
+    )
+
+
+@hookimpl
+def thread_message(draft: TicketDraft, lookup: TicketLookup) -> ThreadMatch | None:
+    """An SMS has no thread headers: it continues the sender's open SMS ticket, if there is one.
+
+    A resolved or closed ticket is not reopened by a new text; that starts a new ticket.
+    """
+    if draft.channel != "sms" or not draft.contact.phone:
+        return None
+    for link in draft.links:
+        seen = lookup.by_link(link.system, link.kind, link.value)
+        if seen is not None:
+            return ThreadMatch(ticket_ref=seen.ref, duplicate=True, reason=f"{link.kind} already stored")
+    current = lookup.open_by_contact(phone=draft.contact.phone, channel="sms")
+    return ThreadMatch(ticket_ref=current.ref, reason="open SMS conversation") if current else None

@@ -1,0 +1,201 @@
+"""Assembling the runtime from settings and plugins: the object every entry point (daemon, CLI, tests) uses.
+
+``App.build`` loads plugins, validates every plugin's settings section before anything starts, runs
+the migrations, and collects the sources, routes, sinks and notifiers the plugins register. Failures of
+one plugin are recorded on it (``svcbridge plugins`` shows them) and the others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from pydantic import BaseModel
+
+from . import metrics
+from .contracts import Notifier, Sink, Source, SubmitResult, WebhookRoute
+from .delivery import Delivery
+from .errors import ConfigError
+from .faults import fault
+from .models import RawMessage, StatusUpdate
+from .pipeline import Pipeline
+from .plugins import PluginManager, make_plugin_manager
+from .settings import Settings
+from .store import db
+from .store.repo import Store
+
+log = structlog.get_logger("svcbridge.app")
+HOST = socket.gethostname()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def recover(app: App) -> None:
+    """On start: free outbox claims of dead local processes; parked items get another chance."""
+    await asyncio.to_thread(app.delivery.outbox.release_orphans, HOST, pid_alive)
+    await asyncio.to_thread(app.delivery.outbox.unpark)
+
+
+def collect_settings_models(pm: PluginManager) -> tuple[dict[str, type[BaseModel]], list[tuple[str, str]]]:
+    models: dict[str, type[BaseModel]] = {}
+    errors: list[tuple[str, str]] = []
+    for plugin, (section, model) in [
+        (name, obj) for name, obj in pm.register_objects("register_settings", None) if isinstance(obj, tuple)
+    ]:
+        if section in models:
+            errors.append((f"plugins.{section}", f"declared twice (again by plugin {plugin})"))
+        models[section] = model
+    return models, errors
+
+
+@dataclass
+class SourceHealth:
+    ok: bool = True
+    detail: str = ""
+    last_success: float | None = None
+
+
+@dataclass
+class App:
+    settings: Settings
+    pm: PluginManager
+    store: Store
+    pipeline: Pipeline
+    delivery: Delivery
+    sources: dict[str, Source] = field(default_factory=dict)
+    routes: list[WebhookRoute] = field(default_factory=list)
+    health: dict[str, SourceHealth] = field(default_factory=dict)
+    # replaced by fresh events inside the running loop by daemon.serve()
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    delivery_wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    def build(cls, settings: Settings, pm: PluginManager | None = None, migrate: bool = True) -> App:
+        if pm is None:
+            pm = make_plugin_manager(
+                plugins_dir=settings.plugins_dir,
+                blocked=settings.blocked_plugins,
+                strict=settings.strict_plugins,
+                trace=settings.trace_hooks,
+            )
+        pm.trace_calls = settings.trace_hooks
+        models, errors = collect_settings_models(pm)
+        errors += settings.validate_plugins(models)
+        if errors:
+            raise ConfigError(errors)
+        from . import log as logmod
+
+        logmod.add_secrets(settings.secret_values())
+        engine = db.make_engine(settings.db_url)
+        if migrate:
+            db.upgrade(engine)
+        store = Store(engine, settings.ticket_prefix)
+        sinks: dict[str, Sink] = {}
+        for plugin, sink in pm.register_objects("register_sinks", settings):
+            _unique(sinks, sink.name, sink, plugin, "sink")
+        notifiers: dict[str, Notifier] = {}
+        for plugin, notifier in pm.register_objects("register_notifiers", settings):
+            _unique(notifiers, notifier.channel, notifier, plugin, "notifier")
+        app = cls(
+            settings=settings,
+            pm=pm,
+            store=store,
+            pipeline=Pipeline(pm, store, settings),
+            delivery=Delivery(store, settings.outbox, sinks, notifiers, worker_id=f"{HOST}:{os.getpid()}"),
+        )
+        for plugin, src in pm.register_objects("register_sources", settings):
+            _unique(app.sources, src.name, src, plugin, "source")
+        for _plugin, route in pm.register_objects("register_routes", settings):
+            app.routes.append(route)
+        return app
+
+    def context(self, name: str) -> IntakeCtx:
+        return IntakeCtx(self, name)
+
+    async def poll_sources_once(self) -> int:
+        """One pass over every source (``run --once``); a failing source is reported, the others run."""
+        total = 0
+        for name, src in self.sources.items():
+            ctx = self.context(name)
+            try:
+                total += await src.poll(ctx)
+                ctx.report(True)
+            except Exception as exc:
+                ctx.report(False, f"{type(exc).__name__}: {exc}")
+                log.error("source_failed", source=name, error=str(exc))
+        return total
+
+    async def run_once(self) -> dict[str, Any]:
+        """Poll every source once, process the journal, deliver what is due; for cron, tests, benchmarks."""
+        await recover(self)
+        polled = await self.poll_sources_once()
+        outcomes = await self.pipeline.drain()
+        await self.delivery.drain()
+        return {"polled": polled, "processed": len(outcomes), "outcomes": outcomes}
+
+
+def _unique(table: dict[str, Any], key: str, obj: Any, plugin: str, kind: str) -> None:
+    if key in table:
+        log.error("duplicate_registration", kind=kind, name=key, plugin=plugin)
+        return
+    table[key] = obj
+
+
+class IntakeCtx:
+    """The host side of ``svcbridge.IntakeContext`` for one source or webhook route."""
+
+    def __init__(self, app: App, name: str) -> None:
+        self.app, self.name = app, name
+        self.stopping = app.stopping
+
+    async def submit(self, raw: RawMessage) -> SubmitResult:
+        res = await asyncio.to_thread(self.app.store.journal_insert, raw)
+        fault("after_journal")
+        metrics.INTAKE.labels(source=raw.source, new=str(res.new).lower()).inc()
+        self.app.wake.set()
+        return res
+
+    async def submit_many(self, raws: list[RawMessage]) -> list[SubmitResult]:
+        if not raws:
+            return []
+        results = await asyncio.to_thread(self.app.store.journal_insert_many, raws)
+        fault("after_journal")
+        for raw, res in zip(raws, results, strict=True):
+            metrics.INTAKE.labels(source=raw.source, new=str(res.new).lower()).inc()
+        self.app.wake.set()
+        return results
+
+    async def get_checkpoint(self, key: str) -> str | None:
+        return await asyncio.to_thread(self.app.store.get_checkpoint, self.name, key)
+
+    async def set_checkpoint(self, key: str, value: str) -> None:
+        await asyncio.to_thread(self.app.store.set_checkpoint, self.name, key, value)
+
+    async def apply_status_update(self, update: StatusUpdate) -> bool:
+        applied = await self.app.pipeline.apply_status_update(update)
+        if applied:
+            self.app.delivery_wake.set()
+        return applied
+
+    def report(self, ok: bool, detail: str = "") -> None:
+        import time
+
+        h = self.app.health.setdefault(self.name, SourceHealth())
+        h.ok, h.detail = ok, detail
+        metrics.SOURCE_UP.labels(source=self.name).set(1 if ok else 0)
+        if ok:
+            h.last_success = time.time()
+            metrics.LAST_SUCCESS.labels(source=self.name).set(h.last_success)

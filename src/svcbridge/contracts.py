@@ -1,0 +1,151 @@
+"""The objects plugins register at start-up: sources, webhook routes, sinks and notifiers.
+
+Hooks in `hookspecs.py` hand the host these objects through a `register` callback (llm's style), so the
+host owns naming, conflicts and lifecycle. They are Protocols: any object with the attributes works,
+no base class is needed. The host side (`IntakeContext`, `TicketLookup`) is what a plugin may call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from .models import DeliveryItem, DeliveryResult, RawMessage, StatusUpdate, Ticket
+
+__all__ = [
+    "IntakeContext",
+    "Notifier",
+    "Sink",
+    "Source",
+    "SubmitResult",
+    "TicketLookup",
+    "WebhookRoute",
+]
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """Answer of `IntakeContext.submit`: the raw message is durably journaled.
+
+    `new` is False when (source, external_id) was already in the journal: acknowledge it again
+    upstream, nothing else happens (redelivery is harmless).
+    """
+
+    journal_id: int
+    new: bool
+
+
+class IntakeContext(Protocol):
+    """What the host gives a source or webhook route."""
+
+    name: str
+    stopping: asyncio.Event
+
+    async def submit(self, raw: RawMessage) -> SubmitResult:
+        """Journal `raw` (committed, fsynced) and wake the pipeline.
+
+        Acknowledge upstream only after this returns. Raises `StoreUnavailable` when the journal
+        cannot be written: then do not acknowledge (leave the mail unflagged, answer a webhook 503).
+        """
+        ...
+
+    async def submit_many(self, raws: list[RawMessage]) -> list[SubmitResult]:
+        """Journal several messages in one transaction (a fetched IMAP batch, a Maildir scan).
+
+        Same guarantees as ``submit``, one fsync for the lot; acknowledge them after it returns.
+        """
+        ...
+
+    async def get_checkpoint(self, key: str) -> str | None:
+        """A value this source stored earlier (IMAP UIDVALIDITY/UID, a delta link, a cursor)."""
+        ...
+
+    async def set_checkpoint(self, key: str, value: str) -> None:
+        """Store a checkpoint atomically."""
+        ...
+
+    async def apply_status_update(self, update: StatusUpdate) -> bool:
+        """Record a helpdesk/vendor status change (from a webhook route); False if already seen."""
+        ...
+
+    def report(self, ok: bool, detail: str = "") -> None:
+        """Health of this source for /readyz and metrics (last success, last error)."""
+        ...
+
+
+class TicketLookup(Protocol):
+    """Read-only queries the `thread_message` hook may use."""
+
+    def by_ref(self, ref: str) -> Ticket | None: ...
+
+    def by_link(self, system: str, kind: str, value: str) -> Ticket | None: ...
+
+    def open_by_contact(
+        self, *, email: str | None = None, phone: str | None = None, channel: str | None = None
+    ) -> Ticket | None:
+        """The contact's most recent ticket that is not resolved or closed (SMS, fax, phone threading)."""
+        ...
+
+    def journal_seen(self, content_hash: str, exclude_journal_id: int | None = None) -> int | None:
+        """Ticket id of an already processed journal entry with the same content hash."""
+        ...
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Pulls messages from somewhere and submits each to the journal.
+
+    `poll` does one pass and returns how many messages it submitted; the host calls it every
+    `interval` seconds, or calls `run` instead when the source has one (IMAP IDLE, long polling).
+    """
+
+    name: str
+    channel: str
+    interval: float
+
+    async def poll(self, ctx: IntakeContext) -> int: ...
+
+
+@dataclass(frozen=True)
+class WebhookRoute:
+    """An HTTP endpoint under /hooks/; `endpoint(request, ctx)` returns a Starlette Response."""
+
+    path: str
+    endpoint: Callable[[Any, IntakeContext], Awaitable[Any]]
+    methods: tuple[str, ...] = ("POST",)
+    name: str = ""
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """A helpdesk that receives tickets (kind `create`) and changes (kind `update`).
+
+    `deliver` must be idempotent on `item.idempotency_key`; raise NotReady / AuthFailed /
+    PermanentError from `svcbridge.errors` to say what a failure means. `reconcile` is called before
+    a retry: return the result if the ticket already exists remotely (found by external reference),
+    so a crash after the remote commit never makes a second ticket.
+    """
+
+    name: str
+
+    async def deliver(self, item: DeliveryItem) -> DeliveryResult: ...
+
+    async def reconcile(self, item: DeliveryItem) -> DeliveryResult | None: ...
+
+
+@runtime_checkable
+class Notifier(Protocol):
+    """Sends a `Notification` (in `item.payload['notification']`) to the customer on one channel."""
+
+    name: str
+    channel: str
+
+    async def send(self, item: DeliveryItem) -> DeliveryResult: ...
+
+
+class StatusPoller(Protocol):
+    """Optional sink capability: `poll_changes(cursor)` returns updates and the next cursor."""
+
+    async def poll_changes(self, cursor: str | None) -> tuple[list[StatusUpdate], str | None]: ...

@@ -1,0 +1,83 @@
+"""Core default behaviour, registered as a plugin (``trylast``) so any plugin can override it.
+
+- threading: a message id already stored is a duplicate; In-Reply-To / References ids and a
+  ``[SB-000123]`` subject tag attach a message to its ticket;
+- notifications: acknowledge a new ticket, tell the customer about state changes and agent replies,
+  never to automated mail (bounces, auto-replies) and only when we have an address on that channel.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from svcbridge import Notification, ThreadMatch, Ticket, TicketDraft, TicketEvent, TicketLookup, hookimpl
+
+TAG = re.compile(r"\[([A-Z][A-Z0-9]{0,7}-\d{4,})\]")
+
+
+@hookimpl(trylast=True)
+def thread_message(draft: TicketDraft, lookup: TicketLookup) -> ThreadMatch | None:
+    for link in draft.links:
+        found = lookup.by_link(link.system, link.kind, link.value)
+        if found:
+            return ThreadMatch(ticket_ref=found.ref, duplicate=True, reason=f"{link.kind} already stored")
+    for ref in draft.thread_refs:
+        found = lookup.by_link(ref.system, ref.kind, ref.value)
+        if found:
+            return ThreadMatch(ticket_ref=found.ref, reason=f"refers to {ref.kind}")
+    for tag in TAG.findall(draft.subject):
+        found = lookup.by_ref(tag)
+        if found:
+            return ThreadMatch(ticket_ref=found.ref, reason="subject tag")
+    return None
+
+
+_TEXT = {
+    "acknowledgement": ("We received your request", "Ticket {ref} was opened for: {subject}"),
+    "status_changed": ("Your request is now {state}", "Ticket {ref} ({subject}) is now {state}."),
+    "agent_reply": ("Reply to your request", "{body}"),
+}
+
+
+def _address(ticket: Ticket) -> str | None:
+    if ticket.channel in ("email", "fax"):
+        return ticket.contact.email
+    if ticket.channel == "sms":
+        return ticket.contact.phone
+    return ticket.contact.email or ticket.contact.phone
+
+
+@hookimpl(trylast=True)
+def compose_notifications(
+    ticket: Ticket, event: TicketEvent, draft: TicketDraft | None
+) -> list[Notification]:
+    if draft is not None and (draft.automated or draft.suppress_autoreply):
+        return []
+    to = _address(ticket)
+    if not to:
+        return []
+    if event.type == "received":
+        template = "acknowledgement"
+    elif event.type in ("status_changed", "agent_reply"):
+        template = event.type
+    else:
+        return []
+    title, body = _TEXT[template]
+    values: dict[str, Any] = {
+        "ref": ticket.ref,
+        "subject": ticket.subject,
+        "state": ticket.state.value.replace("_", " "),
+        "body": event.data.get("body", ""),
+    }
+    return [
+        Notification(
+            channel=ticket.channel,
+            template=template,
+            to=to,
+            subject=f"[{ticket.ref}] " + title.format(**values),
+            body=body.format(**values),
+            data={"event": event.type, "state": ticket.state.value},
+            automatic=template != "agent_reply",  # an agent's words are not an automatic mail
+        )
+    ]

@@ -1,0 +1,304 @@
+"""Outbox delivery: at-least-once, idempotent, ordered per ticket, with a circuit breaker per target.
+
+Failure meaning comes from the exception a sink or notifier raises (``svcbridge.errors``):
+
+- ``NotReady`` / any other exception: retry with exponential backoff and jitter (tenacity's wait
+  strategy), waiting at least ``retry_after`` when the peer sent Retry-After; dead letter after
+  ``outbox.max_attempts``.
+- ``AuthFailed``: park every pending item of that target and raise an alert; no retry storm. Parked
+  items return to pending on the next start (after the credentials were fixed) or by ``outbox replay``.
+- ``PermanentError``: dead-letter that item, the others go on.
+
+Before a retry the sink's ``reconcile`` is asked whether the remote side already has the ticket (the
+crash-after-remote-commit case), so a retry never makes a second one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+import tenacity
+
+from . import metrics
+from .contracts import Notifier, Sink
+from .errors import AuthFailed, NotReady, PermanentError
+from .faults import fault
+from .models import DeliveryItem, DeliveryResult, utcnow
+from .settings import OutboxSettings
+from .store.outbox import Outbox
+from .store.repo import Store
+
+log = structlog.get_logger("svcbridge.delivery")
+CALL_TIMEOUT = 120.0
+
+
+@dataclass
+class Breaker:
+    """Opens after `threshold` consecutive failures for `cooldown` s; then lets one trial through."""
+
+    threshold: int
+    cooldown: float
+    failures: int = 0
+    opened_at: float | None = None
+
+    def allow(self) -> float:
+        """0 when a call may go out, else seconds until the breaker half-opens."""
+        if self.opened_at is None:
+            return 0.0
+        left = self.cooldown - (time.monotonic() - self.opened_at)
+        return max(0.0, left)
+
+    def success(self) -> None:
+        self.failures, self.opened_at = 0, None
+
+    def failure(self) -> bool:
+        """Record a failure; True when this one opened the breaker."""
+        self.failures += 1
+        if self.failures >= self.threshold:
+            was_closed = self.opened_at is None
+            self.opened_at = time.monotonic()
+            return was_closed
+        return False
+
+
+# Addresses that are machines: automatic mail to them only feeds loops (RFC 3834 section 2).
+NEVER_AUTO = re.compile(
+    r"^(mailer-daemon|postmaster|noreply|no-reply|do-not-reply|donotreply|abuse|root)@", re.I
+)
+
+
+class RecipientLimiter:
+    """Per-recipient sliding windows for automatic notifications (in memory: resets on restart)."""
+
+    def __init__(self, limits: dict[int, int]) -> None:
+        self.limits = sorted((minutes * 60.0, n) for minutes, n in limits.items())
+        self.sent: dict[str, deque[float]] = {}
+
+    def allow(self, key: str, now: float | None = None) -> str | None:
+        """None when one more may go now (and count it), else why not."""
+        now = time.monotonic() if now is None else now
+        q = self.sent.setdefault(key, deque())
+        horizon = self.limits[-1][0] if self.limits else 0.0
+        while q and now - q[0] > horizon:
+            q.popleft()
+        for window, n in self.limits:
+            if sum(1 for t in q if now - t <= window) >= n:
+                return f"more than {n} automatic messages in {int(window // 60)} min"
+        q.append(now)
+        return None
+
+
+@dataclass
+class Settled:
+    """The outcome of one outbox item in a round: done | retry | dead | parked | release."""
+
+    row: dict[str, Any]
+    status: str
+    result: DeliveryResult | None = None
+    error: str = ""
+    delay: float = 0.0
+
+
+@dataclass
+class Delivery:
+    store: Store
+    cfg: OutboxSettings
+    sinks: dict[str, Sink]
+    notifiers: dict[str, Notifier]
+    worker_id: str = "w"
+    breakers: dict[str, Breaker] = field(default_factory=dict)
+    alerts: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.outbox = Outbox(self.store, self.worker_id)
+        self.limiter = RecipientLimiter(self.cfg.auto_limits)
+        # "full jitter" exponential backoff: uniform(initial, initial * 2**attempt), capped
+        self._wait = tenacity.wait_random_exponential(
+            multiplier=self.cfg.backoff_initial, max=self.cfg.backoff_max, min=self.cfg.backoff_initial
+        )
+
+    def backoff(self, attempts: int) -> float:
+        state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+        state.attempt_number = max(1, attempts + 1)
+        return float(self._wait(state))
+
+    def breaker(self, target: str) -> Breaker:
+        if target not in self.breakers:
+            self.breakers[target] = Breaker(self.cfg.breaker_threshold, self.cfg.breaker_cooldown)
+        return self.breakers[target]
+
+    async def drain(self, max_rounds: int = 10_000) -> None:
+        """Deliver until nothing is due now (``run --once``); items scheduled later stay queued."""
+        for _ in range(max_rounds):
+            if not await self.run_once():
+                return
+
+    def _impl(self, target: str) -> Any:
+        return self.notifiers.get(target[7:]) if target.startswith("notify:") else self.sinks.get(target)
+
+    async def run_once(self) -> int:
+        """Handle every item due now (heads of their ticket/target queues); returns how many were seen.
+
+        One round: claim the batch in one transaction, call the targets (targets concurrently, up to
+        ``outbox.concurrency`` items of one target at a time; an auth failure or an opened breaker stops
+        what has not started yet), then settle every outcome in one transaction. A crash between a call
+        and the settle re-sends that item later, with the same idempotency key.
+        """
+        rows = await asyncio.to_thread(self.outbox.due, self.cfg.batch)
+        if not rows:
+            return 0
+        settled: list[Settled] = []
+        ready: list[dict[str, Any]] = []
+        for r in rows:
+            wait = self.breaker(r["target"]).allow()
+            if self._impl(r["target"]) is None:
+                # the plugin may be failed or not configured yet: keep the item, look again later
+                log.warning("no_target", target=r["target"], outbox_id=r["id"])
+                settled.append(Settled(r, "release", delay=60.0))
+            elif wait > 0:
+                settled.append(Settled(r, "release", delay=wait))
+            else:
+                ready.append(r)
+        claimed = await asyncio.to_thread(self.outbox.claim_many, [r["id"] for r in ready])
+        ready = [r for r in ready if r["id"] in claimed]
+        items = await asyncio.to_thread(self._items, ready)
+        by_target: dict[str, list[dict[str, Any]]] = {}
+        for r in ready:
+            by_target.setdefault(r["target"], []).append(r)
+        for batch in await asyncio.gather(*(self._run_target(t, b, items) for t, b in by_target.items())):
+            settled.extend(batch)
+        await asyncio.to_thread(self.outbox.settle, settled, self.cfg.max_attempts)
+        self._observe(settled)
+        return len(rows)
+
+    async def _run_target(
+        self, target: str, rows: list[dict[str, Any]], items: dict[int, DeliveryItem]
+    ) -> list[Settled]:
+        impl, br = self._impl(target), self.breaker(target)
+        sem = asyncio.Semaphore(self.cfg.concurrency)
+        stop = asyncio.Event()
+
+        async def one(row: dict[str, Any]) -> Settled:
+            async with sem:
+                if stop.is_set():
+                    return Settled(row, "release", delay=br.allow())
+                out = await self._attempt(impl, row, items[row["id"]])
+                if out.status == "parked" or (out.status == "retry" and br.allow() > 0):
+                    stop.set()
+                return out
+
+        return list(await asyncio.gather(*(one(r) for r in rows)))
+
+    def _suppressed(self, item: DeliveryItem) -> str | None:
+        """Why an automatic notification must not go out (loop protection), or None."""
+        n = item.payload.get("notification") or {}
+        if item.kind != "notify" or not n.get("automatic", True):
+            return None
+        to = str(n.get("to") or "")
+        if NEVER_AUTO.match(to):
+            return f"no automatic message to {to}"
+        return self.limiter.allow(f"{n.get('channel')}:{to.lower()}")
+
+    async def _attempt(self, impl: Any, row: dict[str, Any], item: DeliveryItem) -> Settled:
+        br = self.breaker(row["target"])
+        if why := self._suppressed(item):
+            log.warning("notification_suppressed", target=row["target"], outbox_id=row["id"], reason=why)
+            return Settled(row, "done", result=DeliveryResult(detail=f"suppressed: {why}"))
+        try:
+            result = await asyncio.wait_for(self._call(impl, item), CALL_TIMEOUT)
+            fault("after_remote_commit")  # the peer has it, we have not recorded it: reconcile's case
+        except AuthFailed as exc:
+            return Settled(row, "parked", error=f"auth failed: {exc}")
+        except PermanentError as exc:
+            return Settled(row, "dead", error=f"permanent: {exc}")
+        except Exception as exc:
+            retry_after = exc.retry_after if isinstance(exc, NotReady) else None
+            delay = (
+                max(retry_after, self.cfg.backoff_initial) if retry_after else self.backoff(row["attempts"])
+            )
+            if br.failure():
+                metrics.BREAKER_OPEN.labels(target=row["target"]).set(1)
+                log.warning("circuit_opened", target=row["target"], cooldown=br.cooldown)
+            return Settled(row, "retry", error=f"{type(exc).__name__}: {exc}", delay=delay)
+        br.success()
+        return Settled(row, "done", result=result)
+
+    def _observe(self, settled: list[Settled]) -> None:
+        """Metrics, alerts and one log line per outcome (after the settle committed)."""
+        for s in settled:
+            target, row = s.row["target"], s.row
+            blog = log.bind(
+                target=target,
+                outbox_id=row["id"],
+                ticket=self.store.ref_for(row["ticket_id"]),
+                kind=row["kind"],
+            )
+            if s.status == "done":
+                self.alerts.pop(target, None)
+                metrics.BREAKER_OPEN.labels(target=target).set(0)
+                metrics.DELIVERIES.labels(target=target, result="ok").inc()
+                metrics.DELIVERY_LATENCY.labels(target=target).observe(
+                    (utcnow() - row["created_at"]).total_seconds()
+                )
+                blog.info("delivered", detail=s.result.detail if s.result else "")
+            elif s.status == "parked":
+                self.alerts[target] = s.error
+                metrics.DELIVERIES.labels(target=target, result="auth_failed").inc()
+                blog.error("target_auth_failed_parked", error=s.error)
+            elif s.status in ("dead", "retry"):
+                final = s.status == "dead" or row["attempts"] + 1 >= self.cfg.max_attempts
+                metrics.DELIVERIES.labels(target=target, result="dead" if final else "retry").inc()
+                blog.warning(
+                    "delivery_failed",
+                    error=s.error,
+                    retry_in=None if final else round(s.delay, 2),
+                    status="dead" if final else "pending",
+                )
+
+    def _items(self, rows: list[dict[str, Any]]) -> dict[int, DeliveryItem]:
+        # sinks get links and attachments; the growing event trail is not loaded on this hot path
+        tickets = self.store.get_tickets({int(r["ticket_id"]) for r in rows}, events=False)
+        creates = {int(r["ticket_id"]) for r in rows if r["kind"] == "create"}
+        journals = {
+            int(r["payload"]["journal_id"])
+            for r in rows
+            if r["kind"] == "update" and (r["payload"] or {}).get("journal_id")
+        }
+        by_ticket, by_journal = self.store.attachments_bulk(creates, journals)
+        out = {}
+        for row in rows:
+            payload = row["payload"] or {}
+            if row["kind"] == "create":
+                atts = by_ticket[int(row["ticket_id"])]
+            elif row["kind"] == "update" and payload.get("journal_id"):
+                atts = by_journal[int(payload["journal_id"])]
+            else:
+                atts = []
+            out[row["id"]] = DeliveryItem(
+                id=row["id"],
+                kind=row["kind"],
+                target=row["target"],
+                idempotency_key=row["idempotency_key"],
+                ticket=tickets[int(row["ticket_id"])],
+                payload=payload,
+                attempts=row["attempts"],
+                attachments=atts,
+            )
+        return out
+
+    async def _call(self, impl: Any, item: DeliveryItem) -> DeliveryResult:
+        if item.kind == "notify":
+            res = await impl.send(item)
+        else:
+            if item.attempts > 0 and hasattr(impl, "reconcile"):
+                found = await impl.reconcile(item)
+                if found is not None:
+                    return found if isinstance(found, DeliveryResult) else DeliveryResult(detail="reconciled")
+            res = await impl.deliver(item)
+        return res if isinstance(res, DeliveryResult) else DeliveryResult()

@@ -1,0 +1,213 @@
+"""The one documented contract between svcbridge and its plugins.
+
+Every hook is documented here in pytest's style: what it is for, when it is called, each parameter,
+whether it is ``firstresult`` and what an exception means. ``tests/test_hookspecs.py`` fails when a hook
+lacks a docstring or a ``:param`` line for one of its arguments.
+
+Implementations may be ``def`` or ``async def``: the host awaits what is awaitable. Per-message hooks
+are called one implementation at a time by the host (not by pluggy's loop), so a failure is always tied
+to the plugin that raised it; hook wrappers are therefore not supported on them. Plugins may accept
+fewer arguments than a spec lists (pluggy's opt-in arguments), so hooks can gain parameters later.
+
+Data flows in a straight line and each hook belongs to one stage::
+
+    source ─▶ journal ─▶ parse ─▶ normalize ─▶ thread ─▶ classify ─▶ enrich ─▶ store ─▶ outbox
+                                                                                 │
+                         status updates (sinks, webhooks) ─▶ compose_notifications ┘
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("svcbridge")
+hookimpl = pluggy.HookimplMarker("svcbridge")
+
+# ---------------------------------------------------------------------------------------------------
+# Start-up: settings and the objects a plugin contributes
+# ---------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def register_settings(register: Any) -> None:
+    """Declare the settings model of a plugin's ``[plugins.<section>]`` TOML table.
+
+    Called once, before anything starts and before ``check-config`` validates the file, so every
+    section is validated by its own model and all errors are reported together.
+
+    :param register: ``register(section: str, model: type[PluginSettings])``. Register at most one
+        model per section; a second registration of the same section is a configuration error.
+
+    An exception here marks the plugin as failed (its reason is shown by ``svcbridge plugins``) and
+    the other plugins start; in strict mode it is re-raised.
+    """
+
+
+@hookspec
+def register_sources(register: Any, settings: Any) -> None:
+    """Contribute intake sources (mailboxes, polled gateways) that submit raw messages.
+
+    Called once when the daemon (or ``run --once``) starts, after settings were validated.
+
+    :param register: ``register(source)``; ``source`` follows ``svcbridge.Source``. Source names must
+        be unique across plugins; a duplicate is reported and the second one is not started.
+    :param settings: the validated ``svcbridge.Settings``; ``settings.plugin_config(section)`` returns
+        this plugin's model instance (or ``None`` when the section is absent).
+
+    An exception here marks the plugin failed; the other plugins' sources still start.
+    """
+
+
+@hookspec
+def register_routes(register: Any, settings: Any) -> None:
+    """Contribute webhook endpoints served by the daemon under ``/hooks/``.
+
+    Called once when the HTTP app is built.
+
+    :param register: ``register(route)``; ``route`` is a ``svcbridge.WebhookRoute``. The endpoint must
+        verify the sender's signature exactly as the provider signs, call ``ctx.submit`` (journal)
+        and answer 2xx only after it returned; on ``StoreUnavailable`` answer 503 so the sender retries.
+    :param settings: the validated ``svcbridge.Settings``.
+
+    An exception here marks the plugin failed; other routes are served.
+    """
+
+
+@hookspec
+def register_sinks(register: Any, settings: Any) -> None:
+    """Contribute helpdesk sinks that receive tickets and changes through the outbox.
+
+    Called once at start-up. Routing (``[routing]`` in the config) decides which sink gets a ticket.
+
+    :param register: ``register(sink)``; ``sink`` follows ``svcbridge.Sink`` (and optionally has
+        ``poll_changes(cursor)`` for helpdesks without webhooks, polled every ``poll_interval`` s).
+    :param settings: the validated ``svcbridge.Settings``.
+
+    An exception here marks the plugin failed; items routed to its sinks wait in the outbox.
+    """
+
+
+@hookspec
+def register_notifiers(register: Any, settings: Any) -> None:
+    """Contribute notifiers that push messages to customers on one channel (mail reply, SMS).
+
+    Called once at start-up.
+
+    :param register: ``register(notifier)``; ``notifier`` follows ``svcbridge.Notifier``. One
+        notifier per channel; a later registration for the same channel replaces none, it is reported.
+    :param settings: the validated ``svcbridge.Settings``.
+
+    An exception here marks the plugin failed; its notifications wait in the outbox.
+    """
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per message: the pipeline stages, in the order they run
+# ---------------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def parse_message(raw: Any) -> Any:
+    """Turn one journaled raw message into a ``TicketDraft``.
+
+    Called once per journal entry, first stage of the pipeline. Return ``None`` when the message is not
+    for this plugin (another channel or format); the first non-``None`` draft wins (firstresult).
+
+    :param raw: the ``svcbridge.RawMessage`` exactly as the source journaled it (bytes, never pre-decoded).
+
+    Raising (``ParseError`` or anything else) quarantines the message with plugin, stage and error;
+    it can be retried with ``svcbridge quarantine retry`` after a fix. When no plugin returns a draft
+    the message is quarantined as "no parser".
+    """
+
+
+@hookspec
+def normalize_draft(draft: Any, raw: Any) -> None:
+    """Normalise contact and customer data in place (directory lookups, E.164 phones, company names).
+
+    Called for every plugin, in plugin order, after parsing. Return value is ignored.
+
+    :param draft: the ``svcbridge.TicketDraft``; modify it in place.
+    :param raw: the ``svcbridge.RawMessage`` it came from (read-only).
+
+    Raising quarantines the message (stage ``normalize``).
+    """
+
+
+@hookspec(firstresult=True)
+def thread_message(draft: Any, lookup: Any) -> Any:
+    """Decide whether this message belongs to an existing ticket, or is a duplicate of one.
+
+    Called once per message after normalisation; the first non-``None`` answer wins (firstresult).
+    The built-in default (``trylast``) matches message ids and ``[SB-000123]`` subject tags.
+
+    :param draft: the ``svcbridge.TicketDraft`` (links hold this message's ids, thread_refs the ids it
+        refers to).
+    :param lookup: a ``svcbridge.TicketLookup`` for read-only queries (by ref, by external link).
+
+    Return a ``svcbridge.ThreadMatch`` (``duplicate=True`` when the same message is already stored, so
+    nothing new is created) or ``None`` for a new ticket. Raising quarantines the message.
+    """
+
+
+@hookspec
+def classify_ticket(draft: Any, ticket: Any) -> None:
+    """Set priority, fault level, SLA policy and deadlines on the draft, in place.
+
+    Called for every plugin after threading.
+
+    :param draft: the ``svcbridge.TicketDraft`` to adjust.
+    :param ticket: the existing ``svcbridge.Ticket`` for a follow-up, ``None`` for a new ticket.
+
+    Raising quarantines the message (stage ``classify``).
+    """
+
+
+@hookspec
+def enrich_ticket(draft: Any, ticket: Any) -> None:
+    """Add outside knowledge in place: warranty per part, spare-parts stock, customer contract.
+
+    Called for every plugin after classification. A slow lookup should time out and leave a label
+    rather than fail: an exception here quarantines the message (stage ``enrich``).
+
+    :param draft: the ``svcbridge.TicketDraft`` to enrich.
+    :param ticket: the existing ``svcbridge.Ticket`` for a follow-up, ``None`` for a new ticket.
+    """
+
+
+# ---------------------------------------------------------------------------------------------------
+# After the store: status changes and what the customer is told
+# ---------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def status_updated(ticket: Any, update: Any) -> None:
+    """Observe a status change or agent reply reported by a helpdesk or vendor.
+
+    Called for every plugin after the change was committed (ticket state and event trail updated).
+
+    :param ticket: the ``svcbridge.Ticket`` after the change.
+    :param update: the ``svcbridge.StatusUpdate`` as reported.
+
+    An exception is logged with the plugin name and does not undo the change.
+    """
+
+
+@hookspec
+def compose_notifications(ticket: Any, event: Any, draft: Any) -> Any:
+    """Say what the customer should be told about an event; every plugin's list is gathered.
+
+    Called in the same transaction that stores a new message (event ``received``) or applies a status
+    update (``status_changed``, ``reply``); the notifications become outbox rows, so they are sent at
+    least once, with an idempotency key, after the commit.
+
+    :param ticket: the ``svcbridge.Ticket`` as stored.
+    :param event: the ``svcbridge.TicketEvent`` that triggered this (``received``, ``status_changed``...).
+    :param draft: the ``svcbridge.TicketDraft`` for ``received`` events, else ``None``. Never answer
+        a draft with ``automated=True`` (bounces, auto-replies).
+
+    Return a list of ``svcbridge.Notification`` or ``None``. Raising quarantines the message for a
+    ``received`` event; for a status update it is logged and the update still commits.
+    """

@@ -1,0 +1,348 @@
+"""The ticket model: the pydantic types that cross hook boundaries.
+
+Everything a plugin receives or returns is one of these classes, so they are part of the public API
+(`svcbridge.__all__`). They are plain data: persistence lives in `svcbridge.store`, behaviour in the
+pipeline. Times are timezone-aware UTC.
+
+    RawMessage ──parse──▶ TicketDraft ──store──▶ Ticket (+ TicketEvent trail, ExternalLink, Attachment)
+                                                   │
+                          StatusUpdate ◀──sinks────┘──▶ Notification (outbox) ──▶ customer
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "Asset",
+    "Attachment",
+    "Contact",
+    "DeliveryItem",
+    "DeliveryResult",
+    "ExternalLink",
+    "FaultLevel",
+    "Notification",
+    "Priority",
+    "RawMessage",
+    "StatusUpdate",
+    "ThreadMatch",
+    "Ticket",
+    "TicketDraft",
+    "TicketEvent",
+    "TicketState",
+    "can_transition",
+    "safe_filename",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now in UTC (one place so tests can reason about it)."""
+    return datetime.now(UTC)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- intake
+
+
+class RawMessage(_Model):
+    """One message exactly as a source received it, before any parsing.
+
+    `external_id` is the source's own stable id (Maildir unique name, IMAP UIDVALIDITY/UID, a
+    gateway's MessageSid, a webhook id); the journal is unique on (source, external_id), which is what
+    makes redelivery harmless.
+    """
+
+    channel: str = Field(description="email, sms, fax, webhook, ...")
+    source: str = Field(description="configured source name, e.g. 'maildir' or 'imap:support'")
+    external_id: str
+    received_at: datetime = Field(default_factory=utcnow)
+    raw: bytes | None = None
+    blob_ref: str | None = Field(default=None, description="path of a spooled body too big to keep inline")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def content_hash(self) -> str:
+        return hashlib.sha256(self.raw or b"").hexdigest()
+
+
+# --------------------------------------------------------------------------- people and things
+
+
+class Contact(_Model):
+    name: str | None = None
+    company: str | None = None
+    email: str | None = None
+    phone: str | None = Field(default=None, description="E.164, e.g. +8613800138000")
+    language: str | None = Field(default=None, description="BCP 47 tag such as zh-CN, zh-TW, en")
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        v = v.strip()
+        if not re.fullmatch(r"[^@\s<>\"',;]+@[^@\s<>\"',;]+\.[^@\s<>\"',;]+", v):
+            raise ValueError(f"not a plain e-mail address: {v!r}")
+        local, _, domain = v.rpartition("@")
+        return f"{local}@{domain.lower()}"
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        try:
+            num = phonenumbers.parse(v, None)
+        except phonenumbers.NumberParseException as exc:
+            raise ValueError(f"phone must be international (E.164): {exc}") from exc
+        if not phonenumbers.is_possible_number(num):
+            raise ValueError(f"not a possible phone number: {v!r}")
+        return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+
+
+class Asset(_Model):
+    vendor: str | None = None
+    model: str | None = None
+    serial: str | None = None
+    purchase_date: datetime | None = None
+    production_date: datetime | None = None
+    warranty_until: datetime | None = None
+
+
+class Priority(enum.IntEnum):
+    """Contract priority: P1 is the most urgent (e.g. respond in 10 min, on site in 1 h)."""
+
+    P1 = 1
+    P2 = 2
+    P3 = 3
+    P4 = 4
+
+
+class FaultLevel(enum.StrEnum):
+    CRITICAL = "critical"  # service down
+    MAJOR = "major"  # degraded
+    MINOR = "minor"
+    QUESTION = "question"
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_filename(original: str | None, sha256: str, content_type: str = "") -> str:
+    """A generated storage name; the customer's file name is never used as a path.
+
+    The extension is kept only when it is short and alphanumeric, so `../../etc/passwd` or
+    `a.exe\x00.pdf` cannot steer where or how anything is written.
+    """
+    ext = ""
+    if original:
+        base = original.replace("\\", "/").rsplit("/", 1)[-1]
+        if "." in base:
+            cand = base.rsplit(".", 1)[1].lower()
+            if re.fullmatch(r"[a-z0-9]{1,8}", cand):
+                ext = "." + cand
+    return f"att-{sha256[:16]}{ext}"
+
+
+class Attachment(_Model):
+    sha256: str
+    size: int
+    content_type: str = "application/octet-stream"
+    safe_name: str
+    original_name: str | None = None
+    content_id: str | None = None
+    data: bytes | None = Field(default=None, repr=False)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, original_name: str | None, content_type: str) -> Attachment:
+        digest = hashlib.sha256(data).hexdigest()
+        return cls(
+            sha256=digest,
+            size=len(data),
+            content_type=content_type or "application/octet-stream",
+            safe_name=safe_filename(original_name, digest),
+            original_name=original_name,
+            data=data,
+        )
+
+
+# --------------------------------------------------------------------------- the ticket
+
+
+class TicketState(enum.StrEnum):
+    NEW = "new"
+    ACKNOWLEDGED = "acknowledged"
+    IN_PROGRESS = "in_progress"
+    WAITING_CUSTOMER = "waiting_customer"
+    WAITING_PARTS = "waiting_parts"
+    ON_SITE = "on_site"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+
+
+_S = TicketState
+_ACTIVE = {_S.ACKNOWLEDGED, _S.IN_PROGRESS, _S.WAITING_CUSTOMER, _S.WAITING_PARTS, _S.ON_SITE}
+TRANSITIONS: dict[TicketState, set[TicketState]] = {
+    _S.NEW: _ACTIVE | {_S.RESOLVED, _S.CLOSED},
+    _S.ACKNOWLEDGED: (_ACTIVE - {_S.ACKNOWLEDGED}) | {_S.RESOLVED, _S.CLOSED},
+    _S.IN_PROGRESS: (_ACTIVE - {_S.ACKNOWLEDGED, _S.IN_PROGRESS}) | {_S.RESOLVED, _S.CLOSED},
+    _S.WAITING_CUSTOMER: {_S.IN_PROGRESS, _S.WAITING_PARTS, _S.ON_SITE, _S.RESOLVED, _S.CLOSED},
+    _S.WAITING_PARTS: {_S.IN_PROGRESS, _S.WAITING_CUSTOMER, _S.ON_SITE, _S.RESOLVED, _S.CLOSED},
+    _S.ON_SITE: {_S.IN_PROGRESS, _S.WAITING_CUSTOMER, _S.WAITING_PARTS, _S.RESOLVED, _S.CLOSED},
+    _S.RESOLVED: {_S.CLOSED, _S.IN_PROGRESS},  # reopen goes back to work
+    _S.CLOSED: {_S.IN_PROGRESS},  # reopen
+}
+
+
+def can_transition(old: TicketState, new: TicketState) -> bool:
+    """True when the state machine allows old -> new (same state is a no-op, always allowed)."""
+    return old == new or new in TRANSITIONS[old]
+
+
+class TicketEvent(_Model):
+    """One step of the trail: received, acknowledged, escalated, on_site, resolved, followed_up, ..."""
+
+    type: str
+    at: datetime = Field(default_factory=utcnow)
+    actor: str = "svcbridge"
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExternalLink(_Model):
+    """An id of this ticket in another system: helpdesk ticket id, RMA number, Message-ID, SMS thread."""
+
+    system: str
+    kind: str
+    value: str
+
+
+class TicketDraft(_Model):
+    """What parsing makes of one RawMessage; later stages fill in and adjust it in place."""
+
+    channel: str
+    subject: str = ""
+    body_text: str = ""
+    body_html: str | None = None
+    contact: Contact = Field(default_factory=Contact)
+    customer: str | None = None
+    asset: Asset = Field(default_factory=Asset)
+    priority: Priority = Priority.P3
+    fault_level: FaultLevel | None = None
+    sla_policy: str | None = None
+    language: str | None = None
+    attachments: list[Attachment] = Field(default_factory=list)
+    links: list[ExternalLink] = Field(default_factory=list, description="message ids and the like")
+    thread_refs: list[ExternalLink] = Field(
+        default_factory=list, description="ids this message refers to (In-Reply-To, References)"
+    )
+    automated: bool = Field(default=False, description="auto-reply, bounce, list mail: never answer it")
+    suppress_autoreply: bool = False
+    labels: dict[str, Any] = Field(default_factory=dict, description="free data plugins pass along")
+    deadlines: dict[str, datetime] = Field(default_factory=dict, description="respond_by, onsite_by, ...")
+
+
+class Ticket(_Model):
+    id: int
+    ref: str = Field(description="public reference such as SB-000123")
+    state: TicketState = TicketState.NEW
+    channel: str
+    subject: str = ""
+    description: str = ""
+    contact: Contact = Field(default_factory=Contact)
+    customer: str | None = None
+    asset: Asset = Field(default_factory=Asset)
+    priority: Priority = Priority.P3
+    fault_level: FaultLevel | None = None
+    sla_policy: str | None = None
+    language: str | None = None
+    deadlines: dict[str, datetime] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    events: list[TicketEvent] = Field(default_factory=list)
+    links: list[ExternalLink] = Field(default_factory=list)
+    attachments: list[Attachment] = Field(default_factory=list)
+
+    def link(self, system: str, kind: str) -> str | None:
+        """The first linked id of that system and kind, if any."""
+        for ln in self.links:
+            if ln.system == system and ln.kind == kind:
+                return ln.value
+        return None
+
+
+class ThreadMatch(_Model):
+    """Answer of the `thread_message` hook: this draft belongs to an existing ticket."""
+
+    ticket_ref: str
+    duplicate: bool = Field(default=False, description="the very same message was already stored")
+    reason: str = ""
+
+
+# --------------------------------------------------------------------------- outbound
+
+
+class DeliveryItem(_Model):
+    """One outbox row as a sink or notifier sees it (``ticket`` comes without its event trail)."""
+
+    id: int
+    kind: str = Field(description="create | update | notify")
+    target: str
+    idempotency_key: str
+    ticket: Ticket
+    payload: dict[str, Any] = Field(default_factory=dict)
+    attempts: int = 0
+    attachments: list[Attachment] = Field(
+        default_factory=list, description="with bytes: the ticket's for create, the message's for update"
+    )
+
+
+class DeliveryResult(_Model):
+    """What a sink or notifier did; `links` are recorded on the ticket (helpdesk id, SMS sid...)."""
+
+    links: list[ExternalLink] = Field(default_factory=list)
+    detail: str = ""
+
+
+class StatusUpdate(_Model):
+    """A change reported by a helpdesk or vendor: new state, a public reply, or both.
+
+    Give either svcbridge's ``ticket_ref`` or the helpdesk's own ``external_ticket_id``: the host then
+    finds the ticket by the link ``(system, "ticket", external_ticket_id)`` the sink recorded on create.
+    """
+
+    ticket_ref: str = ""
+    external_ticket_id: str | None = None
+    system: str
+    state: TicketState | None = None
+    public_reply: str | None = None
+    internal_note: str | None = None
+    actor: str = "agent"
+    external_event_id: str | None = Field(default=None, description="dedup key for redelivered webhooks")
+    at: datetime = Field(default_factory=utcnow)
+
+
+class Notification(_Model):
+    """A message for the customer, sent through the notifier of `channel` via the outbox."""
+
+    channel: str
+    template: str = Field(description="acknowledgement, status_changed, reply, resolved, survey, ...")
+    to: str | None = None
+    subject: str = ""
+    body: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+    automatic: bool = Field(
+        default=True, description="sent without a person (ack, status notice): rate-limited per recipient"
+    )
+    key: str = Field(default_factory=lambda: uuid.uuid4().hex, description="idempotency key")

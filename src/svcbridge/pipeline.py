@@ -1,0 +1,384 @@
+"""The straight line from a journaled raw message to a stored ticket with outbox rows.
+
+    journal ─▶ parse ─▶ normalize ─▶ thread/dedupe ─▶ classify ─▶ enrich ─▶ store (one transaction)
+
+Each stage is a short function that calls one hook; no stage calls back up. An exception in a stage
+quarantines that one message with the plugin, stage and error, and the next message goes on.
+
+Messages are taken from the journal in batches. Each message runs the stages on its own and yields a
+``Plan`` (what to write); the plans of a batch are committed in ONE transaction: tickets or follow-ups,
+events, links, attachments, outbox rows for sinks and notifications, quarantine rows, journal statuses.
+A crash before that commit leaves the entries pending and they are processed again. While a batch is
+open, threading and duplicate checks see its uncommitted work through ``Overlay``, so a reply or a
+redelivery in the same batch as the original still threads or dedupes correctly. Should the batch
+commit fail on one bad row, the plans are committed one by one and only the offender is quarantined.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+
+from . import metrics
+from .errors import StoreUnavailable
+from .faults import fault
+from .models import (
+    ExternalLink,
+    Notification,
+    RawMessage,
+    StatusUpdate,
+    ThreadMatch,
+    Ticket,
+    TicketDraft,
+    TicketEvent,
+    TicketState,
+    utcnow,
+)
+from .plugins import HookFailed, PluginManager
+from .settings import Settings
+from .status import apply_status_update, enqueue_notifications
+from .store import outbox as ob
+from .store import schema as t
+from .store.repo import Store
+
+log = structlog.get_logger("svcbridge.pipeline")
+CLOSED = (TicketState.RESOLVED, TicketState.CLOSED)
+
+
+class StageFailed(Exception):
+    def __init__(self, stage: str, plugin: str | None, exc: BaseException) -> None:
+        super().__init__(f"{stage}: {exc}")
+        self.stage, self.plugin, self.exc = stage, plugin, exc
+
+
+@dataclass(frozen=True)
+class Outcome:
+    journal_id: int
+    status: str  # created | followup | duplicate | quarantined
+    ticket_ref: str | None = None
+    reason: str = ""
+
+
+@dataclass
+class Plan:
+    """What the store stage writes for one journal entry."""
+
+    journal_id: int
+    raw: RawMessage
+    status: str
+    ticket: Ticket | None = None
+    draft: TicketDraft | None = None
+    event: TicketEvent | None = None
+    notes: list[Notification] = field(default_factory=list)
+    reopen: bool = False
+    reason: str = ""
+    failure: StageFailed | None = None
+
+    @property
+    def outcome(self) -> Outcome:
+        return Outcome(self.journal_id, self.status, self.ticket.ref if self.ticket else None, self.reason)
+
+
+class Overlay:
+    """``TicketLookup`` over the store plus the batch's not yet committed tickets, links and hashes."""
+
+    def __init__(self, store: Store, seen: dict[str, int] | None = None) -> None:
+        self.store = store
+        self.tickets: dict[str, Ticket] = {}
+        self.links: dict[tuple[str, str, str], str] = {}
+        self.hashes: dict[str, str] = {}
+        self.seen = seen  # content hash -> ticket id, prefetched for the whole batch
+
+    def by_ref(self, ref: str) -> Ticket | None:
+        return self.tickets.get(ref) or self.store.by_ref(ref)
+
+    def by_link(self, system: str, kind: str, value: str) -> Ticket | None:
+        ref = self.links.get((system, kind, value))
+        return self.tickets[ref] if ref else self.store.by_link(system, kind, value)
+
+    def open_by_contact(
+        self, *, email: str | None = None, phone: str | None = None, channel: str | None = None
+    ) -> Ticket | None:
+        for tk in reversed(self.tickets.values()):  # this batch's newest first
+            if tk.state in CLOSED or (channel and tk.channel != channel):
+                continue
+            if (email and tk.contact.email == email) or (phone and tk.contact.phone == phone):
+                return tk
+        return self.store.open_by_contact(email=email, phone=phone, channel=channel)
+
+    def journal_seen(self, content_hash: str, exclude_journal_id: int | None = None) -> int | None:
+        ref = self.hashes.get(content_hash)
+        if ref:
+            return self.tickets[ref].id
+        if self.seen is not None:
+            return self.seen.get(content_hash)
+        return self.store.journal_seen(content_hash, exclude_journal_id)
+
+    def ticket(self, ref: str) -> Ticket | None:
+        """The full ticket, as modified by this batch if it was."""
+        if ref not in self.tickets:
+            found = self.store.get_ticket(ref)
+            if found is None:
+                return None
+            self.tickets[ref] = found
+        return self.tickets[ref]
+
+    def record(self, plan: Plan) -> None:
+        if plan.ticket is None or plan.status == "quarantined":
+            return
+        ref = plan.ticket.ref
+        self.tickets[ref] = plan.ticket
+        self.hashes.setdefault(plan.raw.content_hash, ref)
+        for ln in plan.draft.links if plan.draft else []:
+            self.links.setdefault((ln.system, ln.kind, ln.value), ref)
+
+
+class Pipeline:
+    def __init__(self, pm: PluginManager, store: Store, settings: Settings) -> None:
+        self.pm, self.store, self.settings = pm, store, settings
+        self._ids: list[int] = []  # ticket numbers reserved for this process, used in order
+
+    # ------------------------------------------------------------------ driving
+    async def drain(self) -> list[Outcome]:
+        """Process every pending journal entry (oldest first); returns what happened to each."""
+        done: list[Outcome] = []
+        while True:
+            ids = await asyncio.to_thread(self.store.pending_journal, self.settings.pipeline.batch)
+            if not ids:
+                return done
+            done += await self.process_batch(ids)
+
+    async def process(self, journal_id: int) -> Outcome:
+        """Process one journal entry (``ingest``, ``quarantine retry``)."""
+        return (await self.process_batch([journal_id]))[0]
+
+    async def process_batch(self, ids: list[int]) -> list[Outcome]:
+        raws = await asyncio.to_thread(self.store.load_raws, ids)
+        if len(self._ids) < len(ids):
+            self._ids += await asyncio.to_thread(self.store.allocate_ticket_ids, len(ids) - len(self._ids))
+        hashes = {r.content_hash for r in raws.values()}
+        overlay = Overlay(self.store, await asyncio.to_thread(self.store.journal_seen_many, hashes))
+        plans = []
+        for jid in ids:
+            with structlog.contextvars.bound_contextvars(journal_id=jid, message_id=raws[jid].external_id):
+                plan = await self._prepare(jid, raws[jid], overlay)
+            overlay.record(plan)
+            plans.append(plan)
+        await asyncio.to_thread(self._commit_all, plans)
+        fault("after_store")
+        for p in plans:
+            metrics.MESSAGES.labels(channel=p.raw.channel, outcome=p.status).inc()
+            if p.failure:
+                f = p.failure
+                log.warning(
+                    "quarantined", journal_id=p.journal_id, stage=f.stage, plugin=f.plugin, error=str(f.exc)
+                )
+            else:
+                log.info(
+                    "processed",
+                    journal_id=p.journal_id,
+                    message_id=p.raw.external_id,
+                    source=p.raw.source,
+                    channel=p.raw.channel,
+                    outcome=p.status,
+                    ticket=p.ticket.ref if p.ticket else None,
+                )
+        return [p.outcome for p in plans]
+
+    async def _prepare(self, journal_id: int, raw: RawMessage, overlay: Overlay) -> Plan:
+        try:
+            draft = await self._stage("parse", "parse_message", True, raw=raw)
+            if draft is None:
+                raise StageFailed("parse", None, LookupError(f"no plugin parses channel {raw.channel!r}"))
+            if not isinstance(draft, TicketDraft):
+                raise StageFailed("parse", None, TypeError(f"parse_message returned {type(draft).__name__}"))
+            await self._stage("normalize", "normalize_draft", draft=draft, raw=raw)
+            match = await self._thread(draft, raw, journal_id, overlay)
+            ticket = overlay.ticket(match.ticket_ref) if match else None
+            if match and match.duplicate and ticket:
+                return Plan(journal_id, raw, "duplicate", ticket=ticket, reason=match.reason)
+            await self._stage("classify", "classify_ticket", draft=draft, ticket=ticket)
+            await self._stage("enrich", "enrich_ticket", draft=draft, ticket=ticket)
+            return await self._plan(journal_id, raw, draft, ticket)
+        except StageFailed as exc:
+            return Plan(journal_id, raw, "quarantined", reason=f"{exc.stage}: {exc.exc}", failure=exc)
+
+    async def _stage(self, stage: str, hook: str, firstresult: bool = False, **kwargs: Any) -> Any:
+        try:
+            return await self.pm.call_each(hook, firstresult=firstresult, **kwargs)
+        except HookFailed as exc:
+            raise StageFailed(stage, exc.plugin, exc.exc) from exc
+
+    async def _thread(
+        self, draft: TicketDraft, raw: RawMessage, journal_id: int, overlay: Overlay
+    ) -> ThreadMatch | None:
+        # Exact same bytes already made a ticket (another mailbox, a re-import): a duplicate.
+        seen = overlay.journal_seen(raw.content_hash, journal_id)
+        if seen is not None:
+            return ThreadMatch(ticket_ref=self.store.ref_for(seen), duplicate=True, reason="same content")
+        match = await self._stage("thread", "thread_message", True, draft=draft, lookup=overlay)
+        if match is not None and not isinstance(match, ThreadMatch):
+            raise StageFailed("thread", None, TypeError("thread_message must return a ThreadMatch"))
+        return match
+
+    async def _plan(
+        self, journal_id: int, raw: RawMessage, draft: TicketDraft, ticket: Ticket | None
+    ) -> Plan:
+        if (
+            ticket is not None
+            and ticket.state in CLOSED
+            and self.settings.pipeline.on_closed_reply == "new_linked"
+        ):
+            draft.links.append(ExternalLink(system="svcbridge", kind="follows", value=ticket.ref))
+            ticket = None
+        data = _msg_data(raw, draft)
+        if ticket is None:
+            ticket = self._new_ticket(self._ids.pop(0), draft)
+            event = TicketEvent(type="received", at=raw.received_at, actor=_actor(draft), data=data)
+            plan = Plan(journal_id, raw, "created", ticket=ticket, draft=draft, event=event)
+        else:
+            reopen = ticket.state in CLOSED
+            if reopen:
+                ticket.state = TicketState.IN_PROGRESS
+            event = TicketEvent(type="message_received", actor=_actor(draft), data=data)
+            plan = Plan(journal_id, raw, "followup", ticket=ticket, draft=draft, event=event, reopen=reopen)
+        plan.notes = await self.compose(ticket, event, draft)
+        return plan
+
+    async def compose(
+        self, ticket: Ticket, event: TicketEvent, draft: TicketDraft | None
+    ) -> list[Notification]:
+        """Gather ``compose_notifications`` from every plugin (raises StageFailed naming the plugin)."""
+        found = await self._stage("notify", "compose_notifications", ticket=ticket, event=event, draft=draft)
+        return [n for batch in found for n in (batch if isinstance(batch, list) else [batch])]
+
+    def _new_ticket(self, tid: int, draft: TicketDraft) -> Ticket:
+        return Ticket(
+            id=tid,
+            ref=self.store.ref_for(tid),
+            channel=draft.channel,
+            subject=draft.subject,
+            description=draft.body_text,
+            contact=draft.contact,
+            customer=draft.customer,
+            asset=draft.asset,
+            priority=draft.priority,
+            fault_level=draft.fault_level,
+            sla_policy=draft.sla_policy,
+            language=draft.language or draft.contact.language,
+            deadlines=draft.deadlines,
+        )
+
+    # ------------------------------------------------------------------ the store stage
+    def _commit_all(self, plans: list[Plan]) -> None:
+        try:
+            with self.store.tx() as conn:
+                for p in plans:
+                    self._write(conn, p)
+            return
+        except StoreUnavailable:
+            raise  # nothing written; the entries stay pending for the next round
+        except Exception as exc:  # one bad row (e.g. a unique key raced by another replica)
+            if len(plans) == 1:
+                self._quarantine_store_failure(plans[0], exc)
+                return
+            log.warning("batch_commit_failed_retrying_one_by_one", error=f"{type(exc).__name__}: {exc}")
+        for p in plans:
+            try:
+                with self.store.tx() as conn:
+                    self._write(conn, p)
+            except StoreUnavailable:
+                raise
+            except Exception as exc:
+                self._quarantine_store_failure(p, exc)
+
+    def _quarantine_store_failure(self, plan: Plan, exc: BaseException) -> None:
+        plan.status, plan.reason = "quarantined", f"store: {exc}"
+        plan.failure = StageFailed("store", None, exc)
+        self.store.quarantine(plan.journal_id, "store", None, exc)
+
+    def _write(self, conn: Any, p: Plan) -> None:
+        s = self.store
+        if p.status == "quarantined":
+            assert p.failure is not None
+            s.quarantine_row(conn, p.journal_id, p.failure.stage, p.failure.plugin, p.failure.exc)
+            return
+        assert p.ticket is not None
+        if p.status == "duplicate":
+            s.mark_journal(conn, p.journal_id, "duplicate", p.ticket.id)
+            return
+        assert p.draft is not None and p.event is not None
+        ticket, draft = p.ticket, p.draft
+        if p.status == "created":
+            s.insert_ticket(conn, ticket, p.raw.source)
+            for sink in self.route(ticket, p.raw.source):
+                ob.enqueue(conn, ticket.id, "create", sink, f"{ticket.ref}:create:{sink}", {})
+        else:
+            values: dict[str, Any] = {}
+            if p.reopen:
+                values["state"] = ticket.state.value
+                s.add_event(
+                    conn, ticket.id, TicketEvent(type="reopened", data={"by": "customer"}), p.journal_id
+                )
+            s.update_ticket(conn, ticket.id, **values)
+            payload = {
+                "type": "customer_message",
+                "journal_id": p.journal_id,
+                "reopen": p.reopen,
+                "subject": draft.subject,
+                "body": draft.body_text,
+                "author": _actor(draft),
+            }
+            for sink in self._sinks_of(conn, ticket.id):
+                ob.enqueue(conn, ticket.id, "update", sink, f"{ticket.ref}:j{p.journal_id}:{sink}", payload)
+        s.add_event(conn, ticket.id, p.event, p.journal_id)
+        for link in draft.links:
+            s.add_link(conn, ticket.id, link)
+        for att in draft.attachments:
+            s.add_attachment(conn, ticket.id, att, p.journal_id)
+        enqueue_notifications(conn, ticket, p.notes, f"j{p.journal_id}")
+        s.mark_journal(conn, p.journal_id, "processed", ticket.id)
+
+    def route(self, ticket: Ticket, source: str) -> list[str]:
+        """Sinks for a new ticket: the first matching ``[[routing.rules]]`` entry, else the default."""
+        for rule in self.settings.routing.rules:
+            if rule.channel and rule.channel != ticket.channel:
+                continue
+            if rule.source and rule.source != source:
+                continue
+            if rule.customer and rule.customer != ticket.customer:
+                continue
+            if rule.max_priority and int(ticket.priority) > rule.max_priority:
+                continue
+            return list(rule.sinks)
+        return list(self.settings.routing.default)
+
+    @staticmethod
+    def _sinks_of(conn: Any, ticket_id: int) -> list[str]:
+        q = select(t.outbox.c.target).where(t.outbox.c.ticket_id == ticket_id, t.outbox.c.kind == "create")
+        return sorted({r[0] for r in conn.execute(q)})
+
+    # ------------------------------------------------------------------ status updates
+    async def apply_status_update(self, update: StatusUpdate) -> bool:
+        """Apply a helpdesk/vendor change (see ``status.py``); False if already seen or unknown."""
+        return await apply_status_update(self, update)
+
+
+def _actor(draft: TicketDraft) -> str:
+    return draft.contact.email or draft.contact.phone or draft.contact.name or "customer"
+
+
+def _msg_data(raw: RawMessage, draft: TicketDraft) -> dict[str, Any]:
+    return {
+        "source": raw.source,
+        "external_id": raw.external_id,
+        "subject": draft.subject,
+        "body": draft.body_text[:20000],
+        "automated": draft.automated,
+        "attachments": [a.safe_name for a in draft.attachments],
+        "stored_at": utcnow().isoformat(),
+    }

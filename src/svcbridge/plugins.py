@@ -1,0 +1,177 @@
+"""The plugin manager: built-ins, entry points, a plugins_dir of loose files, a block list.
+
+Kept small on purpose (datasette's plugins.py, tox's manager.py). Each plugin is loaded on its own:
+one that fails to import is recorded with its reason and the rest load; strict mode re-raises for plugin
+authors. ``call_each`` runs a per-message hook one implementation at a time so every failure names its
+plugin, and awaits async implementations.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pluggy
+import structlog
+
+from . import hookspecs
+
+log = structlog.get_logger("svcbridge.plugins")
+
+# Core defaults are plugins too; they are `trylast` so any plugin can override them.
+DEFAULT_PLUGINS = ("svcbridge.defaults",)
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    version: str = ""
+    status: str = "loaded"  # loaded | blocked | failed
+    reason: str = ""
+    origin: str = ""  # builtin | entrypoint | plugins_dir
+    hooks: list[str] = field(default_factory=list)
+
+
+class HookFailed(Exception):
+    """A hook implementation raised; carries the plugin name and the original exception."""
+
+    def __init__(self, plugin: str, hook: str, exc: BaseException) -> None:
+        super().__init__(f"{plugin}.{hook}: {type(exc).__name__}: {exc}")
+        self.plugin, self.hook, self.exc = plugin, hook, exc
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager plus a status table and isolated per-implementation calls."""
+
+    def __init__(self, strict: bool = False) -> None:
+        super().__init__("svcbridge")
+        self.add_hookspecs(hookspecs)
+        self.strict = strict
+        self.trace_calls = False
+        self.infos: dict[str, PluginInfo] = {}
+
+    # ------------------------------------------------------------------ loading
+    def _add(self, name: str, load: Any, origin: str, version: str, blocked: set[str]) -> None:
+        if name in blocked:
+            self.set_blocked(name)
+            self.infos[name] = PluginInfo(name, version, "blocked", "in the block list", origin)
+            return
+        try:
+            module = load()
+            self.register(module, name=name)
+            hooks = sorted(h.name for h in self.get_hookcallers(module) or [])
+            self.infos[name] = PluginInfo(name, version, "loaded", "", origin, hooks)
+        except Exception as exc:
+            if self.strict:
+                raise
+            self.infos[name] = PluginInfo(name, version, "failed", f"{type(exc).__name__}: {exc}", origin)
+            log.error("plugin_load_failed", plugin=name, error=str(exc))
+
+    def mark_failed(self, name: str, exc: BaseException) -> None:
+        """Record a plugin that failed after loading (settings, registration) and unregister it."""
+        if self.strict:
+            raise exc
+        info = self.infos.setdefault(name, PluginInfo(name))
+        info.status, info.reason = "failed", f"{type(exc).__name__}: {exc}"
+        plugin = self.get_plugin(name)
+        if plugin is not None:
+            self.unregister(plugin)
+        log.error("plugin_failed", plugin=name, error=info.reason)
+
+    # ------------------------------------------------------------------ calling
+    def impls(self, hook: str) -> list[pluggy.HookImpl]:
+        """Implementations in call order (pluggy calls the stored list from the end)."""
+        return list(reversed(getattr(self.hook, hook).get_hookimpls()))
+
+    async def call_each(self, hook: str, firstresult: bool = False, **kwargs: Any) -> Any:
+        """Call every implementation of `hook`, awaiting coroutines; raise HookFailed naming the plugin.
+
+        With firstresult, stop at the first non-None answer and return it; otherwise return the list
+        of non-None answers.
+        """
+        results = []
+        for impl in self.impls(hook):
+            args = {k: kwargs[k] for k in impl.argnames}
+            if self.trace_calls:
+                log.info("hook_call", hook=hook, plugin=impl.plugin_name)
+            try:
+                # every log line a plugin writes from inside its hook names the plugin and hook
+                with structlog.contextvars.bound_contextvars(plugin=impl.plugin_name, hook=hook):
+                    res = impl.function(**args)
+                    if inspect.isawaitable(res):
+                        res = await res
+            except Exception as exc:
+                raise HookFailed(impl.plugin_name, hook, exc) from exc
+            if res is not None:
+                if firstresult:
+                    return res
+                results.append(res)
+        return None if firstresult else results
+
+    def register_objects(self, hook: str, settings: Any) -> list[tuple[str, Any]]:
+        """Call a start-up ``register_*`` hook per plugin; a failing plugin is marked, others go on."""
+        found: list[tuple[str, Any]] = []
+        for impl in self.impls(hook):
+            bucket: list[Any] = []
+
+            def register(*objs: Any, _bucket: list[Any] = bucket) -> None:
+                _bucket.append(objs[0] if len(objs) == 1 else objs)
+
+            args = {"register": register, "settings": settings}
+            try:
+                impl.function(**{k: args[k] for k in impl.argnames})
+            except Exception as exc:
+                self.mark_failed(impl.plugin_name, exc)
+                continue
+            found.extend((impl.plugin_name, obj) for obj in bucket)
+        return found
+
+
+def make_plugin_manager(
+    *,
+    entrypoints: bool = True,
+    plugins_dir: str | Path | None = None,
+    blocked: list[str] | tuple[str, ...] = (),
+    strict: bool = False,
+    trace: bool = False,
+    extra: tuple[Any, ...] = (),
+) -> PluginManager:
+    """Build a fresh manager: built-ins, then entry points, then loose ``*.py`` files in plugins_dir."""
+    pm = PluginManager(strict=strict)
+    block = set(blocked)
+    for modname in DEFAULT_PLUGINS:
+        pm._add(modname, lambda m=modname: importlib.import_module(m), "builtin", "", block)
+    if entrypoints:
+        for ep in importlib.metadata.entry_points(group="svcbridge"):
+            version = ep.dist.version if ep.dist else ""
+            pm._add(ep.name, ep.load, "entrypoint", version, block)
+    if plugins_dir:
+        for path in sorted(Path(plugins_dir).glob("*.py")):
+            pm._add(path.stem, lambda p=path: _load_file(p), "plugins_dir", "", block)
+    for obj in extra:
+        pm._add(getattr(obj, "__name__", repr(obj)), lambda o=obj: o, "extra", "", block)
+    pm.check_pending()
+    pm.trace_calls = trace
+    if trace:
+        pm.add_hookcall_monitoring(
+            lambda name, impls, kw: log.debug("hook_call", hook=name, plugins=[i.plugin_name for i in impls]),
+            lambda outcome, name, impls, kw: log.debug("hook_done", hook=name),
+        )
+    return pm
+
+
+def _load_file(path: Path) -> Any:
+    name = f"svcbridge_local_plugin_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

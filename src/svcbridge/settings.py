@@ -1,0 +1,243 @@
+"""Settings: a TOML file, environment overrides, secrets from env or files, one model per plugin.
+
+Precedence (highest first): keyword overrides, ``SVCBRIDGE_*`` environment (``__`` nests, so
+``SVCBRIDGE_PLUGINS__EMAIL__PASSWORD`` sets ``[plugins.email] password``), the TOML file. The file is
+``--config``, else ``$SVCBRIDGE_CONFIG``, else ``config/svcbridge.toml``.
+
+Each plugin validates its own ``[plugins.<section>]`` table with the model it registered, before anything
+starts; every error is reported with its TOML path (``plugins.email.port: ...``). A field ``foo`` of a
+plugin model can be given as ``foo_file = "/run/secrets/foo"`` instead: the file's content is read.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .errors import ConfigError
+
+__all__ = ["PluginSettings", "Settings", "load_settings"]
+
+DEFAULT_CONFIG = Path("config/svcbridge.toml")
+_TOML: ContextVar[dict[str, Any] | None] = ContextVar("svcbridge_toml", default=None)
+
+
+class PluginSettings(BaseModel):
+    """Base for a plugin's settings model: unknown keys are errors, ``<secret>_file`` reads a file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for key, value in data.items():
+            base = key[: -len("_file")] if key.endswith("_file") else None
+            if base and base in cls.model_fields and key not in cls.model_fields:
+                try:
+                    out[base] = Path(value).read_text(encoding="utf-8").rstrip("\r\n")
+                except OSError as exc:
+                    raise ValueError(f"{key}: cannot read secret file: {exc.strerror}") from None
+                del out[key]
+        return out
+
+
+class HttpSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8480, ge=0, le=65535)
+    public_url: str | None = Field(default=None, description="URL the providers call, for signatures")
+
+
+class LogSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class OutboxSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    poll_interval: float = Field(default=0.5, gt=0)
+    max_attempts: int = Field(default=15, ge=1, description="retryable failures before dead letter")
+    backoff_initial: float = Field(default=2.0, gt=0)
+    backoff_max: float = Field(default=900.0, gt=0)
+    breaker_threshold: int = Field(default=5, ge=1, description="consecutive failures that open it")
+    breaker_cooldown: float = Field(default=60.0, gt=0)
+    batch: int = Field(default=50, ge=1)
+    concurrency: int = Field(default=4, ge=1, description="items of one target in flight at once")
+    auto_limits: dict[int, int] = Field(
+        # Zammad's per-recipient map (minutes -> automatic messages): ends autoresponder ping-pong
+        default_factory=lambda: {10: 10, 30: 15, 60: 25, 180: 50, 600: 100},
+        description="window in minutes -> at most this many automatic notifications to one recipient",
+    )
+
+
+class PipelineSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    batch: int = Field(default=200, ge=1)
+    on_closed_reply: Literal["reopen", "new_linked"] = "reopen"
+
+
+class RoutingRule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    channel: str | None = None
+    source: str | None = None
+    customer: str | None = None
+    max_priority: int | None = Field(default=None, ge=1, le=4, description="P1..this priority")
+    sinks: list[str]
+
+
+class RoutingSettings(BaseModel):
+    """Which sinks receive a new ticket: the first matching rule wins, else ``default``."""
+
+    model_config = ConfigDict(extra="forbid")
+    default: list[str] = Field(default_factory=lambda: ["local"])
+    rules: list[RoutingRule] = Field(default_factory=list)
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return (_TOML.get() or {}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_TOML.get() or {})
+
+
+class Settings(BaseSettings):
+    """Root settings of the daemon."""
+
+    model_config = SettingsConfigDict(env_prefix="SVCBRIDGE_", env_nested_delimiter="__", extra="forbid")
+
+    data_dir: Path = Path("var")
+    database_url: str | None = Field(default=None, description="default sqlite:///<data_dir>/svcbridge.db")
+    ticket_prefix: str = Field(default="SB", pattern=r"^[A-Z][A-Z0-9]{0,7}$")
+    our_addresses: list[str] = Field(default_factory=list, description="mail from these is never a ticket")
+    outbound_allow: list[str] = Field(
+        default_factory=list,
+        description="hosts or networks (CIDR) outbound HTTP may reach although not public, e.g. 127.0.0.1/32",
+    )
+    plugins_dir: Path | None = None
+    blocked_plugins: list[str] = Field(default_factory=list)
+    strict_plugins: bool = False
+    trace_hooks: bool = False
+    shutdown_grace: float = Field(default=10.0, ge=0)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    _plugin_models: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+    config_path: Path | None = Field(default=None, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _TomlSource(settings_cls), file_secret_settings
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'svcbridge.db'}"
+
+    def plugin_config(self, section: str) -> Any:
+        """The validated settings model of ``[plugins.<section>]`` (None when the section is absent)."""
+        return self._plugin_models.get(section)
+
+    def validate_plugins(self, models: dict[str, type[BaseModel]]) -> list[tuple[str, str]]:
+        """Validate each registered plugin section; return (toml path, message) for every error."""
+        errors: list[tuple[str, str]] = []
+        for section, model in models.items():
+            raw = self.plugins.get(section)
+            if raw is None:
+                continue
+            try:
+                self._plugin_models[section] = model.model_validate(raw)
+            except ValidationError as exc:
+                errors.extend(_errors(exc, f"plugins.{section}"))
+        for section in self.plugins:
+            if section not in models:
+                errors.append((f"plugins.{section}", "no loaded plugin declares this section"))
+        return errors
+
+    def secret_values(self) -> list[str]:
+        """Every SecretStr value in the settings, so logging can redact them wherever they appear."""
+        found: list[str] = []
+
+        def walk(obj: Any) -> None:
+            if isinstance(obj, SecretStr):
+                found.append(obj.get_secret_value())
+            elif isinstance(obj, BaseModel):
+                for name in type(obj).model_fields:
+                    walk(getattr(obj, name))
+            elif isinstance(obj, dict):
+                for v in obj.values():
+                    walk(v)
+            elif isinstance(obj, list | tuple):
+                for v in obj:
+                    walk(v)
+
+        walk(self)
+        walk(list(self._plugin_models.values()))
+        if self.database_url and "@" in self.database_url:
+            # a password inside a database URL is a secret too
+            userinfo = self.database_url.split("://", 1)[-1].rsplit("@", 1)[0]
+            if ":" in userinfo:
+                found.append(userinfo.split(":", 1)[1])
+        return [s for s in found if len(s) >= 4]
+
+
+def _errors(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
+        path = ".".join(p for p in (prefix, loc) if p)
+        out.append((path or "<root>", err["msg"]))
+    return out
+
+
+def resolve_config_path(path: str | Path | None) -> tuple[Path, bool]:
+    """The config file to read and whether the user named it explicitly."""
+    if path:
+        return Path(path), True
+    env = os.environ.get("SVCBRIDGE_CONFIG")
+    if env:
+        return Path(env), True
+    return DEFAULT_CONFIG, False
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read the TOML file and environment into ``Settings``; raise ConfigError listing every problem."""
+    cfg, explicit = resolve_config_path(path)
+    data: dict[str, Any] = {}
+    if cfg.exists():
+        try:
+            data = tomllib.loads(cfg.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([(str(cfg), f"invalid TOML: {exc}")]) from None
+    elif explicit:
+        raise ConfigError([(str(cfg), "config file not found")])
+    token = _TOML.set(data)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_errors(exc)) from None
+    finally:
+        _TOML.reset(token)
+    settings.config_path = cfg if cfg.exists() else None
+    return settings

@@ -1,0 +1,257 @@
+"""Outbox rows: written in the pipeline's transaction, claimed and settled by the delivery workers.
+
+Order is kept per (ticket, target): an item is due only when no earlier item of the same ticket for
+the same target is still pending or parked. A claim is a lease (``claimed_until``) so two workers or two
+replicas never send one item at the same time; an expired claim (crash) makes the item due again, and
+the sink's idempotency key / reconcile make that resend harmless.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy.orm import aliased
+
+from ..models import DeliveryResult, TicketEvent, utcnow
+from . import schema as t
+from .repo import Store
+
+OPEN = ("pending", "parked")
+
+
+_DONE = (
+    update(t.outbox)
+    .where(t.outbox.c.id == bindparam("oid"))
+    .values(status="done", done_at=bindparam("at"), claimed_until=None, last_error=None)
+)
+_FAILED = (
+    update(t.outbox)
+    .where(t.outbox.c.id == bindparam("oid"))
+    .values(
+        attempts=bindparam("att"),
+        status=bindparam("st"),
+        last_error=bindparam("err"),
+        next_attempt_at=bindparam("nxt"),
+        claimed_until=None,
+    )
+)
+_RELEASE = (
+    update(t.outbox)
+    .where(t.outbox.c.id == bindparam("oid"))
+    .values(next_attempt_at=bindparam("nxt"), claimed_until=None)
+)
+_INS_EVENT = insert(t.events)
+_SEL_KEY = select(t.outbox.c.id).where(t.outbox.c.idempotency_key == bindparam("k"))
+_INS = insert(t.outbox)
+
+
+def enqueue(
+    conn: Connection, ticket_id: int, kind: str, target: str, key: str, payload: dict[str, Any]
+) -> bool:
+    """Insert an outbox row unless its idempotency key exists; True if inserted."""
+    key = key[:255]
+    if conn.execute(_SEL_KEY, {"k": key}).first():
+        return False
+    now = utcnow()
+    row = {"ticket_id": ticket_id, "kind": kind, "target": target, "idempotency_key": key, "payload": payload}
+    conn.execute(_INS, {**row, "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now})
+    return True
+
+
+class Outbox:
+    def __init__(self, store: Store, worker_id: str = "w") -> None:
+        self.store = store
+        self.worker_id = worker_id
+
+    def due(self, limit: int = 50, now: datetime | None = None) -> list[dict[str, Any]]:
+        now = now or utcnow()
+        earlier = aliased(t.outbox)
+        blocked = (
+            select(earlier.c.id)
+            .where(
+                earlier.c.ticket_id == t.outbox.c.ticket_id,
+                earlier.c.target == t.outbox.c.target,
+                earlier.c.id < t.outbox.c.id,
+                earlier.c.status.in_(OPEN),
+            )
+            .exists()
+        )
+        q = (
+            select(t.outbox)
+            .where(
+                t.outbox.c.status == "pending",
+                t.outbox.c.next_attempt_at <= now,
+                or_(t.outbox.c.claimed_until.is_(None), t.outbox.c.claimed_until < now),
+                ~blocked,
+            )
+            .order_by(t.outbox.c.id)
+            .limit(limit)
+        )
+        with self.store.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def claim_many(self, ids: list[int], lease_s: float = 300.0) -> set[int]:
+        """Claim items in one transaction; returns the ids this worker now holds."""
+        if not ids:
+            return set()
+        now = utcnow()
+        until = now + timedelta(seconds=lease_s)
+        with self.store.tx() as conn:
+            conn.execute(
+                update(t.outbox)
+                .where(
+                    t.outbox.c.id.in_(ids),
+                    t.outbox.c.status == "pending",
+                    or_(t.outbox.c.claimed_until.is_(None), t.outbox.c.claimed_until < now),
+                )
+                .values(claimed_by=self.worker_id, claimed_until=until)
+            )
+            got = conn.execute(
+                select(t.outbox.c.id).where(
+                    t.outbox.c.id.in_(ids),
+                    t.outbox.c.claimed_by == self.worker_id,
+                    t.outbox.c.claimed_until == until,
+                )
+            )
+            return {int(r[0]) for r in got}
+
+    def settle(self, outcomes: list[Any], max_attempts: int) -> None:
+        """Record a round's outcomes in one transaction (done, retry, dead, release, parked).
+
+        Every kind of outcome is one parameterised statement run for all its rows (executemany).
+        """
+        if not outcomes:
+            return
+        now = utcnow()
+        by: dict[str, list[Any]] = {}
+        for o in outcomes:
+            by.setdefault(o.status, []).append(o)
+        with self.store.tx() as conn:
+            if done := by.get("done"):
+                conn.execute(_DONE, [{"oid": o.row["id"], "at": now} for o in done])
+                events = []
+                for o in done:
+                    events.append(self._done_event(conn, o.row, o.result or DeliveryResult()))
+                conn.execute(_INS_EVENT, events)
+            rows = [
+                {
+                    "oid": o.row["id"],
+                    "att": o.row["attempts"] + 1,
+                    "st": "dead"
+                    if o.status == "dead" or o.row["attempts"] + 1 >= max_attempts
+                    else "pending",
+                    "err": o.error[:4000],
+                    "nxt": now + timedelta(seconds=o.delay),
+                }
+                for o in by.get("retry", []) + by.get("dead", [])
+            ]
+            if rows:
+                conn.execute(_FAILED, rows)
+            if release := by.get("release"):
+                conn.execute(
+                    _RELEASE, [{"oid": o.row["id"], "nxt": now + timedelta(seconds=o.delay)} for o in release]
+                )
+            for o in by.get("parked", []):  # credentials refused: park everything pending for that target
+                conn.execute(
+                    update(t.outbox)
+                    .where(t.outbox.c.target == o.row["target"], t.outbox.c.status == "pending")
+                    .values(status="parked", last_error=o.error[:4000], claimed_until=None)
+                )
+
+    def _done_event(self, conn: Connection, row: dict[str, Any], result: DeliveryResult) -> dict[str, Any]:
+        """Record the links a target returned; return the ``delivered``/``notified`` event row."""
+        for link in result.links:
+            self.store.add_link(conn, row["ticket_id"], link)
+        data = {"target": row["target"], "kind": row["kind"], "outbox_id": row["id"]}
+        if result.detail:
+            data["detail"] = result.detail
+        if row["kind"] == "notify":
+            data["template"] = row["payload"].get("notification", {}).get("template")
+        event_type = "notified" if row["kind"] == "notify" else "delivered"
+        ev = TicketEvent(type=event_type, data=data)
+        return {
+            "ticket_id": row["ticket_id"],
+            "type": ev.type,
+            "at": ev.at,
+            "actor": ev.actor,
+            "data": ev.data,
+            "journal_id": None,
+        }
+
+    def park_target(self, target: str, error: str) -> int:
+        """Credentials refused: park every pending item of that target (no retry storm)."""
+        with self.store.tx() as conn:
+            return int(
+                conn.execute(
+                    update(t.outbox)
+                    .where(t.outbox.c.target == target, t.outbox.c.status == "pending")
+                    .values(status="parked", last_error=error[:4000], claimed_until=None)
+                ).rowcount
+            )
+
+    def unpark(self, target: str | None = None) -> int:
+        """Parked items go back to pending (on start-up after a config fix, or by hand)."""
+        cond = [t.outbox.c.status == "parked"]
+        if target:
+            cond.append(t.outbox.c.target == target)
+        with self.store.tx() as conn:
+            return int(
+                conn.execute(
+                    update(t.outbox).where(and_(*cond)).values(status="pending", next_attempt_at=utcnow())
+                ).rowcount
+            )
+
+    def release_orphans(self, host: str, alive: Any) -> int:
+        """Free claims of dead processes on this host (a ``kill -9`` mid-delivery); ``alive(pid)``."""
+        with self.store.tx() as conn:
+            rows = conn.execute(
+                select(t.outbox.c.id, t.outbox.c.claimed_by).where(
+                    t.outbox.c.status == "pending",
+                    t.outbox.c.claimed_by.like(f"{host}:%"),
+                    t.outbox.c.claimed_until.is_not(None),
+                )
+            ).all()
+            dead = [r[0] for r in rows if not alive(int(r[1].rsplit(":", 1)[1]))]
+            if dead:
+                conn.execute(update(t.outbox).where(t.outbox.c.id.in_(dead)).values(claimed_until=None))
+            return len(dead)
+
+    def replay(self, item_id: int) -> bool:
+        with self.store.tx() as conn:
+            return (
+                conn.execute(
+                    update(t.outbox)
+                    .where(t.outbox.c.id == item_id, t.outbox.c.status.in_(("dead", "parked", "done")))
+                    .values(status="pending", attempts=0, next_attempt_at=utcnow(), claimed_until=None)
+                ).rowcount
+                == 1
+            )
+
+    def list(self, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        q = select(t.outbox).order_by(t.outbox.c.id).limit(limit)
+        if status:
+            q = q.where(t.outbox.c.status == status)
+        with self.store.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def counts(self) -> dict[str, int]:
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(select(t.outbox.c.status, func.count()).group_by(t.outbox.c.status))
+            return {r[0]: int(r[1]) for r in rows}
+
+    def next_due_in(self) -> float | None:
+        with self.store.engine.connect() as conn:
+            nxt = conn.execute(
+                select(func.min(t.outbox.c.next_attempt_at)).where(t.outbox.c.status == "pending")
+            ).scalar()
+        if nxt is None:
+            return None
+        if isinstance(nxt, str):  # func.min bypasses the type decorator on SQLite
+            nxt = datetime.fromisoformat(nxt)
+        if nxt.tzinfo is None:
+            from datetime import UTC
+
+            nxt = nxt.replace(tzinfo=UTC)
+        return max(0.0, (nxt - utcnow()).total_seconds())

@@ -1,0 +1,512 @@
+"""The store: journal, tickets and their trail, quarantine, checkpoints.
+
+All methods are synchronous and each is one short transaction; async callers run them in a thread
+(``asyncio.to_thread``) so a busy SQLite lock never blocks the event loop. Outbox transitions live in
+``store/outbox.py``.
+"""
+
+from __future__ import annotations
+
+import traceback as tb
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, func, insert, or_, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from ..contracts import SubmitResult
+from ..errors import StoreUnavailable
+from ..models import (
+    Asset,
+    Attachment,
+    Contact,
+    ExternalLink,
+    FaultLevel,
+    Priority,
+    RawMessage,
+    Ticket,
+    TicketEvent,
+    TicketState,
+    utcnow,
+)
+from . import schema as t
+
+# Statements built once; values go in as parameters, so SQLAlchemy reuses the compiled form instead of
+# building a fresh statement with literal bind values on every call (the hot path's main CPU cost).
+_INS_TICKET = insert(t.tickets)
+_INS_EVENT = insert(t.events)
+_INS_LINK = insert(t.links)
+_INS_ATT = insert(t.attachments)
+_SEL_LINK = select(t.links.c.ticket_id).where(
+    t.links.c.system == bindparam("s"), t.links.c.kind == bindparam("k"), t.links.c.value == bindparam("v")
+)
+_MARK_JOURNAL = (
+    update(t.journal)
+    .where(t.journal.c.id == bindparam("jid"))
+    .values(
+        status=bindparam("st"),
+        ticket_id=bindparam("tid"),
+        processed_at=bindparam("at"),
+        attempts=t.journal.c.attempts + 1,
+    )
+)
+
+
+class Store:
+    """One engine, one ticket prefix; safe to share between threads."""
+
+    def __init__(self, engine: Engine, prefix: str = "SB") -> None:
+        self.engine = engine
+        self.prefix = prefix
+
+    @contextmanager
+    def tx(self) -> Iterator[Connection]:
+        """A write transaction; database outages surface as StoreUnavailable."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except IntegrityError:
+            raise
+        except (OperationalError, DBAPIError) as exc:
+            raise StoreUnavailable(f"store unavailable: {exc.orig!r}") from exc
+
+    def ref_for(self, ticket_id: int) -> str:
+        return f"{self.prefix}-{ticket_id:06d}"
+
+    # ------------------------------------------------------------------ journal
+    def journal_insert(self, raw: RawMessage) -> SubmitResult:
+        """Commit a raw message; an existing (source, external_id) returns ``new=False``."""
+        row = _journal_row(raw)
+        try:
+            with self.tx() as conn:
+                jid = conn.execute(insert(t.journal).values(**row)).inserted_primary_key[0]  # type: ignore[index]
+            return SubmitResult(int(jid), True)
+        except IntegrityError:
+            with self.engine.connect() as conn:
+                existing = conn.execute(
+                    select(t.journal.c.id).where(
+                        t.journal.c.source == raw.source, t.journal.c.external_id == raw.external_id
+                    )
+                ).scalar_one()
+            return SubmitResult(int(existing), False)
+
+    def journal_insert_many(self, raws: list[RawMessage]) -> list[SubmitResult]:
+        """Journal several messages in one transaction; existing (source, external_id) are not new."""
+        keys = [(r.source, r.external_id) for r in raws]
+        try:
+            return self._insert_many(raws, keys)
+        except IntegrityError:  # another replica journaled one of them meanwhile: go one by one
+            return [self.journal_insert(r) for r in raws]
+
+    def _insert_many(self, raws: list[RawMessage], keys: list[tuple[str, str]]) -> list[SubmitResult]:
+        with self.tx() as conn:
+            existing = self._journal_ids(conn, keys)
+            fresh = [r for r in raws if (r.source, r.external_id) not in existing]
+            seen: set[tuple[str, str]] = set()
+            rows = []
+            for r in fresh:  # the same message twice in one batch is journaled once
+                if (r.source, r.external_id) not in seen:
+                    seen.add((r.source, r.external_id))
+                    rows.append(_journal_row(r))
+            if rows:
+                conn.execute(insert(t.journal), rows)
+            ids = self._journal_ids(conn, keys)
+        new_keys = set(seen)
+        out = []
+        for k in keys:
+            out.append(SubmitResult(ids[k], k in new_keys))
+            new_keys.discard(k)
+        return out
+
+    @staticmethod
+    def _journal_ids(conn: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        found: dict[tuple[str, str], int] = {}
+        for source in {k[0] for k in keys}:
+            ext = [k[1] for k in keys if k[0] == source]
+            q = select(t.journal.c.id, t.journal.c.external_id).where(
+                t.journal.c.source == source, t.journal.c.external_id.in_(ext)
+            )
+            found.update({(source, r[1]): int(r[0]) for r in conn.execute(q)})
+        return found
+
+    def pending_journal(self, limit: int = 200) -> list[int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.journal.c.id)
+                .where(t.journal.c.status == "pending")
+                .order_by(t.journal.c.id)
+                .limit(limit)
+            )
+            return [int(r[0]) for r in rows]
+
+    def load_raw(self, journal_id: int) -> RawMessage:
+        return self.load_raws([journal_id])[journal_id]
+
+    def load_raws(self, ids: list[int]) -> dict[int, RawMessage]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.journal).where(t.journal.c.id.in_(ids))).mappings().all()
+        return {
+            int(r["id"]): RawMessage(
+                channel=r["channel"],
+                source=r["source"],
+                external_id=r["external_id"],
+                received_at=r["received_at"],
+                raw=r["raw"],
+                blob_ref=r["blob_ref"],
+                metadata=dict(r["meta"] or {}),
+            )
+            for r in rows
+        }
+
+    def journal_row(self, journal_id: int) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(select(t.journal).where(t.journal.c.id == journal_id)).mappings().first()
+        return dict(r) if r else None
+
+    def mark_journal(self, conn: Connection, journal_id: int, status: str, ticket_id: int | None) -> None:
+        conn.execute(_MARK_JOURNAL, {"jid": journal_id, "st": status, "tid": ticket_id, "at": utcnow()})
+
+    def journal_counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.journal.c.status, func.count()).group_by(t.journal.c.status))
+            return {r[0]: int(r[1]) for r in rows}
+
+    # ------------------------------------------------------------------ quarantine
+    def quarantine(self, journal_id: int, stage: str, plugin: str | None, exc: BaseException) -> None:
+        """Park a message that failed a stage, with the reason; the next message goes on."""
+        with self.tx() as conn:
+            self.quarantine_row(conn, journal_id, stage, plugin, exc)
+
+    def quarantine_row(
+        self, conn: Connection, journal_id: int, stage: str, plugin: str | None, exc: BaseException
+    ) -> None:
+        self.mark_journal(conn, journal_id, "quarantined", None)
+        conn.execute(
+            insert(t.quarantine).values(
+                journal_id=journal_id,
+                stage=stage,
+                plugin=plugin,
+                error=f"{type(exc).__name__}: {exc}"[:4000],
+                traceback="".join(tb.format_exception(exc))[-8000:],
+                at=utcnow(),
+                resolved=False,
+            )
+        )
+
+    def quarantine_list(self, include_resolved: bool = False) -> list[dict[str, Any]]:
+        q = (
+            select(t.quarantine, t.journal.c.source, t.journal.c.external_id, t.journal.c.channel)
+            .join(t.journal, t.journal.c.id == t.quarantine.c.journal_id)
+            .order_by(t.quarantine.c.id)
+        )
+        if not include_resolved:
+            q = q.where(t.quarantine.c.resolved.is_(False))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def quarantine_get(self, qid: int) -> dict[str, Any] | None:
+        rows = [r for r in self.quarantine_list(include_resolved=True) if r["id"] == qid]
+        return rows[0] if rows else None
+
+    def quarantine_release(self, qid: int, action: str) -> int:
+        """``retry`` puts the journal entry back to pending; ``drop`` marks it dropped. Returns journal id."""
+        with self.tx() as conn:
+            row = conn.execute(select(t.quarantine).where(t.quarantine.c.id == qid)).mappings().first()
+            if row is None or row["resolved"]:
+                raise KeyError(f"no open quarantine entry {qid}")
+            conn.execute(update(t.quarantine).where(t.quarantine.c.id == qid).values(resolved=True))
+            status = "pending" if action == "retry" else "dropped"
+            conn.execute(update(t.journal).where(t.journal.c.id == row["journal_id"]).values(status=status))
+            return int(row["journal_id"])
+
+    # ------------------------------------------------------------------ tickets
+    def allocate_ticket_id(self) -> int:
+        """Next ticket number, committed on its own (gaps allowed, duplicates impossible)."""
+        return self.allocate_ticket_ids(1)[0]
+
+    def allocate_ticket_ids(self, n: int) -> list[int]:
+        """Reserve n consecutive ticket numbers in one short transaction."""
+        with self.tx() as conn:
+            got = conn.execute(
+                update(t.counters)
+                .where(t.counters.c.name == "ticket")
+                .values(value=t.counters.c.value + n)
+                .returning(t.counters.c.value)
+            ).scalar()
+            if got is None:
+                start = conn.execute(select(func.coalesce(func.max(t.tickets.c.id), 0))).scalar_one()
+                got = int(start) + n
+                conn.execute(insert(t.counters).values(name="ticket", value=got))
+            return list(range(int(got) - n + 1, int(got) + 1))
+
+    def insert_ticket(self, conn: Connection, ticket: Ticket, source: str | None) -> None:
+        conn.execute(
+            _INS_TICKET,
+            {
+                "id": ticket.id,
+                "ref": ticket.ref,
+                "state": ticket.state.value,
+                "channel": ticket.channel,
+                "source": source,
+                "subject": ticket.subject,
+                "description": ticket.description,
+                "contact": ticket.contact.model_dump(mode="json", exclude_none=True),
+                "contact_email": ticket.contact.email,
+                "contact_phone": ticket.contact.phone,
+                "customer": ticket.customer,
+                "asset": ticket.asset.model_dump(mode="json", exclude_none=True),
+                "priority": int(ticket.priority),
+                "fault_level": ticket.fault_level.value if ticket.fault_level else None,
+                "sla_policy": ticket.sla_policy,
+                "language": ticket.language,
+                "deadlines": {k: v.isoformat() for k, v in ticket.deadlines.items()},
+                "created_at": ticket.created_at,
+                "updated_at": ticket.updated_at,
+            },
+        )
+
+    def update_ticket(self, conn: Connection, ticket_id: int, **values: Any) -> None:
+        values["updated_at"] = utcnow()
+        if "deadlines" in values:
+            values["deadlines"] = {k: v.isoformat() for k, v in values["deadlines"].items()}
+        conn.execute(update(t.tickets).where(t.tickets.c.id == ticket_id).values(**values))
+
+    def add_event(
+        self, conn: Connection, ticket_id: int, ev: TicketEvent, journal_id: int | None = None
+    ) -> None:
+        row = {"ticket_id": ticket_id, "type": ev.type, "at": ev.at, "actor": ev.actor, "data": ev.data}
+        conn.execute(_INS_EVENT, {**row, "journal_id": journal_id})
+
+    def add_link(self, conn: Connection, ticket_id: int, link: ExternalLink) -> bool:
+        """Record a link unless that (system, kind, value) is already known; True if inserted."""
+        if conn.execute(_SEL_LINK, {"s": link.system, "k": link.kind, "v": link.value}).first():
+            return False
+        conn.execute(
+            _INS_LINK, {"ticket_id": ticket_id, "system": link.system, "kind": link.kind, "value": link.value}
+        )
+        return True
+
+    def add_attachment(
+        self, conn: Connection, ticket_id: int, att: Attachment, journal_id: int | None
+    ) -> None:
+        conn.execute(_INS_ATT, {"ticket_id": ticket_id, "journal_id": journal_id, **att.model_dump()})
+
+    def get_ticket(
+        self, key: int | str, *, full: bool = True, conn: Connection | None = None
+    ) -> Ticket | None:
+        """Load a ticket by id or public reference, with its trail, links and attachment metadata."""
+        if conn is None:
+            with self.engine.connect() as c:
+                return self.get_ticket(key, full=full, conn=c)
+        col = t.tickets.c.ref if isinstance(key, str) else t.tickets.c.id
+        r = conn.execute(select(t.tickets).where(col == key)).mappings().first()
+        if r is None:
+            return None
+        if full:
+            return self.get_tickets({int(r["id"])})[int(r["id"])]
+        return _ticket_from_row(r)
+
+    def get_tickets(self, ids: set[int], events: bool = True) -> dict[int, Ticket]:
+        """Several tickets with links, attachment metadata and (unless ``events=False``) their trail."""
+        if not ids:
+            return {}
+        with self.engine.connect() as conn:
+            out = {
+                int(r["id"]): _ticket_from_row(r)
+                for r in conn.execute(select(t.tickets).where(t.tickets.c.id.in_(ids))).mappings()
+            }
+            evq = select(t.events).where(t.events.c.ticket_id.in_(ids)).order_by(t.events.c.id)
+            for e in conn.execute(evq).mappings() if events else ():
+                out[int(e["ticket_id"])].events.append(
+                    TicketEvent(type=e["type"], at=e["at"], actor=e["actor"], data=e["data"] or {})
+                )
+            for x in conn.execute(
+                select(t.links).where(t.links.c.ticket_id.in_(ids)).order_by(t.links.c.id)
+            ).mappings():
+                out[int(x["ticket_id"])].links.append(
+                    ExternalLink(system=x["system"], kind=x["kind"], value=x["value"])
+                )
+            q = select(*[c for c in t.attachments.c if c.name != "data"]).where(
+                t.attachments.c.ticket_id.in_(ids)
+            )
+            for a in conn.execute(q.order_by(t.attachments.c.id)).mappings():
+                out[int(a["ticket_id"])].attachments.append(_attachment(a))
+        return out
+
+    def attachments_with_data(self, ticket_id: int, journal_id: int | None = None) -> list[Attachment]:
+        """Attachments including their bytes: the whole ticket's, or only one journaled message's."""
+        q = select(t.attachments).where(t.attachments.c.ticket_id == ticket_id).order_by(t.attachments.c.id)
+        if journal_id is not None:
+            q = q.where(t.attachments.c.journal_id == journal_id)
+        with self.engine.connect() as conn:
+            return [_attachment(a, a["data"]) for a in conn.execute(q).mappings()]
+
+    def attachments_bulk(
+        self, ticket_ids: set[int], journal_ids: set[int]
+    ) -> tuple[dict[int, list[Attachment]], dict[int, list[Attachment]]]:
+        """Attachments with bytes, by ticket (for creates) and by journal entry (for updates)."""
+        by_ticket: dict[int, list[Attachment]] = {i: [] for i in ticket_ids}
+        by_journal: dict[int, list[Attachment]] = {i: [] for i in journal_ids}
+        if not ticket_ids and not journal_ids:
+            return by_ticket, by_journal
+        cond = or_(t.attachments.c.ticket_id.in_(ticket_ids), t.attachments.c.journal_id.in_(journal_ids))
+        with self.engine.connect() as conn:
+            for a in conn.execute(select(t.attachments).where(cond).order_by(t.attachments.c.id)).mappings():
+                att = _attachment(a, a["data"])
+                if a["ticket_id"] in by_ticket:
+                    by_ticket[a["ticket_id"]].append(att)
+                if a["journal_id"] in by_journal:
+                    by_journal[a["journal_id"]].append(att)
+        return by_ticket, by_journal
+
+    def attachment_data(self, ticket_id: int, safe_name: str) -> bytes | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(t.attachments.c.data).where(
+                    t.attachments.c.ticket_id == ticket_id, t.attachments.c.safe_name == safe_name
+                )
+            ).scalar()
+
+    def list_tickets(self, state: str | None = None, limit: int = 100) -> list[Ticket]:
+        q = select(t.tickets).order_by(t.tickets.c.id.desc()).limit(limit)
+        if state:
+            q = q.where(t.tickets.c.state == state)
+        with self.engine.connect() as conn:
+            return [_ticket_from_row(r) for r in conn.execute(q).mappings()]
+
+    def count_tickets(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(t.tickets)).scalar_one())
+
+    # ------------------------------------------------------------------ TicketLookup
+    def by_ref(self, ref: str) -> Ticket | None:
+        return self.get_ticket(ref, full=False)
+
+    def by_link(self, system: str, kind: str, value: str) -> Ticket | None:
+        with self.engine.connect() as conn:
+            tid = conn.execute(_SEL_LINK, {"s": system, "k": kind, "v": value}).scalar()
+            return self.get_ticket(int(tid), full=False, conn=conn) if tid is not None else None
+
+    def open_by_contact(
+        self, *, email: str | None = None, phone: str | None = None, channel: str | None = None
+    ) -> Ticket | None:
+        """The most recent ticket of this contact that is not resolved or closed."""
+        if not email and not phone:
+            return None
+        q = select(t.tickets).where(t.tickets.c.state.not_in(("resolved", "closed")))
+        q = (
+            q.where(t.tickets.c.contact_email == email)
+            if email
+            else q.where(t.tickets.c.contact_phone == phone)
+        )
+        if channel:
+            q = q.where(t.tickets.c.channel == channel)
+        with self.engine.connect() as conn:
+            r = conn.execute(q.order_by(t.tickets.c.id.desc()).limit(1)).mappings().first()
+        return _ticket_from_row(r) if r else None
+
+    def journal_seen(self, content_hash: str, exclude_journal_id: int | None = None) -> int | None:
+        q = select(t.journal.c.ticket_id).where(
+            t.journal.c.content_hash == content_hash,
+            t.journal.c.status.in_(("processed", "duplicate")),
+            t.journal.c.ticket_id.is_not(None),
+        )
+        if exclude_journal_id is not None:
+            q = q.where(t.journal.c.id != exclude_journal_id)
+        with self.engine.connect() as conn:
+            tid = conn.execute(q.limit(1)).scalar()
+        return int(tid) if tid is not None else None
+
+    def journal_seen_many(self, hashes: set[str]) -> dict[str, int]:
+        """Ticket ids of already processed journal entries, by content hash (one query per batch)."""
+        if not hashes:
+            return {}
+        q = select(t.journal.c.content_hash, t.journal.c.ticket_id).where(
+            t.journal.c.content_hash.in_(hashes),
+            t.journal.c.status.in_(("processed", "duplicate")),
+            t.journal.c.ticket_id.is_not(None),
+        )
+        with self.engine.connect() as conn:
+            return {r[0]: int(r[1]) for r in conn.execute(q)}
+
+    # ------------------------------------------------------------------ checkpoints, idempotent updates
+    def get_checkpoint(self, source: str, key: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(t.checkpoints.c.value).where(
+                    t.checkpoints.c.source == source, t.checkpoints.c.key == key
+                )
+            ).scalar()
+
+    def set_checkpoint(self, source: str, key: str, value: str) -> None:
+        with self.tx() as conn:
+            n = conn.execute(
+                update(t.checkpoints)
+                .where(t.checkpoints.c.source == source, t.checkpoints.c.key == key)
+                .values(value=value, updated_at=utcnow())
+            ).rowcount
+            if not n:
+                conn.execute(
+                    insert(t.checkpoints).values(source=source, key=key, value=value, updated_at=utcnow())
+                )
+
+    def seen_update(self, conn: Connection, system: str, event_id: str) -> bool:
+        """Record an external event id; True when it was already recorded (a redelivery)."""
+        if conn.execute(
+            select(t.seen_updates.c.event_id).where(
+                t.seen_updates.c.system == system, t.seen_updates.c.event_id == event_id
+            )
+        ).first():
+            return True
+        conn.execute(insert(t.seen_updates).values(system=system, event_id=event_id, at=utcnow()))
+        return False
+
+
+def _journal_row(raw: RawMessage) -> dict[str, Any]:
+    return {
+        "source": raw.source,
+        "channel": raw.channel,
+        "external_id": raw.external_id,
+        "content_hash": raw.content_hash,
+        "received_at": raw.received_at,
+        "raw": raw.raw,
+        "blob_ref": raw.blob_ref,
+        "meta": raw.metadata,
+        "status": "pending",
+        "attempts": 0,
+    }
+
+
+def _attachment(a: Any, data: bytes | None = None) -> Attachment:
+    return Attachment(
+        sha256=a["sha256"],
+        size=a["size"],
+        content_type=a["content_type"],
+        safe_name=a["safe_name"],
+        original_name=a["original_name"],
+        content_id=a["content_id"],
+        data=data,
+    )
+
+
+def _ticket_from_row(r: Any) -> Ticket:
+    return Ticket(
+        id=int(r["id"]),
+        ref=r["ref"],
+        state=TicketState(r["state"]),
+        channel=r["channel"],
+        subject=r["subject"] or "",
+        description=r["description"] or "",
+        contact=Contact(**(r["contact"] or {})),
+        customer=r["customer"],
+        asset=Asset(**(r["asset"] or {})),
+        priority=Priority(r["priority"]),
+        fault_level=FaultLevel(r["fault_level"]) if r["fault_level"] else None,
+        sla_policy=r["sla_policy"],
+        language=r["language"],
+        deadlines={k: datetime.fromisoformat(v) for k, v in (r["deadlines"] or {}).items()},
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+    )

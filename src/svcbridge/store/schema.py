@@ -1,0 +1,216 @@
+"""Table definitions (SQLAlchemy Core). Alembic migrations in ``svcbridge/migrations`` create them.
+
+Why Core and not the ORM: every write path is a short, explicit transaction (journal insert, one
+pipeline commit, one outbox transition), and the rows cross hook boundaries as pydantic models anyway.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData()
+
+# SQLite only autoincrements INTEGER PRIMARY KEY; BigInteger elsewhere.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out; SQLite would otherwise hand back naive datetimes."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+TS = UTCDateTime()
+
+journal = Table(
+    "journal",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("source", String(200), nullable=False),
+    Column("channel", String(50), nullable=False),
+    Column("external_id", String(500), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("received_at", TS, nullable=False),
+    Column("raw", LargeBinary, nullable=True),
+    Column("blob_ref", String(500), nullable=True),
+    Column("meta", JSON, nullable=False, default=dict),
+    # pending -> processed | duplicate | quarantined | dropped
+    Column("status", String(20), nullable=False, default="pending"),
+    Column("ticket_id", Id, ForeignKey("tickets.id"), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("processed_at", TS, nullable=True),
+    UniqueConstraint("source", "external_id", name="uq_journal_source_extid"),
+)
+Index("ix_journal_status", journal.c.status, journal.c.id)
+Index("ix_journal_hash", journal.c.content_hash)
+
+tickets = Table(
+    "tickets",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("ref", String(40), nullable=True, unique=True),
+    Column("state", String(30), nullable=False),
+    Column("channel", String(50), nullable=False),
+    Column("source", String(200), nullable=True),
+    Column("subject", Text, nullable=False, default=""),
+    Column("description", Text, nullable=False, default=""),
+    Column("contact", JSON, nullable=False, default=dict),
+    # copies of the contact's addresses, indexed: "the open ticket of this customer" (SMS threading,
+    # repeat-failure detection) must not scan JSON
+    Column("contact_email", String(320), nullable=True),
+    Column("contact_phone", String(32), nullable=True),
+    Column("customer", String(300), nullable=True),
+    Column("asset", JSON, nullable=False, default=dict),
+    Column("priority", Integer, nullable=False, default=3),
+    Column("fault_level", String(20), nullable=True),
+    Column("sla_policy", String(100), nullable=True),
+    Column("language", String(20), nullable=True),
+    Column("deadlines", JSON, nullable=False, default=dict),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+Index("ix_tickets_state", tickets.c.state)
+Index("ix_tickets_contact_email", tickets.c.contact_email)
+Index("ix_tickets_contact_phone", tickets.c.contact_phone)
+
+events = Table(
+    "ticket_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("ticket_id", Id, ForeignKey("tickets.id"), nullable=False),
+    Column("type", String(50), nullable=False),
+    Column("at", TS, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("data", JSON, nullable=False, default=dict),
+    Column("journal_id", Id, ForeignKey("journal.id"), nullable=True),
+)
+Index("ix_events_ticket", events.c.ticket_id, events.c.id)
+
+links = Table(
+    "links",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("ticket_id", Id, ForeignKey("tickets.id"), nullable=False),
+    Column("system", String(100), nullable=False),
+    Column("kind", String(50), nullable=False),
+    Column("value", String(1000), nullable=False),
+    UniqueConstraint("system", "kind", "value", name="uq_links_value"),
+)
+Index("ix_links_ticket", links.c.ticket_id)
+
+attachments = Table(
+    "attachments",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("ticket_id", Id, ForeignKey("tickets.id"), nullable=False),
+    Column("journal_id", Id, ForeignKey("journal.id"), nullable=True),
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("content_type", String(200), nullable=False),
+    Column("safe_name", String(100), nullable=False),
+    Column("original_name", Text, nullable=True),
+    Column("content_id", String(500), nullable=True),
+    Column("data", LargeBinary, nullable=True),
+)
+Index("ix_attachments_ticket", attachments.c.ticket_id)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("ticket_id", Id, ForeignKey("tickets.id"), nullable=False),
+    Column("kind", String(20), nullable=False),  # create | update | notify
+    Column("target", String(200), nullable=False),
+    Column("idempotency_key", String(255), nullable=False, unique=True),
+    Column("payload", JSON, nullable=False, default=dict),
+    # pending -> done | dead | parked (auth failed; replayed after the fix)
+    Column("status", String(20), nullable=False, default="pending"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", TS, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", TS, nullable=False),
+    Column("done_at", TS, nullable=True),
+    Column("claimed_by", String(100), nullable=True),
+    Column("claimed_until", TS, nullable=True),
+)
+Index("ix_outbox_due", outbox.c.status, outbox.c.next_attempt_at)
+Index("ix_outbox_ticket", outbox.c.ticket_id, outbox.c.id)
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("journal_id", Id, ForeignKey("journal.id"), nullable=False),
+    Column("stage", String(50), nullable=False),
+    Column("plugin", String(200), nullable=True),
+    Column("error", Text, nullable=False),
+    Column("traceback", Text, nullable=True),
+    Column("at", TS, nullable=False),
+    Column("resolved", Boolean, nullable=False, default=False),
+)
+Index("ix_quarantine_open", quarantine.c.resolved, quarantine.c.id)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("source", String(200), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("expires_at", TS, nullable=False),
+)
+
+# Idempotent consumer for status updates from helpdesks / vendors (webhook redeliveries).
+seen_updates = Table(
+    "seen_updates",
+    metadata,
+    Column("system", String(100), primary_key=True),
+    Column("event_id", String(300), primary_key=True),
+    Column("at", TS, nullable=False),
+)
+
+# Named counters (ticket numbers). Allocated in their own short transaction so the number is known
+# before the pipeline composes notifications; a crash leaves a gap, never a duplicate.
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(50), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)

@@ -1,0 +1,151 @@
+"""The daemon as a real process: a dropped .eml shows up as a ticket, SIGTERM exits 0, and kill -9 at
+the worst moments loses nothing and makes no second ticket or second notice on restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import eml, free_port
+
+BIN = Path(sys.executable).parent / "svcbridge"
+
+
+def write_config(tmp_path: Path, port: int) -> Path:
+    cfg = tmp_path / "svcbridge.toml"
+    cfg.write_text(
+        f"""
+data_dir = "{tmp_path}/var"
+shutdown_grace = 5
+[http]
+port = {port}
+[log]
+format = "json"
+[plugins.email]
+from_address = "support@bridge.test"
+[plugins.email.maildir]
+path = "{tmp_path}/maildir"
+interval = 0.1
+[plugins.email.outbound]
+spool_dir = "{tmp_path}/outgoing"
+"""
+    )
+    return cfg
+
+
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_daemons():
+    """Whatever a test asserts, no daemon it started outlives it."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def start(cfg: Path, faults: str = "") -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SVCBRIDGE_")}
+    if faults:
+        env["SVCBRIDGE_FAULTS"] = faults
+    proc = subprocess.Popen([str(BIN), "--config", str(cfg), "run"], env=env, cwd=cfg.parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    _STARTED.append(proc)
+    return proc
+
+
+def wait_for(cond, timeout: float = 20.0, step: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("condition not met in time")
+
+
+def cli(cfg: Path, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SVCBRIDGE_")}
+    return subprocess.run([str(BIN), "--config", str(cfg), *args], env=env, cwd=cfg.parent, check=True,
+                          capture_output=True, text=True).stdout
+
+
+def tickets(cfg: Path) -> list[dict]:
+    return json.loads(cli(cfg, "tickets", "list", "--json"))
+
+
+def stop(proc: subprocess.Popen) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=30)
+
+
+def test_dropped_mail_becomes_ticket_and_sigterm_exits_zero(tmp_path: Path) -> None:
+    port = free_port()
+    cfg = write_config(tmp_path, port)
+    proc = start(cfg)
+    try:
+        wait_for(lambda: _healthy(port))
+        new = tmp_path / "maildir" / "new"
+        t0 = time.monotonic()
+        (new / "1.eml").write_bytes(eml())
+        wait_for(lambda: _ready_tickets(port))
+        latency = time.monotonic() - t0
+        print(f"drop -> ticket visible: {latency:.3f} s")
+        assert [t["ref"] for t in tickets(cfg)] == ["SB-000001"]
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert 'svcbridge_source_up{source="maildir"} 1.0' in metrics
+    finally:
+        code = stop(proc)
+    out = proc.stdout.read().decode()
+    assert code == 0, out
+    assert '"event": "stopped"' in out
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _ready_tickets(port: int) -> bool:
+    return "SB-000001" in httpx.get(f"http://127.0.0.1:{port}/", timeout=2).text
+
+
+@pytest.mark.parametrize("point", ["after_journal", "after_store", "after_remote_commit"])
+def test_kill_9_loses_nothing_and_duplicates_nothing(tmp_path: Path, point: str) -> None:
+    port = free_port()
+    cfg = write_config(tmp_path, port)
+    new = tmp_path / "maildir" / "new"
+    new.mkdir(parents=True)
+    (new / "1.eml").write_bytes(eml())
+    proc = start(cfg, faults=point)
+    assert proc.wait(timeout=30) == -signal.SIGKILL  # died at the fault point
+    if point == "after_journal":
+        assert (new / "1.eml").exists()  # journaled but not yet acknowledged
+    proc = start(cfg)
+    try:
+        wait_for(lambda: _healthy(port))
+        wait_for(lambda: not list(new.iterdir()))
+        wait_for(lambda: {r["status"] for r in json.loads(cli(cfg, "outbox", "list", "--json"))} == {"done"})
+        time.sleep(0.5)  # a moment for any (wrong) second delivery to show up
+    finally:
+        assert stop(proc) == 0
+    assert [t["ref"] for t in tickets(cfg)] == ["SB-000001"]
+    assert len(list((tmp_path / "outgoing").glob("*.eml"))) == 1  # one acknowledgement, not two
+    journal = cli(cfg, "outbox", "list", "--json")
+    assert {r["status"] for r in json.loads(journal)} == {"done"}
+    shown = json.loads(cli(cfg, "tickets", "show", "SB-000001", "--json"))
+    assert [e["type"] for e in shown["events"]].count("received") == 1

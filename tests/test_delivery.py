@@ -1,0 +1,229 @@
+"""Outbox delivery: retries with backoff and Retry-After, parking on auth failure, dead letters,
+circuit breaker, order per ticket, reconcile before retry, replay."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from conftest import eml
+from svcbridge import (
+    AuthFailed,
+    DeliveryResult,
+    ExternalLink,
+    NotReady,
+    PermanentError,
+    hookimpl,
+    utcnow,
+)
+from svcbridge.plugins import make_plugin_manager
+
+
+class ScriptedSink:
+    """A helpdesk double whose answers are scripted per call; it records what it received."""
+
+    name = "desk"
+
+    def __init__(self) -> None:
+        self.script: list[BaseException | None] = []
+        self.created: dict[str, str] = {}  # svcbridge ref -> remote id
+        self.calls: list[tuple[str, str]] = []
+        self.reconciled: list[str] = []
+
+    async def deliver(self, item):
+        self.calls.append((item.kind, item.ticket.ref))
+        outcome = self.script.pop(0) if self.script else None
+        if isinstance(outcome, BaseException) and not getattr(outcome, "after_commit", False):
+            raise outcome
+        rid = self.created.setdefault(item.ticket.ref, str(100 + len(self.created)))
+        if isinstance(outcome, BaseException):  # committed remotely, then the reply got lost
+            raise outcome
+        return DeliveryResult(links=[ExternalLink(system="desk", kind="ticket", value=rid)])
+
+    async def reconcile(self, item):
+        self.reconciled.append(item.ticket.ref)
+        rid = self.created.get(item.ticket.ref)
+        return DeliveryResult(links=[ExternalLink(system="desk", kind="ticket", value=rid)]) if rid else None
+
+
+def app_with(make_app, sink: ScriptedSink, **kw):
+    class Plugin:
+        __name__ = "deskplugin"
+
+        @hookimpl
+        def register_sinks(self, register):
+            register(sink)
+
+    # long backoff: a failed item is not due again within the same drain (tests move time by hand)
+    kw["outbox"] = {"backoff_initial": 60.0, "backoff_max": 120.0, **kw.get("outbox", {})}
+    return make_app(pm=make_plugin_manager(extra=(Plugin(),)), routing={"default": ["desk"]}, **kw)
+
+
+async def make_tickets(app, tmp_path: Path, n: int) -> None:
+    new = tmp_path / "maildir" / "new"
+    new.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (new / f"m{i}").write_bytes(eml(subject=f"case {i}", msgid=f"<m{i}@x>"))
+    await app.poll_sources_once()
+    await app.pipeline.drain()
+
+
+def desk_rows(app):
+    return [r for r in app.delivery.outbox.list() if r["target"] == "desk"]
+
+
+async def test_retry_then_success_with_one_remote_ticket(make_app, tmp_path: Path) -> None:
+    sink = ScriptedSink()
+    lost = NotReady("timeout after commit")
+    lost.after_commit = True  # the RT gap: remote committed, our side never heard
+    sink.script = [lost]
+    app = app_with(make_app, sink)
+    await make_tickets(app, tmp_path, 1)
+    await app.delivery.drain()
+    row = desk_rows(app)[0]
+    assert row["status"] == "pending" and row["attempts"] == 1
+    await _due_now(app)
+    await app.delivery.drain()
+    assert desk_rows(app)[0]["status"] == "done"
+    assert sink.reconciled == ["SB-000001"]
+    assert sink.calls == [("create", "SB-000001")]  # reconcile found it: no second create
+    t = app.store.get_ticket("SB-000001")
+    assert t.link("desk", "ticket") == "100"
+
+
+async def _due_now(app) -> None:
+    from sqlalchemy import update
+
+    from svcbridge.store import schema
+
+    with app.store.tx() as conn:
+        conn.execute(update(schema.outbox).values(next_attempt_at=utcnow()))
+
+
+async def test_retry_after_is_honoured(make_app, tmp_path: Path) -> None:
+    sink = ScriptedSink()
+    sink.script = [NotReady("429", retry_after=30)]
+    app = app_with(make_app, sink)
+    await make_tickets(app, tmp_path, 1)
+    before = utcnow()
+    await app.delivery.drain()
+    row = desk_rows(app)[0]
+    assert row["status"] == "pending"
+    assert row["next_attempt_at"] >= before + timedelta(seconds=29.9)
+    assert "429" in row["last_error"]
+
+
+async def test_auth_failure_parks_the_target_without_retry_storm(make_app, tmp_path: Path) -> None:
+    sink = ScriptedSink()
+    sink.script = [AuthFailed("401 Unauthorized")]
+    app = app_with(make_app, sink, outbox={"concurrency": 1})
+    await make_tickets(app, tmp_path, 3)
+    await app.delivery.drain()
+    assert len(sink.calls) == 1  # one call, then everything for that target is parked (concurrency 1)
+    assert {r["status"] for r in desk_rows(app)} == {"parked"}
+    assert "desk" in app.delivery.alerts
+    # other targets (the customer acknowledgements) still flowed
+    assert {r["status"] for r in app.delivery.outbox.list() if r["target"] == "notify:email"} == {"done"}
+    # after the credentials are fixed (restart unparks), everything is delivered once
+    app.delivery.outbox.unpark("desk")
+    await app.delivery.drain()
+    assert {r["status"] for r in desk_rows(app)} == {"done"}
+    assert sorted(ref for _k, ref in sink.calls[1:]) == ["SB-000001", "SB-000002", "SB-000003"]
+    assert "desk" not in app.delivery.alerts
+
+
+async def test_permanent_error_dead_letters_one_item_and_the_rest_continue(make_app, tmp_path: Path) -> None:
+    sink = ScriptedSink()
+    sink.script = [PermanentError("422 invalid requester")]
+    app = app_with(make_app, sink)
+    await make_tickets(app, tmp_path, 3)
+    await app.delivery.drain()
+    statuses = [r["status"] for r in desk_rows(app)]
+    assert statuses == ["dead", "done", "done"]
+    dead = app.delivery.outbox.list("dead")
+    assert "422 invalid requester" in dead[0]["last_error"]
+    assert app.delivery.outbox.replay(dead[0]["id"])
+    await app.delivery.drain()
+    assert [r["status"] for r in desk_rows(app)] == ["done", "done", "done"]
+
+
+async def test_max_attempts_dead_letters(make_app, tmp_path: Path) -> None:
+    sink = ScriptedSink()
+    sink.script = [RuntimeError("boom")] * 3
+    app = app_with(make_app, sink, outbox={"max_attempts": 3, "breaker_threshold": 100})
+    await make_tickets(app, tmp_path, 1)
+    for _ in range(3):
+        await _due_now(app)
+        await app.delivery.drain()
+    (row,) = desk_rows(app)
+    assert (row["status"], row["attempts"]) == ("dead", 3)
+
+
+async def test_circuit_breaker_opens_after_consecutive_failures(make_app, tmp_path: Path) -> None:
+    sink = ScriptedSink()
+    sink.script = [NotReady("503")] * 2
+    app = app_with(make_app, sink, outbox={"breaker_threshold": 2, "breaker_cooldown": 3600, "concurrency": 1})
+    await make_tickets(app, tmp_path, 3)
+    await app.delivery.drain()
+    await _due_now(app)
+    await app.delivery.drain()
+    assert len(sink.calls) == 2  # the third item was not even tried: the breaker is open
+    assert app.delivery.breaker("desk").allow() > 0
+    assert all(r["status"] == "pending" for r in desk_rows(app))
+
+
+async def test_order_is_kept_per_ticket(make_app, tmp_path: Path) -> None:
+    sink = ScriptedSink()
+    sink.script = [NotReady("down")]
+    app = app_with(make_app, sink)
+    await make_tickets(app, tmp_path, 1)
+    new = tmp_path / "maildir" / "new"
+    (new / "f").write_bytes(eml(subject="Re: case 0", msgid="<f@x>", extra="In-Reply-To: <m0@x>\r\n"))
+    await app.poll_sources_once()
+    await app.pipeline.drain()
+    await app.delivery.drain()
+    kinds = [(r["kind"], r["status"]) for r in desk_rows(app)]
+    assert kinds == [("create", "pending"), ("update", "pending")]
+    assert sink.calls == [("create", "SB-000001")]  # the update waited behind the failed create
+    await _due_now(app)
+    await app.delivery.drain()
+    assert sink.calls[-2:] == [("create", "SB-000001"), ("update", "SB-000001")]
+
+
+async def test_auth_failure_with_concurrency_stops_what_has_not_started(make_app, tmp_path: Path) -> None:
+    sink = ScriptedSink()
+    sink.script = [AuthFailed("403 Forbidden")] * 10
+    app = app_with(make_app, sink, outbox={"concurrency": 3})
+    await make_tickets(app, tmp_path, 10)
+    await app.delivery.drain()
+    assert len(sink.calls) <= 3  # at most what was already in flight
+    assert {r["status"] for r in desk_rows(app)} == {"parked"}
+
+
+async def test_automatic_messages_are_capped_per_recipient(make_app, tmp_path: Path) -> None:
+    """An autoresponder that answers every acknowledgement gets 10 in 10 minutes, then nothing."""
+    app = make_app()
+    new = tmp_path / "maildir" / "new"
+    new.mkdir(parents=True, exist_ok=True)
+    for i in range(12):
+        (new / f"ar{i}").write_bytes(eml(subject=f"ticket {i}", msgid=f"<ar{i}@x>", sender="Bot <bot@example.com>"))
+    (new / "other").write_bytes(eml(subject="someone else", msgid="<o@x>", sender="Eve <eve@example.com>"))
+    (new / "pm").write_bytes(eml(subject="from postmaster", msgid="<pm@x>", sender="postmaster@example.com"))
+    await app.run_once()
+    sent = [p.read_bytes() for p in sorted((tmp_path / "outgoing").glob("*.eml"))]
+    assert sum(b"To: bot@example.com" in m for m in sent) == 10
+    assert sum(b"To: eve@example.com" in m for m in sent) == 1
+    assert not any(b"postmaster" in m for m in sent)
+    notes = [e for t in app.store.list_tickets(limit=50) for e in app.store.get_ticket(t.ref).events
+             if e.type == "notified" and e.data.get("detail", "").startswith("suppressed")]
+    assert len(notes) == 2  # the two over the limit, visible in the trail (postmaster got no ack at all)
+
+
+def test_limiter_windows() -> None:
+    from svcbridge.delivery import RecipientLimiter
+
+    lim = RecipientLimiter({10: 2, 60: 3})
+    assert [lim.allow("a", now=t) for t in (0, 1)] == [None, None]
+    assert lim.allow("a", now=2) is not None and lim.allow("b", now=2) is None
+    assert lim.allow("a", now=700) is None  # the 10-minute window moved on
+    assert lim.allow("a", now=701) is not None  # but 3 in the last 60 minutes

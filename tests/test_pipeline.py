@@ -1,0 +1,289 @@
+"""The straight line from the journal to a stored ticket: threading, duplicates, quarantine, status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import eml
+from svcbridge import DeliveryResult, RawMessage, StatusUpdate, TicketDraft, TicketState, hookimpl
+from svcbridge.plugins import make_plugin_manager
+
+
+def drop(tmp_path: Path, name: str, data: bytes) -> None:
+    new = tmp_path / "maildir" / "new"
+    new.mkdir(parents=True, exist_ok=True)
+    (new / name).write_bytes(data)
+
+
+def outgoing(tmp_path: Path) -> list[bytes]:
+    d = tmp_path / "outgoing"
+    return [p.read_bytes() for p in sorted(d.glob("*.eml"))] if d.exists() else []
+
+
+async def test_mail_becomes_ticket_with_trail_and_ack(make_app, tmp_path: Path) -> None:
+    app = make_app()
+    drop(tmp_path, "a", eml())
+    res = await app.run_once()
+    assert res["processed"] == 1
+    (t,) = app.store.list_tickets()
+    assert (t.ref, t.subject, t.contact.email, t.state) == ("SB-000001", "Printer jams", "alice@example.com", "new")
+    full = app.store.get_ticket("SB-000001")
+    assert [e.type for e in full.events] == ["received", "delivered", "notified"]
+    assert ("local", "ticket", "SB-000001") in [(x.system, x.kind, x.value) for x in full.links]
+    (ack,) = outgoing(tmp_path)
+    assert b"In-Reply-To: <m1@example.com>" in ack and b"[SB-000001]" in ack
+    assert not list((tmp_path / "maildir" / "new").iterdir())  # acknowledged after journaling
+
+
+async def test_followup_by_references_and_subject_tag(make_app, tmp_path: Path) -> None:
+    app = make_app()
+    drop(tmp_path, "1", eml())
+    drop(tmp_path, "2", eml(subject="Re: Printer jams", msgid="<m2@example.com>",
+                            extra="In-Reply-To: <m1@example.com>\r\nReferences: <m1@example.com>\r\n"))
+    drop(tmp_path, "3", eml(subject="Still broken [SB-000001]", msgid="<m3@example.com>"))
+    await app.run_once()
+    assert app.store.count_tickets() == 1
+    t = app.store.get_ticket("SB-000001")
+    assert [e.type for e in t.events].count("message_received") == 2
+    # the local sink received each follow-up as an update, in order
+    updates = [r for r in app.delivery.outbox.list() if r["kind"] == "update"]
+    assert [r["payload"]["subject"] for r in updates] == ["Re: Printer jams", "Still broken [SB-000001]"]
+    assert all(r["status"] == "done" for r in updates)
+    # only the first message was acknowledged
+    assert len(outgoing(tmp_path)) == 1
+
+
+async def test_redelivery_same_bytes_and_same_message_id_make_no_second_ticket(make_app, tmp_path: Path) -> None:
+    app = make_app()
+    drop(tmp_path, "1", eml())
+    drop(tmp_path, "2", eml())  # same bytes, other file (e.g. a second watched mailbox)
+    drop(tmp_path, "3", b"Received: from relay by mx; Mon, 1 Jan 2026 00:00:00 +0000\r\n" + eml())
+    res = await app.run_once()
+    assert [o.status for o in res["outcomes"]] == ["created", "duplicate", "duplicate"]
+    assert app.store.count_tickets() == 1
+    assert len(outgoing(tmp_path)) == 1
+
+
+async def test_same_source_and_external_id_is_journaled_once(make_app) -> None:
+    app = make_app()
+    ctx = app.context("maildir")
+    raw = RawMessage(channel="email", source="maildir", external_id="x1", raw=eml())
+    first, second = await ctx.submit(raw), await ctx.submit(raw)
+    assert first.new and not second.new and first.journal_id == second.journal_id
+
+
+@pytest.mark.parametrize(("policy", "tickets", "state"), [("reopen", 1, "in_progress"), ("new_linked", 2, "resolved")])
+async def test_reply_to_resolved_ticket(make_app, tmp_path: Path, policy: str, tickets: int, state: str) -> None:
+    app = make_app(pipeline={"on_closed_reply": policy})
+    drop(tmp_path, "1", eml())
+    await app.run_once()
+    await app.pipeline.apply_status_update(
+        StatusUpdate(ticket_ref="SB-000001", system="local", state=TicketState.RESOLVED, external_event_id="e1")
+    )
+    drop(tmp_path, "2", eml(subject="Re: Printer jams", msgid="<m2@example.com>", extra="In-Reply-To: <m1@example.com>\r\n"))
+    await app.run_once()
+    assert app.store.count_tickets() == tickets
+    assert app.store.get_ticket("SB-000001").state == state
+    if policy == "new_linked":
+        t2 = app.store.get_ticket("SB-000002")
+        assert ("svcbridge", "follows", "SB-000001") in [(x.system, x.kind, x.value) for x in t2.links]
+    else:
+        assert "reopened" in [e.type for e in app.store.get_ticket("SB-000001").events]
+
+
+class Boom:
+    __name__ = "boom"
+
+    def __init__(self) -> None:
+        self.broken = True
+
+    @hookimpl
+    def classify_ticket(self, draft, ticket):
+        if self.broken and "poison" in draft.subject:
+            raise ValueError("cannot classify this")
+
+
+async def test_stage_failure_quarantines_one_message_and_the_rest_go_on(make_app, tmp_path: Path) -> None:
+    boom = Boom()
+    app = make_app(pm=make_plugin_manager(extra=(boom,)))
+    drop(tmp_path, "1", eml(subject="poison pill", msgid="<p@x>"))
+    drop(tmp_path, "2", eml(subject="fine", msgid="<f@x>"))
+    res = await app.run_once()
+    assert [o.status for o in res["outcomes"]] == ["quarantined", "created"]
+    (q,) = app.store.quarantine_list()
+    assert (q["stage"], q["plugin"]) == ("classify", "boom")
+    assert "cannot classify this" in q["error"]
+    assert app.store.load_raw(q["journal_id"]).raw == eml(subject="poison pill", msgid="<p@x>")
+    # after the fix, retry makes the ticket
+    boom.broken = False
+    jid = app.store.quarantine_release(q["id"], "retry")
+    outcome = await app.pipeline.process(jid)
+    assert outcome.status == "created" and app.store.count_tickets() == 2
+    assert app.store.quarantine_list() == []
+
+
+async def test_unparseable_channel_is_quarantined(make_app) -> None:
+    app = make_app()
+    ctx = app.context("test")
+    await ctx.submit(RawMessage(channel="carrier-pigeon", source="test", external_id="1", raw=b"coo"))
+    await ctx.submit(RawMessage(channel="webhook", source="test", external_id="2", raw=b"{not json"))
+    res = await app.run_once()
+    assert [o.status for o in res["outcomes"]] == ["quarantined", "quarantined"]
+    reasons = [q["error"] for q in app.store.quarantine_list()]
+    assert "no plugin parses channel 'carrier-pigeon'" in reasons[0]
+    plugins = [q["plugin"] for q in app.store.quarantine_list()]
+    assert plugins == [None, "webhook"]
+
+
+async def test_status_updates_notify_once_and_respect_the_state_machine(make_app, tmp_path: Path) -> None:
+    app = make_app()
+    drop(tmp_path, "1", eml())
+    await app.run_once()
+    upd = StatusUpdate(ticket_ref="SB-000001", system="local", state=TicketState.IN_PROGRESS,
+                       public_reply="A technician is on the way.", external_event_id="rt-55")
+    assert await app.pipeline.apply_status_update(upd) is True
+    assert await app.pipeline.apply_status_update(upd) is False  # redelivered webhook
+    await app.delivery.drain()
+    mails = outgoing(tmp_path)
+    assert len(mails) == 3  # ack, status change, agent reply
+    assert b"A technician is on the way." in mails[2]
+    # new -> closed -> on_site is not a legal move; the refused transition changes nothing
+    await app.pipeline.apply_status_update(StatusUpdate(ticket_ref="SB-000001", system="local",
+                                                        state=TicketState.CLOSED, external_event_id="c"))
+    await app.pipeline.apply_status_update(StatusUpdate(ticket_ref="SB-000001", system="local",
+                                                        state=TicketState.ON_SITE, external_event_id="o"))
+    assert app.store.get_ticket("SB-000001").state == "closed"
+
+
+async def test_status_update_by_external_ticket_id(make_app, tmp_path: Path) -> None:
+    app = make_app()
+    drop(tmp_path, "1", eml())
+    await app.run_once()
+    upd = StatusUpdate(system="local", external_ticket_id="SB-000001", state=TicketState.RESOLVED, external_event_id="1")
+    assert await app.pipeline.apply_status_update(upd)
+    assert app.store.get_ticket("SB-000001").state == "resolved"
+    unknown = StatusUpdate(system="local", external_ticket_id="nope", state=TicketState.RESOLVED)
+    assert not await app.pipeline.apply_status_update(unknown)
+
+
+async def test_no_acknowledgement_to_automated_mail(make_app, tmp_path: Path) -> None:
+    app = make_app()
+    drop(tmp_path, "1", eml(sender="MAILER-DAEMON@mx.example.com", msgid="<b@x>"))
+    drop(tmp_path, "2", eml(extra="Auto-Submitted: auto-replied\r\n", msgid="<oo@x>"))
+    await app.run_once()
+    assert app.store.count_tickets() == 2
+    assert outgoing(tmp_path) == []
+
+
+async def test_routing_rules(make_app, tmp_path: Path) -> None:
+    class Other:
+        name = "other"
+
+        async def deliver(self, item):
+            return DeliveryResult()
+
+        async def reconcile(self, item):
+            return None
+
+    class P:
+        __name__ = "otherplugin"
+
+        @hookimpl
+        def register_sinks(self, register):
+            register(Other())
+
+    app = make_app(pm=make_plugin_manager(extra=(P(),)),
+                   routing={"default": ["local"], "rules": [{"channel": "webhook", "sinks": ["other", "local"]}]})
+    routes = [app.pipeline.route(app.pipeline._new_ticket(i, TicketDraft(channel=c)), "src")
+              for i, c in enumerate(("email", "webhook"), 1)]
+    assert routes == [["local"], ["other", "local"]]
+    ctx = app.context("hooks")
+    body = b'{"id": "w1", "subject": "Fan noise", "contact": {"email": "bob@example.com"}}'
+    await ctx.submit(RawMessage(channel="webhook", source="hooks", external_id="w1", raw=body))
+    await app.run_once()
+    targets = sorted(r["target"] for r in app.delivery.outbox.list() if r["kind"] == "create")
+    assert targets == ["local", "other"]
+
+
+async def test_log_lines_are_bound_to_plugin_message_and_ticket(make_app, tmp_path: Path) -> None:
+    import io
+    import json
+
+    import structlog
+
+    from svcbridge import log as logmod
+
+    class Chatty:
+        __name__ = "chatty"
+
+        @hookimpl
+        def enrich_ticket(self, draft):
+            structlog.get_logger("chatty").info("looked_up_warranty", serial="SN1")
+
+    app = make_app(pm=make_plugin_manager(extra=(Chatty(),)))
+    buf = io.StringIO()
+    logmod.configure("json", "info", stream=buf)
+    drop(tmp_path, "1", eml())
+    await app.run_once()
+    lines = [json.loads(x) for x in buf.getvalue().splitlines() if x.startswith("{")]
+    mine = next(x for x in lines if x["event"] == "looked_up_warranty")
+    assert (mine["plugin"], mine["hook"], mine["journal_id"], mine["message_id"]) == ("chatty", "enrich_ticket", 1, "1")
+    processed = next(x for x in lines if x["event"] == "processed")
+    assert processed["ticket"] == "SB-000001" and "plugin" not in processed
+    delivered = next(x for x in lines if x["event"] == "delivered")
+    assert delivered["ticket"] == "SB-000001" and delivered["target"] == "local"
+
+
+async def test_one_bad_row_does_not_sink_the_batch(make_app, tmp_path: Path, monkeypatch) -> None:
+    app = make_app()
+    for i in range(3):
+        drop(tmp_path, f"{i}", eml(subject=f"case {i}", msgid=f"<b{i}@x>"))
+    real = app.store.add_link
+
+    def flaky(conn, ticket_id, link):
+        if link.value == "<b1@x>":
+            raise ValueError("value too long for column")  # what PostgreSQL says about an oversize value
+        return real(conn, ticket_id, link)
+
+    monkeypatch.setattr(app.store, "add_link", flaky)
+    res = await app.run_once()
+    assert [o.status for o in res["outcomes"]] == ["created", "quarantined", "created"]
+    (q,) = app.store.quarantine_list()
+    assert q["stage"] == "store" and "value too long" in q["error"]
+    assert app.store.count_tickets() == 2
+    # the journal entry is intact for a retry after the fix
+    monkeypatch.setattr(app.store, "add_link", real)
+    assert (await app.pipeline.process(app.store.quarantine_release(q["id"], "retry"))).status == "created"
+
+
+async def test_store_outage_leaves_the_batch_pending(make_app, tmp_path: Path, monkeypatch) -> None:
+    from svcbridge import StoreUnavailable
+
+    app = make_app()
+    drop(tmp_path, "1", eml())
+    await app.poll_sources_once()
+
+    def down(*a, **k):
+        raise StoreUnavailable("database is locked")
+
+    real = app.store.insert_ticket
+    monkeypatch.setattr(app.store, "insert_ticket", down)
+    with pytest.raises(StoreUnavailable):
+        await app.pipeline.drain()
+    assert app.store.journal_counts() == {"pending": 1}
+    monkeypatch.setattr(app.store, "insert_ticket", real)
+    assert [o.status for o in await app.pipeline.drain()] == ["created"]
+
+
+async def test_submit_many_journals_once_per_source_and_id(make_app) -> None:
+    app = make_app()
+    ctx = app.context("bulk")
+    a = RawMessage(channel="email", source="bulk", external_id="a", raw=eml(msgid="<a@x>"))
+    b = RawMessage(channel="email", source="bulk", external_id="b", raw=eml(msgid="<b@x>"))
+    first = await ctx.submit_many([a, b, a])
+    assert [r.new for r in first] == [True, True, False] and first[0].journal_id == first[2].journal_id
+    again = await ctx.submit_many([b])
+    assert again[0].new is False and again[0].journal_id == first[1].journal_id
+    assert app.store.journal_counts() == {"pending": 2}

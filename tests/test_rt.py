@@ -1,0 +1,515 @@
+"""The Request Tracker 5 connector, against a real RT (Debian request-tracker5 on a private port).
+
+Covered: idempotent create (twice, and after a crash before the link was recorded), byte-exact
+attachments, customer follow-ups as correspondence (idempotent too), agent replies / comments / status
+changes back through ``poll_changes`` without echoing the customer's own messages, the mail -> RT -> mail
+round trip of issue 4 in-process and as a real daemon killed with SIGKILL at each step, and a wrong token
+parking the target. Failure classification (429/5xx/timeout/401/400/redirect) runs against a fake
+transport, without RT.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import eml
+from rt_server import RtServer, running_rt
+from svcbridge import (
+    Attachment,
+    AuthFailed,
+    Contact,
+    DeliveryItem,
+    NotReady,
+    PermanentError,
+    Ticket,
+    TicketState,
+)
+from svcbridge_rt import RtSettings, RtSink
+from svcbridge_rt.client import rt_file_type
+
+BIN = Path(sys.executable).parent / "svcbridge"
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452") + bytes(range(256)) * 40
+LATIN1 = "Zählerstand: 4711 Grüße\r\n".encode("latin-1")
+UTF8 = "打印机卡纸 — ça coince\n".encode()
+BLOB = hashlib.sha256(b"seed").digest() * 4096  # 128 KiB of incompressible bytes
+
+
+# ---------------------------------------------------------------------- fixtures and helpers
+@pytest.fixture(scope="session")
+def rt_session() -> Iterator[RtServer]:
+    with running_rt() as server:
+        yield server
+
+
+@pytest.fixture
+def rt(rt_session: RtServer) -> RtServer:
+    """The session's RT back at its pristine DB: no tickets, ticket ids from 1."""
+    rt_session.reset()
+    return rt_session
+
+
+def mail_with_files(
+    subject: str = "Printer jams", msgid: str = "<m1@example.com>", body: str = "It jams on every page.",
+    extra: dict[str, str] | None = None, files: list[tuple[str, str, bytes]] | None = None,
+) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "Alice <alice@example.com>"
+    msg["To"] = "support@bridge.test"
+    msg["Subject"] = subject
+    msg["Message-ID"] = msgid
+    for k, v in (extra or {}).items():
+        msg[k] = v
+    msg.set_content(body)
+    if files is None:
+        files = [("photo.png", "image/png", PNG), ("zaehler.txt", "text/plain", LATIN1),
+                 ("notes.txt", "text/plain", UTF8), ("dump.bin", "application/octet-stream", BLOB)]
+    for name, ctype, data in files:
+        maintype, subtype = ctype.split("/")
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    return msg.as_bytes(policy=email.policy.SMTP)
+
+
+def drop(tmp_path: Path, name: str, data: bytes) -> None:
+    new = tmp_path / "maildir" / "new"
+    new.mkdir(parents=True, exist_ok=True)
+    (new / name).write_bytes(data)
+
+
+def outgoing(spool: Path) -> list[email.message.EmailMessage]:
+    files = sorted(spool.glob("*.eml")) if spool.exists() else []
+    return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in files]  # type: ignore[misc]
+
+
+def rt_app(make_app: Any, rt: RtServer, **rt_extra: Any) -> Any:
+    return make_app(
+        routing={"default": ["rt"]},
+        outbound_allow=["127.0.0.1/32"],
+        plugins={"rt": rt.plugin_config(**rt_extra)},
+    )
+
+
+async def poll(app: Any, name: str = "rt") -> list[Any]:
+    """One round of the daemon's status poll loop, then deliver what it queued."""
+    sink = app.delivery.sinks[name]
+    key = f"sink:{name}"
+    cursor = app.store.get_checkpoint(key, "cursor")
+    updates, new_cursor = await sink.poll_changes(cursor)
+    for upd in updates:
+        await app.pipeline.apply_status_update(upd)
+    if new_cursor is not None and new_cursor != cursor:
+        app.store.set_checkpoint(key, "cursor", new_cursor)
+    await app.delivery.drain()
+    return updates
+
+
+def tagged(rt: RtServer, ref: str = "SB-000001") -> list[dict[str, Any]]:
+    return rt.tickets(f"Subject LIKE '[{ref}]'")
+
+
+def item_for(app: Any, ref: str, kind: str = "create") -> DeliveryItem:
+    rows = [r for r in app.delivery.outbox.list() if r["kind"] == kind and r["target"] == "rt"]
+    ticket = app.store.get_ticket(ref)
+    row = next(r for r in rows if r["ticket_id"] == ticket.id)
+    payload = row["payload"] or {}
+    journal = int(payload["journal_id"]) if payload.get("journal_id") else None
+    atts = app.store.attachments_with_data(ticket.id, journal) if journal else app.store.attachments_with_data(ticket.id)
+    return DeliveryItem(id=row["id"], kind=kind, target="rt", idempotency_key=row["idempotency_key"], ticket=ticket,
+                        payload=payload, attempts=row["attempts"], attachments=atts)
+
+
+# ---------------------------------------------------------------------- without RT
+def _sink(handler: Any, **cfg: Any) -> RtSink:
+    settings = RtSettings(url="http://rt.test", token="1-2-secret", **cfg)
+    return RtSink(settings, allow=["rt.test", "elsewhere.test"], transport=httpx.MockTransport(handler))
+
+
+def _item(kind: str = "create") -> DeliveryItem:
+    t = Ticket(id=1, ref="SB-000001", channel="email", subject="x", contact=Contact(email="a@example.com"))
+    return DeliveryItem(id=1, kind=kind, target="rt", idempotency_key=f"SB-000001:{kind}:rt", ticket=t)
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (httpx.Response(429, headers={"Retry-After": "30"}), NotReady),
+        (httpx.Response(503, text="maintenance"), NotReady),
+        (httpx.ReadTimeout("slow"), NotReady),
+        (httpx.Response(401, json={"message": "Unauthorized"}), AuthFailed),
+        (httpx.Response(403, json={"message": "No permission to create tickets in the queue 'X'"}), AuthFailed),
+        (httpx.Response(400, json={"message": "Invalid value"}), PermanentError),
+        (httpx.Response(302, headers={"Location": "http://elsewhere.test/REST/2.0/tickets"}), PermanentError),
+    ],
+)
+async def test_failures_mean_what_the_host_needs(reply: Any, error: type[Exception]) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    sink = _sink(handler)
+    with pytest.raises(error) as info:
+        await sink.deliver(_item())
+    assert {r.url.host for r in seen} == {"rt.test"}  # a redirect elsewhere is not followed
+    assert all(r.headers["Authorization"] == "token 1-2-secret" for r in seen)
+    assert "secret" not in str(info.value)
+    if isinstance(reply, httpx.Response) and reply.status_code == 429:
+        assert info.value.retry_after == 30  # type: ignore[attr-defined]
+
+
+def test_settings_merge_maps_and_refuse_unknown_states() -> None:
+    s = RtSettings(url="http://rt.test/rt/", token="x", state_map={"from_rt": {"stalled": "waiting_parts"}})
+    assert s.api_base == "http://rt.test/rt/REST/2.0/"
+    assert s.state_map.state("stalled") is TicketState.WAITING_PARTS
+    assert s.state_map.state("resolved") is TicketState.RESOLVED  # defaults kept
+    assert s.state_map.state("unknown") is None
+    with pytest.raises(ValueError, match="unknown svcbridge states"):
+        RtSettings(url="http://rt.test", token="x", state_map={"from_rt": {"open": "working"}})
+
+
+def test_text_that_rt_would_transcode_goes_in_as_octet_stream() -> None:
+    def att(data: bytes, ctype: str) -> Attachment:
+        return Attachment.from_bytes(data, original_name="a.txt", content_type=ctype)
+
+    assert rt_file_type(att(UTF8, "text/plain")) == "text/plain"
+    assert rt_file_type(att(LATIN1, "text/plain")) == "application/octet-stream"
+    assert rt_file_type(att(b"abc", "text/plain; charset=gb2312")) == "application/octet-stream"
+    assert rt_file_type(att(PNG, "image/png")) == "image/png"
+
+
+# ---------------------------------------------------------------------- against the real RT
+@pytest.mark.realserver
+@pytest.mark.parametrize("custom_field", [None, "svcbridge-ref"])
+async def test_create_is_idempotent_and_attachments_are_byte_exact(
+    make_app: Any, tmp_path: Path, rt: RtServer, custom_field: str | None
+) -> None:
+    extra = {"ref_custom_field": custom_field} if custom_field else {}
+    app = rt_app(make_app, rt, **extra)
+    drop(tmp_path, "1", mail_with_files())
+    await app.run_once()
+    ticket = app.store.get_ticket("SB-000001")
+    rid = ticket.link("rt", "ticket")
+    assert rid and [t["id"] for t in tagged(rt)] == [rid]
+
+    # the very bytes svcbridge stored, per original file name, arrived in RT
+    sent = {a.original_name: a.sha256 for a in ticket.attachments}
+    assert set(sent) == {"photo.png", "zaehler.txt", "notes.txt", "dump.bin"}
+    assert rt.files(rid) == sent
+
+    # delivering the same item again, and after a crash before the link was recorded: still one ticket
+    sink = app.delivery.sinks["rt"]
+    item = item_for(app, "SB-000001")
+    unlinked = item.model_copy(update={"ticket": item.ticket.model_copy(update={"links": []}), "attempts": 1})
+    assert (await sink.deliver(item)).links[0].value == rid
+    assert (await sink.reconcile(unlinked)).links[0].value == rid  # type: ignore[union-attr]
+    assert (await sink.deliver(unlinked)).links[0].value == rid
+    assert [t["id"] for t in rt.tickets()] == [rid]
+
+    # a ticket someone else made with the same tag (a customer mailing RT) is not taken for ours
+    if not custom_field:
+        with rt.agent() as c:
+            c.post("ticket", json={"Queue": "General", "Subject": "[SB-000002] fake"}).raise_for_status()
+        drop(tmp_path, "2", eml(subject="Another one", msgid="<m2@example.com>"))
+        await app.run_once()
+        second = app.store.get_ticket("SB-000002").link("rt", "ticket")
+        assert second and len(tagged(rt, "SB-000002")) == 2 and second != tagged(rt, "SB-000002")[0]["id"]
+
+
+@pytest.mark.realserver
+async def test_followups_replies_and_status_round_trip_without_echo(
+    make_app: Any, tmp_path: Path, rt: RtServer
+) -> None:
+    app = rt_app(make_app, rt, poll_page_size=2)
+    assert await poll(app) == []  # first poll: start at RT's newest transaction
+    drop(tmp_path, "1", eml())
+    await app.run_once()
+    rid = app.store.get_ticket("SB-000001").link("rt", "ticket")
+
+    # the customer's follow-up with a file becomes correspondence on the same RT ticket, once
+    follow = mail_with_files(subject="Re: Printer jams", msgid="<m2@example.com>", body="Still jamming, photo attached.",
+                             extra={"In-Reply-To": "<m1@example.com>"}, files=[("jam.png", "image/png", PNG)])
+    drop(tmp_path, "2", follow)
+    await app.run_once()
+    upd = item_for(app, "SB-000001", "update")
+    await app.delivery.sinks["rt"].deliver(upd)  # a resend after a lost answer adds nothing
+    corr = [h for h in rt.history(rid) if h["Type"] == "Correspond"]
+    assert len(corr) == 1 and corr[0]["Creator"]["id"] == "svcbridge"
+    assert rt.files(rid) == {"jam.png": hashlib.sha256(PNG).hexdigest()}
+    with rt.agent() as c:
+        parts = c.get(f"transaction/{corr[0]['id']}/attachments", params={"fields": "Content,ContentType"}).json()
+    assert any("Still jamming, photo attached." in (p.get("Content") or "") for p in parts["items"])
+
+    # the customer's own message (and RT opening the ticket because of it) is not echoed back
+    assert await poll(app) == []
+
+    # the customer mails RT directly (rt-mailgate): a requestor's correspondence is not an agent reply
+    direct = eml(subject=f"[svcbridge.test #{rid}] one more thing", msgid="<m3@example.com>")
+    subprocess.run(["rt-mailgate", "--queue", "General", "--action", "correspond", "--url", rt.url + "/"],
+                   input=direct, check=True, timeout=60)
+    assert any(h["Creator"]["id"] == "alice@example.com" for h in rt.history(rid))
+    assert await poll(app) == []
+
+    # busy tickets in a queue svcbridge's RT user may not see do not stall the poll (pages of 2 here)
+    with rt.agent() as c:
+        c.post("queue", json={"Name": "Hidden"}).raise_for_status()
+        for n in range(3):
+            hidden = c.post("ticket", json={"Queue": "Hidden", "Subject": f"[SB-00000{n + 5}] internal",
+                                            "Content": "x", "ContentType": "text/plain"}).json()["id"]
+            rt.reply(hidden, "not for svcbridge")
+
+    # agent (root) reply, internal comment, resolve: each comes back once, in order
+    rt.reply(rid, "Please clean the rollers.")
+    rt.reply(rid, "Customer has an old model.", kind="comment")
+    rt.set_status(rid, "resolved")
+    got = await poll(app)
+    assert [(u.public_reply, u.internal_note, u.state) for u in got] == [
+        ("Please clean the rollers.", None, None),
+        (None, "Customer has an old model.", None),
+        (None, None, TicketState.RESOLVED),
+    ]
+    assert all(u.external_ticket_id == rid and u.system == "rt" for u in got)
+    assert await poll(app) == []
+    assert app.store.get_ticket("SB-000001").state is TicketState.RESOLVED
+
+    # reading the same transactions again (a crash before the cursor was stored) changes nothing
+    sink = app.delivery.sinks["rt"]
+    before = len(app.delivery.outbox.list())
+    again, _ = await sink.poll_changes(str(int(got[0].external_event_id) - 1))
+    assert [u.external_event_id for u in again] == [u.external_event_id for u in got]
+    assert not any([await app.pipeline.apply_status_update(u) for u in again])
+    assert len(app.delivery.outbox.list()) == before
+
+
+@pytest.mark.realserver
+async def test_end_to_end_mail_to_rt_and_back(make_app: Any, tmp_path: Path, rt: RtServer) -> None:
+    """Issue 4, RT half: mail -> one RT ticket with files; agent reply and resolution -> threaded mails."""
+    app = rt_app(make_app, rt)
+    spool = tmp_path / "outgoing"
+    await poll(app)
+    drop(tmp_path, "1", mail_with_files())
+    await app.run_once()
+    (t,) = tagged(rt)
+    assert t["Subject"] == "[SB-000001] Printer jams"
+    assert [r["id"] for r in t["Requestor"]] == ["alice@example.com"]
+    ticket = app.store.get_ticket("SB-000001")
+    assert rt.files(t["id"]) == {a.original_name: a.sha256 for a in ticket.attachments}
+    assert [m["Subject"] for m in outgoing(spool)] == ["[SB-000001] We received your request"]
+
+    rt.reply(t["id"], "We are sending a technician tomorrow.")
+    await poll(app)
+    await poll(app)  # a second poll adds nothing
+    replies = [m for m in outgoing(spool) if "technician" in m.get_content()]
+    assert len(replies) == 1
+    reply = replies[0]
+    assert reply["In-Reply-To"] == "<m1@example.com>" and "<m1@example.com>" in reply["References"]
+    assert "[SB-000001]" in reply["Subject"] and reply["To"] == "alice@example.com"
+
+    rt.set_status(t["id"], "resolved")
+    await poll(app)
+    await poll(app)
+    notices = [m for m in outgoing(spool) if m["Subject"] == "[SB-000001] Your request is now resolved"]
+    assert len(notices) == 1 and notices[0]["In-Reply-To"] == "<m1@example.com>"
+    assert app.store.get_ticket("SB-000001").state is TicketState.RESOLVED
+
+    # the customer answers the resolution: the RT ticket is reopened, nothing is echoed to the customer
+    sent = len(outgoing(spool))
+    drop(tmp_path, "2", eml(subject="Re: [SB-000001] Your request is now resolved", msgid="<m9@example.com>",
+                            body="It is jamming again.", extra="In-Reply-To: <m1@example.com>\r\n"))
+    await app.run_once()
+    await poll(app)
+    assert [x["Status"] for x in tagged(rt)] == ["open"]
+    assert app.store.get_ticket("SB-000001").state is TicketState.IN_PROGRESS
+    assert len(outgoing(spool)) == sent
+    assert len(tagged(rt)) == 1
+
+
+@pytest.mark.realserver
+async def test_wrong_token_parks_the_target_and_it_flows_after_the_fix(
+    make_app: Any, tmp_path: Path, rt: RtServer
+) -> None:
+    bad = "1-27-" + "0" * 32
+    app = make_app(routing={"default": ["rt"]}, outbound_allow=["127.0.0.1/32"],
+                   plugins={"rt": rt.plugin_config(token=bad)})
+    drop(tmp_path, "1", eml())
+    drop(tmp_path, "2", eml(subject="Second", msgid="<m2@example.com>"))
+    await app.run_once()
+    await app.delivery.drain()
+    rows = [r for r in app.delivery.outbox.list() if r["target"] == "rt"]
+    assert [r["status"] for r in rows] == ["parked", "parked"]
+    assert [r["attempts"] for r in rows] == [0, 0]  # parked at the first 401, not retried
+    assert "401" in app.delivery.alerts["rt"]  # alerted
+    assert rt.tickets() == []
+
+    fixed = rt_app(make_app, rt)  # same data dir, right token; the daemon unparks on start
+    fixed.delivery.outbox.unpark()
+    await fixed.delivery.drain()
+    assert {r["status"] for r in fixed.delivery.outbox.list() if r["target"] == "rt"} == {"done"}
+    assert len(rt.tickets()) == 2
+
+
+# ---------------------------------------------------------------------- the daemon, killed at each step
+def _daemon_config(tmp_path: Path, rt: RtServer, spool: Path | None = None, name: str = "svcbridge.toml") -> Path:
+    token = tmp_path / "rt-token"
+    token.write_text(rt.svc_token + "\n")
+    spool = spool or tmp_path / "outgoing"
+    cfg = tmp_path / name
+    cfg.write_text(f"""
+data_dir = "{tmp_path}/var"
+outbound_allow = ["127.0.0.1/32"]
+shutdown_grace = 5
+[http]
+enabled = false
+[log]
+format = "json"
+[outbox]
+backoff_initial = 0.2
+backoff_max = 1.0
+poll_interval = 0.1
+[routing]
+default = ["rt"]
+[plugins.email]
+from_address = "support@bridge.test"
+[plugins.email.maildir]
+path = "{tmp_path}/maildir"
+interval = 0.1
+[plugins.email.outbound]
+spool_dir = "{spool}"
+[plugins.rt]
+url = "{rt.url}"
+token_file = "{token}"
+queue = "General"
+poll_interval = 0.2
+""")
+    return cfg
+
+
+def _start(cfg: Path, faults: str = "") -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SVCBRIDGE_")}
+    if faults:
+        env["SVCBRIDGE_FAULTS"] = faults
+    log = (cfg.parent / "daemon.log").open("ab")  # a file, not a pipe nobody reads while we wait
+    log.write(f"--- start faults={faults!r}\n".encode())
+    log.flush()
+    try:
+        return subprocess.Popen([str(BIN), "--config", str(cfg), "run"], env=env, cwd=cfg.parent,
+                                stdout=log, stderr=subprocess.STDOUT)
+    finally:
+        log.close()
+
+
+def _log_tail(cfg: Path) -> str:
+    return (cfg.parent / "daemon.log").read_text(errors="replace")[-4000:]
+
+
+def _wait(cond: Any, what: str, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _outbox(tmp_path: Path) -> list[tuple[str, str, str]]:
+    db = tmp_path / "var" / "svcbridge.db"
+    if not db.exists():
+        return []
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
+        try:
+            return conn.execute("select kind, target, status from outbox order by id").fetchall()
+        except sqlite3.OperationalError:
+            return []
+
+
+def _settled(tmp_path: Path, n: int) -> bool:
+    rows = _outbox(tmp_path)
+    return len(rows) >= n and all(r[2] == "done" for r in rows)
+
+
+def _crash_then_recover(cfg: Path, tmp_path: Path, faults: str, rows: int, crash_cfg: Path | None = None) -> None:
+    """Run with a fault point until the daemon SIGKILLs itself, then cleanly until the outbox settles."""
+    proc = _start(crash_cfg or cfg, faults)
+    try:
+        code = proc.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"fault point {faults} never reached:\n{_log_tail(cfg)}") from None
+    assert code == -signal.SIGKILL, _log_tail(cfg)
+    proc = _start(cfg)
+    try:
+        _wait(lambda: _settled(tmp_path, rows), f"{rows} outbox rows done:\n{_log_tail(cfg)}")
+        time.sleep(0.6)  # two more poll rounds: room for a (wrong) second notice to appear
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+    assert code == 0, _log_tail(cfg)
+
+
+@pytest.mark.realserver
+@pytest.mark.slow
+def test_daemon_kill_9_at_each_step_gives_one_ticket_and_one_notice_per_event(tmp_path: Path, rt: RtServer) -> None:
+    cfg = _daemon_config(tmp_path, rt)
+    spool = tmp_path / "outgoing"
+    drop(tmp_path, "1", mail_with_files())
+    # killed right after journaling the mail; then right after RT committed the new ticket, before the
+    # link was recorded (the mail spool is unusable in that run, so RT is the first remote commit)
+    (tmp_path / "no-spool").write_text("a file, so no spool directory can be made here")
+    crash_cfg = _daemon_config(tmp_path, rt, spool=tmp_path / "no-spool" / "outgoing", name="crash.toml")
+    proc = _start(cfg, "after_journal")
+    try:
+        assert proc.wait(timeout=60) == -signal.SIGKILL, _log_tail(cfg)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"fault point after_journal never reached:\n{_log_tail(cfg)}") from None
+    _crash_then_recover(cfg, tmp_path, "after_remote_commit", rows=2, crash_cfg=crash_cfg)  # create + ack
+    assert "found existing RT ticket 1" in (tmp_path / "daemon.log").read_text()  # not created again
+    (t,) = tagged(rt)
+    assert len(rt.files(t["id"])) == 4
+    assert len(outgoing(spool)) == 1
+
+    rt.reply(t["id"], "A technician is on the way.")
+    _crash_then_recover(cfg, tmp_path, "after_remote_commit", rows=4)  # + reply + "in progress"
+    rt.set_status(t["id"], "resolved")
+    _crash_then_recover(cfg, tmp_path, "after_remote_commit", rows=5)  # + resolution notice
+
+    # the customer answers: killed right after RT took the correspondence; the retry finds it by its marker
+    drop(tmp_path, "2", eml(subject="Re: [SB-000001] Your request is now resolved", msgid="<m9@example.com>",
+                            body="It is jamming again.", extra="In-Reply-To: <m1@example.com>\r\n"))
+    _crash_then_recover(cfg, tmp_path, "after_remote_commit", rows=6)
+    assert f"already on RT ticket {t['id']}" in (tmp_path / "daemon.log").read_text()
+    relayed = [h for h in rt.history(t["id"]) if h["Type"] == "Correspond" and h["Creator"]["id"] == "svcbridge"]
+    assert len(relayed) == 1 and [x["Status"] for x in tagged(rt)] == ["open"]
+
+    mails = outgoing(spool)
+    subjects = sorted(m["Subject"] for m in mails)
+    assert subjects == sorted([
+        "[SB-000001] We received your request",
+        "[SB-000001] Reply to your request",
+        "[SB-000001] Your request is now in progress",
+        "[SB-000001] Your request is now resolved",
+    ])
+    assert all(m["In-Reply-To"] == "<m1@example.com>" for m in mails)
+    assert len(tagged(rt)) == 1
+    shown = json.loads(subprocess.run([str(BIN), "--config", str(cfg), "tickets", "show", "SB-000001", "--json"],
+                                      capture_output=True, text=True, check=True, cwd=tmp_path).stdout)
+    assert shown["state"] == "in_progress"  # reopened by the customer, and nothing echoed back to them
