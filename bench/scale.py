@@ -38,8 +38,7 @@ def run(args: Any) -> dict[str, Any]:
     n = args.n or 200
     dv = start_dovecot()
     users = {f"scale{i:03d}": f"pw{i:03d}" for i in range(n)}
-    with (dv.root / "users").open("a") as f:  # Dovecot re-reads the passwd-file when it changes
-        f.write("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in users.items()))
+    dv.add_users(users)
     tmp = Path(tempfile.mkdtemp(prefix="svcb-scale-"))
     port = 0
     import socket

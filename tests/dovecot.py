@@ -216,6 +216,11 @@ class Dovecot:
         """Make the fake identity provider's introspection endpoint accept ``token`` for ``user``."""
         self.introspection.tokens[token] = user
 
+    def add_users(self, users: dict[str, str]) -> None:
+        """Add password users (Dovecot re-reads the passwd-file when it changes)."""
+        with (self.root / "users").open("a") as f:
+            f.writelines(f"{u}:{{PLAIN}}{p}:65534:65534::{self.root}/mail/{u}::\n" for u, p in users.items())
+
     def log(self) -> str:
         path = self.root / "dovecot.log"
         return path.read_text(errors="replace") if path.exists() else ""
@@ -304,6 +309,9 @@ auth_mechanisms = plain login xoauth2 oauthbearer
 default_internal_user = dovecot
 default_login_user = dovenull
 first_valid_uid = 1
+# the scale bench holds hundreds of IDLE connections: one imap process each (the default limit is 100)
+default_process_limit = 1000
+default_client_limit = 4000
 mail_location = maildir:~/Maildir
 passdb {{
   driver = passwd-file
