@@ -112,4 +112,4 @@ def test_set_state_notifies_and_outbox_listing(cfg: Path, tmp_path: Path) -> Non
 
 def test_db_upgrade(cfg: Path) -> None:
     res = run(cfg, "db", "upgrade")
-    assert res.exit_code == 0 and "0002" in res.stdout
+    assert res.exit_code == 0 and "0003" in res.stdout

@@ -22,7 +22,7 @@ from .delivery import Delivery
 from .errors import ConfigError
 from .faults import fault
 from .models import RawMessage, StatusUpdate
-from .pipeline import Pipeline
+from .pipeline import Outcome, Pipeline
 from .plugins import PluginManager, make_plugin_manager
 from .settings import Settings
 from .store import db
@@ -141,9 +141,37 @@ class App:
     async def run_once(self) -> dict[str, Any]:
         """Poll every source once, process the journal, deliver what is due; for cron, tests, benchmarks."""
         await recover(self)
-        polled = await self.poll_sources_once()
-        outcomes = await self.pipeline.drain()
-        await self.delivery.drain()
+        # The three stages overlap as in the daemon: journaled batches are processed while the sources are
+        # still fetching (an IMAP fetch waits on the socket in its own thread), and delivered while later
+        # batches are processed. Each loop ends only after a pass that began after its upstream finished.
+        polling = asyncio.create_task(self.poll_sources_once())
+        outcomes: list[Outcome] = []
+
+        async def process() -> None:
+            while True:
+                upstream_done = polling.done()
+                got = await self.pipeline.drain()
+                outcomes.extend(got)
+                if upstream_done and not got:
+                    return
+                if not got:
+                    await asyncio.wait([polling], timeout=0.05)
+
+        processing = asyncio.create_task(process())
+        rounds_after = 0  # as Delivery.drain: a bound, so an item that is always due cannot spin forever
+        try:
+            while rounds_after < 10_000:
+                upstream_done = processing.done()
+                rounds_after += upstream_done
+                seen = await self.delivery.run_once()
+                if upstream_done and not seen:
+                    break
+                if not seen:
+                    await asyncio.wait([processing], timeout=0.05)
+        finally:
+            # surface a failure of either task (and never leave them running)
+            polled = await polling
+            await processing
         return {"polled": polled, "processed": len(outcomes), "outcomes": outcomes}
 
 

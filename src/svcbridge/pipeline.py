@@ -92,13 +92,24 @@ class Overlay:
         self.links: dict[tuple[str, str, str], str] = {}
         self.hashes: dict[str, str] = {}
         self.seen = seen  # content hash -> ticket id, prefetched for the whole batch
+        self.asked: set[str] = set()
+        self.known: dict[tuple[str, str, str], int] = {}
 
     def by_ref(self, ref: str) -> Ticket | None:
         return self.tickets.get(ref) or self.store.by_ref(ref)
 
+    def prefetch(self, values: set[str], known: dict[tuple[str, str, str], int]) -> None:
+        """Links already stored whose value is in ``values`` (all of them: a miss there is final)."""
+        self.asked, self.known = values, known
+
     def by_link(self, system: str, kind: str, value: str) -> Ticket | None:
         ref = self.links.get((system, kind, value))
-        return self.tickets[ref] if ref else self.store.by_link(system, kind, value)
+        if ref:
+            return self.tickets[ref]
+        if value in self.asked:
+            tid = self.known.get((system, kind, value))
+            return self.store.get_ticket(tid, full=False) if tid is not None else None
+        return self.store.by_link(system, kind, value)
 
     def open_by_contact(
         self, *, email: str | None = None, phone: str | None = None, channel: str | None = None
@@ -162,10 +173,23 @@ class Pipeline:
             self._ids += await asyncio.to_thread(self.store.allocate_ticket_ids, len(ids) - len(self._ids))
         hashes = {r.content_hash for r in raws.values()}
         overlay = Overlay(self.store, await asyncio.to_thread(self.store.journal_seen_many, hashes))
+        # parse and normalise the whole batch first: then every link the threading stage may ask about
+        # is known, and one query answers them all instead of one query per reference
+        parsed: dict[int, TicketDraft | StageFailed] = {}
+        for jid in ids:
+            with structlog.contextvars.bound_contextvars(journal_id=jid, message_id=raws[jid].external_id):
+                parsed[jid] = await self._parse(raws[jid])
+        values = {
+            ln.value
+            for d in parsed.values()
+            if isinstance(d, TicketDraft)
+            for ln in (*d.links, *d.thread_refs)
+        }
+        overlay.prefetch(values, await asyncio.to_thread(self.store.links_by_values, values))
         plans = []
         for jid in ids:
             with structlog.contextvars.bound_contextvars(journal_id=jid, message_id=raws[jid].external_id):
-                plan = await self._prepare(jid, raws[jid], overlay)
+                plan = await self._prepare(jid, raws[jid], parsed[jid], overlay)
             overlay.record(plan)
             plans.append(plan)
         await asyncio.to_thread(self._commit_all, plans)
@@ -189,7 +213,8 @@ class Pipeline:
                 )
         return [p.outcome for p in plans]
 
-    async def _prepare(self, journal_id: int, raw: RawMessage, overlay: Overlay) -> Plan:
+    async def _parse(self, raw: RawMessage) -> TicketDraft | StageFailed:
+        """parse -> normalize: the draft, or the failure that quarantines this message."""
         try:
             draft = await self._stage("parse", "parse_message", True, raw=raw)
             if draft is None:
@@ -197,6 +222,17 @@ class Pipeline:
             if not isinstance(draft, TicketDraft):
                 raise StageFailed("parse", None, TypeError(f"parse_message returned {type(draft).__name__}"))
             await self._stage("normalize", "normalize_draft", draft=draft, raw=raw)
+            return draft
+        except StageFailed as exc:
+            return exc
+
+    async def _prepare(
+        self, journal_id: int, raw: RawMessage, draft: TicketDraft | StageFailed, overlay: Overlay
+    ) -> Plan:
+        """thread / dedupe -> classify -> enrich -> the plan the store stage writes."""
+        try:
+            if isinstance(draft, StageFailed):
+                raise draft
             match = await self._thread(draft, raw, journal_id, overlay)
             ticket = overlay.ticket(match.ticket_ref) if match else None
             if match and match.duplicate and ticket:

@@ -419,6 +419,18 @@ class Store:
             tid = conn.execute(q.limit(1)).scalar()
         return int(tid) if tid is not None else None
 
+    def links_by_values(self, values: set[str]) -> dict[tuple[str, str, str], int]:
+        """Every link whose value is one of ``values``: (system, kind, value) -> ticket id."""
+        out: dict[tuple[str, str, str], int] = {}
+        vals = sorted(values)
+        with self.engine.connect() as conn:
+            for i in range(0, len(vals), 500):  # stay far below any bind-parameter limit
+                q = select(t.links.c.system, t.links.c.kind, t.links.c.value, t.links.c.ticket_id).where(
+                    t.links.c.value.in_(vals[i : i + 500])
+                )
+                out.update({(r[0], r[1], r[2]): int(r[3]) for r in conn.execute(q)})
+        return out
+
     def journal_seen_many(self, hashes: set[str]) -> dict[str, int]:
         """Ticket ids of already processed journal entries, by content hash (one query per batch)."""
         if not hashes:
