@@ -11,18 +11,22 @@ Settings (``[plugins.email]``)::
     [[plugins.email.imap]]           # any number of IMAP mailboxes (imap.py, oauth.py)
     name = "imap:support"
     host = "imap.example.com"
+    [[plugins.email.graph]]          # Microsoft 365 mailboxes through Graph delta queries (graph.py)
+    name = "graph:support"
+    user = "support@contoso.example"
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from svcbridge import PluginSettings, RawMessage, ThreadMatch, TicketDraft, hookimpl
+from svcbridge import ParseError, PluginSettings, RawMessage, ThreadMatch, TicketDraft, hookimpl
 
 from . import mailthread
 from .maildir import MaildirSource
@@ -111,6 +115,31 @@ class ImapSettings(PluginSettings):
         return self
 
 
+class GraphSettings(PluginSettings):
+    """One Microsoft 365 mail folder read through Graph (``[[plugins.email.graph]]``); logic in graph.py."""
+
+    name: str
+    user: str = Field(description="the mailbox: user id or user principal name")
+    folder: str = Field(default="inbox", description="a well-known folder name or a folder id")
+    oauth2: OAuth2Settings
+    base_url: str = "https://graph.microsoft.com/v1.0"
+    after: Literal["none", "read", "move", "delete"] = "none"
+    move_to: str = Field(default="archive", description="destination folder id or well-known name")
+    page_size: int = Field(default=50, ge=1, le=1000)
+    poll_interval: float = Field(default=60.0, gt=0)
+    max_wait: float = Field(default=60.0, ge=0, description="longest Retry-After waited out in a pass")
+    timeout: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> GraphSettings:
+        host = urllib.parse.urlsplit(self.base_url)
+        if host.scheme != "https" and not (host.scheme == "http" and _loopback(host.hostname or "")):
+            raise ValueError("base_url must be https (plain http only for a loopback test server)")
+        if self.oauth2.scope is None:
+            self.oauth2.scope = "https://graph.microsoft.com/.default"
+        return self
+
+
 def _loopback(host: str) -> bool:
     try:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
@@ -123,6 +152,7 @@ class EmailSettings(PluginSettings):
     fallback_charsets: list[str] = Field(default_factory=lambda: ["gb18030", "big5hkscs", "cp1252"])
     maildir: MaildirSettings | None = None
     imap: list[ImapSettings] = Field(default_factory=list)
+    graph: list[GraphSettings] = Field(default_factory=list)
     outbound: OutboundSettings | None = None
     from_address_aliases: list[str] = Field(default_factory=list)
     ticket_patterns: dict[str, str] = Field(
@@ -164,6 +194,13 @@ def register_sources(register: Any, settings: Any) -> None:
         for box in cfg.imap:
             tokens = TokenProvider(box.oauth2, allow=settings.outbound_allow) if box.oauth2 else None
             register(ImapSource(box, tokens))
+    if cfg and cfg.graph:
+        from .graph import GraphSource
+        from .oauth import TokenProvider
+
+        for mailbox in cfg.graph:
+            allow = settings.outbound_allow
+            register(GraphSource(mailbox, TokenProvider(mailbox.oauth2, allow=allow), allow=allow))
 
 
 @hookimpl
@@ -186,6 +223,9 @@ def classify_ticket(draft: TicketDraft, ticket: Any) -> None:
 def parse_message(raw: RawMessage) -> TicketDraft | None:
     if raw.channel not in ("email", "fax-mail") or raw.raw is None:
         return None
+    if raw.metadata.get("fetch_error") and not raw.raw:
+        # a source journaled a message it could not fetch: quarantine it with the source's reason
+        raise ParseError(f"the mail could not be fetched: {raw.metadata['fetch_error']}")
     draft = parse_email(raw.raw, our_addresses=_state["our"], candidates=_state["candidates"])
     mailthread.add_content_link(draft)
     return draft
