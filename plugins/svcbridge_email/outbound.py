@@ -45,6 +45,9 @@ def build_reply(item: DeliveryItem, from_addr: str, domain: str) -> EmailMessage
     msg["X-Loop"] = domain
     msg["X-Svcbridge-Ticket"] = ticket.ref
     msg.set_content(n.get("body") or "", charset="utf-8")
+    if n.get("body_html"):
+        # multipart/alternative: the plain text stays first and complete for text-only clients
+        msg.add_alternative(n["body_html"], subtype="html", charset="utf-8")
     return msg
 
 

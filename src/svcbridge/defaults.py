@@ -3,7 +3,8 @@
 - threading: a message id already stored is a duplicate; In-Reply-To / References ids and a
   ``[SB-000123]`` subject tag attach a message to its ticket;
 - notifications: acknowledge a new ticket, tell the customer about state changes and agent replies,
-  never to automated mail (bounces, auto-replies) and only when we have an address on that channel.
+  never to automated mail (bounces, auto-replies) and only when we have an address on that channel;
+  the texts are Jinja2 templates in en, zh-CN and zh-TW (``templating.py``, ``templates/``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import re
 from typing import Any
 
 from svcbridge import Notification, ThreadMatch, Ticket, TicketDraft, TicketEvent, TicketLookup, hookimpl
+
+from .templating import pick_language, render
 
 TAG = re.compile(r"\[([A-Z][A-Z0-9]{0,7}-\d{4,})\]")
 
@@ -31,13 +34,6 @@ def thread_message(draft: TicketDraft, lookup: TicketLookup) -> ThreadMatch | No
         if found:
             return ThreadMatch(ticket_ref=found.ref, reason="subject tag")
     return None
-
-
-_TEXT = {
-    "acknowledgement": ("We received your request", "Ticket {ref} was opened for: {subject}"),
-    "status_changed": ("Your request is now {state}", "Ticket {ref} ({subject}) is now {state}."),
-    "agent_reply": ("Reply to your request", "{body}"),
-}
 
 
 def _address(ticket: Ticket) -> str | None:
@@ -63,21 +59,25 @@ def compose_notifications(
         template = event.type
     else:
         return []
-    title, body = _TEXT[template]
     values: dict[str, Any] = {
         "ref": ticket.ref,
         "subject": ticket.subject,
-        "state": ticket.state.value.replace("_", " "),
+        "state": ticket.state.value,
         "body": event.data.get("body", ""),
+        "channel": ticket.channel,  # the "reply to this mail" footer is for mail only
     }
+    # the customer's language as the parser saw it on their mail, else the ticket's (templating.py)
+    lang = pick_language(ticket.contact.language or ticket.language)
+    text = render(template, lang, values)
     return [
         Notification(
             channel=ticket.channel,
             template=template,
             to=to,
-            subject=f"[{ticket.ref}] " + title.format(**values),
-            body=body.format(**values),
-            data={"event": event.type, "state": ticket.state.value},
+            subject=f"[{ticket.ref}] {text.subject}",
+            body=text.text,
+            body_html=text.html if ticket.channel in ("email", "fax") else None,
+            data={"event": event.type, "state": ticket.state.value, "language": lang},
             automatic=template != "agent_reply",  # an agent's words are not an automatic mail
         )
     ]

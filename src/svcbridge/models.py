@@ -341,6 +341,7 @@ class Notification(_Model):
     to: str | None = None
     subject: str = ""
     body: str = ""
+    body_html: str | None = Field(default=None, description="the same text as HTML (mail), autoescaped")
     data: dict[str, Any] = Field(default_factory=dict)
     automatic: bool = Field(
         default=True, description="sent without a person (ack, status notice): rate-limited per recipient"
