@@ -53,10 +53,18 @@ class SmtpSettings(BaseModel):
     password: SecretStr | None = None
     password_file: Path | None = None
     timeout: float = 30.0
+    ca_file: Path | None = Field(default=None, description="extra CA for a relay with a private certificate")
 
     def model_post_init(self, _ctx: Any) -> None:
         if self.password_file and self.password is None:
             self.password = SecretStr(self.password_file.read_text(encoding="utf-8").rstrip("\r\n"))
+
+    @model_validator(mode="after")
+    def _plaintext_only_locally(self) -> SmtpSettings:
+        # a password or customer mail in clear text over a network is never what was meant
+        if self.tls == "none" and not _loopback(self.host):
+            raise ValueError("tls = none is only allowed for a loopback host; use starttls or implicit")
+        return self
 
 
 class OutboundSettings(BaseModel):

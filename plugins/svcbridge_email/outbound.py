@@ -81,16 +81,16 @@ class MailNotifier:
 
     def _smtp(self, msg: EmailMessage) -> None:
         c = self.cfg.smtp
+        tls = ssl.create_default_context(cafile=str(c.ca_file) if c.ca_file else None)
         try:
             if c.tls == "implicit":
-                client: smtplib.SMTP = smtplib.SMTP_SSL(
-                    c.host, c.port, timeout=c.timeout, context=ssl.create_default_context()
-                )
+                client: smtplib.SMTP = smtplib.SMTP_SSL(c.host, c.port, timeout=c.timeout, context=tls)
             else:
                 client = smtplib.SMTP(c.host, c.port, timeout=c.timeout)
             with client:
                 if c.tls == "starttls":
-                    client.starttls(context=ssl.create_default_context())
+                    # raises SMTPNotSupportedError when the relay offers no STARTTLS: never a plaintext login
+                    client.starttls(context=tls)
                 if c.username:
                     client.login(c.username, c.password.get_secret_value() if c.password else "")
                 client.send_message(msg)
