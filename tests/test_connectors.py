@@ -35,6 +35,7 @@ import httpx
 import pytest
 
 from fakes.base import ELSEWHERE, FakeService, RemoteTicket
+from fakes.glpi import FakeGlpi
 from fakes.zammad import FakeZammad
 from svcbridge import AuthFailed, DeliveryItem, NotReady, PermanentError, TicketState, utcnow
 from svcbridge.web import build_web
@@ -101,7 +102,39 @@ class ZammadConnector(Connector):
         fake.agent_state(int(rid), self.STATES[state])
 
 
-CONNECTORS: list[Connector] = [ZammadConnector()]
+class GlpiConnector(Connector):
+    name = "glpi"
+    hook_path = "/hooks/glpi"
+    attachments = False  # the contract has no Document upload
+    STATES: ClassVar[dict[TicketState, int]] = {
+        TicketState.RESOLVED: 5,
+        TicketState.WAITING_CUSTOMER: 4,
+        TicketState.CLOSED: 6,
+    }
+
+    def make_fake(self) -> FakeGlpi:
+        return FakeGlpi()
+
+    def config(self, fake: FakeGlpi) -> dict[str, Any]:
+        return {
+            "url": f"http://{fake.host}",
+            "user_token": fake.user_token,
+            "app_token": fake.app_token,
+            "webhook_secret": fake.hook_secret,
+            "transport": fake.transport,
+        }
+
+    def secrets(self, fake: FakeGlpi) -> list[str]:
+        return [fake.user_token, str(fake.app_token), fake.hook_secret, *fake.sessions]
+
+    def agent_reply(self, fake: FakeGlpi, rid: str, text: str, internal: bool) -> None:
+        fake.agent_followup(int(rid), f"<p>{text}</p>", private=internal)
+
+    def agent_state(self, fake: FakeGlpi, rid: str, state: TicketState) -> None:
+        fake.agent_status(int(rid), self.STATES[state])
+
+
+CONNECTORS: list[Connector] = [ZammadConnector(), GlpiConnector()]
 
 
 # ---------------------------------------------------------------------- environment
