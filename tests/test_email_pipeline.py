@@ -105,3 +105,24 @@ async def test_other_systems_ticket_numbers_thread(make_app, tmp_path: Path) -> 
     drop(tmp_path, "2", eml(subject="Update on INC0012345", msgid="<sn@x>", sender="Bob <bob@example.com>"))
     res = await app.run_once()
     assert [o.status for o in res["outcomes"]] == ["followup"] and app.store.count_tickets() == 1
+
+
+async def test_oversize_mail_makes_a_headers_only_ticket_and_keeps_the_raw(make_app, tmp_path: Path) -> None:
+    import base64
+
+    big = bytes(range(256)) * 40  # 10 KiB attachment, over a 4 KiB limit
+    raw = (b"From: Big <big@example.com>\r\nSubject: scan attached\r\nMessage-ID: <big@example.com>\r\n"
+           b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="B"\r\n\r\n--B\r\n'
+           b"Content-Type: text/plain\r\n\r\nsee scan\r\n--B\r\nContent-Type: application/pdf; name=scan.pdf\r\n"
+           b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(big) + b"--B--\r\n")
+    app = make_app(plugins={"email": {"maildir": {"max_size": 4096}}})
+    drop(tmp_path, "1", raw)
+    drop(tmp_path, "2", eml())  # a normal mail next to it is untouched
+    res = await app.run_once()
+    assert [o.status for o in res["outcomes"]] == ["created", "created"]
+    t = app.store.get_ticket("SB-000001")
+    assert (t.subject, t.contact.email, t.attachments) == ("scan attached", "big@example.com", [])
+    assert t.description == f"[svcbridge: this mail is {len(raw)} bytes, over the size limit; the original is kept]"
+    assert app.store.load_raw(res["outcomes"][0].journal_id).raw == raw
+    assert [m["In-Reply-To"] for m in sent(tmp_path)] == ["<big@example.com>", "<m1@example.com>"]
+    assert app.store.get_ticket("SB-000002").description.strip() == "It jams on every page."

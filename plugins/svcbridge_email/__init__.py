@@ -42,6 +42,7 @@ class MaildirSettings(BaseModel):
     path: Path = Path("var/maildir")
     after: Literal["move", "delete"] = "move"
     interval: float = Field(default=0.25, gt=0)
+    max_size: int = Field(default=50 * 1024 * 1024, ge=1024, description="bigger mail: headers-only ticket")
 
 
 class SmtpSettings(BaseModel):
@@ -193,7 +194,7 @@ def register_sources(register: Any, settings: Any) -> None:
     cfg = _cfg(settings)
     if cfg and cfg.maildir:
         m = cfg.maildir
-        register(MaildirSource(m.name, m.path, m.after, m.interval))
+        register(MaildirSource(m.name, m.path, m.after, m.interval, m.max_size))
     if cfg and cfg.imap:
         # imported only when a mailbox is configured: most installs never load imapclient
         from .imap import ImapSource
@@ -234,7 +235,19 @@ def parse_message(raw: RawMessage) -> TicketDraft | None:
     if raw.metadata.get("fetch_error") and not raw.raw:
         # a source journaled a message it could not fetch: quarantine it with the source's reason
         raise ParseError(f"the mail could not be fetched: {raw.metadata['fetch_error']}")
-    draft = parse_email(raw.raw, our_addresses=_state["our"], candidates=_state["candidates"])
+    size = raw.metadata.get("oversize")
+    data = raw.raw
+    if size:
+        # over the source's size limit: a ticket from the headers alone, so the customer is answered
+        # and an agent sees who wrote; the whole mail stays in the journal for a manual look
+        end = min((i for i in (data.find(b"\r\n\r\n"), data.find(b"\n\n")) if i >= 0), default=len(data))
+        notice = f"[svcbridge: this mail is {size} bytes, over the size limit; the original is kept]\r\n"
+        # the original MIME structure headers (and their folded lines) go: the body is now the notice
+        head = re.sub(rb"(?im)^content-[^\n]*\n(?:[ \t][^\n]*\n)*", b"", data[:end] + b"\n")
+        data = head + b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + notice.encode()
+    draft = parse_email(data, our_addresses=_state["our"], candidates=_state["candidates"])
+    if size:
+        draft.labels["oversize"] = size
     mailthread.add_content_link(draft)
     return draft
 
