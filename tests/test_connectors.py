@@ -12,6 +12,7 @@ Adding a connector = one ``Connector`` subclass and one entry in ``CONNECTORS``:
   fires its signed webhook, or records what ``poll_changes`` will find);
 - ``attachments``: False when the contract has no way to transfer files (their names must then be in
   the ticket text); ``hook_path``: the ``/hooks/...`` path, or None for a poll-only connector;
+  ``followup_method``: the HTTP method that posts a customer's follow-up (ServiceNow PATCHes);
 - ``secrets``: credential values that must never appear in an error or reach another host.
 
 Faults come from the fake (``fail_next``, see ``tests/fakes/base.py``); the expected outcomes are the
@@ -22,6 +23,7 @@ invalid input dead-letters that item only, a redirect to another host is refused
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import re
 from collections.abc import AsyncIterator
@@ -36,6 +38,8 @@ import pytest
 
 from fakes.base import ELSEWHERE, FakeService, RemoteTicket
 from fakes.glpi import FakeGlpi
+from fakes.jsm import FakeJsm
+from fakes.servicenow import FakeServiceNow
 from fakes.zammad import FakeZammad
 from svcbridge import AuthFailed, DeliveryItem, NotReady, PermanentError, TicketState, utcnow
 from svcbridge.web import build_web
@@ -51,6 +55,7 @@ class Connector:
     name: ClassVar[str]
     attachments: ClassVar[bool] = True
     hook_path: ClassVar[str | None] = None
+    followup_method: ClassVar[str] = "POST"
 
     def make_fake(self) -> FakeService:
         raise NotImplementedError
@@ -134,7 +139,75 @@ class GlpiConnector(Connector):
         fake.agent_status(int(rid), self.STATES[state])
 
 
-CONNECTORS: list[Connector] = [ZammadConnector(), GlpiConnector()]
+class JsmConnector(Connector):
+    name = "jsm"
+    hook_path = "/hooks/jsm"
+    attachments = False  # the contract has no attachment call (attachTemporaryFile is not in §1.4)
+    STATES: ClassVar[dict[TicketState, str]] = {
+        TicketState.RESOLVED: "Resolved",
+        TicketState.WAITING_CUSTOMER: "Waiting for customer",
+        TicketState.CLOSED: "Closed",
+    }
+
+    def make_fake(self) -> FakeJsm:
+        return FakeJsm()
+
+    def config(self, fake: FakeJsm) -> dict[str, Any]:
+        return {
+            "url": f"http://{fake.host}",
+            "email": fake.email,
+            "api_token": fake.api_token,
+            "service_desk_id": fake.service_desk_id,
+            "request_type_id": "10",
+            "webhook_secret": fake.hook_secret,
+            "transport": fake.transport,
+        }
+
+    def secrets(self, fake: FakeJsm) -> list[str]:
+        basic = base64.b64encode(f"{fake.email}:{fake.api_token}".encode()).decode()
+        return [fake.api_token, basic, fake.oauth_token, fake.hook_secret]
+
+    def agent_reply(self, fake: FakeJsm, rid: str, text: str, internal: bool) -> None:
+        fake.agent_comment(rid, text, public=not internal)
+
+    def agent_state(self, fake: FakeJsm, rid: str, state: TicketState) -> None:
+        fake.agent_status(rid, self.STATES[state])
+
+
+class ServiceNowConnector(Connector):
+    name = "servicenow"
+    hook_path = None  # no signed webhook of its own (§1.5): poll_changes on sys_updated_on
+    attachments = False  # the Attachment API is not in the contract
+    followup_method = "PATCH"  # comments are a field of the incident
+    STATES: ClassVar[dict[TicketState, str]] = {
+        TicketState.RESOLVED: "6",
+        TicketState.WAITING_CUSTOMER: "3",
+        TicketState.CLOSED: "7",
+    }
+
+    def make_fake(self) -> FakeServiceNow:
+        return FakeServiceNow()
+
+    def config(self, fake: FakeServiceNow) -> dict[str, Any]:
+        return {
+            "url": f"http://{fake.host}",
+            "username": fake.username,
+            "password": fake.password,
+            "transport": fake.transport,
+        }
+
+    def secrets(self, fake: FakeServiceNow) -> list[str]:
+        basic = base64.b64encode(f"{fake.username}:{fake.password}".encode()).decode()
+        return [fake.password, basic, fake.token]
+
+    def agent_reply(self, fake: FakeServiceNow, rid: str, text: str, internal: bool) -> None:
+        fake.agent_comment(rid, text, work_note=internal)
+
+    def agent_state(self, fake: FakeServiceNow, rid: str, state: TicketState) -> None:
+        fake.agent_state(rid, self.STATES[state])
+
+
+CONNECTORS: list[Connector] = [ZammadConnector(), GlpiConnector(), JsmConnector(), ServiceNowConnector()]
 
 
 # ---------------------------------------------------------------------- environment
@@ -292,7 +365,7 @@ async def test_create_once_with_attachments_even_when_the_reply_is_lost(env: Env
 
 async def test_customer_followup_is_posted_once(env: Env) -> None:
     await receive(env, mail())
-    env.fake.fail_next("503", method="POST", commit=True)
+    env.fake.fail_next("503", method=env.c.followup_method, commit=True)
     extra = [("log.txt", "text/plain", LATIN1)]
     await receive(env, mail(subject="Re: Printer jams", msgid="<m2@example.com>", body="Still jams.",
                             files=extra, reply_to="<m1@example.com>"))
@@ -338,7 +411,7 @@ async def test_webhook_signature_is_checked_and_redelivery_ignored(env: Env) -> 
     await receive(env, mail())
     env.fake.take_hooks()
     env.c.agent_reply(env.fake, remote_id(env), "Technician comes at 10:00.", internal=False)
-    [hook] = env.fake.take_hooks()
+    *_, hook = env.fake.take_hooks()  # Jira sends an issue update before comment_created
     tampered = await env.web.post(env.c.hook_path, content=hook.body + b" ", headers=hook.headers)
     assert tampered.status_code == 401
     unsigned = {k: v for k, v in hook.headers.items() if "signature" not in k.lower()}
