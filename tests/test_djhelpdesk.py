@@ -502,12 +502,13 @@ def test_daemon_kill_9_at_each_step_gives_one_ticket_and_one_notice_per_event(tm
     dh.reply(t["id"], "A technician is on the way.")
     took["reply"] = _crash_then_recover(cfg, tmp_path, "after_remote_commit", rows=3)
     dh.reply(t["id"], "Fuser replaced.", new_status=3)
-    took["resolve"] = _crash_then_recover(cfg, tmp_path, "after_remote_commit", rows=4)
+    # resolved with a comment: two events (the comment, the state change), so two mails
+    took["resolve"] = _crash_then_recover(cfg, tmp_path, "after_remote_commit", rows=5)
 
     # the customer answers: killed right after django-helpdesk took the follow-up; the retry finds its marker
     drop(tmp_path, "2", eml(subject="Re: [SB-000001] Your request is now resolved", msgid="<m9@example.com>",
                             body="It is jamming again.", extra="In-Reply-To: <m1@example.com>\r\n"))
-    took["customer"] = _crash_then_recover(cfg, tmp_path, "after_remote_commit", rows=5)
+    took["customer"] = _crash_then_recover(cfg, tmp_path, "after_remote_commit", rows=6)
     assert f"already on django-helpdesk ticket {t['id']}" in (tmp_path / "daemon.log").read_text()
     relayed = [f for f in dh.ticket(t["id"])["followup_set"] if "jamming again" in f["comment"]]
     assert len(relayed) == 1 and dh.ticket(t["id"])["status"] == 2
@@ -516,8 +517,13 @@ def test_daemon_kill_9_at_each_step_gives_one_ticket_and_one_notice_per_event(tm
     assert subjects == sorted([
         "[SB-000001] We received your request",
         "[SB-000001] Reply to your request",
+        "[SB-000001] Reply to your request",
         "[SB-000001] Your request is now resolved",
     ]), subjects
+    bodies = [text_of(m) for m in outgoing(spool)]
+    assert sum("technician is on the way" in b for b in bodies) == 1
+    assert sum("Fuser replaced." in b for b in bodies) == 1
+    assert len(_outbox(tmp_path)) == 6  # create, ack, 2 replies, resolved notice, customer follow-up
     assert all(m["In-Reply-To"] == "<m1@example.com>" for m in outgoing(spool))
     assert len(tagged(dh)) == 1
     shown = json.loads(subprocess.run([str(BIN), "--config", str(cfg), "tickets", "show", "SB-000001", "--json"],
