@@ -242,7 +242,9 @@ async def env(request: Any, make_app: Any, tmp_path: Path) -> AsyncIterator[Env]
     app = make_app(
         routing={"default": [c.name]},
         outbound_allow=[fake.host, ELSEWHERE],  # the guard must not be what stops a redirect
-        outbox={"concurrency": 1},
+        # retries are never due within one drain (a slow machine would otherwise retry before the test
+        # looked); due_now() makes them due when a test wants them
+        outbox={"concurrency": 1, "backoff_initial": 30.0, "backoff_max": 60.0},
         plugins={c.name: c.config(fake)},
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(build_web(app)), base_url="http://bridge.test") as web:
