@@ -101,6 +101,8 @@ class JsmSink(HelpdeskSink):
             # isLastPage absent means an unpaged answer (the contract shows {values} for transitions)
             if data.get("isLastPage", True) or not values:
                 return
+            # the next start is computed, _links.next is never requested: it names a host, and our
+            # credentials go only to the configured one
             start = int(data.get("start", start)) + len(values)
         raise NotReady(f"JSM {what}: more than {self.cfg.max_pages} pages, not read to the end")
 
