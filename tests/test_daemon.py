@@ -149,3 +149,55 @@ def test_kill_9_loses_nothing_and_duplicates_nothing(tmp_path: Path, point: str)
     assert {r["status"] for r in json.loads(journal)} == {"done"}
     shown = json.loads(cli(cfg, "tickets", "show", "SB-000001", "--json"))
     assert [e["type"] for e in shown["events"]].count("received") == 1
+
+
+# ---------------------------------------------------------------------- a failing source's next try
+class _Throttled:
+    """A source whose peer says 429 with Retry-After once, then works."""
+
+    name, channel, interval = "throttled", "email", 600.0
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc, self.polls = exc, []
+
+    async def poll(self, ctx: object) -> int:
+        self.polls.append(time.monotonic())
+        if len(self.polls) == 1:
+            raise self.exc
+        return 0
+
+
+def test_retry_delay_honours_retry_after_and_backs_off_otherwise() -> None:
+    from svcbridge.daemon import MAX_RETRY_AFTER, MAX_SOURCE_BACKOFF, source_retry_delay
+    from svcbridge.errors import AuthFailed, NotReady
+
+    assert source_retry_delay(NotReady("429", retry_after=42.0), 60.0, 1) == 42.0
+    assert source_retry_delay(NotReady("429", retry_after=10 * 86400.0), 60.0, 1) == MAX_RETRY_AFTER
+    assert source_retry_delay(NotReady("5xx"), 1.0, 3) == 8.0  # no hint: exponential
+    assert source_retry_delay(OSError("reset"), 60.0, 9) == MAX_SOURCE_BACKOFF
+    assert source_retry_delay(AuthFailed("revoked"), 1.0, 1) == MAX_SOURCE_BACKOFF  # no login storm
+
+
+async def test_source_loop_comes_back_when_the_peer_said(make_app) -> None:
+    """Retry-After 0.2 s on a source polled every 10 minutes: the next poll follows the peer's hint."""
+    import asyncio
+
+    from svcbridge.daemon import _source_loop
+    from svcbridge.errors import NotReady
+
+    app = make_app()
+    src = _Throttled(NotReady("throttled", retry_after=0.2))
+    app.sources[src.name] = src
+    task = asyncio.create_task(_source_loop(app, src.name))
+    try:
+        for _ in range(100):
+            if len(src.polls) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        # with the plain backoff (interval * 2) the second poll would come 20 minutes later
+        assert len(src.polls) == 2
+        assert src.polls[1] - src.polls[0] >= 0.2
+    finally:
+        app.stopping.set()
+        await asyncio.wait_for(task, 5)
+        app.store.engine.dispose()

@@ -18,6 +18,7 @@ import structlog
 import uvicorn
 
 from .app import App, recover
+from .errors import AuthFailed, NotReady
 
 log = structlog.get_logger("svcbridge.daemon")
 
@@ -28,6 +29,25 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+MAX_SOURCE_BACKOFF = 300.0
+MAX_RETRY_AFTER = 3600.0
+
+
+def source_retry_delay(exc: BaseException, interval: float, failures: int) -> float:
+    """Seconds before a failed source is tried again.
+
+    A peer that said when to come back (``NotReady.retry_after`` from a 429/503 Retry-After, Graph
+    throttling) is taken at its word, capped at an hour: coming back sooner only earns another 429 and,
+    with Microsoft, a longer throttle. Refused credentials wait the longest backoff at once: each retry
+    is another failed login that can lock the account. Anything else backs off exponentially.
+    """
+    if isinstance(exc, NotReady) and exc.retry_after is not None and exc.retry_after >= 0:
+        return min(max(exc.retry_after, 0.1), MAX_RETRY_AFTER)
+    if isinstance(exc, AuthFailed):
+        return MAX_SOURCE_BACKOFF
+    return min(MAX_SOURCE_BACKOFF, interval * 2**failures)
 
 
 async def _source_loop(app: App, name: str) -> None:
@@ -48,7 +68,7 @@ async def _source_loop(app: App, name: str) -> None:
             raise
         except Exception as exc:
             failures += 1
-            delay = min(300.0, src.interval * 2**failures)
+            delay = source_retry_delay(exc, src.interval, failures)
             ctx.report(False, f"{type(exc).__name__}: {exc}")
             log.error("source_failed", source=name, error=f"{type(exc).__name__}: {exc}", retry_in=delay)
         with contextlib.suppress(TimeoutError):
