@@ -304,3 +304,21 @@ async def test_servicenow_poll_cursor_same_second_own_entries_and_stable_event_i
     seen = {u.external_event_id for u in updates}  # what the host already applied (it dedups on these)
     assert [(u.public_reply, u.state) for u in later if u.external_event_id not in seen] == [
         ("Please confirm.", None), (None, S.RESOLVED)]  # the state under its new sys_mod_count: no change
+
+
+@pytest.mark.parametrize("secret", [None, "jsm-hook-secret"])
+async def test_jsm_route_is_served_only_with_a_secret(make_app: Any, secret: str | None) -> None:
+    from svcbridge.web import build_web
+
+    fake = FakeJsm()
+    section = {"url": f"http://{fake.host}", "email": fake.email, "api_token": fake.api_token,
+               "service_desk_id": "1", "request_type_id": "10", "transport": fake.transport}
+    if secret:
+        section["webhook_secret"] = secret
+    app = make_app(routing={"default": ["jsm"]}, outbound_allow=[fake.host], plugins={"jsm": section})
+    assert "jsm" in app.delivery.sinks
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(build_web(app)), base_url="http://b.test") as web:
+        r = await web.post("/hooks/jsm", content=b'{"issue": {"key": "SUP-1"}}',
+                           headers={"X-Atlassian-Webhook-Identifier": "1"})
+    # unsigned status changes are never taken: no route without a secret, 401 without a signature
+    assert r.status_code == (401 if secret else 404)
