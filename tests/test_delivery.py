@@ -219,6 +219,34 @@ async def test_automatic_messages_are_capped_per_recipient(make_app, tmp_path: P
     assert len(notes) == 2  # the two over the limit, visible in the trail (postmaster got no ack at all)
 
 
+async def test_recipient_limit_survives_a_restart(make_app, tmp_path: Path) -> None:
+    """A daemon restarted (crash loop, deploy) still knows what it sent: no fresh 10 for the bot."""
+    new = tmp_path / "maildir" / "new"
+    new.mkdir(parents=True, exist_ok=True)
+    for i in range(10):
+        (new / f"ar{i}").write_bytes(eml(subject=f"ticket {i}", msgid=f"<ar{i}@x>", sender="Bot <bot@example.com>"))
+    first = make_app()
+    await first.run_once()
+    first.store.engine.dispose()
+    for i in range(10, 13):
+        (new / f"ar{i}").write_bytes(eml(subject=f"ticket {i}", msgid=f"<ar{i}@x>", sender="Bot <bot@example.com>"))
+    (new / "other").write_bytes(eml(subject="someone else", msgid="<o@x>", sender="Eve <eve@example.com>"))
+    second = make_app()
+    await second.run_once()
+    sent = [p.read_bytes() for p in sorted((tmp_path / "outgoing").glob("*.eml"))]
+    assert sum(b"To: bot@example.com" in m for m in sent) == 10
+    assert sum(b"To: eve@example.com" in m for m in sent) == 1
+
+
+def test_limiter_seed_counts_only_the_window() -> None:
+    from svcbridge.delivery import RecipientLimiter
+
+    lim = RecipientLimiter({10: 2, 60: 3})
+    lim.seed("a", [30.0, 4000.0], now=5000.0)  # 4000 s ago is outside the longest window
+    assert lim.allow("a", now=5000.0) is None
+    assert lim.allow("a", now=5001.0) is not None  # 2 within 10 minutes
+
+
 def test_limiter_windows() -> None:
     from svcbridge.delivery import RecipientLimiter
 

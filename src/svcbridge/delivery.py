@@ -20,6 +20,7 @@ import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -74,17 +75,39 @@ NEVER_AUTO = re.compile(
 
 
 class RecipientLimiter:
-    """Per-recipient sliding windows for automatic notifications (in memory: resets on restart)."""
+    """Per-recipient sliding windows for automatic notifications.
+
+    Counted in memory, and seeded at start from the outbox's own record of what went out in the
+    longest window (``seed``), so a daemon in a crash-restart loop cannot mail an autoresponder
+    again and again. The seed also counts messages that were suppressed: after a restart the limit
+    is, if anything, stricter, which is the safe side for loop protection.
+    """
 
     def __init__(self, limits: dict[int, int]) -> None:
         self.limits = sorted((minutes * 60.0, n) for minutes, n in limits.items())
         self.sent: dict[str, deque[float]] = {}
 
+    @property
+    def horizon(self) -> float:
+        """Seconds of history that matter (the longest window)."""
+        return self.limits[-1][0] if self.limits else 0.0
+
+    @staticmethod
+    def key(notification: dict[str, Any]) -> str:
+        return f"{notification.get('channel')}:{str(notification.get('to') or '').lower()}"
+
+    def seed(self, key: str, ages: list[float], now: float | None = None) -> None:
+        """Count messages sent `ages` seconds ago (oldest first after sorting) for `key`."""
+        now = time.monotonic() if now is None else now
+        q = self.sent.setdefault(key, deque())
+        for age in sorted((a for a in ages if 0 <= a <= self.horizon), reverse=True):
+            q.append(now - age)
+
     def allow(self, key: str, now: float | None = None) -> str | None:
         """None when one more may go now (and count it), else why not."""
         now = time.monotonic() if now is None else now
         q = self.sent.setdefault(key, deque())
-        horizon = self.limits[-1][0] if self.limits else 0.0
+        horizon = self.horizon
         while q and now - q[0] > horizon:
             q.popleft()
         for window, n in self.limits:
@@ -118,10 +141,24 @@ class Delivery:
     def __post_init__(self) -> None:
         self.outbox = Outbox(self.store, self.worker_id)
         self.limiter = RecipientLimiter(self.cfg.auto_limits)
+        self._seed_limiter()
         # "full jitter" exponential backoff: uniform(initial, initial * 2**attempt), capped
         self._wait = tenacity.wait_random_exponential(
             multiplier=self.cfg.backoff_initial, max=self.cfg.backoff_max, min=self.cfg.backoff_initial
         )
+
+    def _seed_limiter(self) -> None:
+        """What the outbox says went out automatically in the longest window counts against it."""
+        if not self.limiter.horizon:
+            return
+        now, ages = utcnow(), {}
+        since = now - timedelta(seconds=self.limiter.horizon)
+        for done_at, n in self.outbox.recent_notifications(since):
+            if n.get("automatic", True) and n.get("to"):
+                ages.setdefault(RecipientLimiter.key(n), []).append((now - done_at).total_seconds())
+        mono = time.monotonic()
+        for key, seen in ages.items():
+            self.limiter.seed(key, seen, now=mono)
 
     def backoff(self, attempts: int) -> float:
         state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
@@ -203,7 +240,7 @@ class Delivery:
         to = str(n.get("to") or "")
         if NEVER_AUTO.match(to):
             return f"no automatic message to {to}"
-        return self.limiter.allow(f"{n.get('channel')}:{to.lower()}")
+        return self.limiter.allow(RecipientLimiter.key(n))
 
     async def _attempt(self, impl: Any, row: dict[str, Any], item: DeliveryItem) -> Settled:
         br = self.breaker(row["target"])

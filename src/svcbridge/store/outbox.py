@@ -229,6 +229,15 @@ class Outbox:
                 == 1
             )
 
+    def recent_notifications(self, since: datetime) -> list[tuple[datetime, dict[str, Any]]]:
+        """(done_at, notification) of every notify item finished since `since` (rate-limit seed)."""
+        q = select(t.outbox.c.done_at, t.outbox.c.payload).where(
+            t.outbox.c.kind == "notify", t.outbox.c.status == "done", t.outbox.c.done_at >= since
+        )
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        return [(r.done_at, (r.payload or {}).get("notification") or {}) for r in rows if r.done_at]
+
     def list(self, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
         q = select(t.outbox).order_by(t.outbox.c.id).limit(limit)
         if status:
