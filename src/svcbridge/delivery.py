@@ -151,7 +151,8 @@ class Delivery:
         """What the outbox says went out automatically in the longest window counts against it."""
         if not self.limiter.horizon:
             return
-        now, ages = utcnow(), {}
+        now = utcnow()
+        ages: dict[str, list[float]] = {}
         since = now - timedelta(seconds=self.limiter.horizon)
         for done_at, n in self.outbox.recent_notifications(since):
             if n.get("automatic", True) and n.get("to"):
