@@ -124,13 +124,15 @@ def parse_message(raw: Any) -> Any:
 
 
 @hookspec
-def normalize_draft(draft: Any, raw: Any) -> None:
+def normalize_draft(draft: Any, raw: Any, settings: Any) -> None:
     """Normalise contact and customer data in place (directory lookups, E.164 phones, company names).
 
     Called for every plugin, in plugin order, after parsing. Return value is ignored.
 
     :param draft: the ``svcbridge.TicketDraft``; modify it in place.
     :param raw: the ``svcbridge.RawMessage`` it came from (read-only).
+    :param settings: the validated ``svcbridge.Settings`` (``settings.plugin_config(section)`` gives
+        this plugin's own table); like every hook argument, take it only if you need it.
 
     Raising quarantines the message (stage ``normalize``).
     """
@@ -153,20 +155,21 @@ def thread_message(draft: Any, lookup: Any) -> Any:
 
 
 @hookspec
-def classify_ticket(draft: Any, ticket: Any) -> None:
+def classify_ticket(draft: Any, ticket: Any, settings: Any) -> None:
     """Set priority, fault level, SLA policy and deadlines on the draft, in place.
 
     Called for every plugin after threading.
 
     :param draft: the ``svcbridge.TicketDraft`` to adjust.
     :param ticket: the existing ``svcbridge.Ticket`` for a follow-up, ``None`` for a new ticket.
+    :param settings: the validated ``svcbridge.Settings``.
 
     Raising quarantines the message (stage ``classify``).
     """
 
 
 @hookspec
-def enrich_ticket(draft: Any, ticket: Any) -> None:
+def enrich_ticket(draft: Any, ticket: Any, settings: Any) -> None:
     """Add outside knowledge in place: warranty per part, spare-parts stock, customer contract.
 
     Called for every plugin after classification. A slow lookup should time out and leave a label
@@ -174,6 +177,7 @@ def enrich_ticket(draft: Any, ticket: Any) -> None:
 
     :param draft: the ``svcbridge.TicketDraft`` to enrich.
     :param ticket: the existing ``svcbridge.Ticket`` for a follow-up, ``None`` for a new ticket.
+    :param settings: the validated ``svcbridge.Settings``.
     """
 
 

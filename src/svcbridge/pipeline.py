@@ -221,7 +221,7 @@ class Pipeline:
                 raise StageFailed("parse", None, LookupError(f"no plugin parses channel {raw.channel!r}"))
             if not isinstance(draft, TicketDraft):
                 raise StageFailed("parse", None, TypeError(f"parse_message returned {type(draft).__name__}"))
-            await self._stage("normalize", "normalize_draft", draft=draft, raw=raw)
+            await self._stage("normalize", "normalize_draft", draft=draft, raw=raw, settings=self.settings)
             return draft
         except StageFailed as exc:
             return exc
@@ -237,8 +237,9 @@ class Pipeline:
             ticket = overlay.ticket(match.ticket_ref) if match else None
             if match and match.duplicate and ticket:
                 return Plan(journal_id, raw, "duplicate", ticket=ticket, reason=match.reason)
-            await self._stage("classify", "classify_ticket", draft=draft, ticket=ticket)
-            await self._stage("enrich", "enrich_ticket", draft=draft, ticket=ticket)
+            cfg = self.settings
+            await self._stage("classify", "classify_ticket", draft=draft, ticket=ticket, settings=cfg)
+            await self._stage("enrich", "enrich_ticket", draft=draft, ticket=ticket, settings=cfg)
             return await self._plan(journal_id, raw, draft, ticket)
         except StageFailed as exc:
             return Plan(journal_id, raw, "quarantined", reason=f"{exc.stage}: {exc.exc}", failure=exc)
