@@ -240,21 +240,23 @@ async def test_one_bad_row_does_not_sink_the_batch(make_app, tmp_path: Path, mon
     app = make_app()
     for i in range(3):
         drop(tmp_path, f"{i}", eml(subject=f"case {i}", msgid=f"<b{i}@x>"))
-    real = app.store.add_link
+    from svcbridge.store.batch import BatchWriter
 
-    def flaky(conn, ticket_id, link):
-        if link.value == "<b1@x>":
+    real = BatchWriter.flush
+
+    def flaky(self, conn):  # the store stage writes a batch's rows in flush()
+        if any(r["value"] == "<b1@x>" for r in self.links):
             raise ValueError("value too long for column")  # what PostgreSQL says about an oversize value
-        return real(conn, ticket_id, link)
+        return real(self, conn)
 
-    monkeypatch.setattr(app.store, "add_link", flaky)
+    monkeypatch.setattr(BatchWriter, "flush", flaky)
     res = await app.run_once()
     assert [o.status for o in res["outcomes"]] == ["created", "quarantined", "created"]
     (q,) = app.store.quarantine_list()
     assert q["stage"] == "store" and "value too long" in q["error"]
     assert app.store.count_tickets() == 2
     # the journal entry is intact for a retry after the fix
-    monkeypatch.setattr(app.store, "add_link", real)
+    monkeypatch.setattr(BatchWriter, "flush", real)
     assert (await app.pipeline.process(app.store.quarantine_release(q["id"], "retry"))).status == "created"
 
 
@@ -268,12 +270,14 @@ async def test_store_outage_leaves_the_batch_pending(make_app, tmp_path: Path, m
     def down(*a, **k):
         raise StoreUnavailable("database is locked")
 
-    real = app.store.insert_ticket
-    monkeypatch.setattr(app.store, "insert_ticket", down)
+    from svcbridge.store.batch import BatchWriter
+
+    real = BatchWriter.flush
+    monkeypatch.setattr(BatchWriter, "flush", down)  # the store stage's writes
     with pytest.raises(StoreUnavailable):
         await app.pipeline.drain()
     assert app.store.journal_counts() == {"pending": 1}
-    monkeypatch.setattr(app.store, "insert_ticket", real)
+    monkeypatch.setattr(BatchWriter, "flush", real)
     assert [o.status for o in await app.pipeline.drain()] == ["created"]
 
 

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy import select
 
 from . import metrics
 from .errors import StoreUnavailable
 from .faults import fault
+from .log import scope as logscope
 from .models import (
     ExternalLink,
     Notification,
@@ -40,9 +40,8 @@ from .models import (
 )
 from .plugins import HookFailed, PluginManager
 from .settings import Settings
-from .status import apply_status_update, enqueue_notifications
-from .store import outbox as ob
-from .store import schema as t
+from .status import apply_status_update, notification_rows
+from .store.batch import BatchWriter
 from .store.repo import Store
 
 log = structlog.get_logger("svcbridge.pipeline")
@@ -177,7 +176,7 @@ class Pipeline:
         # is known, and one query answers them all instead of one query per reference
         parsed: dict[int, TicketDraft | StageFailed] = {}
         for jid in ids:
-            with structlog.contextvars.bound_contextvars(journal_id=jid, message_id=raws[jid].external_id):
+            with logscope(journal_id=jid, message_id=raws[jid].external_id):
                 parsed[jid] = await self._parse(raws[jid])
         values = {
             ln.value
@@ -188,7 +187,7 @@ class Pipeline:
         overlay.prefetch(values, await asyncio.to_thread(self.store.links_by_values, values))
         plans = []
         for jid in ids:
-            with structlog.contextvars.bound_contextvars(journal_id=jid, message_id=raws[jid].external_id):
+            with logscope(journal_id=jid, message_id=raws[jid].external_id):
                 plan = await self._prepare(jid, raws[jid], parsed[jid], overlay)
             overlay.record(plan)
             plans.append(plan)
@@ -234,9 +233,13 @@ class Pipeline:
             if isinstance(draft, StageFailed):
                 raise draft
             match = await self._thread(draft, raw, journal_id, overlay)
+            if match and match.duplicate:
+                # a duplicate stores nothing but its journal status: the ticket row alone will do,
+                # not the trail, links and attachments a full load would read
+                same = overlay.by_ref(match.ticket_ref)
+                if same:
+                    return Plan(journal_id, raw, "duplicate", ticket=same, reason=match.reason)
             ticket = overlay.ticket(match.ticket_ref) if match else None
-            if match and match.duplicate and ticket:
-                return Plan(journal_id, raw, "duplicate", ticket=ticket, reason=match.reason)
             cfg = self.settings
             await self._stage("classify", "classify_ticket", draft=draft, ticket=ticket, settings=cfg)
             await self._stage("enrich", "enrich_ticket", draft=draft, ticket=ticket, settings=cfg)
@@ -313,9 +316,7 @@ class Pipeline:
     # ------------------------------------------------------------------ the store stage
     def _commit_all(self, plans: list[Plan]) -> None:
         try:
-            with self.store.tx() as conn:
-                for p in plans:
-                    self._write(conn, p)
+            self._write_plans(plans)
             return
         except StoreUnavailable:
             raise  # nothing written; the entries stay pending for the next round
@@ -326,42 +327,44 @@ class Pipeline:
             log.warning("batch_commit_failed_retrying_one_by_one", error=f"{type(exc).__name__}: {exc}")
         for p in plans:
             try:
-                with self.store.tx() as conn:
-                    self._write(conn, p)
+                self._write_plans([p])
             except StoreUnavailable:
                 raise
             except Exception as exc:
                 self._quarantine_store_failure(p, exc)
+
+    def _write_plans(self, plans: list[Plan]) -> None:
+        """All plans in one transaction: rows collected per table, one statement per table (batch.py)."""
+        with self.store.tx() as conn:
+            w = BatchWriter()
+            for p in plans:
+                self._write(conn, w, p)
+            w.flush(conn)
 
     def _quarantine_store_failure(self, plan: Plan, exc: BaseException) -> None:
         plan.status, plan.reason = "quarantined", f"store: {exc}"
         plan.failure = StageFailed("store", None, exc)
         self.store.quarantine(plan.journal_id, "store", None, exc)
 
-    def _write(self, conn: Any, p: Plan) -> None:
-        s = self.store
+    def _write(self, conn: Any, w: BatchWriter, p: Plan) -> None:
         if p.status == "quarantined":
             assert p.failure is not None
-            s.quarantine_row(conn, p.journal_id, p.failure.stage, p.failure.plugin, p.failure.exc)
+            w.quarantine(p.journal_id, p.failure.stage, p.failure.plugin, p.failure.exc)
             return
         assert p.ticket is not None
         if p.status == "duplicate":
-            s.mark_journal(conn, p.journal_id, "duplicate", p.ticket.id)
+            w.mark_journal(p.journal_id, "duplicate", p.ticket.id)
             return
         assert p.draft is not None and p.event is not None
         ticket, draft = p.ticket, p.draft
         if p.status == "created":
-            s.insert_ticket(conn, ticket, p.raw.source)
+            w.insert_ticket(ticket, p.raw.source)
             for sink in self.route(ticket, p.raw.source):
-                ob.enqueue(conn, ticket.id, "create", sink, f"{ticket.ref}:create:{sink}", {})
+                w.enqueue(ticket.id, "create", sink, f"{ticket.ref}:create:{sink}", {})
         else:
-            values: dict[str, Any] = {}
             if p.reopen:
-                values["state"] = ticket.state.value
-                s.add_event(
-                    conn, ticket.id, TicketEvent(type="reopened", data={"by": "customer"}), p.journal_id
-                )
-            s.update_ticket(conn, ticket.id, **values)
+                w.add_event(ticket.id, TicketEvent(type="reopened", data={"by": "customer"}), p.journal_id)
+            w.touch_ticket(ticket.id, ticket.state.value if p.reopen else None)
             payload = {
                 "type": "customer_message",
                 "journal_id": p.journal_id,
@@ -370,15 +373,16 @@ class Pipeline:
                 "body": draft.body_text,
                 "author": _actor(draft),
             }
-            for sink in self._sinks_of(conn, ticket.id):
-                ob.enqueue(conn, ticket.id, "update", sink, f"{ticket.ref}:j{p.journal_id}:{sink}", payload)
-        s.add_event(conn, ticket.id, p.event, p.journal_id)
+            for sink in w.sinks_of(conn, ticket.id):
+                w.enqueue(ticket.id, "update", sink, f"{ticket.ref}:j{p.journal_id}:{sink}", payload)
+        w.add_event(ticket.id, p.event, p.journal_id)
         for link in draft.links:
-            s.add_link(conn, ticket.id, link)
+            w.add_link(ticket.id, link)
         for att in draft.attachments:
-            s.add_attachment(conn, ticket.id, att, p.journal_id)
-        enqueue_notifications(conn, ticket, p.notes, f"j{p.journal_id}")
-        s.mark_journal(conn, p.journal_id, "processed", ticket.id)
+            w.add_attachment(ticket.id, att, p.journal_id)
+        for target, key, payload in notification_rows(ticket, p.notes, f"j{p.journal_id}"):
+            w.enqueue(ticket.id, "notify", target, key, payload)
+        w.mark_journal(p.journal_id, "processed", ticket.id)
 
     def route(self, ticket: Ticket, source: str) -> list[str]:
         """Sinks for a new ticket: the first matching ``[[routing.rules]]`` entry, else the default."""
@@ -393,11 +397,6 @@ class Pipeline:
                 continue
             return list(rule.sinks)
         return list(self.settings.routing.default)
-
-    @staticmethod
-    def _sinks_of(conn: Any, ticket_id: int) -> list[str]:
-        q = select(t.outbox.c.target).where(t.outbox.c.ticket_id == ticket_id, t.outbox.c.kind == "create")
-        return sorted({r[0] for r in conn.execute(q)})
 
     # ------------------------------------------------------------------ status updates
     async def apply_status_update(self, update: StatusUpdate) -> bool:

@@ -21,6 +21,7 @@ import pluggy
 import structlog
 
 from . import hookspecs
+from .log import SCOPE
 
 log = structlog.get_logger("svcbridge.plugins")
 
@@ -100,14 +101,16 @@ class PluginManager(pluggy.PluginManager):
             args = {k: kwargs[k] for k in impl.argnames}
             if self.trace_calls:
                 log.info("hook_call", hook=hook, plugin=impl.plugin_name)
+            # every log line a plugin writes from inside its hook names the plugin and hook
+            token = SCOPE.set((*SCOPE.get(), ("plugin", impl.plugin_name), ("hook", hook)))
             try:
-                # every log line a plugin writes from inside its hook names the plugin and hook
-                with structlog.contextvars.bound_contextvars(plugin=impl.plugin_name, hook=hook):
-                    res = impl.function(**args)
-                    if inspect.isawaitable(res):
-                        res = await res
+                res = impl.function(**args)
+                if inspect.isawaitable(res):
+                    res = await res
             except Exception as exc:
                 raise HookFailed(impl.plugin_name, hook, exc) from exc
+            finally:
+                SCOPE.reset(token)
             if res is not None:
                 if firstresult:
                     return res

@@ -98,9 +98,21 @@ def _commit(
     return True
 
 
+def notification_rows(
+    ticket: Ticket, notes: list[Notification], scope: str
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """(target, idempotency key, payload) per notification; the key makes a re-run unable to send twice."""
+    return [
+        (
+            f"notify:{n.channel}",
+            f"{ticket.ref}:{scope}:{n.template}:{n.channel}:{n.to}",
+            {"notification": n.model_dump(mode="json")},
+        )
+        for n in notes
+    ]
+
+
 def enqueue_notifications(conn: Any, ticket: Ticket, notes: list[Notification], scope: str) -> None:
-    """Outbox rows for notifications, keyed so that a re-run of the same step cannot send twice."""
-    for n in notes:
-        key = f"{ticket.ref}:{scope}:{n.template}:{n.channel}:{n.to}"
-        payload = {"notification": n.model_dump(mode="json")}
-        ob.enqueue(conn, ticket.id, "notify", f"notify:{n.channel}", key, payload)
+    """Outbox rows for notifications (see ``notification_rows``)."""
+    for target, key, payload in notification_rows(ticket, notes, scope):
+        ob.enqueue(conn, ticket.id, "notify", target, key, payload)

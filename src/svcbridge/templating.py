@@ -56,6 +56,9 @@ def environment() -> jinja2.Environment:
         autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
+        # the templates ship inside the package: checking their mtime on every render (the default)
+        # cost a stat per notification for files that only change with a new release
+        auto_reload=False,
     )
 
 

@@ -86,7 +86,10 @@ class Outbox:
                 or_(t.outbox.c.claimed_until.is_(None), t.outbox.c.claimed_until < now),
                 ~blocked,
             )
-            .order_by(t.outbox.c.id)
+            # due first, then oldest: the order of the (status, next_attempt_at) index, so the query
+            # stops after `limit` rows instead of sorting every pending row (a backlog of thousands
+            # cost ~15 ms per round on SQLite). Order per (ticket, target) comes from `blocked`.
+            .order_by(t.outbox.c.next_attempt_at, t.outbox.c.id)
             .limit(limit)
         )
         with self.store.engine.connect() as conn:

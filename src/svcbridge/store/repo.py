@@ -32,6 +32,7 @@ from ..models import (
     utcnow,
 )
 from . import schema as t
+from .batch import ticket_row
 
 # Statements built once; values go in as parameters, so SQLAlchemy reuses the compiled form instead of
 # building a fresh statement with literal bind values on every call (the hot path's main CPU cost).
@@ -242,30 +243,7 @@ class Store:
             return list(range(int(got) - n + 1, int(got) + 1))
 
     def insert_ticket(self, conn: Connection, ticket: Ticket, source: str | None) -> None:
-        conn.execute(
-            _INS_TICKET,
-            {
-                "id": ticket.id,
-                "ref": ticket.ref,
-                "state": ticket.state.value,
-                "channel": ticket.channel,
-                "source": source,
-                "subject": ticket.subject,
-                "description": ticket.description,
-                "contact": ticket.contact.model_dump(mode="json", exclude_none=True),
-                "contact_email": ticket.contact.email,
-                "contact_phone": ticket.contact.phone,
-                "customer": ticket.customer,
-                "asset": ticket.asset.model_dump(mode="json", exclude_none=True),
-                "priority": int(ticket.priority),
-                "fault_level": ticket.fault_level.value if ticket.fault_level else None,
-                "sla_policy": ticket.sla_policy,
-                "language": ticket.language,
-                "deadlines": {k: v.isoformat() for k, v in ticket.deadlines.items()},
-                "created_at": ticket.created_at,
-                "updated_at": ticket.updated_at,
-            },
-        )
+        conn.execute(_INS_TICKET, ticket_row(ticket, source))
 
     def update_ticket(self, conn: Connection, ticket_id: int, **values: Any) -> None:
         values["updated_at"] = utcnow()
