@@ -223,6 +223,27 @@ async def test_create_is_idempotent_and_attachments_are_byte_exact(make_app: Any
 
 
 @pytest.mark.realserver
+async def test_a_create_cut_short_before_its_files_is_finished_by_the_retry(
+    make_app: Any, tmp_path: Path, dh: DhServer
+) -> None:
+    app = make_app(routing={"default": ["local"]}, outbound_allow=["127.0.0.1/32"],
+                   plugins={SINK: dh.plugin_config()})
+    drop(tmp_path, "1", mail_with_files())
+    await app.run_once()
+    ticket = app.store.get_ticket("SB-000001")
+    item = DeliveryItem(id=1, kind="create", target=SINK, idempotency_key=f"SB-000001:create:{SINK}", ticket=ticket,
+                        attachments=app.store.attachments_with_data(ticket.id))
+    sink = app.delivery.sinks[SINK]
+    rid = await sink.create(item)  # the first attempt died here, before the follow-up with the files
+    assert dh.files(rid) == {}
+    res = await sink.deliver(item.model_copy(update={"attempts": 1}))
+    assert res.links[0].value == rid and res.detail == f"found existing django-helpdesk ticket {rid}"
+    assert set(dh.files(rid)) == {"photo.png", "zaehler.txt", "notes.txt"}
+    await sink.deliver(item)
+    assert len(dh.files(rid)) == 3 and len(dh.tickets()) == 1
+
+
+@pytest.mark.realserver
 async def test_followups_replies_and_status_round_trip_without_echo(
     make_app: Any, tmp_path: Path, dh: DhServer
 ) -> None:
