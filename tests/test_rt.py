@@ -316,7 +316,7 @@ async def test_end_to_end_mail_to_rt_and_back(make_app: Any, tmp_path: Path, rt:
     rt.reply(t["id"], "We are sending a technician tomorrow.")
     await poll(app)
     await poll(app)  # a second poll adds nothing
-    replies = [m for m in outgoing(spool) if "technician" in m.get_content()]
+    replies = [m for m in outgoing(spool) if "technician" in m.get_body(preferencelist=("plain",)).get_content()]
     assert len(replies) == 1
     reply = replies[0]
     assert reply["In-Reply-To"] == "<m1@example.com>" and "<m1@example.com>" in reply["References"]
