@@ -122,6 +122,21 @@ async def test_batches_are_bounded_by_count_and_bytes(make_app: Any, dovecot: Do
     assert sizes == [2, 2, 2, 1] and app.store.count_tickets() == 7
 
 
+async def test_oversize_mail_is_a_headers_only_ticket_and_kept_whole(make_app: Any, dovecot: Dovecot) -> None:
+    user = "user1"
+    big = eml(subject="scan attached", msgid="<big@x>", body="x" * 8000)
+    fresh(dovecot, user, [big, eml(subject="small", msgid="<small@x>")])
+    app = imap_app(make_app, box(dovecot, user, max_size=4096))
+    res = await app.run_once()
+    assert sorted(o.status for o in res["outcomes"]) == ["created", "created"]
+    by_subject = {t.subject: app.store.get_ticket(t.ref) for t in app.store.list_tickets(None, 10)}
+    t = by_subject["scan attached"]
+    assert t.description.startswith("[svcbridge: this mail is ") and "x" * 100 not in t.description
+    assert by_subject["small"].description.strip() == "It jams on every page."
+    journal_id = next(o.journal_id for o in res["outcomes"] if o.ticket_ref == t.ref)
+    assert app.store.load_raw(journal_id).raw.replace(b"\r\n", b"\n") == big.replace(b"\r\n", b"\n")
+
+
 @pytest.mark.parametrize(
     ("after", "host"),
     [

@@ -110,6 +110,7 @@ class ImapSettings(PluginSettings):
     move_to: str = "Processed"
     batch: int = Field(default=50, ge=1, le=1000)
     batch_bytes: int = Field(default=25 * 1024 * 1024, ge=1024, description="about this much mail per FETCH")
+    max_size: int = Field(default=50 * 1024 * 1024, ge=1024, description="bigger mail: headers-only ticket")
     idle: bool = True
     idle_timeout: float = Field(default=600.0, gt=0, le=28 * 60)  # re-IDLE before RFC 2177's 29 minutes
     poll_interval: float = Field(default=60.0, gt=0)

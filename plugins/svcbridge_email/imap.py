@@ -289,6 +289,8 @@ class ImapSource:
                 ack.append(uid)
                 if uid in fallback:
                     meta["fetch_fallback"] = fallback[uid]
+                if len(body) > self.cfg.max_size:  # journaled whole; the parser reads only its headers
+                    meta["oversize"] = len(body)
             raws.append(self._raw(uid, uidvalidity, bytes(body) if body is not None else b"", meta))
         return raws, ack
 
