@@ -54,7 +54,6 @@ from svcbridge import (
     AuthFailed,
     DeliveryItem,
     HelpdeskSink,
-    LoopClient,
     NotReady,
     PermanentError,
     StatusUpdate,
@@ -62,7 +61,6 @@ from svcbridge import (
     Ticket,
     TicketState,
     WebhookRoute,
-    http_request,
     utcnow,
 )
 
@@ -93,21 +91,7 @@ class DjHelpdeskSink(HelpdeskSink):
         self.poll_interval = cfg.poll_interval
         self.tag_re = re.compile(rf"\[{re.escape(ticket_prefix)}-\d+\]")
         self._ours: dict[str, bool] = {}  # ticket id -> svcbridge's (its title carries the tag)
-        self.http = LoopClient(
-            cfg.api_base,
-            headers={"Authorization": f"Token {cfg.token.get_secret_value()}", "Accept": "application/json"},
-            timeout=cfg.timeout,
-            transport=cfg.transport,
-            allow=list(allow),
-        )
-
-    async def call(self, method: str, path: str, what: str, **kw: Any) -> Any:
-        resp = await http_request(self.http.get(), method, path, what=f"django-helpdesk {what}", **kw)
-        try:
-            return resp.json()
-        except ValueError:
-            # a proxy's HTML page with a 200, or a truncated body: try again later
-            raise NotReady(f"django-helpdesk {what}: answer is not JSON") from None
+        self.open_http(cfg, f"Token {cfg.token.get_secret_value()}", allow)
 
     # ------------------------------------------------------------------ create
     async def find(self, ticket: Ticket) -> str | None:
@@ -307,9 +291,6 @@ class DjHelpdeskSink(HelpdeskSink):
                 self._ours[tid] = bool(self.tag_re.search(str((await self._ticket(tid)).get("title", ""))))
             except (PermanentError, AuthFailed):  # deleted, or in a queue we may not see: not reported
                 self._ours[tid] = False
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
 
 # ---------------------------------------------------------------------- follow-up -> StatusUpdate

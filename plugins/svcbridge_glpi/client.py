@@ -32,7 +32,6 @@ is not in the contract (gap), so it is told by these columns.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import html
@@ -44,13 +43,13 @@ from svcbridge import (
     AuthFailed,
     DeliveryItem,
     HelpdeskSink,
-    LoopClient,
     NotReady,
     PermanentError,
     StatusUpdate,
     Ticket,
     TicketState,
     WebhookRoute,
+    basic_auth,
     classify_response,
     hmac_matches,
     html_to_text,
@@ -86,12 +85,8 @@ class GlpiSink(HelpdeskSink):
     def __init__(self, cfg: GlpiSettings, *, allow: list[str] | tuple[str, ...] = ()) -> None:
         super().__init__(cfg.name, cfg.state_map)
         self.cfg = cfg
-        base = {"Accept": "application/json"}
-        if cfg.app_token is not None:
-            base["App-Token"] = cfg.app_token.get_secret_value()
-        self.http = LoopClient(
-            cfg.api_base, headers=base, timeout=cfg.timeout, transport=cfg.transport, allow=list(allow)
-        )
+        app = {"App-Token": cfg.app_token.get_secret_value()} if cfg.app_token is not None else None
+        self.open_http(cfg, None, allow, headers=app)  # Authorization only for initSession
         self._session: str | None = None
         self._lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 
@@ -100,7 +95,7 @@ class GlpiSink(HelpdeskSink):
         if self.cfg.user_token is not None:
             return f"user_token {self.cfg.user_token.get_secret_value()}"
         pw = self.cfg.password.get_secret_value() if self.cfg.password else ""
-        return "Basic " + base64.b64encode(f"{self.cfg.login}:{pw}".encode()).decode("ascii")
+        return basic_auth(self.cfg.login, pw)
 
     def _session_lock(self) -> asyncio.Lock:
         # one initSession at a time; a Lock belongs to one loop and the sink outlives asyncio.run
@@ -135,8 +130,11 @@ class GlpiSink(HelpdeskSink):
                 self._session = token
             return self._session
 
-    async def call(self, method: str, path: str, what: str, **kw: Any) -> httpx.Response:
-        """One API call with the session; an expired session is renewed once and the call repeated."""
+    async def request(self, method: str, path: str, what: str, **kw: Any) -> httpx.Response:
+        """One API call with the session; an expired session is renewed once and the call repeated.
+
+        Not ``http_request``: GLPI's error bodies decide between a renewal and ``AuthFailed`` first.
+        """
         token = await self._token(None)
         for renewed in (False, True):
             resp = await self._send(method, path, what, {"Session-Token": token}, **kw)
@@ -149,19 +147,12 @@ class GlpiSink(HelpdeskSink):
         classify_response(resp, f"GLPI {what}")
         return resp
 
-    async def json(self, method: str, path: str, what: str, **kw: Any) -> Any:
-        resp = await self.call(method, path, what, **kw)
-        try:
-            return resp.json()
-        except ValueError:
-            raise NotReady(f"GLPI {what}: answer is not JSON") from None
-
     async def pages(self, path: str, what: str, params: dict[str, Any], rows: Any) -> list[Any]:
         """Every row of a ``range``-paged GET; `rows(body)` picks the rows out of one answer."""
         out: list[Any] = []
         for n in range(MAX_PAGES):
             start = n * PAGE
-            resp = await self.call(
+            resp = await self.request(
                 "GET", path, what, params={**params, "range": f"{start}-{start + PAGE - 1}"}
             )
             got = rows(resp.json())
@@ -203,7 +194,7 @@ class GlpiSink(HelpdeskSink):
         }
         if self.cfg.requester_id:
             given["_users_id_requester"] = self.cfg.requester_id
-        data = (await self.call("POST", "Ticket", "create ticket", json={"input": given})).json()
+        data = (await self.request("POST", "Ticket", "create ticket", json={"input": given})).json()
         tid = str(data.get("id", "")) if isinstance(data, dict) else ""
         if not tid.isdigit():
             raise PermanentError(f"GLPI create ticket: no id in the answer: {str(data)[:200]}")
@@ -233,16 +224,16 @@ class GlpiSink(HelpdeskSink):
             "content": as_html(f"{marker}\n{text}"),
             "is_private": int(self.cfg.private_followups),
         }
-        data = await self.json("POST", "ITILFollowup", f"follow-up on {remote_id}", json={"input": given})
+        data = await self.call("POST", "ITILFollowup", f"follow-up on {remote_id}", json={"input": given})
         return str(data.get("id")) if isinstance(data, dict) and data.get("id") is not None else None
 
     async def remote_state(self, remote_id: str) -> TicketState | None:
-        data = await self.json("GET", f"Ticket/{int(remote_id)}", f"get ticket {remote_id}")
+        data = await self.call("GET", f"Ticket/{int(remote_id)}", f"get ticket {remote_id}")
         return self.state_map.state(data.get("status", "")) if isinstance(data, dict) else None
 
     async def set_state(self, remote_id: str, state: TicketState) -> None:
         body = {"input": {"status": int(self.state_map.remote(state))}}
-        await self.call("PUT", f"Ticket/{int(remote_id)}", f"update ticket {remote_id}", json=body)
+        await self.request("PUT", f"Ticket/{int(remote_id)}", f"update ticket {remote_id}", json=body)
 
     async def aclose(self) -> None:
         """End the GLPI session (best effort: the server expires it anyway), then the client."""
@@ -250,7 +241,7 @@ class GlpiSink(HelpdeskSink):
             with contextlib.suppress(NotReady):
                 await self._send("GET", "killSession", "killSession", {"Session-Token": self._session})
             self._session = None
-        await self.http.aclose()
+        await super().aclose()
 
 
 # ---------------------------------------------------------------------- the webhook

@@ -33,22 +33,20 @@ svcbridge and are named in the request's footer. Connect/OAuth webhooks signed w
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
 from svcbridge import (
     DeliveryItem,
     HelpdeskSink,
-    LoopClient,
     NotReady,
     PermanentError,
     StatusUpdate,
     Ticket,
     TicketState,
     WebhookRoute,
+    basic_auth,
     hmac_matches,
-    http_request,
     signed_webhook,
 )
 
@@ -58,34 +56,19 @@ from .settings import JsmSettings
 def auth_header(cfg: JsmSettings) -> str:
     if cfg.oauth_token is not None:
         return f"Bearer {cfg.oauth_token.get_secret_value()}"
-    pair = f"{cfg.email}:{cfg.api_token.get_secret_value() if cfg.api_token else ''}"
-    return "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+    return basic_auth(cfg.email, cfg.api_token.get_secret_value() if cfg.api_token else "")
 
 
 class JsmSink(HelpdeskSink):
     """One JSM service desk as a svcbridge sink (status comes back through the signed webhook)."""
 
     label = "JSM"
+    empty_answer = True  # a transition or comment may answer 204
 
     def __init__(self, cfg: JsmSettings, *, allow: list[str] | tuple[str, ...] = ()) -> None:
         super().__init__(cfg.name, cfg.state_map)
         self.cfg = cfg
-        self.http = LoopClient(
-            cfg.api_base,
-            headers={"Authorization": auth_header(cfg), "Accept": "application/json"},
-            timeout=cfg.timeout,
-            transport=cfg.transport,
-            allow=list(allow),
-        )
-
-    async def call(self, method: str, path: str, what: str, **kw: Any) -> Any:
-        resp = await http_request(self.http.get(), method, path, what=f"JSM {what}", **kw)
-        if not resp.content:
-            return None
-        try:
-            return resp.json()
-        except ValueError:
-            raise NotReady(f"JSM {what}: answer is not JSON") from None
+        self.open_http(cfg, auth_header(cfg), allow)
 
     async def pages(self, path: str, what: str, params: dict[str, Any] | None = None) -> AsyncIterator[Any]:
         """Every ``values`` entry of a paged GET: ``start``/``limit`` until ``isLastPage``."""
@@ -181,9 +164,6 @@ class JsmSink(HelpdeskSink):
             f"JSM request {remote_id}: none of the transitions {wanted} for {state.value} is offered "
             f"(offered: {sorted(offered)}); set [plugins.{self.cfg.name}.state_map.to_helpdesk]"
         )
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
 
 # ---------------------------------------------------------------------- payload helpers

@@ -35,7 +35,6 @@ and are named in the incident's footer.
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -46,13 +45,12 @@ import httpx
 from svcbridge import (
     DeliveryItem,
     HelpdeskSink,
-    LoopClient,
     NotReady,
     PermanentError,
     StatusUpdate,
     Ticket,
     TicketState,
-    http_request,
+    basic_auth,
 )
 
 from .settings import ServiceNowSettings
@@ -66,33 +64,25 @@ JOURNAL = "sys_journal_field"
 def auth_header(cfg: ServiceNowSettings) -> str:
     if cfg.token is not None:
         return f"Bearer {cfg.token.get_secret_value()}"
-    pair = f"{cfg.username}:{cfg.password.get_secret_value() if cfg.password else ''}"
-    return "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+    return basic_auth(cfg.username, cfg.password.get_secret_value() if cfg.password else "")
 
 
 class ServiceNowSink(HelpdeskSink):
     """A ServiceNow instance's incident table as a svcbridge sink with change polling."""
 
     label = "ServiceNow"
+    empty_answer = True
 
     def __init__(self, cfg: ServiceNowSettings, *, allow: list[str] | tuple[str, ...] = ()) -> None:
         super().__init__(cfg.name, cfg.state_map)
         self.cfg = cfg
         self.poll_interval = cfg.poll_interval
-        self.http = LoopClient(
-            cfg.api_base,
-            headers={"Authorization": auth_header(cfg), "Accept": "application/json"},
-            timeout=cfg.timeout,
-            transport=cfg.transport,
-            allow=list(allow),
-        )
+        self.open_http(cfg, auth_header(cfg), allow)
 
     async def send(self, method: str, path: str, what: str, **kw: Any) -> tuple[Any, httpx.Response]:
-        resp = await http_request(self.http.get(), method, path, what=f"ServiceNow {what}", **kw)
-        try:
-            data = resp.json() if resp.content else None
-        except ValueError:
-            raise NotReady(f"ServiceNow {what}: answer is not JSON") from None
+        """The answer (its ``result`` when wrapped in one) and the response (its ``Link`` pages)."""
+        resp = await self.request(method, path, what, **kw)
+        data = self.answer(resp, what)
         return (data.get("result") if isinstance(data, dict) and "result" in data else data), resp
 
     async def call(self, method: str, path: str, what: str, **kw: Any) -> Any:
@@ -226,9 +216,6 @@ class ServiceNowSink(HelpdeskSink):
                 at=_when(row.get("sys_updated_on")),
             ))
         return out
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
 
 def _offset(link: str, fallback: int) -> int:

@@ -37,8 +37,6 @@ from svcbridge import (
     Attachment,
     DeliveryItem,
     HelpdeskSink,
-    LoopClient,
-    NotReady,
     PermanentError,
     StatusUpdate,
     Ticket,
@@ -46,7 +44,6 @@ from svcbridge import (
     WebhookRoute,
     hmac_matches,
     html_to_text,
-    http_request,
     signed_webhook,
 )
 
@@ -61,23 +58,7 @@ class ZammadSink(HelpdeskSink):
     def __init__(self, cfg: ZammadSettings, *, allow: list[str] | tuple[str, ...] = ()) -> None:
         super().__init__(cfg.name, cfg.state_map)
         self.cfg = cfg
-        self.http = LoopClient(
-            cfg.api_base,
-            headers={
-                "Authorization": f"Token token={cfg.token.get_secret_value()}",
-                "Accept": "application/json",
-            },
-            timeout=cfg.timeout,
-            transport=cfg.transport,
-            allow=list(allow),
-        )
-
-    async def call(self, method: str, path: str, what: str, **kw: Any) -> Any:
-        resp = await http_request(self.http.get(), method, path, what=f"Zammad {what}", **kw)
-        try:
-            return resp.json()
-        except ValueError:
-            raise NotReady(f"Zammad {what}: answer is not JSON") from None
+        self.open_http(cfg, f"Token token={cfg.token.get_secret_value()}", allow)
 
     # ------------------------------------------------------------------ create
     async def find(self, ticket: Ticket) -> str | None:
@@ -177,9 +158,6 @@ class ZammadSink(HelpdeskSink):
     async def set_state(self, remote_id: str, state: TicketState) -> None:
         body = {"state": self.state_map.remote(state)}
         await self.call("PUT", f"tickets/{int(remote_id)}", f"update ticket {remote_id}", json=body)
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
 
 def _zammad_file(att: Attachment) -> dict[str, str]:

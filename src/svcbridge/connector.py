@@ -11,6 +11,9 @@
   posted; a follow-up on a resolved/closed remote ticket sets it back to work. Subclasses implement the
   remote calls (``find``, ``create``, ``find_message``, ``add_message``, ``remote_state``, ``set_state``).
 - ``LoopClient``: ``make_client`` arguments and one client per event loop (a sink outlives ``asyncio.run``).
+  ``HelpdeskSink.open_http`` makes the connector's one (JSON, its ``Authorization``), ``request`` / ``call``
+  send through ``http_request`` and read the JSON answer (not JSON: ``NotReady``), ``aclose`` closes it.
+- ``basic_auth``: an ``Authorization: Basic`` value for a user and secret.
 - ``html_to_text``: an agent's HTML reply as plain text for the customer notice.
 - ``signed_webhook``: a ``WebhookRoute`` that checks the sender's signature over the raw body, turns the
   JSON into one ``StatusUpdate`` keyed by the delivery id (redeliveries are ignored by the host) and
@@ -20,11 +23,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from html.parser import HTMLParser
 from typing import Any, ClassVar
 
@@ -33,8 +37,9 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .contracts import IntakeContext, WebhookRoute
-from .errors import PermanentError, StoreUnavailable
+from .errors import NotReady, PermanentError, StoreUnavailable
 from .http import make_client
+from .http import request as http_request
 from .models import (
     Attachment,
     DeliveryItem,
@@ -52,6 +57,7 @@ __all__ = [
     "HelpdeskSink",
     "LoopClient",
     "StateMap",
+    "basic_auth",
     "check_priorities",
     "hmac_matches",
     "html_to_text",
@@ -79,6 +85,11 @@ class HelpdeskSettings(PluginSettings):
         repr=False,
         description="tests only: an in-process httpx transport (a fake helpdesk); TOML cannot set it",
     )
+
+    @property
+    def api_base(self) -> str:
+        """The root relative paths are joined onto (with a trailing slash); connectors override it."""
+        return self.url + "/"
 
     @field_validator("url")
     @classmethod
@@ -158,6 +169,11 @@ class LoopClient:
         self._client = self._loop = None
 
 
+def basic_auth(user: str, secret: str) -> str:
+    """``Basic <base64(user:secret)>``: an ``Authorization`` header value."""
+    return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode("ascii")
+
+
 # ---------------------------------------------------------------------- the sink flow
 def _marker(key: str) -> str:
     """``[svcbridge <key>]``: what makes a follow-up findable again (and never echoed as an agent reply)."""
@@ -170,9 +186,53 @@ class HelpdeskSink:
     name: str
     label = "helpdesk"
     marker = staticmethod(_marker)
+    http: LoopClient | None = None
+    empty_answer: ClassVar[bool] = False  # True: an empty body is the answer None (else: not JSON)
 
     def __init__(self, name: str, state_map: StateMap) -> None:
         self.name, self.state_map = name, state_map
+
+    # -- HTTP
+    def open_http(
+        self,
+        cfg: HelpdeskSettings,
+        auth: str | None,
+        allow: Sequence[str] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """``self.http``: JSON requests to ``cfg.api_base`` with `auth` as ``Authorization`` (if any)."""
+        base = {"Authorization": auth} if auth is not None else {}
+        self.http = LoopClient(
+            cfg.api_base,
+            headers={**base, "Accept": "application/json", **(headers or {})},
+            timeout=cfg.timeout,
+            transport=cfg.transport,
+            allow=list(allow),
+        )
+
+    async def request(self, method: str, path: str, what: str, **kw: Any) -> httpx.Response:
+        """One call through ``http_request`` (failures classified), `what` prefixed with ``label``."""
+        if self.http is None:
+            raise RuntimeError(f"{type(self).__name__}: open_http was not called")
+        return await http_request(self.http.get(), method, path, what=f"{self.label} {what}", **kw)
+
+    def answer(self, resp: httpx.Response, what: str) -> Any:
+        """The JSON of `resp`; ``NotReady`` when it is not JSON (a proxy's HTML page with a 200, or a
+        truncated body: try again later). An empty body is None when ``empty_answer`` is set."""
+        if self.empty_answer and not resp.content:
+            return None
+        try:
+            return resp.json()
+        except ValueError:
+            raise NotReady(f"{self.label} {what}: answer is not JSON") from None
+
+    async def call(self, method: str, path: str, what: str, **kw: Any) -> Any:
+        """``request`` and its JSON ``answer``."""
+        return self.answer(await self.request(method, path, what, **kw), what)
+
+    async def aclose(self) -> None:
+        if self.http is not None:
+            await self.http.aclose()
 
     # -- implemented by each connector
     async def find(self, ticket: Ticket) -> str | None:
