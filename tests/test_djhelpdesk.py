@@ -11,19 +11,11 @@ step, and a wrong token parking the target. Failure classification runs against 
 
 from __future__ import annotations
 
-import email
-import email.policy
 import hashlib
 import json
-import os
-import signal
-import sqlite3
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
-from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -33,15 +25,24 @@ import pytest
 
 from conftest import eml, free_port
 from dh_server import DhServer, running_dh
+from helpdesk_helpers import (
+    BIN,
+    PNG,
+    crash_at,
+    crash_then_recover,
+    daemon_config,
+    drop,
+    item_for,
+    mail_with_files,
+    outbox,
+    outgoing,
+    poll,
+    text_of,
+)
 from svcbridge import AuthFailed, Contact, DeliveryItem, NotReady, PermanentError, Ticket, TicketState
 from svcbridge.web import build_web
 from svcbridge_djhelpdesk import DjHelpdeskSettings, DjHelpdeskSink, template_safe
 
-BIN = Path(sys.executable).parent / "svcbridge"
-PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452") + bytes(range(256)) * 40
-LATIN1 = "Zählerstand: 4711 Grüße\r\n".encode("latin-1")
-UTF8 = "打印机卡纸 — ça coince\n".encode()
-BLOB = hashlib.sha256(b"seed").digest() * 4096  # 128 KiB, an extension django-helpdesk refuses by default
 HOOK_TOKEN = "hooktoken-0123456789abcdefghij"
 SINK = "djhelpdesk"
 
@@ -60,74 +61,13 @@ def dh(dh_session: DhServer) -> DhServer:
     return dh_session
 
 
-def mail_with_files(
-    subject: str = "Printer jams", msgid: str = "<m1@example.com>", body: str = "It jams on every page.",
-    extra: dict[str, str] | None = None, files: list[tuple[str, str, bytes]] | None = None,
-) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = "Alice <alice@example.com>"
-    msg["To"] = "support@bridge.test"
-    msg["Subject"] = subject
-    msg["Message-ID"] = msgid
-    for k, v in (extra or {}).items():
-        msg[k] = v
-    msg.set_content(body)
-    if files is None:
-        files = [("photo.png", "image/png", PNG), ("zaehler.txt", "text/plain", LATIN1),
-                 ("notes.txt", "text/plain", UTF8), ("dump.bin", "application/octet-stream", BLOB)]
-    for name, ctype, data in files:
-        maintype, subtype = ctype.split("/")
-        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
-    return msg.as_bytes(policy=email.policy.SMTP)
-
-
-def drop(tmp_path: Path, name: str, data: bytes) -> None:
-    new = tmp_path / "maildir" / "new"
-    new.mkdir(parents=True, exist_ok=True)
-    (new / name).write_bytes(data)
-
-
-def outgoing(spool: Path) -> list[email.message.EmailMessage]:
-    files = sorted(spool.glob("*.eml")) if spool.exists() else []
-    return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in files]  # type: ignore[misc]
-
-
-def text_of(m: email.message.EmailMessage) -> str:
-    part = m.get_body(preferencelist=("plain",))
-    return str(part.get_content()) if part is not None else ""
-
-
 def dh_app(make_app: Any, dh: DhServer, **extra: Any) -> Any:
     return make_app(routing={"default": [SINK]}, outbound_allow=["127.0.0.1/32"],
                     plugins={SINK: dh.plugin_config(**extra)})
 
 
-async def poll(app: Any) -> list[Any]:
-    """One round of the daemon's status poll loop, then deliver what it queued."""
-    sink, key = app.delivery.sinks[SINK], f"sink:{SINK}"
-    cursor = app.store.get_checkpoint(key, "cursor")
-    updates, new_cursor = await sink.poll_changes(cursor)
-    for upd in updates:
-        await app.pipeline.apply_status_update(upd)
-    if new_cursor is not None and new_cursor != cursor:
-        app.store.set_checkpoint(key, "cursor", new_cursor)
-    await app.delivery.drain()
-    return updates
-
-
 def tagged(dh: DhServer, ref: str = "SB-000001") -> list[dict[str, Any]]:
     return [t for t in dh.tickets() if f"[{ref}]" in t["title"]]
-
-
-def item_for(app: Any, ref: str, kind: str = "create") -> DeliveryItem:
-    ticket = app.store.get_ticket(ref)
-    row = next(r for r in app.delivery.outbox.list()
-               if r["kind"] == kind and r["target"] == SINK and r["ticket_id"] == ticket.id)
-    payload = row["payload"] or {}
-    journal = int(payload["journal_id"]) if payload.get("journal_id") else None
-    atts = app.store.attachments_with_data(ticket.id, journal) if journal else app.store.attachments_with_data(ticket.id)
-    return DeliveryItem(id=row["id"], kind=kind, target=SINK, idempotency_key=row["idempotency_key"], ticket=ticket,
-                        payload=payload, attempts=row["attempts"], attachments=atts)
 
 
 # ---------------------------------------------------------------------- without a server
@@ -205,7 +145,7 @@ async def test_create_is_idempotent_and_attachments_are_byte_exact(make_app: Any
 
     # delivering the same item again, and after a crash before the link was recorded: still one ticket
     sink = app.delivery.sinks[SINK]
-    item = item_for(app, "SB-000001")
+    item = item_for(app, SINK, "SB-000001")
     unlinked = item.model_copy(update={"ticket": item.ticket.model_copy(update={"links": []}), "attempts": 1})
     assert (await sink.deliver(item)).links[0].value == rid
     assert (await sink.reconcile(unlinked)).links[0].value == rid  # type: ignore[union-attr]
@@ -248,7 +188,7 @@ async def test_followups_replies_and_status_round_trip_without_echo(
     make_app: Any, tmp_path: Path, dh: DhServer
 ) -> None:
     app = dh_app(make_app, dh, poll_page_size=2)
-    assert await poll(app) == []  # first poll: start after the newest follow-up
+    assert await poll(app, SINK) == []  # first poll: start after the newest follow-up
     drop(tmp_path, "1", eml())
     await app.run_once()
     rid = app.store.get_ticket("SB-000001").link(SINK, "ticket")
@@ -259,27 +199,27 @@ async def test_followups_replies_and_status_round_trip_without_echo(
                              extra={"In-Reply-To": "<m1@example.com>"}, files=[("jam.png", "image/png", PNG)])
     drop(tmp_path, "2", follow)
     await app.run_once()
-    await app.delivery.sinks[SINK].deliver(item_for(app, "SB-000001", "update"))  # a resend adds nothing
+    await app.delivery.sinks[SINK].deliver(item_for(app, SINK, "SB-000001", "update"))  # a resend adds nothing
     fus = dh.ticket(rid)["followup_set"]
     relayed = [f for f in fus if "[svcbridge SB-000001:" in f["comment"] and "Still jamming" in f["comment"]]
     assert len(relayed) == 1 and relayed[0]["public"] is False
     assert text in relayed[0]["comment"]
     assert dh.files(rid) == {"jam.png": hashlib.sha256(PNG).hexdigest()}
     assert dh.ticket(rid)["title"] == "[SB-000001] Printer jams"  # follow-ups never rename the ticket
-    assert await poll(app) == []  # svcbridge's own follow-ups are not echoed
+    assert await poll(app, SINK) == []  # svcbridge's own follow-ups are not echoed
 
     # agent reply, internal note, resolve with a comment: each comes back once, in order (pages of 2 here)
     dh.reply(rid, "Please clean the rollers.")
     dh.reply(rid, "Customer has an old model.", public=False)
     dh.reply(rid, "Rollers replaced.", new_status=3)
-    got = await poll(app)
+    got = await poll(app, SINK)
     assert [(u.public_reply, u.internal_note, u.state) for u in got] == [
         ("Please clean the rollers.", None, None),
         (None, "Customer has an old model.", None),
         ("Rollers replaced.", None, TicketState.RESOLVED),
     ]
     assert all(u.external_ticket_id == rid and u.system == SINK for u in got)
-    assert await poll(app) == []
+    assert await poll(app, SINK) == []
     assert app.store.get_ticket("SB-000001").state is TicketState.RESOLVED
 
     # reading the same follow-ups again (a crash before the cursor was stored) changes nothing
@@ -295,7 +235,7 @@ async def test_followups_replies_and_status_round_trip_without_echo(
                             body="It is jamming again.", extra="In-Reply-To: <m1@example.com>\r\n"))
     await app.run_once()
     assert dh.ticket(rid)["status"] == 2
-    assert await poll(app) == []
+    assert await poll(app, SINK) == []
     assert template_safe("a {{ b }} {# c #}") == 'a {{ "{{" }} b }} {{ "{#" }} c #}'
 
 
@@ -322,7 +262,7 @@ async def test_real_followup_webhook_with_token_in_path(make_app: Any, tmp_path:
         dh_session.reset(webhook=f"http://127.0.0.1:{port}/hook")
         dh = dh_session
         app = dh_app(make_app, dh, webhook_token=HOOK_TOKEN)
-        await poll(app)
+        await poll(app, SINK)
         drop(tmp_path, "1", eml())
         await app.run_once()
         rid = app.store.get_ticket("SB-000001").link(SINK, "ticket")
@@ -352,7 +292,7 @@ async def test_end_to_end_mail_to_djhelpdesk_and_back(make_app: Any, tmp_path: P
     """Issue 4, django-helpdesk half: mail -> one ticket with files; agent reply and resolution -> threaded mails."""
     app = dh_app(make_app, dh)
     spool = tmp_path / "outgoing"
-    await poll(app)
+    await poll(app, SINK)
     drop(tmp_path, "1", mail_with_files())
     await app.run_once()
     (t,) = tagged(dh)
@@ -361,16 +301,16 @@ async def test_end_to_end_mail_to_djhelpdesk_and_back(make_app: Any, tmp_path: P
     assert [m["Subject"] for m in outgoing(spool)] == ["[SB-000001] We received your request"]
 
     dh.reply(t["id"], "We are sending a technician tomorrow.")
-    await poll(app)
-    await poll(app)
+    await poll(app, SINK)
+    await poll(app, SINK)
     replies = [m for m in outgoing(spool) if "technician" in text_of(m)]
     assert len(replies) == 1
     assert replies[0]["In-Reply-To"] == "<m1@example.com>" and "[SB-000001]" in replies[0]["Subject"]
     assert replies[0]["To"] == "alice@example.com"
 
     dh.reply(t["id"], "Fuser replaced.", new_status=3)
-    await poll(app)
-    await poll(app)
+    await poll(app, SINK)
+    await poll(app, SINK)
     notices = [m for m in outgoing(spool) if m["Subject"] == "[SB-000001] Your request is now resolved"]
     assert len(notices) == 1 and notices[0]["In-Reply-To"] == "<m1@example.com>"
     assert app.store.get_ticket("SB-000001").state is TicketState.RESOLVED
@@ -405,97 +345,14 @@ async def test_wrong_token_parks_the_target_and_it_flows_after_the_fix(
 def _daemon_config(tmp_path: Path, dh: DhServer, spool: Path | None = None, name: str = "svcbridge.toml") -> Path:
     token = tmp_path / "dh-token"
     token.write_text(dh.svc_token + "\n")
-    cfg = tmp_path / name
-    cfg.write_text(f"""
-data_dir = "{tmp_path}/var"
-outbound_allow = ["127.0.0.1/32"]
-shutdown_grace = 5
-[http]
-enabled = false
-[log]
-format = "json"
-[outbox]
-backoff_initial = 0.2
-backoff_max = 1.0
-poll_interval = 0.1
-[routing]
-default = ["{SINK}"]
-[plugins.email]
-from_address = "support@bridge.test"
-[plugins.email.maildir]
-path = "{tmp_path}/maildir"
-interval = 0.1
-[plugins.email.outbound]
-spool_dir = "{spool or tmp_path / 'outgoing'}"
+    section = f"""
 [plugins.djhelpdesk]
 url = "{dh.url}"
 token_file = "{token}"
 queue = 1
 poll_interval = 0.2
-""")
-    return cfg
-
-
-def _start(cfg: Path, faults: str = "") -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SVCBRIDGE_")}
-    if faults:
-        env["SVCBRIDGE_FAULTS"] = faults
-    log = (cfg.parent / "daemon.log").open("ab")
-    log.write(f"--- start faults={faults!r}\n".encode())
-    log.flush()
-    try:
-        return subprocess.Popen([str(BIN), "--config", str(cfg), "run"], env=env, cwd=cfg.parent,
-                                stdout=log, stderr=subprocess.STDOUT)
-    finally:
-        log.close()
-
-
-def _log_tail(cfg: Path) -> str:
-    return (cfg.parent / "daemon.log").read_text(errors="replace")[-4000:]
-
-
-def _outbox(tmp_path: Path) -> list[tuple[str, str, str]]:
-    db = tmp_path / "var" / "svcbridge.db"
-    if not db.exists():
-        return []
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
-        try:
-            return conn.execute("select kind, target, status from outbox order by id").fetchall()
-        except sqlite3.OperationalError:
-            return []
-
-
-def _wait_settled(tmp_path: Path, n: int, cfg: Path, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = _outbox(tmp_path)
-        if len(rows) >= n and all(r[2] == "done" for r in rows):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {n} outbox rows done: {_outbox(tmp_path)}\n{_log_tail(cfg)}")
-
-
-def _crash_then_recover(cfg: Path, tmp_path: Path, faults: str, rows: int, crash_cfg: Path | None = None) -> float:
-    """Run with a fault point until the daemon SIGKILLs itself, then cleanly until the outbox settles."""
-    t0 = time.monotonic()
-    proc = _start(crash_cfg or cfg, faults)
-    try:
-        code = proc.wait(timeout=90)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise AssertionError(f"fault point {faults} never reached:\n{_log_tail(cfg)}") from None
-    assert code == -signal.SIGKILL, _log_tail(cfg)
-    proc = _start(cfg)
-    try:
-        _wait_settled(tmp_path, rows, cfg)
-        took = time.monotonic() - t0
-        time.sleep(0.6)  # a few more poll rounds: room for a (wrong) second notice to appear
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=30)
-    assert code == 0, _log_tail(cfg)
-    return took
+"""
+    return daemon_config(tmp_path, SINK, section, spool=spool, name=name)
 
 
 @pytest.mark.realserver
@@ -508,28 +365,23 @@ def test_daemon_kill_9_at_each_step_gives_one_ticket_and_one_notice_per_event(tm
     # before the link was recorded (the mail spool is unusable in that run, so the helpdesk commits first)
     (tmp_path / "no-spool").write_text("a file, so no spool directory can be made here")
     crash_cfg = _daemon_config(tmp_path, dh, spool=tmp_path / "no-spool" / "outgoing", name="crash.toml")
-    proc = _start(cfg, "after_journal")
-    try:
-        assert proc.wait(timeout=60) == -signal.SIGKILL, _log_tail(cfg)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise AssertionError(f"fault point after_journal never reached:\n{_log_tail(cfg)}") from None
-    took = {"create": _crash_then_recover(cfg, tmp_path, "after_remote_commit", rows=2, crash_cfg=crash_cfg)}
+    crash_at(cfg, "after_journal", timeout=60)
+    took = {"create": crash_then_recover(cfg, tmp_path, "after_remote_commit", rows=2, crash_cfg=crash_cfg)}
     assert "found existing django-helpdesk ticket 1" in (tmp_path / "daemon.log").read_text()
     (t,) = tagged(dh)
     assert len(dh.files(t["id"])) == 3
     assert len(outgoing(spool)) == 1
 
     dh.reply(t["id"], "A technician is on the way.")
-    took["reply"] = _crash_then_recover(cfg, tmp_path, "after_remote_commit", rows=3)
+    took["reply"] = crash_then_recover(cfg, tmp_path, "after_remote_commit", rows=3)
     dh.reply(t["id"], "Fuser replaced.", new_status=3)
     # resolved with a comment: two events (the comment, the state change), so two mails
-    took["resolve"] = _crash_then_recover(cfg, tmp_path, "after_remote_commit", rows=5)
+    took["resolve"] = crash_then_recover(cfg, tmp_path, "after_remote_commit", rows=5)
 
     # the customer answers: killed right after django-helpdesk took the follow-up; the retry finds its marker
     drop(tmp_path, "2", eml(subject="Re: [SB-000001] Your request is now resolved", msgid="<m9@example.com>",
                             body="It is jamming again.", extra="In-Reply-To: <m1@example.com>\r\n"))
-    took["customer"] = _crash_then_recover(cfg, tmp_path, "after_remote_commit", rows=6)
+    took["customer"] = crash_then_recover(cfg, tmp_path, "after_remote_commit", rows=6)
     assert f"already on django-helpdesk ticket {t['id']}" in (tmp_path / "daemon.log").read_text()
     relayed = [f for f in dh.ticket(t["id"])["followup_set"] if "jamming again" in f["comment"]]
     assert len(relayed) == 1 and dh.ticket(t["id"])["status"] == 2
@@ -544,7 +396,7 @@ def test_daemon_kill_9_at_each_step_gives_one_ticket_and_one_notice_per_event(tm
     bodies = [text_of(m) for m in outgoing(spool)]
     assert sum("technician is on the way" in b for b in bodies) == 1
     assert sum("Fuser replaced." in b for b in bodies) == 1
-    assert len(_outbox(tmp_path)) == 6  # create, ack, 2 replies, resolved notice, customer follow-up
+    assert len(outbox(tmp_path)) == 6  # create, ack, 2 replies, resolved notice, customer follow-up
     assert all(m["In-Reply-To"] == "<m1@example.com>" for m in outgoing(spool))
     assert len(tagged(dh)) == 1
     shown = json.loads(subprocess.run([str(BIN), "--config", str(cfg), "tickets", "show", "SB-000001", "--json"],

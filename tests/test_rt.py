@@ -10,18 +10,10 @@ transport, without RT.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import hashlib
 import json
-import os
-import signal
-import sqlite3
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +21,20 @@ import httpx
 import pytest
 
 from conftest import eml
+from helpdesk_helpers import (
+    BIN,
+    LATIN1,
+    PNG,
+    UTF8,
+    crash_at,
+    crash_then_recover,
+    daemon_config,
+    drop,
+    item_for,
+    mail_with_files,
+    outgoing,
+    poll,
+)
 from rt_server import RtServer, running_rt
 from svcbridge import (
     Attachment,
@@ -43,11 +49,7 @@ from svcbridge import (
 from svcbridge_rt import RtSettings, RtSink
 from svcbridge_rt.client import rt_file_type
 
-BIN = Path(sys.executable).parent / "svcbridge"
-PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452") + bytes(range(256)) * 40
-LATIN1 = "Zählerstand: 4711 Grüße\r\n".encode("latin-1")
-UTF8 = "打印机卡纸 — ça coince\n".encode()
-BLOB = hashlib.sha256(b"seed").digest() * 4096  # 128 KiB of incompressible bytes
+SINK = "rt"
 
 
 # ---------------------------------------------------------------------- fixtures and helpers
@@ -64,38 +66,6 @@ def rt(rt_session: RtServer) -> RtServer:
     return rt_session
 
 
-def mail_with_files(
-    subject: str = "Printer jams", msgid: str = "<m1@example.com>", body: str = "It jams on every page.",
-    extra: dict[str, str] | None = None, files: list[tuple[str, str, bytes]] | None = None,
-) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = "Alice <alice@example.com>"
-    msg["To"] = "support@bridge.test"
-    msg["Subject"] = subject
-    msg["Message-ID"] = msgid
-    for k, v in (extra or {}).items():
-        msg[k] = v
-    msg.set_content(body)
-    if files is None:
-        files = [("photo.png", "image/png", PNG), ("zaehler.txt", "text/plain", LATIN1),
-                 ("notes.txt", "text/plain", UTF8), ("dump.bin", "application/octet-stream", BLOB)]
-    for name, ctype, data in files:
-        maintype, subtype = ctype.split("/")
-        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
-    return msg.as_bytes(policy=email.policy.SMTP)
-
-
-def drop(tmp_path: Path, name: str, data: bytes) -> None:
-    new = tmp_path / "maildir" / "new"
-    new.mkdir(parents=True, exist_ok=True)
-    (new / name).write_bytes(data)
-
-
-def outgoing(spool: Path) -> list[email.message.EmailMessage]:
-    files = sorted(spool.glob("*.eml")) if spool.exists() else []
-    return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in files]  # type: ignore[misc]
-
-
 def rt_app(make_app: Any, rt: RtServer, **rt_extra: Any) -> Any:
     return make_app(
         routing={"default": ["rt"]},
@@ -104,33 +74,8 @@ def rt_app(make_app: Any, rt: RtServer, **rt_extra: Any) -> Any:
     )
 
 
-async def poll(app: Any, name: str = "rt") -> list[Any]:
-    """One round of the daemon's status poll loop, then deliver what it queued."""
-    sink = app.delivery.sinks[name]
-    key = f"sink:{name}"
-    cursor = app.store.get_checkpoint(key, "cursor")
-    updates, new_cursor = await sink.poll_changes(cursor)
-    for upd in updates:
-        await app.pipeline.apply_status_update(upd)
-    if new_cursor is not None and new_cursor != cursor:
-        app.store.set_checkpoint(key, "cursor", new_cursor)
-    await app.delivery.drain()
-    return updates
-
-
 def tagged(rt: RtServer, ref: str = "SB-000001") -> list[dict[str, Any]]:
     return rt.tickets(f"Subject LIKE '[{ref}]'")
-
-
-def item_for(app: Any, ref: str, kind: str = "create") -> DeliveryItem:
-    rows = [r for r in app.delivery.outbox.list() if r["kind"] == kind and r["target"] == "rt"]
-    ticket = app.store.get_ticket(ref)
-    row = next(r for r in rows if r["ticket_id"] == ticket.id)
-    payload = row["payload"] or {}
-    journal = int(payload["journal_id"]) if payload.get("journal_id") else None
-    atts = app.store.attachments_with_data(ticket.id, journal) if journal else app.store.attachments_with_data(ticket.id)
-    return DeliveryItem(id=row["id"], kind=kind, target="rt", idempotency_key=row["idempotency_key"], ticket=ticket,
-                        payload=payload, attempts=row["attempts"], attachments=atts)
 
 
 # ---------------------------------------------------------------------- without RT
@@ -216,7 +161,7 @@ async def test_create_is_idempotent_and_attachments_are_byte_exact(
 
     # delivering the same item again, and after a crash before the link was recorded: still one ticket
     sink = app.delivery.sinks["rt"]
-    item = item_for(app, "SB-000001")
+    item = item_for(app, SINK, "SB-000001")
     unlinked = item.model_copy(update={"ticket": item.ticket.model_copy(update={"links": []}), "attempts": 1})
     assert (await sink.deliver(item)).links[0].value == rid
     assert (await sink.reconcile(unlinked)).links[0].value == rid  # type: ignore[union-attr]
@@ -238,7 +183,7 @@ async def test_followups_replies_and_status_round_trip_without_echo(
     make_app: Any, tmp_path: Path, rt: RtServer
 ) -> None:
     app = rt_app(make_app, rt, poll_page_size=2)
-    assert await poll(app) == []  # first poll: start at RT's newest transaction
+    assert await poll(app, SINK) == []  # first poll: start at RT's newest transaction
     drop(tmp_path, "1", eml())
     await app.run_once()
     rid = app.store.get_ticket("SB-000001").link("rt", "ticket")
@@ -248,7 +193,7 @@ async def test_followups_replies_and_status_round_trip_without_echo(
                              extra={"In-Reply-To": "<m1@example.com>"}, files=[("jam.png", "image/png", PNG)])
     drop(tmp_path, "2", follow)
     await app.run_once()
-    upd = item_for(app, "SB-000001", "update")
+    upd = item_for(app, SINK, "SB-000001", "update")
     await app.delivery.sinks["rt"].deliver(upd)  # a resend after a lost answer adds nothing
     corr = [h for h in rt.history(rid) if h["Type"] == "Correspond"]
     assert len(corr) == 1 and corr[0]["Creator"]["id"] == "svcbridge"
@@ -258,14 +203,14 @@ async def test_followups_replies_and_status_round_trip_without_echo(
     assert any("Still jamming, photo attached." in (p.get("Content") or "") for p in parts["items"])
 
     # the customer's own message (and RT opening the ticket because of it) is not echoed back
-    assert await poll(app) == []
+    assert await poll(app, SINK) == []
 
     # the customer mails RT directly (rt-mailgate): a requestor's correspondence is not an agent reply
     direct = eml(subject=f"[svcbridge.test #{rid}] one more thing", msgid="<m3@example.com>")
     subprocess.run(["rt-mailgate", "--queue", "General", "--action", "correspond", "--url", rt.url + "/"],
                    input=direct, check=True, timeout=60)
     assert any(h["Creator"]["id"] == "alice@example.com" for h in rt.history(rid))
-    assert await poll(app) == []
+    assert await poll(app, SINK) == []
 
     # busy tickets in a queue svcbridge's RT user may not see do not stall the poll (pages of 2 here)
     with rt.agent() as c:
@@ -279,14 +224,14 @@ async def test_followups_replies_and_status_round_trip_without_echo(
     rt.reply(rid, "Please clean the rollers.")
     rt.reply(rid, "Customer has an old model.", kind="comment")
     rt.set_status(rid, "resolved")
-    got = await poll(app)
+    got = await poll(app, SINK)
     assert [(u.public_reply, u.internal_note, u.state) for u in got] == [
         ("Please clean the rollers.", None, None),
         (None, "Customer has an old model.", None),
         (None, None, TicketState.RESOLVED),
     ]
     assert all(u.external_ticket_id == rid and u.system == "rt" for u in got)
-    assert await poll(app) == []
+    assert await poll(app, SINK) == []
     assert app.store.get_ticket("SB-000001").state is TicketState.RESOLVED
 
     # reading the same transactions again (a crash before the cursor was stored) changes nothing
@@ -303,7 +248,7 @@ async def test_end_to_end_mail_to_rt_and_back(make_app: Any, tmp_path: Path, rt:
     """Issue 4, RT half: mail -> one RT ticket with files; agent reply and resolution -> threaded mails."""
     app = rt_app(make_app, rt)
     spool = tmp_path / "outgoing"
-    await poll(app)
+    await poll(app, SINK)
     drop(tmp_path, "1", mail_with_files())
     await app.run_once()
     (t,) = tagged(rt)
@@ -314,8 +259,8 @@ async def test_end_to_end_mail_to_rt_and_back(make_app: Any, tmp_path: Path, rt:
     assert [m["Subject"] for m in outgoing(spool)] == ["[SB-000001] We received your request"]
 
     rt.reply(t["id"], "We are sending a technician tomorrow.")
-    await poll(app)
-    await poll(app)  # a second poll adds nothing
+    await poll(app, SINK)
+    await poll(app, SINK)  # a second poll adds nothing
     replies = [m for m in outgoing(spool) if "technician" in m.get_body(preferencelist=("plain",)).get_content()]
     assert len(replies) == 1
     reply = replies[0]
@@ -323,8 +268,8 @@ async def test_end_to_end_mail_to_rt_and_back(make_app: Any, tmp_path: Path, rt:
     assert "[SB-000001]" in reply["Subject"] and reply["To"] == "alice@example.com"
 
     rt.set_status(t["id"], "resolved")
-    await poll(app)
-    await poll(app)
+    await poll(app, SINK)
+    await poll(app, SINK)
     notices = [m for m in outgoing(spool) if m["Subject"] == "[SB-000001] Your request is now resolved"]
     assert len(notices) == 1 and notices[0]["In-Reply-To"] == "<m1@example.com>"
     assert app.store.get_ticket("SB-000001").state is TicketState.RESOLVED
@@ -334,7 +279,7 @@ async def test_end_to_end_mail_to_rt_and_back(make_app: Any, tmp_path: Path, rt:
     drop(tmp_path, "2", eml(subject="Re: [SB-000001] Your request is now resolved", msgid="<m9@example.com>",
                             body="It is jamming again.", extra="In-Reply-To: <m1@example.com>\r\n"))
     await app.run_once()
-    await poll(app)
+    await poll(app, SINK)
     assert [x["Status"] for x in tagged(rt)] == ["open"]
     assert app.store.get_ticket("SB-000001").state is TicketState.IN_PROGRESS
     assert len(outgoing(spool)) == sent
@@ -369,100 +314,14 @@ async def test_wrong_token_parks_the_target_and_it_flows_after_the_fix(
 def _daemon_config(tmp_path: Path, rt: RtServer, spool: Path | None = None, name: str = "svcbridge.toml") -> Path:
     token = tmp_path / "rt-token"
     token.write_text(rt.svc_token + "\n")
-    spool = spool or tmp_path / "outgoing"
-    cfg = tmp_path / name
-    cfg.write_text(f"""
-data_dir = "{tmp_path}/var"
-outbound_allow = ["127.0.0.1/32"]
-shutdown_grace = 5
-[http]
-enabled = false
-[log]
-format = "json"
-[outbox]
-backoff_initial = 0.2
-backoff_max = 1.0
-poll_interval = 0.1
-[routing]
-default = ["rt"]
-[plugins.email]
-from_address = "support@bridge.test"
-[plugins.email.maildir]
-path = "{tmp_path}/maildir"
-interval = 0.1
-[plugins.email.outbound]
-spool_dir = "{spool}"
+    section = f"""
 [plugins.rt]
 url = "{rt.url}"
 token_file = "{token}"
 queue = "General"
 poll_interval = 0.2
-""")
-    return cfg
-
-
-def _start(cfg: Path, faults: str = "") -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SVCBRIDGE_")}
-    if faults:
-        env["SVCBRIDGE_FAULTS"] = faults
-    log = (cfg.parent / "daemon.log").open("ab")  # a file, not a pipe nobody reads while we wait
-    log.write(f"--- start faults={faults!r}\n".encode())
-    log.flush()
-    try:
-        return subprocess.Popen([str(BIN), "--config", str(cfg), "run"], env=env, cwd=cfg.parent,
-                                stdout=log, stderr=subprocess.STDOUT)
-    finally:
-        log.close()
-
-
-def _log_tail(cfg: Path) -> str:
-    return (cfg.parent / "daemon.log").read_text(errors="replace")[-4000:]
-
-
-def _wait(cond: Any, what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _outbox(tmp_path: Path) -> list[tuple[str, str, str]]:
-    db = tmp_path / "var" / "svcbridge.db"
-    if not db.exists():
-        return []
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
-        try:
-            return conn.execute("select kind, target, status from outbox order by id").fetchall()
-        except sqlite3.OperationalError:
-            return []
-
-
-def _settled(tmp_path: Path, n: int) -> bool:
-    rows = _outbox(tmp_path)
-    return len(rows) >= n and all(r[2] == "done" for r in rows)
-
-
-def _crash_then_recover(cfg: Path, tmp_path: Path, faults: str, rows: int, crash_cfg: Path | None = None) -> None:
-    """Run with a fault point until the daemon SIGKILLs itself, then cleanly until the outbox settles."""
-    proc = _start(crash_cfg or cfg, faults)
-    try:
-        code = proc.wait(timeout=90)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise AssertionError(f"fault point {faults} never reached:\n{_log_tail(cfg)}") from None
-    assert code == -signal.SIGKILL, _log_tail(cfg)
-    proc = _start(cfg)
-    try:
-        _wait(lambda: _settled(tmp_path, rows), f"{rows} outbox rows done:\n{_log_tail(cfg)}")
-        time.sleep(0.6)  # two more poll rounds: room for a (wrong) second notice to appear
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=30)
-    assert code == 0, _log_tail(cfg)
+"""
+    return daemon_config(tmp_path, SINK, section, spool=spool, name=name)
 
 
 @pytest.mark.realserver
@@ -475,27 +334,22 @@ def test_daemon_kill_9_at_each_step_gives_one_ticket_and_one_notice_per_event(tm
     # link was recorded (the mail spool is unusable in that run, so RT is the first remote commit)
     (tmp_path / "no-spool").write_text("a file, so no spool directory can be made here")
     crash_cfg = _daemon_config(tmp_path, rt, spool=tmp_path / "no-spool" / "outgoing", name="crash.toml")
-    proc = _start(cfg, "after_journal")
-    try:
-        assert proc.wait(timeout=60) == -signal.SIGKILL, _log_tail(cfg)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise AssertionError(f"fault point after_journal never reached:\n{_log_tail(cfg)}") from None
-    _crash_then_recover(cfg, tmp_path, "after_remote_commit", rows=2, crash_cfg=crash_cfg)  # create + ack
+    crash_at(cfg, "after_journal", timeout=60)
+    crash_then_recover(cfg, tmp_path, "after_remote_commit", rows=2, crash_cfg=crash_cfg)  # create + ack
     assert "found existing RT ticket 1" in (tmp_path / "daemon.log").read_text()  # not created again
     (t,) = tagged(rt)
     assert len(rt.files(t["id"])) == 4
     assert len(outgoing(spool)) == 1
 
     rt.reply(t["id"], "A technician is on the way.")
-    _crash_then_recover(cfg, tmp_path, "after_remote_commit", rows=4)  # + reply + "in progress"
+    crash_then_recover(cfg, tmp_path, "after_remote_commit", rows=4)  # + reply + "in progress"
     rt.set_status(t["id"], "resolved")
-    _crash_then_recover(cfg, tmp_path, "after_remote_commit", rows=5)  # + resolution notice
+    crash_then_recover(cfg, tmp_path, "after_remote_commit", rows=5)  # + resolution notice
 
     # the customer answers: killed right after RT took the correspondence; the retry finds it by its marker
     drop(tmp_path, "2", eml(subject="Re: [SB-000001] Your request is now resolved", msgid="<m9@example.com>",
                             body="It is jamming again.", extra="In-Reply-To: <m1@example.com>\r\n"))
-    _crash_then_recover(cfg, tmp_path, "after_remote_commit", rows=6)
+    crash_then_recover(cfg, tmp_path, "after_remote_commit", rows=6)
     assert f"already on RT ticket {t['id']}" in (tmp_path / "daemon.log").read_text()
     relayed = [h for h in rt.history(t["id"]) if h["Type"] == "Correspond" and h["Creator"]["id"] == "svcbridge"]
     assert len(relayed) == 1 and [x["Status"] for x in tagged(rt)] == ["open"]
