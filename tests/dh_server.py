@@ -17,17 +17,16 @@ import contextlib
 import hashlib
 import os
 import shutil
-import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from conftest import free_port, require_server
+from conftest import free_port
+from server_setup import run_setup, running
 
 SCRIPT = Path(__file__).resolve().parent / "helpdesks" / "setup-django-helpdesk.sh"
 
@@ -104,14 +103,7 @@ def _script(action: str, port: int, state: Path, **extra: str) -> dict[str, str]
     env = {**os.environ, "DH_PORT": str(port), "DH_STATE": str(state), **extra}
     if not extra:
         env.pop("HELPDESK_FOLLOWUP_WEBHOOK_URLS", None)
-    proc = subprocess.run(
-        ["bash", str(SCRIPT), action], env=env, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"setup-django-helpdesk.sh {action} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-        )
-    return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line and line[:1].isupper())
+    return run_setup(SCRIPT, action, env)
 
 
 def start_dh() -> DhServer:
@@ -133,16 +125,6 @@ def start_dh() -> DhServer:
     return DhServer(out["DH_URL"], out["DH_TOKEN"], out["DH_SVC_TOKEN"], state, port, timings)
 
 
-@contextlib.contextmanager
-def running_dh() -> Iterator[DhServer]:
+def running_dh() -> contextlib.AbstractContextManager[DhServer]:
     """A started django-helpdesk for a test session (fails under CI=true, skips elsewhere, when it cannot run)."""
-    try:
-        server = start_dh()
-    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-        require_server(f"django-helpdesk ({exc})", False)
-        raise
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.state, ignore_errors=True)
+    return running(start_dh, "django-helpdesk")

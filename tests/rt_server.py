@@ -16,18 +16,16 @@ import base64
 import contextlib
 import hashlib
 import os
-import shutil
-import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from conftest import free_port, require_server
+from conftest import free_port
+from server_setup import run_setup, running
 
 SCRIPT = Path(__file__).resolve().parent / "helpdesks" / "setup-rt.sh"
 RT_SERVER_BIN = "/usr/share/request-tracker5/libexec/rt-server"
@@ -107,12 +105,7 @@ class RtServer:
 
 def _script(action: str, port: int, state: Path) -> dict[str, str]:
     env = {**os.environ, "RT_PORT": str(port), "RT_STATE": str(state)}
-    proc = subprocess.run(
-        ["bash", str(SCRIPT), action], env=env, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"setup-rt.sh {action} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line and line[:1].isupper())
+    return run_setup(SCRIPT, action, env)
 
 
 def start_rt() -> RtServer:
@@ -137,16 +130,6 @@ def start_rt() -> RtServer:
     return RtServer(env["RT_URL"], env["RT_TOKEN"], env["RT_SVC_TOKEN"], state, port, timings)
 
 
-@contextlib.contextmanager
-def running_rt() -> Iterator[RtServer]:
+def running_rt() -> contextlib.AbstractContextManager[RtServer]:
     """A started RT for a test session (fails under CI=true, skips elsewhere, when it cannot run)."""
-    try:
-        server = start_rt()
-    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-        require_server(f"Request Tracker 5 ({exc})", False)
-        raise
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.state, ignore_errors=True)
+    return running(start_rt, "Request Tracker 5")
