@@ -11,7 +11,7 @@ import os
 import shutil
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +108,14 @@ def eml(
     head += extra
     head += "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
     return (head + "\r\n" + body + "\r\n").encode("utf-8")
+
+
+@pytest.fixture(scope="module")
+def dovecot() -> Iterator[Any]:
+    """A private Dovecot (tests/dovecot.py) on random loopback ports, one per test module."""
+    from dovecot import start_dovecot
+
+    binary = require_binary("dovecot", "/usr/sbin/dovecot")
+    dv = start_dovecot(binary)
+    yield dv
+    dv.stop()

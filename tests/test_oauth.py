@@ -1,7 +1,7 @@
 """OAuth2 token flows for XOAUTH2 (plugins/svcbridge_email/oauth.py) against a fake token endpoint:
 refresh-token rotation persisted atomically, client credentials, expiry / revocation / bad client as
 AuthFailed, throttling and outages as NotReady, no redirect followed, no token or secret in any error.
-XOAUTH2 against a real server is in test_imap.py (Dovecot's oauth2 passdb)."""
+XOAUTH2 against a real server is in test_imap_auth.py (Dovecot's oauth2 passdb)."""
 
 from __future__ import annotations
 
