@@ -91,6 +91,7 @@ class App:
                 strict=settings.strict_plugins,
                 trace=settings.trace_hooks,
             )
+            pm.from_settings = True  # parse workers can rebuild exactly this set (parsepool.py)
         pm.trace_calls = settings.trace_hooks
         models, errors = collect_settings_models(pm)
         errors += settings.validate_plugins(models)
@@ -172,6 +173,7 @@ class App:
             # surface a failure of either task (and never leave them running)
             polled = await polling
             await processing
+            self.pipeline.close()  # parse workers, if a large batch started them
         return {"polled": polled, "processed": len(outcomes), "outcomes": outcomes}
 
 

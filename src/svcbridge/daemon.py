@@ -180,5 +180,6 @@ async def serve(app: App) -> int:
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
+    await asyncio.to_thread(app.pipeline.close)  # parse workers, if large batches started them
     log.info("stopped", unfinished=len(pending))
     return 0

@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from . import metrics
+from . import metrics, parsepool
 from .errors import StoreUnavailable
 from .faults import fault
 from .log import scope as logscope
@@ -46,6 +46,7 @@ from .store.repo import Store
 
 log = structlog.get_logger("svcbridge.pipeline")
 CLOSED = (TicketState.RESOLVED, TicketState.CLOSED)
+_NOT_YET = object()  # no parse worker answered for this message: call parse_message in process
 
 
 class StageFailed(Exception):
@@ -151,6 +152,8 @@ class Pipeline:
     def __init__(self, pm: PluginManager, store: Store, settings: Settings) -> None:
         self.pm, self.store, self.settings = pm, store, settings
         self._ids: list[int] = []  # ticket numbers reserved for this process, used in order
+        self._pool: parsepool.ParsePool | None = None  # started on the first large batch
+        self._no_pool = False  # decided once: no workers configured, or the plugins rule them out
 
     # ------------------------------------------------------------------ driving
     async def drain(self) -> list[Outcome]:
@@ -175,9 +178,10 @@ class Pipeline:
         # parse and normalise the whole batch first: then every link the threading stage may ask about
         # is known, and one query answers them all instead of one query per reference
         parsed: dict[int, TicketDraft | StageFailed] = {}
+        early = await self._parse_elsewhere(ids, raws)
         for jid in ids:
             with logscope(journal_id=jid, message_id=raws[jid].external_id):
-                parsed[jid] = await self._parse(raws[jid])
+                parsed[jid] = await self._parse(raws[jid], early.get(jid, _NOT_YET))
         values = {
             ln.value
             for d in parsed.values()
@@ -212,10 +216,50 @@ class Pipeline:
                 )
         return [p.outcome for p in plans]
 
-    async def _parse(self, raw: RawMessage) -> TicketDraft | StageFailed:
-        """parse -> normalize: the draft, or the failure that quarantines this message."""
+    async def _parse_elsewhere(self, ids: list[int], raws: dict[int, RawMessage]) -> dict[int, Any]:
+        """parse_message for a large batch on the other cores (parsepool.py); {} when not used."""
+        if len(ids) < parsepool.MIN_BATCH or not self.start_parse_workers():
+            return {}
+        assert self._pool is not None
+        if not self._pool.ready:
+            return {}  # the workers are still starting: this batch is parsed here, the next there
         try:
-            draft = await self._stage("parse", "parse_message", True, raw=raw)
+            return await self._pool.parse([(jid, raws[jid]) for jid in ids])
+        except Exception as exc:  # a worker died or a result did not pickle: parse here instead
+            log.warning("parse_pool_failed", error=f"{type(exc).__name__}: {exc}")
+            self.close()
+            return {}
+
+    def start_parse_workers(self) -> bool:
+        """Start the parse pool unless configured off or ruled out; True when there is one."""
+        if self._pool is None and not self._no_pool:
+            n = parsepool.workers_for(self.settings.pipeline.parse_workers)
+            if n == 0 or not parsepool.eligible(self.pm):
+                self._no_pool = True
+            else:
+                self._pool = parsepool.ParsePool(self.settings, self.pm, n)
+                self._pool.start()
+        return self._pool is not None
+
+    def close(self) -> None:
+        """Stop the parse workers (the daemon's shutdown, the end of ``run --once``)."""
+        if self._pool is not None:
+            self._pool.close()
+        self._pool = None
+
+    async def _parse(self, raw: RawMessage, early: Any = None) -> TicketDraft | StageFailed:
+        """parse -> normalize: the draft, or the failure that quarantines this message.
+
+        ``early`` is what a parse worker already answered for ``parse_message`` (a draft, None, or
+        the HookFailed of the plugin that raised); ``_NOT_YET`` when the hook is to be called here.
+        """
+        try:
+            if early is _NOT_YET:
+                draft = await self._stage("parse", "parse_message", True, raw=raw)
+            elif isinstance(early, HookFailed):
+                raise StageFailed("parse", early.plugin, early.exc)
+            else:
+                draft = early
             if draft is None:
                 raise StageFailed("parse", None, LookupError(f"no plugin parses channel {raw.channel!r}"))
             if not isinstance(draft, TicketDraft):

@@ -55,6 +55,7 @@ class PluginManager(pluggy.PluginManager):
         self.add_hookspecs(hookspecs)
         self.strict = strict
         self.trace_calls = False
+        self.from_settings = False  # built by App.build from settings alone (parsepool.py relies on it)
         self.infos: dict[str, PluginInfo] = {}
 
     # ------------------------------------------------------------------ loading

@@ -72,7 +72,9 @@ class OutboxSettings(BaseModel):
     backoff_max: float = Field(default=900.0, gt=0)
     breaker_threshold: int = Field(default=5, ge=1, description="consecutive failures that open it")
     breaker_cooldown: float = Field(default=60.0, gt=0)
-    batch: int = Field(default=50, ge=1)
+    # items claimed per round: each round costs four short transactions, so small rounds made the
+    # bookkeeping, not the targets, the limit (bench/delivery.py); `concurrency` still bounds the calls
+    batch: int = Field(default=200, ge=1)
     concurrency: int = Field(default=4, ge=1, description="items of one target in flight at once")
     auto_limits: dict[int, int] = Field(
         # Zammad's per-recipient map (minutes -> automatic messages): ends autoresponder ping-pong
@@ -84,6 +86,9 @@ class OutboxSettings(BaseModel):
 class PipelineSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     batch: int = Field(default=200, ge=1)
+    parse_workers: int | None = Field(
+        default=None, ge=0, description="processes parsing large batches; unset: one per CPU (max 4), 0: off"
+    )
     on_closed_reply: Literal["reopen", "new_linked"] = "reopen"
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import aliased
 
 from ..models import DeliveryResult, TicketEvent, utcnow
 from . import schema as t
+from .batch import BatchWriter
 from .repo import Store
 
 OPEN = ("pending", "parked")
@@ -42,7 +43,6 @@ _RELEASE = (
     .where(t.outbox.c.id == bindparam("oid"))
     .values(next_attempt_at=bindparam("nxt"), claimed_until=None)
 )
-_INS_EVENT = insert(t.events)
 _SEL_KEY = select(t.outbox.c.id).where(t.outbox.c.idempotency_key == bindparam("k"))
 _INS = insert(t.outbox)
 
@@ -134,10 +134,11 @@ class Outbox:
         with self.store.tx() as conn:
             if done := by.get("done"):
                 conn.execute(_DONE, [{"oid": o.row["id"], "at": now} for o in done])
-                events = []
+                # the links targets returned and the trail entries: one statement per table
+                w = BatchWriter()
                 for o in done:
-                    events.append(self._done_event(conn, o.row, o.result or DeliveryResult()))
-                conn.execute(_INS_EVENT, events)
+                    self._done_event(w, o.row, o.result or DeliveryResult())
+                w.flush(conn)
             rows = [
                 {
                     "oid": o.row["id"],
@@ -163,25 +164,18 @@ class Outbox:
                     .values(status="parked", last_error=o.error[:4000], claimed_until=None)
                 )
 
-    def _done_event(self, conn: Connection, row: dict[str, Any], result: DeliveryResult) -> dict[str, Any]:
-        """Record the links a target returned; return the ``delivered``/``notified`` event row."""
+    @staticmethod
+    def _done_event(w: BatchWriter, row: dict[str, Any], result: DeliveryResult) -> None:
+        """Queue the links a target returned and the ``delivered``/``notified`` event."""
         for link in result.links:
-            self.store.add_link(conn, row["ticket_id"], link)
+            w.add_link(row["ticket_id"], link)
         data = {"target": row["target"], "kind": row["kind"], "outbox_id": row["id"]}
         if result.detail:
             data["detail"] = result.detail
         if row["kind"] == "notify":
             data["template"] = row["payload"].get("notification", {}).get("template")
         event_type = "notified" if row["kind"] == "notify" else "delivered"
-        ev = TicketEvent(type=event_type, data=data)
-        return {
-            "ticket_id": row["ticket_id"],
-            "type": ev.type,
-            "at": ev.at,
-            "actor": ev.actor,
-            "data": ev.data,
-            "journal_id": None,
-        }
+        w.add_event(row["ticket_id"], TicketEvent(type=event_type, data=data))
 
     def park_target(self, target: str, error: str) -> int:
         """Credentials refused: park every pending item of that target (no retry storm)."""

@@ -1,0 +1,162 @@
+"""The parse stage of a batch on every core: ``parse_message`` in worker processes.
+
+Parsing MIME is the pipeline's largest CPU cost and it needs nothing but the raw bytes, so for a large
+batch the pipeline hands the ``RawMessage`` objects to a process pool and gets the drafts back
+(pickled). Everything else (normalize, threading, the store, delivery) stays in the daemon's process,
+which meanwhile keeps fetching, journaling and delivering. Semantics are the in-process ones:
+
+- per message, the first non-None ``parse_message`` answer in plugin order is the draft;
+- an exception in one message's hook comes back as that message's failure, naming the plugin, and
+  quarantines only that message (stage ``parse``); the worker's traceback is kept as a note on it;
+- a broken pool (a worker killed, an unpicklable result) makes the pipeline parse that batch in
+  process instead: the pool is an accelerator, never a second way to fail.
+
+Workers come from a ``forkserver``, never a fork of the daemon (which runs threads: a fork could
+inherit a lock held by one). Each worker builds its own plugin manager from the settings, lets the
+plugins read their settings the way they do at start-up (``register_settings``, ``register_sources``,
+``register_notifiers``; no sinks, no network), and keeps only the plugins active in the daemon. It is
+used only when the daemon's plugin manager was built from settings (not one assembled in code, as tests
+and benchmarks do) and every ``parse_message`` is a plain function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import multiprocessing
+import os
+import pickle
+import signal
+import traceback
+from typing import Any
+
+from .log import SCOPE
+from .models import RawMessage
+from .plugins import HookFailed, PluginManager
+
+MIN_BATCH = 32  # below this, pickling both ways costs more than a second core saves
+MAX_WORKERS = 4
+
+_pm: PluginManager | None = None  # the worker's own manager
+
+
+def workers_for(setting: int | None) -> int:
+    """Worker count: the setting, or one per CPU (at most MAX_WORKERS) and none on a single CPU."""
+    if setting is not None:
+        return max(0, setting)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cpus < 2 else min(cpus, MAX_WORKERS)
+
+
+def eligible(pm: PluginManager) -> bool:
+    return pm.from_settings and all(
+        not inspect.iscoroutinefunction(impl.function) for impl in pm.impls("parse_message")
+    )
+
+
+class ParsePool:
+    def __init__(self, settings: Any, pm: PluginManager, workers: int) -> None:
+        ctx = multiprocessing.get_context("forkserver")
+        # the fork server imports this once; each worker starts from that copy
+        ctx.set_forkserver_preload(["svcbridge.parsepool"])
+        parsers = {impl.plugin_name for impl in pm.impls("parse_message")}
+        # a worker loads only the plugins that parse: the others (connectors, their HTTP clients) are
+        # blocked before import, which halves a worker's start-up
+        others = [name for name, _ in pm.list_name_plugin() if name not in parsers]
+        self.workers = workers
+        self._started: list[concurrent.futures.Future[None]] = []
+        self.executor = concurrent.futures.ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=ctx,
+            initializer=_init,
+            initargs=(settings, sorted(parsers), others),  # pickled by the pool, over its own pipe
+        )
+
+    def start(self) -> None:
+        """Start the workers (each takes a fraction of a second); ``ready`` tells when they are up."""
+        self._started = [self.executor.submit(_ready) for _ in range(self.workers)]
+
+    @property
+    def ready(self) -> bool:
+        return all(f.done() for f in self._started)
+
+    async def parse(self, raws: list[tuple[int, RawMessage]]) -> dict[int, Any]:
+        """journal id -> draft | None | HookFailed, for every message; raises if the pool broke."""
+        loop = asyncio.get_running_loop()
+        size = max(4, -(-len(raws) // (self.workers * 4)))  # a few chunks per worker balance the load
+        chunks = [raws[i : i + size] for i in range(0, len(raws), size)]
+        futures = [loop.run_in_executor(self.executor, _parse_chunk, c) for c in chunks]
+        out: dict[int, Any] = {}
+        for part in await asyncio.gather(*futures):
+            for jid, res in part.items():
+                # HookFailed does not survive pickling (its __init__ takes three arguments)
+                out[jid] = HookFailed(res[1], "parse_message", res[2]) if isinstance(res, tuple) else res
+        return out
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+# ---------------------------------------------------------------------- in the worker
+def _init(settings: Any, parsers: list[str], others: list[str]) -> None:
+    global _pm
+    from .plugins import make_plugin_manager
+
+    # Ctrl-C reaches the whole process group: the daemon stops the pool itself, a worker that died of
+    # the signal first would only add a traceback (and a broken pool) to a clean stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    blocked = [*settings.blocked_plugins, *others]
+    strict = settings.strict_plugins
+    pm = make_plugin_manager(plugins_dir=settings.plugins_dir, blocked=blocked, strict=strict)
+    models: dict[str, Any] = {}
+    for _plugin, obj in pm.register_objects("register_settings", None):
+        if isinstance(obj, tuple):
+            models[obj[0]] = obj[1]
+    settings.validate_plugins(models)  # the daemon already reported any error in these sections
+    for hook in ("register_sources", "register_notifiers"):
+        pm.register_objects(hook, settings)
+    for name, plugin in list(pm.list_name_plugin()):
+        if plugin is not None and name not in parsers:  # failed in the daemon: not here either
+            pm.unregister(plugin)
+    _pm = pm
+
+
+def _ready() -> None:
+    """Nothing: submitted once per worker to start it."""
+
+
+def _parse_chunk(raws: list[tuple[int, RawMessage]]) -> dict[int, Any]:
+    assert _pm is not None
+    impls = _pm.impls("parse_message")
+    out: dict[int, Any] = {}
+    for jid, raw in raws:
+        out[jid] = _parse_one(impls, jid, raw)
+    return out
+
+
+def _parse_one(impls: list[Any], jid: int, raw: RawMessage) -> Any:
+    for impl in impls:
+        bound = (("plugin", impl.plugin_name), ("hook", "parse_message"))
+        token = SCOPE.set((("journal_id", jid), ("message_id", raw.external_id), *bound))
+        try:
+            res = impl.function(**{k: raw for k in impl.argnames})  # the hook's only argument
+        except Exception as exc:
+            return ("failed", impl.plugin_name, _portable(exc))
+        finally:
+            SCOPE.reset(token)
+        if res is not None:
+            return res
+    return None
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """The exception as it will arrive in the daemon: picklable, with the worker's traceback as a note."""
+    where = "".join(traceback.format_exception(exc)).rstrip()
+    try:
+        copy = pickle.loads(pickle.dumps(exc))  # noqa: S301 - our own bytes, made on the line
+    except Exception:  # an exception class that cannot be rebuilt from its args
+        copy = RuntimeError(f"{type(exc).__name__}: {exc}")
+    copy.add_note(f"raised in a parse worker:\n{where}")
+    return copy
