@@ -28,6 +28,8 @@ import multiprocessing
 import os
 import pickle
 import signal
+import threading
+import time
 import traceback
 from typing import Any
 
@@ -70,7 +72,7 @@ class ParsePool:
             max_workers=workers,
             mp_context=ctx,
             initializer=_init,
-            initargs=(settings, sorted(parsers), others),  # pickled by the pool, over its own pipe
+            initargs=(settings, sorted(parsers), others, os.getpid()),  # pickled by the pool
         )
 
     def start(self) -> None:
@@ -99,13 +101,14 @@ class ParsePool:
 
 
 # ---------------------------------------------------------------------- in the worker
-def _init(settings: Any, parsers: list[str], others: list[str]) -> None:
+def _init(settings: Any, parsers: list[str], others: list[str], daemon_pid: int) -> None:
     global _pm
     from .plugins import make_plugin_manager
 
     # Ctrl-C reaches the whole process group: the daemon stops the pool itself, a worker that died of
     # the signal first would only add a traceback (and a broken pool) to a clean stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch, args=(daemon_pid,), daemon=True, name="parent-watch").start()
 
     blocked = [*settings.blocked_plugins, *others]
     strict = settings.strict_plugins
@@ -121,6 +124,18 @@ def _init(settings: Any, parsers: list[str], others: list[str]) -> None:
         if plugin is not None and name not in parsers:  # failed in the daemon: not here either
             pm.unregister(plugin)
     _pm = pm
+
+
+def _watch(daemon_pid: int) -> None:
+    """Exit when the daemon is gone (kill -9): a worker outliving it would hold memory for nothing."""
+    while True:
+        time.sleep(2.0)
+        try:
+            os.kill(daemon_pid, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except PermissionError:
+            pass  # alive, another user's process would be a reused pid: keep going
 
 
 def _ready() -> None:
