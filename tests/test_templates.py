@@ -122,3 +122,43 @@ def test_sms_gets_no_mail_footer(lang: str) -> None:
     mail = render("acknowledgement", lang, VALUES).text
     sms = render("acknowledgement", lang, {**VALUES, "channel": "sms"}).text
     assert sms.strip() and sms != mail and sms.strip() in mail and len(sms.splitlines()) == 1
+
+
+# ---------------------------------------------------------------------- the operator's own templates
+async def test_operator_templates_replace_shipped_files_one_by_one(make_app, tmp_path: Path) -> None:
+    own = tmp_path / "templates"
+    (own / "en").mkdir(parents=True)
+    (own / "en" / "acknowledgement.txt").write_text(
+        "ACME Service: request {{ ref }} logged\n\nDear customer, we logged \"{{ subject }}\". Hotline 400-800-1234.\n"
+    )
+    app = make_app(notifications={"templates_dir": str(own)})
+    drop(tmp_path, "1", eml(subject="Printer jams", msgid="<o1@x>"))
+    drop(tmp_path, "3", eml(subject="<script>alert(1)</script>", msgid="<o3@x>"))
+    drop(tmp_path, "2", mail_in("gbk", "printer", "打印机卡纸，请派人来修理。", "<o2@x>"))
+    await app.run_once()
+    by_to = {m["Subject"]: parts(m) for m in sent(tmp_path)}
+    own_subject = "[SB-000001] ACME Service: request SB-000001 logged"
+    assert own_subject in by_to, list(by_to)
+    text, html = by_to[own_subject]
+    assert text.strip() == 'Dear customer, we logged "Printer jams". Hotline 400-800-1234.'
+    # no own .html: the HTML part says what their text says (escaped), not the shipped wording
+    assert "<p>Dear customer, we logged &#34;Printer jams&#34;. Hotline 400-800-1234.</p>" in html
+    assert "was opened for" not in html
+    assert any(s.endswith("我们已收到您的请求") for s in by_to)  # no own zh-CN file: the shipped text
+    xss = next(html for s, (_, html) in by_to.items() if "SB-000001" not in s and "我们" not in s)
+    assert "<script>" not in xss and "&lt;script&gt;alert(1)&lt;/script&gt;" in xss
+
+
+def test_a_broken_operator_template_is_a_config_error(tmp_path: Path) -> None:
+    from svcbridge.errors import ConfigError
+    from svcbridge.settings import load_settings
+
+    own = tmp_path / "templates"
+    (own / "zh-TW").mkdir(parents=True)
+    (own / "zh-TW" / "status_changed.txt").write_text("{{ ref }} {{ sate }}\n\n{% if %}\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, data_dir=tmp_path, notifications={"templates_dir": str(own)})
+    assert "notifications.templates_dir" in str(err.value)
+    assert "zh-TW/status_changed.txt" in str(err.value)
+    with pytest.raises(ConfigError, match="not a directory"):
+        load_settings(None, data_dir=tmp_path, notifications={"templates_dir": str(tmp_path / "nope")})

@@ -46,7 +46,7 @@ def _address(ticket: Ticket) -> str | None:
 
 @hookimpl(trylast=True)
 def compose_notifications(
-    ticket: Ticket, event: TicketEvent, draft: TicketDraft | None
+    ticket: Ticket, event: TicketEvent, draft: TicketDraft | None, settings: Any
 ) -> list[Notification]:
     if draft is not None and (draft.automated or draft.suppress_autoreply):
         return []
@@ -68,7 +68,8 @@ def compose_notifications(
     }
     # the customer's language as the parser saw it on their mail, else the ticket's (templating.py)
     lang = pick_language(ticket.contact.language or ticket.language)
-    text = render(template, lang, values)
+    own = settings.notifications.templates_dir if settings is not None else None
+    text = render(template, lang, values, str(own) if own else None)
     return [
         Notification(
             channel=ticket.channel,

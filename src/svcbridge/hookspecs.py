@@ -200,7 +200,7 @@ def status_updated(ticket: Any, update: Any) -> None:
 
 
 @hookspec
-def compose_notifications(ticket: Any, event: Any, draft: Any) -> Any:
+def compose_notifications(ticket: Any, event: Any, draft: Any, settings: Any) -> Any:
     """Say what the customer should be told about an event; every plugin's list is gathered.
 
     Called in the same transaction that stores a new message (event ``received``) or applies a status
@@ -211,6 +211,8 @@ def compose_notifications(ticket: Any, event: Any, draft: Any) -> Any:
     :param event: the ``svcbridge.TicketEvent`` that triggered this (``received``, ``status_changed``...).
     :param draft: the ``svcbridge.TicketDraft`` for ``received`` events, else ``None``. Never answer
         a draft with ``automated=True`` (bounces, auto-replies).
+    :param settings: the validated ``svcbridge.Settings`` (``settings.notifications.templates_dir``
+        holds the operator's own templates).
 
     Return a list of ``svcbridge.Notification`` or ``None``. Raising quarantines the message for a
     ``received`` event; for a status update it is logged and the update still commits.

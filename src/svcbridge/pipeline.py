@@ -337,7 +337,9 @@ class Pipeline:
         self, ticket: Ticket, event: TicketEvent, draft: TicketDraft | None
     ) -> list[Notification]:
         """Gather ``compose_notifications`` from every plugin (raises StageFailed naming the plugin)."""
-        found = await self._stage("notify", "compose_notifications", ticket=ticket, event=event, draft=draft)
+        found = await self._stage(
+            "notify", "compose_notifications", ticket=ticket, event=event, draft=draft, settings=self.settings
+        )
         return [n for batch in found for n in (batch if isinstance(batch, list) else [batch])]
 
     def _new_ticket(self, tid: int, draft: TicketDraft) -> Ticket:

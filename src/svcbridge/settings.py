@@ -17,7 +17,16 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import ConfigError
@@ -101,6 +110,28 @@ class RoutingRule(BaseModel):
     sinks: list[str]
 
 
+class NotificationSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    templates_dir: Path | None = Field(
+        default=None,
+        description="your own <lang>/<name>.txt / .html templates; each file there replaces the shipped one",
+    )
+
+    @field_validator("templates_dir")
+    @classmethod
+    def _templates(cls, v: Path | None) -> Path | None:
+        if v is None:
+            return None
+        if not v.is_dir():
+            raise ValueError(f"not a directory: {v}")
+        from .templating import check_templates
+
+        errors = check_templates(str(v))
+        if errors:
+            raise ValueError("templates do not render: " + "; ".join(errors))
+        return v
+
+
 class RoutingSettings(BaseModel):
     """Which sinks receive a new ticket: the first matching rule wins, else ``default``."""
 
@@ -140,6 +171,7 @@ class Settings(BaseSettings):
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     _plugin_models: dict[str, BaseModel] = PrivateAttr(default_factory=dict)

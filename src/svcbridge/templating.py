@@ -9,6 +9,11 @@ plain-text body) and ``<name>.html`` (the same text as HTML, extending ``templat
   nothing a customer wrote can add a header to the mail that carries it.
 - Undefined variables raise (``StrictUndefined``): a template typo fails a test instead of sending a
   notice with a hole in it.
+- Operators replace any shipped file by putting one with the same relative path into
+  ``[notifications] templates_dir`` (e.g. ``en/acknowledgement.txt``); what is not there comes from the
+  package. The directory is checked when the settings load (``check_templates``): every template in it
+  must compile and render with sample values, so a typo is a configuration error at start, not a
+  quarantined customer message later.
 - The language comes from the contact (the parser detects it from the mail) or the ticket; ``zh-TW``,
   ``zh-HK``, ``zh-MO`` and ``zh-Hant`` take the Traditional texts, any other ``zh`` the Simplified
   ones, everything else English.
@@ -19,6 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -49,10 +55,18 @@ def pick_language(*tags: str | None) -> str:
     return "en"
 
 
-@lru_cache(maxsize=1)
-def environment() -> jinja2.Environment:
+NAMES = ("acknowledgement", "status_changed", "agent_reply")
+SAMPLE = {"ref": "SB-1", "subject": "Printer jams", "state": "resolved", "body": "Done.", "channel": "email"}
+
+
+@lru_cache(maxsize=4)
+def environment(templates_dir: str | None = None) -> jinja2.Environment:
+    shipped = jinja2.PackageLoader("svcbridge", "templates")
+    loader: jinja2.BaseLoader = shipped
+    if templates_dir:  # the operator's files first, file by file; the rest from the package
+        loader = jinja2.ChoiceLoader([jinja2.FileSystemLoader(templates_dir), shipped])
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("svcbridge", "templates"),
+        loader=loader,
         autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -62,13 +76,44 @@ def environment() -> jinja2.Environment:
     )
 
 
-def render(name: str, language: str | None, values: dict[str, Any]) -> Rendered:
+def render(
+    name: str, language: str | None, values: dict[str, Any], templates_dir: str | None = None
+) -> Rendered:
     """Render notification ``name`` (acknowledgement, status_changed, agent_reply) in ``language``."""
     lang = pick_language(language)
-    env = environment()
+    env = environment(templates_dir)
     if "subject" in values:  # a webhook ticket's subject may hold line breaks; the subject line may not
         values = {**values, "subject": CONTROL.sub(" ", str(values["subject"])).strip()}
     head, _, body = env.get_template(f"{lang}/{name}.txt").render(values, lang=lang).partition("\n")
     subject = CONTROL.sub(" ", head).strip()
-    html = env.get_template(f"{lang}/{name}.html").render(values, lang=lang, title=subject)
-    return Rendered(subject=subject, text=body.lstrip("\n").rstrip() + "\n", html=html)
+    text = body.lstrip("\n").rstrip() + "\n"
+    if templates_dir and _own_text_only(templates_dir, f"{lang}/{name}"):
+        # the operator rewrote the text but not the HTML: both parts must say the same thing, so the
+        # HTML part is their text in the shared frame rather than the shipped wording
+        html = env.get_template("layout.html").render(lang=lang, title=subject, text=text)
+    else:
+        html = env.get_template(f"{lang}/{name}.html").render(values, lang=lang, title=subject)
+    return Rendered(subject=subject, text=text, html=html)
+
+
+@lru_cache(maxsize=64)
+def _own_text_only(templates_dir: str, stem: str) -> bool:
+    own = Path(templates_dir)
+    return (own / f"{stem}.txt").is_file() and not (own / f"{stem}.html").is_file()
+
+
+def check_templates(templates_dir: str) -> list[str]:
+    """Render every notification in every language with sample values; the errors, as text."""
+    errors = []
+    environment.cache_clear()  # a fresh look at the directory (check-config after an edit)
+    _own_text_only.cache_clear()
+    for lang in LANGUAGES:
+        for name in NAMES:
+            for state in ("resolved", "waiting_parts"):
+                try:
+                    render(name, lang, {**SAMPLE, "state": state}, templates_dir)
+                except jinja2.TemplateError as exc:
+                    where = getattr(exc, "filename", None) or f"{lang}/{name}"
+                    line = f":{exc.lineno}" if isinstance(exc, jinja2.TemplateSyntaxError) else ""
+                    errors.append(f"{where}{line}: {exc.message or type(exc).__name__}")
+    return sorted(set(errors))
