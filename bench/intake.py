@@ -2,7 +2,8 @@
 (a real process: start, migrations, IMAP fetch, journal, pipeline, outbox to the local sink and spooled
 acknowledgements) until all tickets are committed, against the floor: a bare stdlib loop that UID FETCHes
 every message (imaplib, batched) and parses it with ``email.message_from_bytes(policy=default)`` walking
-every part. Target: ratio >= 0.8 of the floor.
+every part. Target: ratio >= 0.8 of the floor. Floor and svcbridge alternate RUNS times; the figures
+are medians (the machines are shared and noisy), every run's seconds are in the JSON.
 
 ``--imap-host --imap-port --user --password`` run it against an existing server instead of a private
 Dovecot; nothing is flagged, moved or deleted there (after = "none").
@@ -19,6 +20,7 @@ import resource
 import shutil
 import sqlite3
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +31,7 @@ from .common import Timer, ratio, report
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+RUNS = 3
 
 
 def fill_maildir(dv: Any, user: str, mails: list[bytes]) -> None:
@@ -127,27 +130,49 @@ def run(args: Any) -> dict[str, Any]:
         host, port, user, cafile = "127.0.0.1", dv.imaps_port, "user1", str(dv.cafile)
         password = dv.users[user]
         fill_maildir(dv, user, [c.raw for c in generate(n, seed=11)])
+    bare_s: list[float] = []
+    runs: list[dict[str, Any]] = []
+    fetched = 0
     try:
         bare_floor(host, port, user, password, cafile)  # warm Dovecot's index and the page cache
-        floor_s, fetched = bare_floor(host, port, user, password, cafile)
-        with tempfile.TemporaryDirectory() as d:
-            ours = svcbridge_once(Path(d), host, port, user, password, cafile)
+        for _ in range(RUNS):  # alternate floor and svcbridge; medians, because the box is shared
+            secs, fetched = bare_floor(host, port, user, password, cafile)
+            bare_s.append(secs)
+            with tempfile.TemporaryDirectory() as d:
+                runs.append(svcbridge_once(Path(d), host, port, user, password, cafile))
     finally:
         if dv:
             dv.stop()
             shutil.rmtree(dv.root, ignore_errors=True)
-    b, o = fetched / floor_s, fetched / ours["seconds"]
+    ours_s = [r["seconds"] for r in runs]
+    b, o = fetched / statistics.median(bare_s), fetched / statistics.median(ours_s)
+    last = runs[-1]
+    rss = max(r["peak_rss_mb"] for r in runs)
     rows = [
         ("mails", fetched),
-        ("bare imaplib fetch+parse /s", b),
-        ("svcbridge run --once /s", o),
+        ("runs (alternating)", RUNS),
+        ("bare imaplib fetch+parse /s (median)", b),
+        ("svcbridge run --once /s (median)", o),
         ("ratio (target >= 0.8)", ratio(o, b)),
-        ("tickets", ours["tickets"]),
-        ("journal", json.dumps(ours["journal"])),
-        ("peak RSS MB (svcbridge process)", ours["peak_rss_mb"]),
+        ("tickets", last["tickets"]),
+        ("journal", json.dumps(last["journal"])),
+        ("peak RSS MB (largest svcbridge process)", rss),
     ]
     return report(
         "intake",
         rows,
-        {"n": fetched, "bare_per_s": b, "svcbridge_per_s": o, "ratio": ratio(o, b), "target": 0.8, **ours},
+        {
+            "n": fetched,
+            "runs": RUNS,
+            "bare_per_s": b,
+            "svcbridge_per_s": o,
+            "ratio": ratio(o, b),
+            "target": 0.8,
+            "bare_s": bare_s,
+            "svcbridge_s": ours_s,
+            "seconds": statistics.median(ours_s),
+            "journal": last["journal"],
+            "tickets": last["tickets"],
+            "peak_rss_mb": rss,
+        },
     )

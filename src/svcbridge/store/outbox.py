@@ -22,9 +22,10 @@ from .repo import Store
 OPEN = ("pending", "parked")
 
 
+# every done item of a round gets the same values: one UPDATE ... WHERE id IN (...), not one per row
 _DONE = (
     update(t.outbox)
-    .where(t.outbox.c.id == bindparam("oid"))
+    .where(t.outbox.c.id.in_(bindparam("oids", expanding=True)))
     .values(status="done", done_at=bindparam("at"), claimed_until=None, last_error=None)
 )
 _FAILED = (
@@ -133,7 +134,7 @@ class Outbox:
             by.setdefault(o.status, []).append(o)
         with self.store.tx() as conn:
             if done := by.get("done"):
-                conn.execute(_DONE, [{"oid": o.row["id"], "at": now} for o in done])
+                conn.execute(_DONE, {"oids": [o.row["id"] for o in done], "at": now})
                 # the links targets returned and the trail entries: one statement per table
                 w = BatchWriter()
                 for o in done:
