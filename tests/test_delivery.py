@@ -255,3 +255,16 @@ def test_limiter_windows() -> None:
     assert lim.allow("a", now=2) is not None and lim.allow("b", now=2) is None
     assert lim.allow("a", now=700) is None  # the 10-minute window moved on
     assert lim.allow("a", now=701) is not None  # but 3 in the last 60 minutes
+
+
+def test_limiter_forgets_recipients_outside_the_longest_window() -> None:
+    """Memory stays bounded by the recipients of the last hour, not everyone ever mailed."""
+    from svcbridge.delivery import RecipientLimiter
+
+    lim = RecipientLimiter({10: 2, 60: 3})
+    for i in range(RecipientLimiter.PRUNE_EVERY - 2):
+        assert lim.allow(f"old{i}", now=0.0) is None
+    lim.allow("recent", now=3000.0)
+    assert lim.allow("new", now=3700.0) is None  # the sweep: "old*" left the 60-minute window
+    assert set(lim.sent) == {"recent", "new"}
+    assert lim.allow("recent", now=3701.0) is None  # counting of the ones kept is unchanged

@@ -83,9 +83,12 @@ class RecipientLimiter:
     is, if anything, stricter, which is the safe side for loop protection.
     """
 
+    PRUNE_EVERY = 1000  # calls between sweeps of recipients with nothing left in the longest window
+
     def __init__(self, limits: dict[int, int]) -> None:
         self.limits = sorted((minutes * 60.0, n) for minutes, n in limits.items())
         self.sent: dict[str, deque[float]] = {}
+        self._calls = 0
 
     @property
     def horizon(self) -> float:
@@ -106,8 +109,14 @@ class RecipientLimiter:
     def allow(self, key: str, now: float | None = None) -> str | None:
         """None when one more may go now (and count it), else why not."""
         now = time.monotonic() if now is None else now
-        q = self.sent.setdefault(key, deque())
         horizon = self.horizon
+        self._calls += 1
+        if self._calls % self.PRUNE_EVERY == 0:
+            # one entry per recipient ever seen would grow with the customer base for as long as the
+            # daemon runs; a recipient whose last message left the longest window counts nothing
+            for k in [k for k, v in self.sent.items() if not v or now - v[-1] > horizon]:
+                del self.sent[k]
+        q = self.sent.setdefault(key, deque())
         while q and now - q[0] > horizon:
             q.popleft()
         for window, n in self.limits:
