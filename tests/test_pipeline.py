@@ -331,6 +331,8 @@ async def test_parse_workers_keep_quarantine_per_message(make_app, tmp_path: Pat
     try:
         outcomes = await app.pipeline.drain()
         assert app.pipeline._pool is pool  # the batch went through the pool, which stayed healthy
+        app.pipeline._pool_used -= parsepool.IDLE_S + 1  # a quiet spell: the workers are let go
+        assert await app.pipeline.drain() == [] and app.pipeline._pool is None
     finally:
         app.pipeline.close()
     assert [o.status for o in outcomes].count("created") == n - 1

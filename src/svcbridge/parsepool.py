@@ -39,6 +39,7 @@ from .plugins import HookFailed, PluginManager
 
 MIN_BATCH = 32  # below this, pickling both ways costs more than a second core saves
 MAX_WORKERS = 4
+IDLE_S = 120.0  # the daemon stops the workers after this long without a large batch
 
 _pm: PluginManager | None = None  # the worker's own manager
 

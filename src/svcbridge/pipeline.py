@@ -17,6 +17,7 @@ commit fail on one bad row, the plans are committed one by one and only the offe
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,6 +155,7 @@ class Pipeline:
         self._ids: list[int] = []  # ticket numbers reserved for this process, used in order
         self._pool: parsepool.ParsePool | None = None  # started on the first large batch
         self._no_pool = False  # decided once: no workers configured, or the plugins rule them out
+        self._pool_used = 0.0  # monotonic time of the last batch handed to (or starting) the pool
 
     # ------------------------------------------------------------------ driving
     async def drain(self) -> list[Outcome]:
@@ -162,6 +164,10 @@ class Pipeline:
         while True:
             ids = await asyncio.to_thread(self.store.pending_journal, self.settings.pipeline.batch)
             if not ids:
+                if self._pool is not None and time.monotonic() - self._pool_used > parsepool.IDLE_S:
+                    # parse workers hold ~50 MB each: let them go after a quiet spell (a backlog
+                    # import, a burst); the next large batch starts them again
+                    await asyncio.to_thread(self.close)
                 return done
             done += await self.process_batch(ids)
 
@@ -221,6 +227,7 @@ class Pipeline:
         if len(ids) < parsepool.MIN_BATCH or not self.start_parse_workers():
             return {}
         assert self._pool is not None
+        self._pool_used = time.monotonic()
         if not self._pool.ready:
             return {}  # the workers are still starting: this batch is parsed here, the next there
         try:
