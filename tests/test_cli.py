@@ -113,3 +113,25 @@ def test_set_state_notifies_and_outbox_listing(cfg: Path, tmp_path: Path) -> Non
 def test_db_upgrade(cfg: Path) -> None:
     res = run(cfg, "db", "upgrade")
     assert res.exit_code == 0 and "0003" in res.stdout
+
+
+def test_head_revision_is_alembics_head_and_a_current_store_skips_alembic(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from alembic.script import ScriptDirectory
+
+    from svcbridge.store import db
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    assert ScriptDirectory.from_config(db.alembic_config(engine)).get_heads() == [db.head_revision()]
+    db.upgrade(engine)
+    assert db.current_revision(engine) == db.head_revision()
+    # a second start on a current store does not import Alembic at all
+    code = (
+        "import sys; from svcbridge.store import db; "
+        f"db.upgrade(db.make_engine('sqlite:///{tmp_path / 'x.db'}')); "
+        "print('alembic' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
