@@ -268,3 +268,21 @@ def test_limiter_forgets_recipients_outside_the_longest_window() -> None:
     assert lim.allow("new", now=3700.0) is None  # the sweep: "old*" left the 60-minute window
     assert set(lim.sent) == {"recent", "new"}
     assert lim.allow("recent", now=3701.0) is None  # counting of the ones kept is unchanged
+
+
+async def test_items_without_a_target_wait_and_are_reported_once_per_round(make_app, tmp_path: Path) -> None:
+    """No outbound mail configured: acknowledgements wait (nothing lost), one log line says why."""
+    from structlog.testing import capture_logs
+
+    app = make_app(plugins={"email": {"outbound": None}})
+    new = tmp_path / "maildir" / "new"
+    new.mkdir(parents=True, exist_ok=True)
+    for i in range(3):
+        (new / f"m{i}").write_bytes(eml(subject=f"t{i}", msgid=f"<t{i}@x>"))
+    with capture_logs() as logs:
+        await app.run_once()
+    missing = [e for e in logs if e["event"] == "no_target"]
+    assert len(missing) == 1 and missing[0]["target"] == "notify:email" and missing[0]["waiting"] == 3
+    assert "[plugins.email.outbound]" in missing[0]["hint"]
+    waiting = [r for r in app.delivery.outbox.list() if r["kind"] == "notify"]
+    assert len(waiting) == 3 and {r["status"] for r in waiting} == {"pending"}

@@ -37,6 +37,11 @@ from .store.repo import Store
 
 log = structlog.get_logger("svcbridge.delivery")
 CALL_TIMEOUT = 120.0
+NO_TARGET_HINT = {
+    "notify": "no notifier for this channel: configure its outbound side (e.g. [plugins.email.outbound]) "
+    "or see `svcbridge plugins` for a failed plugin; the items wait",
+    "": "no sink of this name: check [routing] and `svcbridge plugins`; the items wait",
+}
 
 
 @dataclass
@@ -202,16 +207,20 @@ class Delivery:
             return 0
         settled: list[Settled] = []
         ready: list[dict[str, Any]] = []
+        missing: dict[str, int] = {}
         for r in rows:
             wait = self.breaker(r["target"]).allow()
             if self._impl(r["target"]) is None:
                 # the plugin may be failed or not configured yet: keep the item, look again later
-                log.warning("no_target", target=r["target"], outbox_id=r["id"])
+                missing[r["target"]] = missing.get(r["target"], 0) + 1
                 settled.append(Settled(r, "release", delay=60.0))
             elif wait > 0:
                 settled.append(Settled(r, "release", delay=wait))
             else:
                 ready.append(r)
+        for target, n in missing.items():  # one line per target and round, not one per waiting item
+            hint = NO_TARGET_HINT["notify" if target.startswith("notify:") else ""]
+            log.warning("no_target", target=target, waiting=n, hint=hint)
         claimed = await asyncio.to_thread(self.outbox.claim_many, [r["id"] for r in ready])
         ready = [r for r in ready if r["id"] in claimed]
         items = await asyncio.to_thread(self._items, ready)
