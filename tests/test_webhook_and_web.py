@@ -110,3 +110,53 @@ def test_readyz_is_503_when_the_store_is_down(app, monkeypatch) -> None:
     app.store.engine.dispose()
     monkeypatch.setattr(app.store.engine, "connect", lambda: (_ for _ in ()).throw(OSError("db gone")))
     assert client.get("/readyz").status_code == 503
+
+
+# ---------------------------------------------------------------------- bounded request bodies
+def test_oversized_bodies_are_refused_without_storing(app) -> None:
+    client = TestClient(build_web(app))
+    big = b"{" + b" " * (3 * 1024 * 1024) + b"}"
+    declared = client.post("/hooks/generic", content=big, headers={"Content-Type": "application/json"})
+    assert declared.status_code == 413
+
+    def chunks():  # no Content-Length: chunked, as a client that lies or streams would send it
+        for _ in range(48):
+            yield b" " * 65536
+
+    streamed = client.post("/hooks/generic", content=chunks(), headers={"Content-Type": "application/json"})
+    assert streamed.status_code == 413
+    assert app.store.journal_counts() == {}
+
+
+class _Req:
+    """Just enough of a Starlette request for read_body: headers and a body stream."""
+
+    def __init__(self, parts: list[bytes], delay: float = 0.0, length: str | None = None) -> None:
+        self.headers = {"content-length": length} if length is not None else {}
+        self.parts, self.delay, self.pulled = parts, delay, 0
+
+    async def stream(self):
+        import asyncio
+
+        for part in self.parts:
+            await asyncio.sleep(self.delay)
+            self.pulled += 1
+            yield part
+
+
+async def test_read_body_stops_at_the_limit_and_at_the_deadline() -> None:
+    from svcbridge import read_body
+
+    ok = _Req([b"ab", b"cd"])
+    assert await read_body(ok, limit=10) == b"abcd"
+
+    flood = _Req([b"x" * 100] * 1000)
+    refused = await read_body(flood, limit=250)
+    assert refused.status_code == 413 and flood.pulled == 3  # stopped reading once past the limit
+
+    lying = _Req([b"x"], length=str(10**10))
+    assert (await read_body(lying, limit=250)).status_code == 413 and lying.pulled == 0
+
+    slowloris = _Req([b"x"] * 100, delay=0.05)
+    late = await read_body(slowloris, limit=1000, timeout=0.2)
+    assert late.status_code == 408 and slowloris.pulled < 100

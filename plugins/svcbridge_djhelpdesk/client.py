@@ -61,6 +61,7 @@ from svcbridge import (
     Ticket,
     TicketState,
     WebhookRoute,
+    read_body,
     utcnow,
 )
 
@@ -340,9 +341,9 @@ def webhook_route(cfg: DjHelpdeskSettings, ticket_prefix: str = "SB") -> Webhook
         offered = str(request.path_params.get("token", "")).encode()
         if not secret or not hmac.compare_digest(offered, secret):
             return JSONResponse({"error": "unknown hook"}, status_code=404)
-        body: bytes = await request.body()
-        if len(body) > 2 * 1024 * 1024:
-            return JSONResponse({"error": "body too large"}, status_code=413)
+        body = await read_body(request)
+        if not isinstance(body, bytes):
+            return body
         try:
             data = json.loads(body)
             ticket, fid = data["ticket"], int(data["followup_id"])

@@ -36,6 +36,7 @@ from svcbridge import (
     hookimpl,
     http_request,
     make_client,
+    read_body,
 )
 
 from .signature import validate
@@ -56,6 +57,9 @@ class TwilioSettings(PluginSettings):
     status_callback: str | None = None
 
 
+MAX_BODY = 1024 * 1024  # an inbound SMS/MMS webhook is a few KiB of form fields; media come as URLs
+
+
 class _Inbound:
     def __init__(self, cfg: TwilioSettings) -> None:
         self.cfg = cfg
@@ -63,7 +67,10 @@ class _Inbound:
 
     async def __call__(self, request: Request, ctx: IntakeContext) -> Response:
         # Twilio posts application/x-www-form-urlencoded; every parameter received is signed
-        body = (await request.body()).decode("utf-8", errors="replace")
+        raw_body = await read_body(request, MAX_BODY)
+        if not isinstance(raw_body, bytes):
+            return raw_body
+        body = raw_body.decode("utf-8", errors="replace")
         params = urllib.parse.parse_qsl(body, keep_blank_values=True)
         url = self.url + (f"?{request.url.query}" if request.url.query else "")
         sig = request.headers.get("x-twilio-signature", "")

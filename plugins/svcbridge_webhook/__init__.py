@@ -36,6 +36,7 @@ from svcbridge import (
     TicketState,
     WebhookRoute,
     hookimpl,
+    read_body,
 )
 
 __version__ = "0.1.0"
@@ -103,9 +104,9 @@ class _Endpoint:
         self.secrets = [s.get_secret_value() for s in (cfg.secret, cfg.previous_secret) if s is not None]
 
     async def _read(self, request: Request) -> bytes | Response:
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return JSONResponse({"error": "body too large"}, status_code=413)
+        body = await read_body(request, MAX_BODY)
+        if not isinstance(body, bytes):
+            return body
         reason = verify(self.secrets, request.headers, body, self.cfg.tolerance)
         if reason:
             log.warning(

@@ -13,6 +13,7 @@ from .connector import (
     check_priorities,
     hmac_matches,
     html_to_text,
+    read_body,
     signed_webhook,
 )
 from .contracts import IntakeContext, Notifier, Sink, Source, SubmitResult, TicketLookup, WebhookRoute
@@ -102,6 +103,7 @@ __all__ = [
     "html_to_text",
     "http_request",
     "make_client",
+    "read_body",
     "safe_filename",
     "signed_webhook",
     "utcnow",

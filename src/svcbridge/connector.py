@@ -61,6 +61,7 @@ __all__ = [
     "check_priorities",
     "hmac_matches",
     "html_to_text",
+    "read_body",
     "signed_webhook",
 ]
 
@@ -346,6 +347,45 @@ class HelpdeskSink:
 
 
 # ---------------------------------------------------------------------- signed webhooks
+BODY_TIMEOUT = 30.0  # seconds to deliver a webhook body: a slowloris client is cut off after this
+
+
+async def read_body(request: Any, limit: int = MAX_HOOK_BODY, timeout: float = BODY_TIMEOUT) -> Any:
+    """The request body, read with bounded memory and time; else the error response to send.
+
+    A declared ``Content-Length`` over `limit` is refused before reading; otherwise the body is read in
+    chunks and refused as soon as it passes `limit` (a client may lie about or omit the length), so a
+    10 GB POST costs at most `limit` bytes. A body that does not arrive within `timeout` gets 408.
+    Returns ``bytes`` or a Starlette ``Response`` (413 / 408 / 400) for the caller to return as is.
+    """
+    from starlette.responses import JSONResponse
+
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return JSONResponse({"error": "body too large"}, status_code=413)
+    chunks: list[bytes] = []
+    size = 0
+
+    async def collect() -> bool:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return False
+            chunks.append(chunk)
+        return True
+
+    try:
+        within = await asyncio.wait_for(collect(), timeout)
+    except TimeoutError:
+        return JSONResponse({"error": "body not received in time"}, status_code=408)
+    except Exception as exc:  # the client went away mid-body (ClientDisconnect)
+        return JSONResponse({"error": f"body not received: {type(exc).__name__}"}, status_code=400)
+    if not within:
+        return JSONResponse({"error": "body too large"}, status_code=413)
+    return b"".join(chunks)
+
+
 def hmac_matches(secret: str, data: bytes, offered: str, algorithm: str, prefix: str = "") -> bool:
     """Whether `offered` is ``prefix + hex(HMAC(secret, data))``, compared in constant time."""
     if not secret or not offered:
@@ -372,9 +412,9 @@ def signed_webhook(
     async def endpoint(request: Any, ctx: IntakeContext) -> Any:
         from starlette.responses import JSONResponse
 
-        body: bytes = await request.body()
-        if len(body) > MAX_HOOK_BODY:
-            return JSONResponse({"error": "body too large"}, status_code=413)
+        body = await read_body(request)
+        if not isinstance(body, bytes):
+            return body
         if not verify(request.headers, body):
             client = request.client.host if request.client else None
             log.warning("webhook_refused", route=name, reason="bad or missing signature", client=client)
