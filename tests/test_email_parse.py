@@ -38,6 +38,31 @@ def test_html_is_sanitised() -> None:
     assert "<script" not in d.body_html and "onerror" not in d.body_html and "<b>E-502</b>" in d.body_html
 
 
+def test_deeply_nested_html_is_flattened_and_its_text_kept() -> None:
+    """Catalogue G50: 50,000 nested elements (11 s of nh3 before) are cut to a bounded depth first."""
+    from svcbridge_email.parse import MAX_HTML_DEPTH, TAG, VOID_TAGS
+
+    head = b"From: a@b.example\r\nSubject: deep\r\nMessage-ID: <d@x>\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+    body = b"<div>" * 50_000 + b"".join(b'<a href="https://x.example/%d">L%d</a> ' % (i, i) for i in range(10_000))
+    d = parse_email(head + body + b"</div>" * 50_000)
+    depth = deepest = 0
+    for m in TAG.finditer(d.body_html or ""):
+        if m.group(2).lower() in VOID_TAGS:
+            continue
+        depth += -1 if m.group(1) else 1
+        deepest = max(deepest, depth)
+    assert 0 < deepest <= MAX_HTML_DEPTH
+    assert "L0" in d.body_text and "L9999" in d.body_text  # the words survive, only nesting goes
+
+
+def test_ordinary_html_is_not_flattened() -> None:
+    from svcbridge_email.parse import flatten_deep_html
+
+    table = "<table><tr><td><p>Fan <b>E-502</b><br>since Monday</p></td></tr></table>" * 50
+    assert flatten_deep_html(table) == table
+    assert flatten_deep_html("<p>" + "<b>" * 3 + "x" + "</b>" * 3 + "</p>", 2) == "<p><b>x</b></p>"
+
+
 def test_language_from_text() -> None:
     by_kind = {c.kind: parse_email(c.raw) for c in CASES}
     assert by_kind["gbk_as_gb2312"].language == "zh-CN"

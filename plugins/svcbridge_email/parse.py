@@ -124,6 +124,48 @@ def _filename(part: Message, candidates: tuple[str, ...]) -> str | None:
     return decode_header_value(name, candidates) if name else None
 
 
+# nh3 (html5ever) takes time quadratic in nesting depth: 20,000 nested <div> cost 1.3 s, 50,000 about
+# 11 s, a cheap denial of service for one mail. No real message nests deeper than a few dozen levels.
+MAX_HTML_DEPTH = 100
+VOID_TAGS = frozenset(
+    {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source", "track"}
+    | {"wbr"}
+)
+TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9:-]*)\b[^>]*?(/?)>")
+
+
+def flatten_deep_html(markup: str, max_depth: int = MAX_HTML_DEPTH) -> str:
+    """Drop the element tags nested deeper than `max_depth` (their text stays) before sanitising."""
+    if markup.count("<") <= max_depth:
+        return markup
+    out: list[str] = []
+    stack: list[tuple[str, bool]] = []  # (tag, kept)
+    pos = 0
+    for m in TAG.finditer(markup):
+        closing, name, selfclosing = m.group(1), m.group(2).lower(), m.group(3)
+        out.append(markup[pos : m.start()])
+        pos = m.end()
+        if name in VOID_TAGS or selfclosing:
+            out.append(m.group(0))
+        elif not closing:
+            kept = len(stack) < max_depth
+            stack.append((name, kept))
+            if kept:
+                out.append(m.group(0))
+        else:
+            # close up to the matching open tag; a stray closing tag is kept only if nothing was dropped
+            idx = next((i for i in range(len(stack) - 1, -1, -1) if stack[i][0] == name), None)
+            if idx is None:
+                out.append(m.group(0))
+                continue
+            kept = stack[idx][1]
+            del stack[idx:]
+            if kept:
+                out.append(m.group(0))
+    out.append(markup[pos:])
+    return "".join(out)
+
+
 def html_to_text(markup: str) -> str:
     text = re.sub(r"(?is)<(script|style|head)[^>]*>.*?</\1>", " ", markup)
     text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</tr>|</li>|</h\d>", "\n", text)
@@ -174,7 +216,7 @@ def walk(msg: Message, candidates: tuple[str, ...]) -> tuple[str, str | None, li
             atts.extend(inner)
         else:
             atts.append(Attachment.from_bytes(data, original_name=fname, content_type=ctype))
-    body_html = nh3.clean("\n".join(htmls)) if htmls else None
+    body_html = nh3.clean(flatten_deep_html("\n".join(htmls))) if htmls else None
     text = (
         "\n\n".join(p.strip("\r\n") for p in plain)
         if plain
