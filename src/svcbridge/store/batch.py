@@ -35,7 +35,7 @@ _UPD_TICKET_STATE = (
     .where(t.tickets.c.id == bindparam("tid"))
     .values(updated_at=bindparam("at"), state=bindparam("st"))
 )
-_MARK = (
+MARK_JOURNAL = (  # one journal entry's outcome; repo.py uses it for single entries
     update(t.journal)
     .where(t.journal.c.id == bindparam("jid"))
     .values(
@@ -177,7 +177,7 @@ class BatchWriter:
         if self.quarantined:
             conn.execute(insert(t.quarantine), self.quarantined)
         if self.marks:
-            conn.execute(_MARK, self.marks)
+            conn.execute(MARK_JOURNAL, self.marks)
 
     def _new_links(self, conn: Connection) -> list[dict[str, Any]]:
         keys = {(r["system"], r["kind"], r["value"]) for r in self.links}

@@ -32,7 +32,7 @@ from ..models import (
     utcnow,
 )
 from . import schema as t
-from .batch import ticket_row
+from .batch import MARK_JOURNAL, ticket_row
 
 # Statements built once; values go in as parameters, so SQLAlchemy reuses the compiled form instead of
 # building a fresh statement with literal bind values on every call (the hot path's main CPU cost).
@@ -42,16 +42,6 @@ _INS_LINK = insert(t.links)
 _INS_ATT = insert(t.attachments)
 _SEL_LINK = select(t.links.c.ticket_id).where(
     t.links.c.system == bindparam("s"), t.links.c.kind == bindparam("k"), t.links.c.value == bindparam("v")
-)
-_MARK_JOURNAL = (
-    update(t.journal)
-    .where(t.journal.c.id == bindparam("jid"))
-    .values(
-        status=bindparam("st"),
-        ticket_id=bindparam("tid"),
-        processed_at=bindparam("at"),
-        attempts=t.journal.c.attempts + 1,
-    )
 )
 
 
@@ -167,7 +157,7 @@ class Store:
         return dict(r) if r else None
 
     def mark_journal(self, conn: Connection, journal_id: int, status: str, ticket_id: int | None) -> None:
-        conn.execute(_MARK_JOURNAL, {"jid": journal_id, "st": status, "tid": ticket_id, "at": utcnow()})
+        conn.execute(MARK_JOURNAL, {"jid": journal_id, "st": status, "tid": ticket_id, "at": utcnow()})
 
     def journal_counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
