@@ -176,6 +176,8 @@ def test_retry_delay_honours_retry_after_and_backs_off_otherwise() -> None:
     assert source_retry_delay(NotReady("5xx"), 1.0, 3) == 8.0  # no hint: exponential
     assert source_retry_delay(OSError("reset"), 60.0, 9) == MAX_SOURCE_BACKOFF
     assert source_retry_delay(AuthFailed("revoked"), 1.0, 1) == MAX_SOURCE_BACKOFF  # no login storm
+    assert source_retry_delay(NotReady("429", retry_after=0.0), 60.0, 1) == 1.0  # "now", not a tight loop
+    assert source_retry_delay(OSError("down"), 60.0, 5000) == MAX_SOURCE_BACKOFF  # days of failures
 
 
 async def test_source_loop_comes_back_when_the_peer_said(make_app) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
+import structlog
 
 from conftest import eml
 from svcbridge import DeliveryResult, RawMessage, StatusUpdate, TicketDraft, TicketState, hookimpl
@@ -342,3 +346,45 @@ async def test_parse_workers_keep_quarantine_per_message(make_app, tmp_path: Pat
     assert "boom in the parser" in q["error"] and "raised in a parse worker" in q["traceback"]
     (t,) = [t for t in app.store.list_tickets() if t.subject == "case 7"]
     assert t.contact.email == "alice@example.com"
+
+
+async def test_a_pool_that_cannot_start_leaves_parsing_here(make_app, tmp_path: Path, monkeypatch) -> None:
+    """No /dev/shm, a refused fork: the batch is parsed in process, and after a few tries no more pools."""
+    from svcbridge import parsepool, pipeline
+
+    def refuse(*a, **kw):
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(parsepool.concurrent.futures, "ProcessPoolExecutor", refuse)
+    app = make_app(pipeline={"parse_workers": 2, "batch": 100})
+    n = parsepool.MIN_BATCH + 2
+    for i in range(n):
+        drop(tmp_path, f"{i:03d}", eml(subject=f"case {i}", msgid=f"<s{i}@x>"))
+    await app.poll_sources_once()
+    outcomes = await app.pipeline.drain()
+    assert [o.status for o in outcomes] == ["created"] * n
+    for _ in range(pipeline.MAX_POOL_FAILURES):
+        app.pipeline.start_parse_workers()
+    assert app.pipeline._no_pool and not app.pipeline.start_parse_workers()  # gave up, quietly
+
+
+def test_parse_workers_log_like_the_daemon_and_redact_secrets(tmp_path: Path, capfd) -> None:
+    """A worker is a fresh interpreter: its log lines must be configured (format, level, redaction)."""
+    from svcbridge import parsepool
+    from svcbridge.settings import load_settings
+
+    settings = load_settings(None, data_dir=tmp_path, log={"format": "json", "level": "warning"},
+                             plugins={"webhook": {"secret": "s3cr3t-TOKEN-0123456789"}})
+    saved, sigint = structlog.get_config(), signal.getsignal(signal.SIGINT)
+    try:
+        parsepool._init(settings, [], [], os.getpid())  # what a worker runs first
+        structlog.get_logger("x").info("quiet")  # below the level
+        structlog.get_logger("x").warning("loud", token="s3cr3t-TOKEN-0123456789")
+    finally:
+        structlog.configure(**saved)
+        signal.signal(signal.SIGINT, sigint)
+        parsepool._pm = None
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    line = json.loads(err[0])
+    assert line["event"] == "loud" and "s3cr3t" not in err[0]

@@ -44,10 +44,12 @@ def source_retry_delay(exc: BaseException, interval: float, failures: int) -> fl
     is another failed login that can lock the account. Anything else backs off exponentially.
     """
     if isinstance(exc, NotReady) and exc.retry_after is not None and exc.retry_after >= 0:
-        return min(max(exc.retry_after, 0.1), MAX_RETRY_AFTER)
+        # "Retry-After: 0" repeated would otherwise be a tight loop against a throttling peer
+        return min(max(exc.retry_after, 1.0), MAX_RETRY_AFTER)
     if isinstance(exc, AuthFailed):
         return MAX_SOURCE_BACKOFF
-    return min(MAX_SOURCE_BACKOFF, interval * 2**failures)
+    # the exponent is capped first: 2**1030 (3.5 days of failures) does not fit a float
+    return min(MAX_SOURCE_BACKOFF, interval * 2.0 ** min(failures, 30))
 
 
 async def _source_loop(app: App, name: str) -> None:

@@ -104,7 +104,13 @@ class ParsePool:
 # ---------------------------------------------------------------------- in the worker
 def _init(settings: Any, parsers: list[str], others: list[str], daemon_pid: int) -> None:
     global _pm
+    from . import log as logmod
     from .plugins import make_plugin_manager
+
+    # a fresh interpreter: the daemon's log format, level and secret redaction must be set up again,
+    # or a plugin's warning from parse_message would go out unredacted, in another format, unscoped
+    logmod.configure(settings.log.format, settings.log.level)
+    logmod.add_secrets(settings.secret_values())
 
     # Ctrl-C reaches the whole process group: the daemon stops the pool itself, a worker that died of
     # the signal first would only add a traceback (and a broken pool) to a clean stop
@@ -119,6 +125,7 @@ def _init(settings: Any, parsers: list[str], others: list[str], daemon_pid: int)
         if isinstance(obj, tuple):
             models[obj[0]] = obj[1]
     settings.validate_plugins(models)  # the daemon already reported any error in these sections
+    logmod.add_secrets(settings.secret_values())  # now with the plugins' own secrets (SecretStr fields)
     for hook in ("register_sources", "register_notifiers"):
         pm.register_objects(hook, settings)
     for name, plugin in list(pm.list_name_plugin()):

@@ -46,6 +46,7 @@ from .store.batch import BatchWriter
 from .store.repo import Store
 
 log = structlog.get_logger("svcbridge.pipeline")
+MAX_POOL_FAILURES = 3
 CLOSED = (TicketState.RESOLVED, TicketState.CLOSED)
 _NOT_YET = object()  # no parse worker answered for this message: call parse_message in process
 
@@ -156,6 +157,7 @@ class Pipeline:
         self._pool: parsepool.ParsePool | None = None  # started on the first large batch
         self._no_pool = False  # decided once: no workers configured, or the plugins rule them out
         self._pool_used = 0.0  # monotonic time of the last batch handed to (or starting) the pool
+        self._pool_failures = 0  # pools that would not start or broke; at MAX_POOL_FAILURES: parse here
 
     # ------------------------------------------------------------------ driving
     async def drain(self) -> list[Outcome]:
@@ -233,20 +235,41 @@ class Pipeline:
         try:
             return await self._pool.parse([(jid, raws[jid]) for jid in ids])
         except Exception as exc:  # a worker died or a result did not pickle: parse here instead
-            log.warning("parse_pool_failed", error=f"{type(exc).__name__}: {exc}")
-            self.close()
+            self._pool_failed(exc)
             return {}
 
     def start_parse_workers(self) -> bool:
-        """Start the parse pool unless configured off or ruled out; True when there is one."""
+        """Start the parse pool unless configured off or ruled out; True when there is one.
+
+        The pool is an accelerator, never a second way to fail: a pool that cannot start (no
+        /dev/shm in a container, a fork refused) leaves the batch to be parsed in this process.
+        """
         if self._pool is None and not self._no_pool:
             n = parsepool.workers_for(self.settings.pipeline.parse_workers)
             if n == 0 or not parsepool.eligible(self.pm):
                 self._no_pool = True
             else:
-                self._pool = parsepool.ParsePool(self.settings, self.pm, n)
-                self._pool.start()
+                try:
+                    pool = parsepool.ParsePool(self.settings, self.pm, n)
+                    pool.start()
+                except Exception as exc:
+                    self._pool_failed(exc)
+                else:
+                    self._pool = pool
         return self._pool is not None
+
+    def _pool_failed(self, exc: Exception) -> None:
+        """Drop a broken pool; after MAX_POOL_FAILURES of them stop trying (each costs ~50 MB a worker)."""
+        self._pool_failures += 1
+        give_up = self._pool_failures >= MAX_POOL_FAILURES
+        self._no_pool = self._no_pool or give_up
+        log.warning(
+            "parse_pool_failed",
+            error=f"{type(exc).__name__}: {exc}",
+            failures=self._pool_failures,
+            parse_here_from_now_on=give_up,
+        )
+        self.close()
 
     def close(self) -> None:
         """Stop the parse workers (the daemon's shutdown, the end of ``run --once``)."""

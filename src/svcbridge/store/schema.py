@@ -166,6 +166,7 @@ outbox = Table(
 )
 Index("ix_outbox_due", outbox.c.status, outbox.c.next_attempt_at)
 Index("ix_outbox_ticket", outbox.c.ticket_id, outbox.c.id)
+Index("ix_outbox_done", outbox.c.status, outbox.c.done_at)  # the limiter seed: done items in a window
 
 quarantine = Table(
     "quarantine",
