@@ -111,3 +111,11 @@ def test_cli_never_prints_the_secret(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert CANARY not in res.output
     res = CliRunner().invoke(main, ["--config", str(cfg), "plugins", "--json"])
     assert CANARY not in res.output
+
+
+def test_inner_log_scope_wins_and_the_lines_own_keys_win_over_both() -> None:
+    from svcbridge.log import _merge_scope, scope
+
+    with scope(plugin="outer", journal_id=1), scope(plugin="inner"):
+        assert _merge_scope(None, "info", {"event": "x"}) == {"event": "x", "plugin": "inner", "journal_id": 1}
+        assert _merge_scope(None, "info", {"event": "x", "plugin": "own"})["plugin"] == "own"

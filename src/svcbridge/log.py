@@ -36,8 +36,10 @@ def scope(**values: Any) -> Iterator[None]:
 
 
 def _merge_scope(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
-    for k, v in SCOPE.get():
-        event.setdefault(k, v)  # the line's own keys win, as with structlog's contextvars
+    # innermost scope first: a hook called from inside another names its own plugin; the line's
+    # own keys win over both, as with structlog's contextvars
+    for k, v in reversed(SCOPE.get()):
+        event.setdefault(k, v)
     return event
 
 
