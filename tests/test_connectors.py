@@ -29,7 +29,6 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,6 +40,7 @@ from fakes.glpi import FakeGlpi
 from fakes.jsm import FakeJsm
 from fakes.servicenow import FakeServiceNow
 from fakes.zammad import FakeZammad
+from helpdesk_helpers import mail_with_files
 from svcbridge import AuthFailed, DeliveryItem, NotReady, PermanentError, TicketState, utcnow
 from svcbridge.web import build_web
 
@@ -261,26 +261,18 @@ def mail(
     files: list[tuple[str, str, bytes]] | None = None,
     reply_to: str | None = None,
 ) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = "Alice <alice@example.com>"
-    msg["To"] = "support@bridge.test"
-    msg["Subject"] = subject
-    msg["Message-ID"] = msgid
-    if reply_to:
-        msg["In-Reply-To"] = reply_to
-    msg.set_content(body)
-    for name, ctype, data in files or []:
-        maintype, subtype = ctype.split("/")
-        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
-    return msg.as_bytes()
+    """Alice's mail, without files unless given (the RT / django-helpdesk builder adds four by default)."""
+    extra = {"In-Reply-To": reply_to} if reply_to else None
+    return mail_with_files(subject, msgid, body, extra=extra, files=files or [])
 
 
 async def receive(env: Env, *mails: bytes) -> None:
     """Drop mails into the Maildir, run the pipeline, deliver what is due now."""
     new = env.tmp / "maildir" / "new"
     new.mkdir(parents=True, exist_ok=True)
-    for data in mails:
-        (new / f"{hashlib.sha1(data).hexdigest()}").write_bytes(data)
+    start = len(list(new.iterdir())) + len(list((env.tmp / "maildir" / "cur").glob("*")))
+    for i, data in enumerate(mails, start):  # named in order: the Maildir is read in name order
+        (new / f"{i:04d}-{hashlib.sha1(data).hexdigest()}").write_bytes(data)
     await env.app.poll_sources_once()
     await env.app.pipeline.drain()
     await env.app.delivery.drain()
