@@ -7,15 +7,18 @@ under CI=true (the server must be there) and skips elsewhere when a real server 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -106,7 +109,9 @@ def eml(
     if msgid:
         head += f"Message-ID: {msgid}\r\n"
     head += extra
-    head += "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
+    head += (
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
+    )
     return (head + "\r\n" + body + "\r\n").encode("utf-8")
 
 
@@ -119,3 +124,37 @@ def dovecot() -> Iterator[Any]:
     dv = start_dovecot(binary)
     yield dv
     dv.stop()
+
+
+ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def _pg_up() -> bool:
+    try:
+        with create_engine(ADMIN).connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
+
+
+@contextlib.contextmanager
+def fresh_pg_database() -> Iterator[str]:
+    """A fresh database on the local PostgreSQL (trust auth), dropped afterwards."""
+    require_server("PostgreSQL on 127.0.0.1:5432", _pg_up())
+    name = f"svcb_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with fresh_pg_database() as url:
+        yield url

@@ -7,40 +7,12 @@ Under CI=true a missing server fails the test instead of skipping it.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from pathlib import Path
 
-import pytest
-from sqlalchemy import create_engine, text
-
-from conftest import eml, require_server
+from conftest import eml
 from svcbridge import RawMessage
 from svcbridge.store import db
 from svcbridge.store.repo import Store
-
-ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-
-
-def _server_up() -> bool:
-    try:
-        with create_engine(ADMIN).connect() as conn:
-            conn.execute(text("SELECT 1"))
-        return True
-    except Exception:
-        return False
-
-
-@pytest.fixture
-def pg_url() -> str:
-    require_server("PostgreSQL on 127.0.0.1:5432", _server_up())
-    name = f"svcb_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def test_migrations_and_concurrent_journal_inserts(pg_url: str) -> None:
@@ -66,8 +38,9 @@ async def test_full_run_on_postgres(pg_url: str, make_app, tmp_path: Path) -> No
     app = make_app(database_url=pg_url)
     new = tmp_path / "maildir" / "new"  # created by the Maildir source
     (new / "a").write_bytes(eml())
-    (new / "b").write_bytes(eml(subject="Re: Printer jams", msgid="<m2@example.com>",
-                                extra="In-Reply-To: <m1@example.com>\r\n"))
+    (new / "b").write_bytes(
+        eml(subject="Re: Printer jams", msgid="<m2@example.com>", extra="In-Reply-To: <m1@example.com>\r\n")
+    )
     res = await app.run_once()
     assert [o.status for o in res["outcomes"]] == ["created", "followup"]
     t = app.store.get_ticket("SB-000001")
