@@ -219,6 +219,39 @@ async def test_automatic_messages_are_capped_per_recipient(make_app, tmp_path: P
     assert len(notes) == 2  # the two over the limit, visible in the trail (postmaster got no ack at all)
 
 
+async def test_a_flood_is_suppressed_without_loading_its_tickets(make_app, tmp_path: Path, monkeypatch) -> None:
+    """Items the loop protection stops are sorted out before the round loads tickets for the rest;
+    a looked-at but not counted item does not use up the recipient's allowance."""
+    app = make_app()
+    new = tmp_path / "maildir" / "new"
+    new.mkdir(parents=True, exist_ok=True)
+    for i in range(25):
+        (new / f"ar{i:02d}").write_bytes(eml(subject=f"t{i}", msgid=f"<f{i}@x>", sender="Bot <bot@example.com>"))
+    loaded: list[int] = []
+    real = app.store.get_tickets
+
+    def spy(ids, events=True):
+        loaded.extend(ids)
+        return real(ids, events=events)
+
+    monkeypatch.setattr(app.store, "get_tickets", spy)
+    await app.poll_sources_once()
+    await app.pipeline.drain()  # all 25 acknowledgements are due in one round
+    await app.delivery.drain()
+    sent = [p.read_bytes() for p in sorted((tmp_path / "outgoing").glob("*.eml"))]
+    assert sum(b"To: bot@example.com" in m for m in sent) == 10
+    rows = [r for r in app.delivery.outbox.list() if r["kind"] == "notify"]
+    assert len(rows) == 25 and {r["status"] for r in rows} == {"done"}
+    # the round saw all 25 as within the limit before any was counted, so all 25 were loaded;
+    # the next flood finds the allowance used up and loads none of its tickets
+    loaded.clear()
+    for i in range(25, 30):
+        (new / f"ar{i:02d}").write_bytes(eml(subject=f"t{i}", msgid=f"<f{i}@x>", sender="Bot <bot@example.com>"))
+    await app.run_once()
+    assert sum(b"To: bot@example.com" in p.read_bytes() for p in (tmp_path / "outgoing").glob("*.eml")) == 10
+    assert loaded == []
+
+
 async def test_recipient_limit_survives_a_restart(make_app, tmp_path: Path) -> None:
     """A daemon restarted (crash loop, deploy) still knows what it sent: no fresh 10 for the bot."""
     new = tmp_path / "maildir" / "new"

@@ -41,6 +41,35 @@ async def test_mail_becomes_ticket_with_trail_and_ack(make_app, tmp_path: Path) 
     assert not list((tmp_path / "maildir" / "new").iterdir())  # acknowledged after journaling
 
 
+async def test_the_local_sink_records_inline_in_the_store_transaction(make_app, tmp_path: Path, monkeypatch) -> None:
+    """``local`` is svcbridge's own store: its create and update rows are written done in the commit
+    that stores the ticket (links, trail entry), and the delivery loop never calls it for them."""
+    from svcbridge_local import LocalSink
+
+    async def no_loop_delivery(self, item):
+        raise AssertionError("the delivery loop must not see local rows recorded inline")
+
+    monkeypatch.setattr(LocalSink, "deliver", no_loop_delivery)
+    app = make_app()
+    drop(tmp_path, "1", eml())
+    drop(tmp_path, "2", eml(subject="Re: Printer jams", msgid="<m2@example.com>",
+                            extra="In-Reply-To: <m1@example.com>\r\n"))
+    await app.run_once()
+    rows = [r for r in app.delivery.outbox.list() if r["target"] == "local"]
+    assert [(r["kind"], r["status"], r["attempts"]) for r in rows] == [("create", "done", 0), ("update", "done", 0)]
+    assert all(r["done_at"] is not None for r in rows)
+    t = app.store.get_ticket("SB-000001")
+    delivered = [e.data for e in t.events if e.type == "delivered"]
+    assert [(d["target"], d["kind"], d["inline"]) for d in delivered] == [("local", "create", True), ("local", "update", True)]
+    assert [ln.value for ln in t.links if ln.system == "local"] == ["SB-000001"]
+    # `outbox replay` of a local row goes through deliver, which gives the same answer
+    monkeypatch.undo()
+    assert app.delivery.outbox.replay(rows[0]["id"])
+    await app.delivery.drain()
+    t = app.store.get_ticket("SB-000001")
+    assert [ln.value for ln in t.links if ln.system == "local"] == ["SB-000001"]  # no second link
+
+
 async def test_followup_by_references_and_subject_tag(make_app, tmp_path: Path) -> None:
     app = make_app()
     drop(tmp_path, "1", eml())

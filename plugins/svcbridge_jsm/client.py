@@ -133,8 +133,9 @@ class JsmSink(HelpdeskSink):
 
     async def add_message(self, remote_id: str, item: DeliveryItem, marker: str) -> str | None:
         p = item.payload
-        text = self.describe(item.ticket, str(p.get("body") or ""), list(item.attachments),
-                             by=str(p.get("author") or ""))
+        text = self.describe(
+            item.ticket, str(p.get("body") or ""), list(item.attachments), by=str(p.get("author") or "")
+        )
         body = {"body": f"{marker}\n\n{text}", "public": self.cfg.comment_public}
         data = await self.call("POST", f"request/{remote_id}/comment", f"comment on {remote_id}", json=body)
         return str(data["id"]) if isinstance(data, dict) and data.get("id") is not None else None
@@ -155,8 +156,12 @@ class JsmSink(HelpdeskSink):
                 offered.setdefault(str(tr.get("name", "")).strip().lower(), str(tr["id"]))
         for name in wanted:
             if name in offered:
-                await self.call("POST", f"request/{remote_id}/transition", f"transition {remote_id}",
-                                json={"id": offered[name]})
+                await self.call(
+                    "POST",
+                    f"request/{remote_id}/transition",
+                    f"transition {remote_id}",
+                    json={"id": offered[name]},
+                )
                 return
         if self.state_map.state(await self.status_name(remote_id)) == state:
             return  # already there (an agent was quicker): nothing to do, nothing to fail

@@ -95,8 +95,12 @@ class ServiceNowSink(HelpdeskSink):
         size = limit or self.cfg.page_size
         offset = 0
         for _ in range(self.cfg.max_pages):
-            params = {"sysparm_query": query, "sysparm_fields": ",".join(fields),
-                      "sysparm_limit": size, "sysparm_offset": offset}
+            params = {
+                "sysparm_query": query,
+                "sysparm_fields": ",".join(fields),
+                "sysparm_limit": size,
+                "sysparm_offset": offset,
+            }
             data, resp = await self.send("GET", table, what, params=params)
             if not isinstance(data, list):
                 raise NotReady(f"ServiceNow {what}: not a list of rows: {str(data)[:200]}")
@@ -150,15 +154,17 @@ class ServiceNowSink(HelpdeskSink):
 
     async def add_message(self, remote_id: str, item: DeliveryItem, marker: str) -> str | None:
         p = item.payload
-        text = self.describe(item.ticket, str(p.get("body") or ""), list(item.attachments),
-                             by=str(p.get("author") or ""))
+        text = self.describe(
+            item.ticket, str(p.get("body") or ""), list(item.attachments), by=str(p.get("author") or "")
+        )
         body = {self.cfg.followup_field: f"{marker}\n\n{text}"}
         await self.call("PATCH", f"incident/{remote_id}", f"comment on {remote_id}", json=body)
         return None  # the PATCH answers the incident, not the journal entry it made
 
     async def remote_state(self, remote_id: str) -> TicketState | None:
-        data = await self.call("GET", f"incident/{remote_id}", f"get incident {remote_id}",
-                               params={"sysparm_fields": "state"})
+        data = await self.call(
+            "GET", f"incident/{remote_id}", f"get incident {remote_id}", params={"sysparm_fields": "state"}
+        )
         return self.state_map.state(data.get("state", "")) if isinstance(data, dict) else None
 
     async def set_state(self, remote_id: str, state: TicketState) -> None:
@@ -172,8 +178,12 @@ class ServiceNowSink(HelpdeskSink):
         """Updates on svcbridge's incidents changed at or after `cursor`, and the new cursor."""
         if not cursor:
             # first run: start at the newest change instead of replaying the instance's history
-            newest = [r async for r in self.rows("incident", "ORDERBYDESCsys_updated_on",
-                                                 ["sys_updated_on"], "newest change", limit=1)]
+            newest = [
+                r
+                async for r in self.rows(
+                    "incident", "ORDERBYDESCsys_updated_on", ["sys_updated_on"], "newest change", limit=1
+                )
+            ]
             return [], str(newest[0].get("sys_updated_on") or EPOCH) if newest else EPOCH
         field = self.cfg.reference_field
         fields = ["sys_id", "number", "state", "sys_updated_on", "sys_mod_count", "sys_updated_by", field]
@@ -197,24 +207,28 @@ class ServiceNowSink(HelpdeskSink):
             if not text or kind not in ("comments", "work_notes") or self.relayed(text):
                 continue
             who = str(entry.get("sys_created_by") or "")
-            out.append(StatusUpdate(
-                **base,
-                public_reply=text if kind == "comments" else None,
-                internal_note=text if kind == "work_notes" else None,
-                external_event_id=f"journal:{entry.get('sys_id')}",
-                actor=f"{self.name}:{who}" if who else self.name,
-                at=_when(entry.get("sys_created_on")),
-            ))
+            out.append(
+                StatusUpdate(
+                    **base,
+                    public_reply=text if kind == "comments" else None,
+                    internal_note=text if kind == "work_notes" else None,
+                    external_event_id=f"journal:{entry.get('sys_id')}",
+                    actor=f"{self.name}:{who}" if who else self.name,
+                    at=_when(entry.get("sys_created_on")),
+                )
+            )
         state = self.state_map.state(row.get("state", ""))
         if state is not None:
             who = str(row.get("sys_updated_by") or "")
-            out.append(StatusUpdate(
-                **base,
-                state=state,
-                external_event_id=f"{sid}@{row.get('sys_mod_count', row.get('sys_updated_on'))}",
-                actor=f"{self.name}:{who}" if who else self.name,
-                at=_when(row.get("sys_updated_on")),
-            ))
+            out.append(
+                StatusUpdate(
+                    **base,
+                    state=state,
+                    external_event_id=f"{sid}@{row.get('sys_mod_count', row.get('sys_updated_on'))}",
+                    actor=f"{self.name}:{who}" if who else self.name,
+                    at=_when(row.get("sys_updated_on")),
+                )
+            )
         return out
 
 

@@ -64,7 +64,7 @@ class ZammadSettings(HelpdeskSettings):
     fields: dict[str, Any] = Field(
         default_factory=dict,
         description="extra ticket attributes set on create (custom object attributes, e.g. "
-        "{service_contract = \"gold\"}); they may not replace the ones svcbridge sets",
+        '{service_contract = "gold"}); they may not replace the ones svcbridge sets',
     )
     state_map: ZammadStateMap = Field(default_factory=ZammadStateMap)
     priorities: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PRIORITIES))

@@ -16,7 +16,16 @@ from .connector import (
     read_body,
     signed_webhook,
 )
-from .contracts import IntakeContext, Notifier, Sink, Source, SubmitResult, TicketLookup, WebhookRoute
+from .contracts import (
+    InlineSink,
+    IntakeContext,
+    Notifier,
+    Sink,
+    Source,
+    SubmitResult,
+    TicketLookup,
+    WebhookRoute,
+)
 from .errors import (
     AuthFailed,
     ConfigError,
@@ -67,6 +76,7 @@ __all__ = [
     "FaultLevel",
     "HelpdeskSettings",
     "HelpdeskSink",
+    "InlineSink",
     "IntakeContext",
     "LoopClient",
     "NotReady",

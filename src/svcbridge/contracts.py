@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 from .models import DeliveryItem, DeliveryResult, RawMessage, StatusUpdate, Ticket
 
 __all__ = [
+    "InlineSink",
     "IntakeContext",
     "Notifier",
     "Sink",
@@ -133,6 +134,21 @@ class Sink(Protocol):
     async def deliver(self, item: DeliveryItem) -> DeliveryResult: ...
 
     async def reconcile(self, item: DeliveryItem) -> DeliveryResult | None: ...
+
+
+class InlineSink(Protocol):
+    """Optional sink capability for a helpdesk that IS svcbridge's own store (the ``local`` sink).
+
+    ``store_inline(kind, ticket, payload)`` is called synchronously by the store stage, inside the
+    transaction that writes the ticket, for the rows the pipeline would queue for this sink (``create``,
+    ``update``). Its result is recorded right there as a finished delivery: the outbox row is written
+    ``done``, the links it returns and a ``delivered`` trail entry go in the same commit. No I/O and
+    nothing that can wait: an exception fails the batch's commit like any store error (the batch is
+    retried row by row and only that message is quarantined). Status changes, notifications and
+    ``outbox replay`` still go through the outbox and ``deliver``.
+    """
+
+    def store_inline(self, kind: str, ticket: Ticket, payload: dict[str, Any]) -> DeliveryResult: ...
 
 
 @runtime_checkable

@@ -111,8 +111,8 @@ class RecipientLimiter:
         for age in sorted((a for a in ages if 0 <= a <= self.horizon), reverse=True):
             q.append(now - age)
 
-    def allow(self, key: str, now: float | None = None) -> str | None:
-        """None when one more may go now (and count it), else why not."""
+    def allow(self, key: str, now: float | None = None, count: bool = True) -> str | None:
+        """None when one more may go now (and count it, unless ``count=False``), else why not."""
         now = time.monotonic() if now is None else now
         horizon = self.horizon
         self._calls += 1
@@ -127,7 +127,8 @@ class RecipientLimiter:
         for window, n in self.limits:
             if sum(1 for t in q if now - t <= window) >= n:
                 return f"more than {n} automatic messages in {int(window // 60)} min"
-        q.append(now)
+        if count:
+            q.append(now)
         return None
 
 
@@ -223,6 +224,12 @@ class Delivery:
             log.warning("no_target", target=target, waiting=n, hint=hint)
         claimed = await asyncio.to_thread(self.outbox.claim_many, [r["id"] for r in ready])
         ready = [r for r in ready if r["id"] in claimed]
+        # notifications the loop protection stops anyway are settled without loading their tickets
+        # (a mail loop or a flood from one sender is when a round is largest)
+        looks = {r["id"]: self._suppressed(r["kind"], r["payload"], count=False) for r in ready}
+        quiet = {oid: why for oid, why in looks.items() if why}
+        settled.extend(self._suppress(r, quiet[r["id"]]) for r in ready if r["id"] in quiet)
+        ready = [r for r in ready if r["id"] not in quiet]
         items = await asyncio.to_thread(self._items, ready)
         by_target: dict[str, list[dict[str, Any]]] = {}
         for r in ready:
@@ -251,21 +258,28 @@ class Delivery:
 
         return list(await asyncio.gather(*(one(r) for r in rows)))
 
-    def _suppressed(self, item: DeliveryItem) -> str | None:
-        """Why an automatic notification must not go out (loop protection), or None."""
-        n = item.payload.get("notification") or {}
-        if item.kind != "notify" or not n.get("automatic", True):
+    def _suppressed(self, kind: str, payload: dict[str, Any] | None, count: bool = True) -> str | None:
+        """Why an automatic notification must not go out (loop protection), or None.
+
+        ``count=False`` only looks (the round's early sort, before tickets are loaded); the call just
+        before sending counts the message against the recipient's windows.
+        """
+        n = (payload or {}).get("notification") or {}
+        if kind != "notify" or not n.get("automatic", True):
             return None
         to = str(n.get("to") or "")
         if NEVER_AUTO.match(to):
             return f"no automatic message to {to}"
-        return self.limiter.allow(RecipientLimiter.key(n))
+        return self.limiter.allow(RecipientLimiter.key(n), count=count)
+
+    def _suppress(self, row: dict[str, Any], why: str) -> Settled:
+        log.warning("notification_suppressed", target=row["target"], outbox_id=row["id"], reason=why)
+        return Settled(row, "done", result=DeliveryResult(detail=f"suppressed: {why}"))
 
     async def _attempt(self, impl: Any, row: dict[str, Any], item: DeliveryItem) -> Settled:
         br = self.breaker(row["target"])
-        if why := self._suppressed(item):
-            log.warning("notification_suppressed", target=row["target"], outbox_id=row["id"], reason=why)
-            return Settled(row, "done", result=DeliveryResult(detail=f"suppressed: {why}"))
+        if why := self._suppressed(item.kind, item.payload):
+            return self._suppress(row, why)
         try:
             result = await asyncio.wait_for(self._call(impl, item), CALL_TIMEOUT)
             fault("after_remote_commit")  # the peer has it, we have not recorded it: reconcile's case
@@ -287,6 +301,9 @@ class Delivery:
 
     def _observe(self, settled: list[Settled]) -> None:
         """Metrics, alerts and one log line per outcome (after the settle committed)."""
+        olog = log.bind()  # once per round: the module's lazy proxy binds a new logger on every call
+        now = utcnow()
+        ok: dict[str, tuple[Any, Any]] = {}  # target -> its metric children, looked up once per round
         for s in settled:
             target, row = s.row["target"], s.row
             # plain keyword arguments, not log.bind(): a bound logger per item cost more than the
@@ -298,21 +315,25 @@ class Delivery:
                 "kind": row["kind"],
             }
             if s.status == "done":
-                self.alerts.pop(target, None)
-                metrics.BREAKER_OPEN.labels(target=target).set(0)
-                metrics.DELIVERIES.labels(target=target, result="ok").inc()
-                metrics.DELIVERY_LATENCY.labels(target=target).observe(
-                    (utcnow() - row["created_at"]).total_seconds()
-                )
-                log.info("delivered", detail=s.result.detail if s.result else "", **ctx)
+                if target not in ok:
+                    self.alerts.pop(target, None)
+                    metrics.BREAKER_OPEN.labels(target=target).set(0)
+                    ok[target] = (
+                        metrics.DELIVERIES.labels(target=target, result="ok"),
+                        metrics.DELIVERY_LATENCY.labels(target=target),
+                    )
+                count, latency = ok[target]
+                count.inc()
+                latency.observe((now - row["created_at"]).total_seconds())
+                olog.info("delivered", detail=s.result.detail if s.result else "", **ctx)
             elif s.status == "parked":
                 self.alerts[target] = s.error
                 metrics.DELIVERIES.labels(target=target, result="auth_failed").inc()
-                log.error("target_auth_failed_parked", error=s.error, **ctx)
+                olog.error("target_auth_failed_parked", error=s.error, **ctx)
             elif s.status in ("dead", "retry"):
                 final = s.status == "dead" or row["attempts"] + 1 >= self.cfg.max_attempts
                 metrics.DELIVERIES.labels(target=target, result="dead" if final else "retry").inc()
-                log.warning(
+                olog.warning(
                     "delivery_failed",
                     error=s.error,
                     retry_in=None if final else round(s.delay, 2),

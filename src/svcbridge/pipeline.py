@@ -28,6 +28,7 @@ from .errors import StoreUnavailable
 from .faults import fault
 from .log import scope as logscope
 from .models import (
+    DeliveryResult,
     ExternalLink,
     Notification,
     RawMessage,
@@ -158,6 +159,8 @@ class Pipeline:
         self._no_pool = False  # decided once: no workers configured, or the plugins rule them out
         self._pool_used = 0.0  # monotonic time of the last batch handed to (or starting) the pool
         self._pool_failures = 0  # pools that would not start or broke; at MAX_POOL_FAILURES: parse here
+        # sinks that record a delivery inside the store transaction (contracts.InlineSink); App.build
+        self.inline_sinks: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ driving
     async def drain(self) -> list[Outcome]:
@@ -205,15 +208,17 @@ class Pipeline:
             plans.append(plan)
         await asyncio.to_thread(self._commit_all, plans)
         fault("after_store")
+        # one bound logger for the batch: the module's lazy proxy binds a new one on every call
+        blog = log.bind()
         for p in plans:
             metrics.MESSAGES.labels(channel=p.raw.channel, outcome=p.status).inc()
             if p.failure:
                 f = p.failure
-                log.warning(
+                blog.warning(
                     "quarantined", journal_id=p.journal_id, stage=f.stage, plugin=f.plugin, error=str(f.exc)
                 )
             else:
-                log.info(
+                blog.info(
                     "processed",
                     journal_id=p.journal_id,
                     message_id=p.raw.external_id,
@@ -416,6 +421,12 @@ class Pipeline:
             for p in plans:
                 self._write(conn, w, p)
             w.flush(conn)
+        # committed: log and count inline deliveries as the delivery loop does its own
+        dlog = log.bind()
+        for r in w.inline_done:
+            metrics.DELIVERIES.labels(target=r["target"], result="ok").inc()
+            ref = self.store.ref_for(r["ticket_id"])
+            dlog.info("delivered", target=r["target"], ticket=ref, kind=r["kind"], inline=True)
 
     def _quarantine_store_failure(self, plan: Plan, exc: BaseException) -> None:
         plan.status, plan.reason = "quarantined", f"store: {exc}"
@@ -436,7 +447,8 @@ class Pipeline:
         if p.status == "created":
             w.insert_ticket(ticket, p.raw.source)
             for sink in self.route(ticket, p.raw.source):
-                w.enqueue(ticket.id, "create", sink, f"{ticket.ref}:create:{sink}", {})
+                done = self._inline(sink, "create", ticket, {})
+                w.enqueue(ticket.id, "create", sink, f"{ticket.ref}:create:{sink}", {}, done)
         else:
             if p.reopen:
                 w.add_event(ticket.id, TicketEvent(type="reopened", data={"by": "customer"}), p.journal_id)
@@ -450,7 +462,8 @@ class Pipeline:
                 "author": _actor(draft),
             }
             for sink in w.sinks_of(conn, ticket.id):
-                w.enqueue(ticket.id, "update", sink, f"{ticket.ref}:j{p.journal_id}:{sink}", payload)
+                done = self._inline(sink, "update", ticket, payload)
+                w.enqueue(ticket.id, "update", sink, f"{ticket.ref}:j{p.journal_id}:{sink}", payload, done)
         w.add_event(ticket.id, p.event, p.journal_id)
         for link in draft.links:
             w.add_link(ticket.id, link)
@@ -459,6 +472,11 @@ class Pipeline:
         for target, key, payload in notification_rows(ticket, p.notes, f"j{p.journal_id}"):
             w.enqueue(ticket.id, "notify", target, key, payload)
         w.mark_journal(p.journal_id, "processed", ticket.id)
+
+    def _inline(self, sink: str, kind: str, ticket: Ticket, payload: dict[str, Any]) -> DeliveryResult | None:
+        """An inline sink's answer (``contracts.InlineSink``), recorded in this transaction; else None."""
+        impl = self.inline_sinks.get(sink)
+        return impl.store_inline(kind, ticket, payload) if impl is not None else None
 
     def route(self, ticket: Ticket, source: str) -> list[str]:
         """Sinks for a new ticket: the first matching ``[[routing.rules]]`` entry, else the default."""

@@ -22,14 +22,12 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
-from ..models import Attachment, ExternalLink, Ticket, TicketEvent, utcnow
+from ..models import Attachment, DeliveryResult, ExternalLink, Ticket, TicketEvent, utcnow
 from . import schema as t
 
 CHUNK = 500  # keys per IN (...) query: far below any bind-parameter limit
 
-_UPD_TICKET = (
-    update(t.tickets).where(t.tickets.c.id == bindparam("tid")).values(updated_at=bindparam("at"))
-)
+_UPD_TICKET = update(t.tickets).where(t.tickets.c.id == bindparam("tid")).values(updated_at=bindparam("at"))
 _UPD_TICKET_STATE = (
     update(t.tickets)
     .where(t.tickets.c.id == bindparam("tid"))
@@ -86,6 +84,10 @@ class BatchWriter:
         self.marks: list[dict[str, Any]] = []
         self.quarantined: list[dict[str, Any]] = []
         self.creates: dict[int, set[str]] = {}  # ticket id -> sinks given a create row in this batch
+        # idempotency key -> what an inline sink answered (contracts.InlineSink); its links and trail
+        # entry are written only if the row itself is new, so a re-run cannot record them twice
+        self.inline: dict[str, DeliveryResult] = {}
+        self.inline_done: list[dict[str, Any]] = []  # inline deliveries written (log, metrics after commit)
 
     # ------------------------------------------------------------------ collecting
     def insert_ticket(self, ticket: Ticket, source: str | None) -> None:
@@ -116,21 +118,45 @@ class BatchWriter:
     def add_attachment(self, ticket_id: int, att: Attachment, journal_id: int | None) -> None:
         self.attachments.append({"ticket_id": ticket_id, "journal_id": journal_id, **att.model_dump()})
 
-    def enqueue(self, ticket_id: int, kind: str, target: str, key: str, payload: dict[str, Any]) -> None:
+    def enqueue(
+        self,
+        ticket_id: int,
+        kind: str,
+        target: str,
+        key: str,
+        payload: dict[str, Any],
+        done: DeliveryResult | None = None,
+    ) -> None:
+        """Queue an outbox row; with ``done`` (an inline sink's answer) it is written as delivered."""
         if kind == "create":
             self.creates.setdefault(ticket_id, set()).add(target)
+        key = key[:255]
         self.outbox.append(
             {
                 "ticket_id": ticket_id,
                 "kind": kind,
                 "target": target,
-                "idempotency_key": key[:255],
+                "idempotency_key": key,
                 "payload": payload,
-                "status": "pending",
+                "status": "pending" if done is None else "done",
                 "attempts": 0,
                 "next_attempt_at": self.now,
                 "created_at": self.now,
+                "done_at": None if done is None else self.now,
             }
+        )
+        if done is not None:
+            self.inline[key] = done
+
+    def delivered(self, ticket_id: int, target: str, kind: str, result: DeliveryResult, **data: Any) -> None:
+        """The links a target returned and its ``delivered`` / ``notified`` trail entry."""
+        for link in result.links:
+            self.add_link(ticket_id, link)
+        data = {"target": target, "kind": kind, **data}
+        if result.detail:
+            data["detail"] = result.detail
+        self.add_event(
+            ticket_id, TicketEvent(type="notified" if kind == "notify" else "delivered", data=data)
         )
 
     def mark_journal(self, journal_id: int, status: str, ticket_id: int | None) -> None:
@@ -158,6 +184,14 @@ class BatchWriter:
     # ------------------------------------------------------------------ writing
     def flush(self, conn: Connection) -> None:
         """Write everything collected, in foreign-key order; one statement per table."""
+        # outbox rows first decided (a SELECT of keys), so an inline delivery's links and trail entry
+        # join this flush only when its row is new
+        rows = self._new_outbox(conn)
+        for r in rows:
+            done = self.inline.get(r["idempotency_key"])
+            if done is not None:
+                self.delivered(r["ticket_id"], r["target"], r["kind"], done, inline=True)
+                self.inline_done.append(r)
         if self.tickets:
             conn.execute(insert(t.tickets), self.tickets)
         if self.touched:
@@ -171,7 +205,6 @@ class BatchWriter:
             conn.execute(insert(t.links), links)
         if self.attachments:
             conn.execute(insert(t.attachments), self.attachments)
-        rows = self._new_outbox(conn)
         if rows:
             conn.execute(insert(t.outbox), rows)
         if self.quarantined:

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import aliased
 
-from ..models import DeliveryResult, TicketEvent, utcnow
+from ..models import DeliveryResult, utcnow
 from . import schema as t
 from .batch import BatchWriter
 from .repo import Store
@@ -168,15 +168,10 @@ class Outbox:
     @staticmethod
     def _done_event(w: BatchWriter, row: dict[str, Any], result: DeliveryResult) -> None:
         """Queue the links a target returned and the ``delivered``/``notified`` event."""
-        for link in result.links:
-            w.add_link(row["ticket_id"], link)
-        data = {"target": row["target"], "kind": row["kind"], "outbox_id": row["id"]}
-        if result.detail:
-            data["detail"] = result.detail
+        data: dict[str, Any] = {"outbox_id": row["id"]}
         if row["kind"] == "notify":
             data["template"] = row["payload"].get("notification", {}).get("template")
-        event_type = "notified" if row["kind"] == "notify" else "delivered"
-        w.add_event(row["ticket_id"], TicketEvent(type=event_type, data=data))
+        w.delivered(row["ticket_id"], row["target"], row["kind"], result, **data)
 
     def park_target(self, target: str, error: str) -> int:
         """Credentials refused: park every pending item of that target (no retry storm)."""
