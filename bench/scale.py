@@ -1,6 +1,11 @@
 """Scale: 200 mailboxes (Dovecot users) held in IDLE by one daemon: RSS and idle CPU once all are
-connected. Throughput of several replicas on PostgreSQL is reported as not available until the
-multi-replica work (leases) lands."""
+connected. Then throughput of 1, 2 and 3 replicas (``svcbridge run`` daemons) sharing one PostgreSQL
+store and one mailbox of ``REPLICA_MAILS`` mails: seconds from start until every mail is processed,
+and how the work was shared (journal entries, pipeline lease holder, outbox items per replica).
+
+Replicas share intake and delivery; the pipeline runs in the holder of the pipeline lease only
+(``store/lease.py``), so replicas add availability, not pipeline throughput: the figures say how much.
+"""
 
 from __future__ import annotations
 
@@ -103,8 +108,17 @@ def run(args: Any) -> dict[str, Any]:
         ("RSS MB", rss1),
         ("idle CPU % of one core (10 s)", idle_cpu),
         ("threads", threads),
-        ("replicas on PostgreSQL", "not available yet (multi-replica issue)"),
     ]
+    replica_runs = replicas(args)
+    for r in replica_runs:
+        rows.append((f"{r['replicas']} replica(s) on PostgreSQL: mails/s", r["per_s"]))
+    for r in replica_runs:
+        rows.append(
+            (
+                f"{r['replicas']} replica(s): tickets / pipeline lease holder / replicas delivering",
+                f"{r['tickets']} / replica {r['pipeline_holder']} / {r['delivering_replicas']}",
+            )
+        )
     return report(
         "scale",
         rows,
@@ -115,6 +129,117 @@ def run(args: Any) -> dict[str, Any]:
             "rss_mb": rss1,
             "idle_cpu_pct": idle_cpu,
             "threads": threads,
-            "replicas": None,
+            "replicas": replica_runs,
         },
     )
+
+
+REPLICA_MAILS = 2000
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def replicas(args: Any) -> list[dict[str, Any]]:
+    """1, 2, 3 daemons on one PostgreSQL database and one IMAP mailbox; a fresh database each time."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    from corpus import generate
+    from dovecot import start_dovecot
+
+    from .intake import fill_maildir
+
+    n = REPLICA_MAILS
+    dv = start_dovecot()
+    fill_maildir(dv, "user1", [c.raw for c in generate(n, seed=11)])
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    out = []
+    try:
+        for count in (1, 2, 3):
+            name = f"svcb_bench_{uuid.uuid4().hex[:8]}"
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+            url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+            try:
+                out.append(_replica_run(dv, url, count, n))
+            finally:
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+        dv.stop()
+        shutil.rmtree(dv.root, ignore_errors=True)
+    return out
+
+
+def _replica_run(dv: Any, url: str, count: int, n: int) -> dict[str, Any]:
+    from sqlalchemy import create_engine, text
+
+    tmp = Path(tempfile.mkdtemp(prefix="svcb-replicas-"))
+    (tmp / "imap.secret").write_text(dv.users["user1"])
+    from svcbridge.store import db
+
+    db.upgrade(db.make_engine(url))  # once, before the replicas race to create the schema
+    procs = []
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SVCBRIDGE_")}
+    t0 = time.monotonic()
+    for i in range(count):
+        home = tmp / f"r{i}"
+        home.mkdir()
+        (home / "svcbridge.toml").write_text(
+            f'data_dir = "{home}/var"\ndatabase_url = "{url}"\n[http]\nenabled = false\n'
+            f'[log]\nlevel = "error"\n[plugins.email]\nfrom_address = "support@bench.test"\n'
+            f'[[plugins.email.imap]]\nname = "imap:bench"\nhost = "127.0.0.1"\nport = {dv.imaps_port}\n'
+            f'ca_file = "{dv.cafile}"\nusername = "user1"\npassword_file = "{tmp}/imap.secret"\n'
+            f'after = "none"\nbatch = 200\n[plugins.email.outbound]\nspool_dir = "{home}/outgoing"\n'
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "svcbridge"),
+                    "--config",
+                    str(home / "svcbridge.toml"),
+                    "run",
+                ],
+                env=env,
+                cwd=home,
+                stdout=(home / "daemon.log").open("wb"),
+                stderr=subprocess.STDOUT,
+            )
+        )
+    engine = create_engine(url)
+    done = 0
+    try:
+        while time.monotonic() - t0 < 300:
+            time.sleep(0.2)
+            with engine.connect() as conn:
+                done = (
+                    conn.execute(text("SELECT count(*) FROM journal WHERE status <> 'pending'")).scalar() or 0
+                )
+            if done >= n:
+                break
+        seconds = time.monotonic() - t0
+        with engine.connect() as conn:
+            tickets = conn.execute(text("SELECT count(*) FROM tickets")).scalar()
+            holders = conn.execute(text("SELECT count(DISTINCT claimed_by) FROM outbox")).scalar()
+            holder = conn.execute(text("SELECT holder FROM leases WHERE name = 'pipeline'")).scalar()
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=60)
+        engine.dispose()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "replicas": count,
+        "mails": n,
+        "processed": done,
+        "seconds": seconds,
+        "per_s": done / seconds,
+        "tickets": tickets,
+        # which replica held the pipeline lease at the end (by pid), and how many replicas delivered
+        "pipeline_holder": next(
+            (i for i, p in enumerate(procs) if holder and str(holder).split(":")[1] == str(p.pid)), None
+        ),
+        "delivering_replicas": holders,
+    }

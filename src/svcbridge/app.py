@@ -25,7 +25,7 @@ from .models import RawMessage, StatusUpdate
 from .pipeline import Outcome, Pipeline
 from .plugins import PluginManager, make_plugin_manager
 from .settings import Settings
-from .store import db
+from .store import db, lease
 from .store.repo import Store
 
 log = structlog.get_logger("svcbridge.app")
@@ -45,6 +45,7 @@ def pid_alive(pid: int) -> bool:
 async def recover(app: App) -> None:
     """On start: free outbox claims of dead local processes; parked items get another chance."""
     await asyncio.to_thread(app.delivery.outbox.release_orphans, HOST, pid_alive)
+    await asyncio.to_thread(lease.release_orphans, app.store, pid_alive)
     await asyncio.to_thread(app.delivery.outbox.unpark)
 
 

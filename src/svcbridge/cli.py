@@ -167,7 +167,8 @@ def ingest(ctx: click.Context, file: Any, channel: str, source: str) -> None:
     except Exception as exc:  # store down, disk full, locked: the MTA keeps the mail and retries
         err.print(f"store unavailable, try again later: {type(exc).__name__}")
         sys.exit(EX_TEMPFAIL)
-    # From here on the message is safe in the journal: exit 0 whatever processing does.
+    # From here on the message is safe in the journal: exit 0 whatever processing does. With a daemon
+    # running on the same store, it holds the pipeline lease and processes the entry (PipelineBusy).
     try:
         outcome = asyncio.run(app.pipeline.process(res.journal_id)) if res.new or _pending(app, res) else None
         if outcome is None:
@@ -181,6 +182,16 @@ def ingest(ctx: click.Context, file: Any, channel: str, source: str) -> None:
         asyncio.run(app.delivery.drain())
     except StoreUnavailable as exc:
         err.print(f"journaled; processing deferred: {exc}")
+    finally:
+        _close(app)
+
+
+def _close(app: Any) -> None:
+    """Give the pipeline lease back at once: a daemon on the same store need not wait for it."""
+    try:
+        app.pipeline.close()
+    except Exception as exc:  # the lease runs out by itself
+        err.print(f"note: {type(exc).__name__}: {exc}")
 
 
 def _pending(app: Any, res: Any) -> bool:
@@ -331,7 +342,13 @@ def quarantine_retry(ctx: click.Context, qid: int) -> None:
     except KeyError as exc:
         err.print(str(exc.args[0]))
         sys.exit(1)
-    outcome = asyncio.run(app.pipeline.process(jid))
+    try:
+        outcome = asyncio.run(app.pipeline.process(jid))
+    except StoreUnavailable as exc:  # PipelineBusy: the running daemon processes it
+        out.print(f"pending: {exc}", markup=False)
+        return
+    finally:
+        _close(app)
     out.print(f"{outcome.status} {outcome.ticket_ref or outcome.reason}", markup=False)
 
 

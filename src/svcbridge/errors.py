@@ -62,3 +62,7 @@ class ConfigError(SvcbridgeError):
 
 class StoreUnavailable(SvcbridgeError):
     """The store could not commit; the caller must not acknowledge its source."""
+
+
+class PipelineBusy(StoreUnavailable):
+    """Another process holds the pipeline lease (``store/lease.py``): journal entries stay pending for it."""

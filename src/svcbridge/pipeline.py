@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 
 from . import metrics, parsepool
-from .errors import StoreUnavailable
+from .errors import PipelineBusy, StoreUnavailable
 from .faults import fault
 from .log import scope as logscope
 from .models import (
@@ -43,11 +43,13 @@ from .models import (
 from .plugins import HookFailed, PluginManager
 from .settings import Settings
 from .status import apply_status_update, notification_rows
+from .store import lease
 from .store.batch import BatchWriter
 from .store.repo import Store
 
 log = structlog.get_logger("svcbridge.pipeline")
 MAX_POOL_FAILURES = 3
+LEASE = "pipeline"  # the store lease whose holder alone runs the pipeline (store/lease.py)
 CLOSED = (TicketState.RESOLVED, TicketState.CLOSED)
 _NOT_YET = object()  # no parse worker answered for this message: call parse_message in process
 
@@ -161,23 +163,48 @@ class Pipeline:
         self._pool_failures = 0  # pools that would not start or broke; at MAX_POOL_FAILURES: parse here
         # sinks that record a delivery inside the store transaction (contracts.InlineSink); App.build
         self.inline_sinks: dict[str, Any] = {}
+        self.holder = lease.new_holder()
+        self._busy_with: str | None = "?"  # who held the lease when we last asked (logged on change)
 
     # ------------------------------------------------------------------ driving
     async def drain(self) -> list[Outcome]:
         """Process every pending journal entry (oldest first); returns what happened to each."""
         done: list[Outcome] = []
+        if await asyncio.to_thread(self.take_lease) is not None:
+            return done  # another process runs the pipeline on this store; intake and delivery go on
         while True:
             ids = await asyncio.to_thread(self.store.pending_journal, self.settings.pipeline.batch)
             if not ids:
                 if self._pool is not None and time.monotonic() - self._pool_used > parsepool.IDLE_S:
                     # parse workers hold ~50 MB each: let them go after a quiet spell (a backlog
                     # import, a burst); the next large batch starts them again
-                    await asyncio.to_thread(self.close)
+                    await asyncio.to_thread(self.close_pool)
                 return done
-            done += await self.process_batch(ids)
+            try:
+                done += await self.process_batch(ids)
+            except PipelineBusy as exc:  # the lease ran out mid-drain and another took over
+                log.warning("pipeline_lease_lost", holder=self.holder, detail=str(exc))
+                return done
+
+    def take_lease(self) -> str | None:
+        """Take or renew the pipeline lease: None when this process may run the pipeline, else who has it."""
+        who = lease.acquire(self.store, LEASE, self.holder, self.settings.pipeline.lease_ttl)
+        if who != self._busy_with:  # one line per change, not one per wake-up
+            if who is None:
+                log.info("pipeline_lease_taken", holder=self.holder)
+            else:
+                log.info("pipeline_lease_held_elsewhere", holder=who, waiting=self.holder)
+            self._busy_with = who
+        return who
 
     async def process(self, journal_id: int) -> Outcome:
-        """Process one journal entry (``ingest``, ``quarantine retry``)."""
+        """Process one journal entry (``ingest``, ``quarantine retry``).
+
+        Raises ``PipelineBusy`` when another process runs the pipeline: the entry stays pending for it.
+        """
+        who = await asyncio.to_thread(self.take_lease)
+        if who is not None:
+            raise PipelineBusy(f"the pipeline runs in another process ({who}); it will process the entry")
         return (await self.process_batch([journal_id]))[0]
 
     async def process_batch(self, ids: list[int]) -> list[Outcome]:
@@ -274,13 +301,23 @@ class Pipeline:
             failures=self._pool_failures,
             parse_here_from_now_on=give_up,
         )
-        self.close()
+        self.close_pool()
 
-    def close(self) -> None:
-        """Stop the parse workers (the daemon's shutdown, the end of ``run --once``)."""
+    def close_pool(self) -> None:
+        """Stop the parse workers (idle, or broken)."""
         if self._pool is not None:
             self._pool.close()
         self._pool = None
+
+    def close(self) -> None:
+        """The daemon's shutdown, the end of ``run --once``: parse workers stop, the lease is given back."""
+        self.close_pool()
+        if self._busy_with is None:  # held (or last held) by this process
+            self._busy_with = "?"
+            try:
+                lease.release(self.store, LEASE, self.holder)
+            except StoreUnavailable as exc:  # it runs out by itself (lease_ttl)
+                log.warning("pipeline_lease_not_released", error=str(exc))
 
     async def _parse(self, raw: RawMessage, early: Any = None) -> TicketDraft | StageFailed:
         """parse -> normalize: the draft, or the failure that quarantines this message.
@@ -417,6 +454,10 @@ class Pipeline:
     def _write_plans(self, plans: list[Plan]) -> None:
         """All plans in one transaction: rows collected per table, one statement per table (batch.py)."""
         with self.store.tx() as conn:
+            # fencing: a process that lost the lease while it worked (paused past lease_ttl, then
+            # another took over) must not commit what it decided on a stale view of the store
+            if not lease.renew(conn, LEASE, self.holder, self.settings.pipeline.lease_ttl):
+                raise PipelineBusy("the pipeline lease was taken over; the batch stays pending")
             w = BatchWriter()
             for p in plans:
                 self._write(conn, w, p)

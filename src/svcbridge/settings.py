@@ -99,6 +99,11 @@ class PipelineSettings(BaseModel):
         default=None, ge=0, description="processes parsing large batches; unset: one per CPU (max 4), 0: off"
     )
     on_closed_reply: Literal["reopen", "new_linked"] = "reopen"
+    lease_ttl: float = Field(
+        default=60.0,
+        ge=5.0,
+        description="seconds the pipeline lease lasts unrenewed (how long replicas wait for a lost holder)",
+    )
 
 
 class RoutingRule(BaseModel):

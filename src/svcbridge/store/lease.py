@@ -1,0 +1,102 @@
+"""Named leases in the store: one holder at a time, for a limited time, taken over when it runs out.
+
+Several svcbridge processes may share one store (replicas on PostgreSQL; on SQLite a daemon beside
+``svcbridge ingest`` from an MTA or a ``run --once`` from cron). Sources, webhooks and outbox delivery
+are safe to run in all of them (the journal is unique on source and id, outbox items are claimed). The
+pipeline is not: threading and duplicate checks read what is stored, so two processes working on the
+journal at once could each make a ticket of the same conversation. The pipeline therefore runs in
+the holder of the ``pipeline`` lease only (``pipeline.py``):
+
+- ``acquire`` takes the lease when it is free or expired, renews it when already held, and otherwise
+  names the holder. The other processes keep intake and delivery going and try again later.
+- ``renew`` runs inside the transaction that stores a batch (fencing): a holder that lost its lease
+  while it worked (paused longer than the lease, then another took over) cannot commit that batch;
+  its entries stay pending for the new holder.
+- A holder is ``host:pid:token``. On start, leases of dead processes on this host are released
+  (``release_orphans``), so a daemon restarted after ``kill -9`` does not wait for its old lease to
+  run out; a holder on another host is waited out (``[pipeline] lease_ttl``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+
+from sqlalchemy import Connection, delete, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ..models import utcnow
+from . import schema as t
+from .repo import Store
+
+HOST = socket.gethostname()
+
+
+def new_holder() -> str:
+    """A holder id unique to this process and object (two apps in one process are two holders)."""
+    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _take(conn: Connection, name: str, holder: str, ttl: float) -> str | None:
+    now = utcnow()
+    until = now + timedelta(seconds=ttl)
+    lease = t.leases.c
+    taken = conn.execute(
+        update(t.leases)
+        .where(lease.name == name, or_(lease.holder == holder, lease.expires_at < now))
+        .values(holder=holder, expires_at=until)
+    ).rowcount
+    if taken:
+        return None
+    current = conn.execute(select(lease.holder).where(lease.name == name)).scalar()
+    if current is not None:
+        return str(current)
+    conn.execute(insert(t.leases).values(name=name, holder=holder, expires_at=until))
+    return None
+
+
+def acquire(store: Store, name: str, holder: str, ttl: float) -> str | None:
+    """Take or renew lease ``name``: None when ``holder`` has it now, else who has it."""
+    try:
+        with store.tx() as conn:
+            return _take(conn, name, holder, ttl)
+    except IntegrityError:  # another process inserted the row at the same moment: it won
+        with store.engine.connect() as conn:
+            current = conn.execute(select(t.leases.c.holder).where(t.leases.c.name == name)).scalar()
+        return str(current) if current is not None else "another process"
+
+
+def renew(conn: Connection, name: str, holder: str, ttl: float) -> bool:
+    """Inside the caller's transaction: extend ``holder``'s lease; False when it is not theirs any more."""
+    until = utcnow() + timedelta(seconds=ttl)
+    lease = t.leases.c
+    return bool(
+        conn.execute(
+            update(t.leases).where(lease.name == name, lease.holder == holder).values(expires_at=until)
+        ).rowcount
+    )
+
+
+def release(store: Store, name: str, holder: str) -> None:
+    """Give the lease back (a clean stop), so another process need not wait for it to run out."""
+    with store.tx() as conn:
+        conn.execute(delete(t.leases).where(t.leases.c.name == name, t.leases.c.holder == holder))
+
+
+def release_orphans(store: Store, alive: Callable[[int], bool]) -> int:
+    """Release leases held by dead processes of this host; how many."""
+    with store.tx() as conn:
+        rows = conn.execute(
+            select(t.leases.c.name, t.leases.c.holder).where(t.leases.c.holder.like(f"{HOST}:%"))
+        ).all()
+        dead = []
+        for name, holder in rows:
+            parts = str(holder).split(":")
+            if len(parts) >= 2 and parts[1].isdigit() and not alive(int(parts[1])):
+                dead.append((name, holder))
+        for name, holder in dead:
+            conn.execute(delete(t.leases).where(t.leases.c.name == name, t.leases.c.holder == holder))
+        return len(dead)

@@ -1,0 +1,153 @@
+"""Several processes on one store: only the holder of the pipeline lease processes the journal.
+
+Intake and delivery run everywhere (the journal is unique on source and id, outbox items are claimed);
+the pipeline runs in one process at a time, fenced in its own commit (``store/lease.py``). Two apps in
+one test process stand for two replicas: each has its own holder id, like two processes would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import update
+
+from conftest import eml
+from svcbridge.app import recover
+from svcbridge.models import utcnow
+from svcbridge.store import lease
+from svcbridge.store import schema as t
+
+
+def drop(box: Path, mails: dict[str, bytes]) -> None:
+    (box / "new").mkdir(parents=True, exist_ok=True)
+    for name, data in mails.items():
+        (box / "new" / name).write_bytes(data)
+
+
+def mails(n: int) -> dict[str, bytes]:
+    return {f"m{i:03d}": eml(subject=f"case {i}", msgid=f"<r{i}@x>", sender=f"C{i} <c{i}@example.com>")
+            for i in range(n)}
+
+
+def replica(make_app: Any, tmp_path: Path, name: str, **settings: Any) -> Any:
+    """An app on the shared store with a Maildir of its own under the same source name."""
+    box = tmp_path / f"maildir-{name}"
+    app = make_app(plugins={"email": {"maildir": {"path": str(box), "interval": 0.05}}}, **settings)
+    app.box = box
+    return app
+
+
+def pending(app: Any) -> int:
+    return len(app.store.pending_journal(10_000))
+
+
+async def test_only_the_lease_holder_runs_the_pipeline(make_app, tmp_path: Path) -> None:
+    a, b = replica(make_app, tmp_path, "a"), replica(make_app, tmp_path, "b")
+    drop(a.box, mails(3))
+    await a.poll_sources_once()
+    assert a.pipeline.take_lease() is None
+    assert await b.pipeline.drain() == [] and pending(b) == 3  # b journals and delivers, never processes
+    assert b.pipeline.take_lease() == a.pipeline.holder
+    assert len(await a.pipeline.drain()) == 3 and a.store.count_tickets() == 3
+    a.pipeline.close()  # a clean stop gives the lease back: b need not wait lease_ttl
+    drop(b.box, {"late": eml(subject="late", msgid="<late@x>")})
+    res = await b.run_once()
+    assert res["processed"] == 1 and b.store.count_tickets() == 4
+
+
+async def test_a_holder_that_lost_its_lease_cannot_commit(make_app, tmp_path: Path) -> None:
+    """A process paused past lease_ttl (GC, SIGSTOP, a slow plugin) finds its batch refused."""
+    a, b = replica(make_app, tmp_path, "a"), replica(make_app, tmp_path, "b")
+    drop(a.box, mails(4))
+    await a.poll_sources_once()
+    assert a.pipeline.take_lease() is None
+    ids = a.store.pending_journal(10)
+    with a.store.tx() as conn:  # a's lease runs out while it "works"
+        conn.execute(update(t.leases).values(expires_at=utcnow() - timedelta(seconds=1)))
+    assert b.pipeline.take_lease() is None  # b takes over
+    plans_made = []
+    real = a.pipeline._write_plans
+
+    def spy(plans: list[Any]) -> None:
+        plans_made.append(len(plans))
+        real(plans)
+
+    a.pipeline._write_plans = spy
+    assert await a.pipeline.drain() == []  # the drain itself asks first: b holds it
+    from svcbridge.errors import PipelineBusy
+
+    try:  # and a batch already under way is refused at its commit (fencing)
+        await a.pipeline.process_batch(ids)
+        raise AssertionError("a stale holder committed a batch")
+    except PipelineBusy:
+        pass
+    assert plans_made == [4] and pending(a) == 4 and a.store.count_tickets() == 0
+    assert len(await b.pipeline.drain()) == 4 and b.store.count_tickets() == 4
+
+
+async def test_the_lease_of_a_dead_local_process_is_released_on_start(make_app, tmp_path: Path) -> None:
+    a = replica(make_app, tmp_path, "a")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    with a.store.tx() as conn:  # what a daemon killed with -9 leaves behind
+        conn.execute(t.leases.insert().values(name="pipeline", holder=f"{lease.HOST}:{dead}:gone",
+                                              expires_at=utcnow() + timedelta(hours=1)))
+    assert a.pipeline.take_lease() == f"{lease.HOST}:{dead}:gone"
+    await recover(a)
+    assert a.pipeline.take_lease() is None
+
+
+async def test_ingest_beside_a_running_pipeline_leaves_the_entry_to_it(make_app, tmp_path: Path) -> None:
+    from svcbridge import RawMessage
+    from svcbridge.errors import PipelineBusy
+
+    daemon, cli = replica(make_app, tmp_path, "a"), replica(make_app, tmp_path, "b")
+    assert daemon.pipeline.take_lease() is None
+    res = cli.store.journal_insert(RawMessage(channel="email", source="ingest", external_id="x1", raw=eml()))
+    try:
+        await cli.pipeline.process(res.journal_id)
+        raise AssertionError("processed beside the lease holder")
+    except PipelineBusy:
+        pass
+    assert [o.status for o in await daemon.pipeline.drain()] == ["created"]
+
+
+async def test_two_replicas_racing_on_postgresql_make_one_ticket_per_mail(make_app, tmp_path: Path,
+                                                                         pg_url: str) -> None:
+    """The same 60 mails in both replicas' mailboxes, both running at once: 60 tickets, each once."""
+    apps = [replica(make_app, tmp_path, n, database_url=pg_url) for n in ("a", "b")]
+    same = mails(60)
+    for app in apps:
+        drop(app.box, same)
+    # the worst interleaving: whoever gets to the store stage waits for the other one to get there
+    # too (at most 2 s), so two pipelines would both have decided "new ticket" before either commits
+    together = threading.Barrier(2, timeout=2.0)
+    for app in apps:
+        real = app.pipeline._commit_all
+
+        def commit(plans: list[Any], real: Any = real) -> None:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                together.wait()
+            real(plans)
+
+        app.pipeline._commit_all = commit
+    results = list(await asyncio.gather(*(app.run_once() for app in apps)))
+    for app in apps:  # a last pass each, as their daemons would make on the next wake-up
+        results.append(await app.run_once())
+    outcomes = [o for r in results for o in r["outcomes"]]
+    store = apps[0].store
+    assert store.count_tickets() == 60 and pending(apps[0]) == 0
+    assert sorted(o.ticket_ref for o in outcomes if o.status == "created") == [
+        store.ref_for(i) for i in sorted(tk.id for tk in store.list_tickets(limit=100))
+    ]
+    subjects = sorted(tk.subject for tk in store.list_tickets(limit=100))
+    assert subjects == sorted(f"case {i}" for i in range(60))
+    for app in apps:
+        app.store.engine.dispose()
