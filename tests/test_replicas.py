@@ -104,6 +104,26 @@ async def test_the_lease_of_a_dead_local_process_is_released_on_start(make_app, 
     assert a.pipeline.take_lease() is None
 
 
+async def test_a_reused_pid_is_not_mistaken_for_the_old_holder(make_app, tmp_path: Path) -> None:
+    """PID 1 in a container, restarted after a crash: same host, same pid, another start time."""
+    import os
+
+    a = replica(make_app, tmp_path, "a")
+    me, started = os.getpid(), lease._started(os.getpid())
+    assert started  # Linux: /proc is there
+    old = f"{lease.HOST}:{me}:{int(started) - 1}:before"
+    with a.store.tx() as conn:
+        conn.execute(t.leases.insert().values(name="pipeline", holder=old,
+                                              expires_at=utcnow() + timedelta(hours=1)))
+    assert a.pipeline.take_lease() == old
+    await recover(a)
+    assert a.pipeline.take_lease() is None
+    # while a live holder of this very process (another app here) keeps its lease
+    b = replica(make_app, tmp_path, "b")
+    await recover(b)
+    assert b.pipeline.take_lease() == a.pipeline.holder
+
+
 async def test_ingest_beside_a_running_pipeline_leaves_the_entry_to_it(make_app, tmp_path: Path) -> None:
     from svcbridge import RawMessage
     from svcbridge.errors import PipelineBusy

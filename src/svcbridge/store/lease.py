@@ -12,9 +12,10 @@ the holder of the ``pipeline`` lease only (``pipeline.py``):
 - ``renew`` runs inside the transaction that stores a batch (fencing): a holder that lost its lease
   while it worked (paused longer than the lease, then another took over) cannot commit that batch;
   its entries stay pending for the new holder.
-- A holder is ``host:pid:token``. On start, leases of dead processes on this host are released
-  (``release_orphans``), so a daemon restarted after ``kill -9`` does not wait for its old lease to
-  run out; a holder on another host is waited out (``[pipeline] lease_ttl``).
+- A holder is ``host:pid:started:token``. On start, leases of dead processes on this host are
+  released (``release_orphans``; a live pid that started at another time is a reused pid, so the
+  holder is dead too), so a daemon restarted after ``kill -9`` does not wait for its old lease to run
+  out; a holder on another host is waited out (``[pipeline] lease_ttl``).
 """
 
 from __future__ import annotations
@@ -35,9 +36,23 @@ from .repo import Store
 HOST = socket.gethostname()
 
 
+def _started(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot, from /proc); "" where there is no /proc.
+
+    With the pid it tells a live holder from a dead one whose pid was reused: a daemon that is PID 1
+    in a container and restarts after a crash is PID 1 again, on the same host name.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
 def new_holder() -> str:
-    """A holder id unique to this process and object (two apps in one process are two holders)."""
-    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """``host:pid:started:token``, unique to this process and object (two apps in one process differ)."""
+    pid = os.getpid()
+    return f"{HOST}:{pid}:{_started(pid)}:{uuid.uuid4().hex[:8]}"
 
 
 def _take(conn: Connection, name: str, holder: str, ttl: float) -> str | None:
@@ -95,7 +110,10 @@ def release_orphans(store: Store, alive: Callable[[int], bool]) -> int:
         dead = []
         for name, holder in rows:
             parts = str(holder).split(":")
-            if len(parts) >= 2 and parts[1].isdigit() and not alive(int(parts[1])):
+            if len(parts) < 2 or not parts[1].isdigit():
+                continue
+            pid, started = int(parts[1]), parts[2] if len(parts) > 3 else ""
+            if not alive(pid) or (started and _started(pid) not in ("", started)):
                 dead.append((name, holder))
         for name, holder in dead:
             conn.execute(delete(t.leases).where(t.leases.c.name == name, t.leases.c.holder == holder))
