@@ -165,6 +165,7 @@ class Pipeline:
         self.inline_sinks: dict[str, Any] = {}
         self.holder = lease.new_holder()
         self._busy_with: str | None = "?"  # who held the lease when we last asked (logged on change)
+        self._lease_checked_until = 0.0  # monotonic: until then take_lease answers from memory
 
     # ------------------------------------------------------------------ driving
     async def drain(self) -> list[Outcome]:
@@ -184,11 +185,23 @@ class Pipeline:
                 done += await self.process_batch(ids)
             except PipelineBusy as exc:  # the lease ran out mid-drain and another took over
                 log.warning("pipeline_lease_lost", holder=self.holder, detail=str(exc))
+                self._lease_checked_until = 0.0  # ask the store next time, not the memory
                 return done
 
     def take_lease(self) -> str | None:
-        """Take or renew the pipeline lease: None when this process may run the pipeline, else who has it."""
-        who = lease.acquire(self.store, LEASE, self.holder, self.settings.pipeline.lease_ttl)
+        """Take or renew the pipeline lease: None when this process may run the pipeline, else who has it.
+
+        Asked on every drain (the daemon's is once a second); the store is asked only when a third of
+        ``lease_ttl`` has passed since the holder last renewed it (every batch commit renews it too):
+        no write and fsync per second while idle. A process that is not the holder asks every time
+        (an update that matches no row writes nothing), so it takes over as soon as it may.
+        """
+        now = time.monotonic()
+        if self._busy_with is None and now < self._lease_checked_until:
+            return None
+        ttl = self.settings.pipeline.lease_ttl
+        who = lease.acquire(self.store, LEASE, self.holder, ttl)
+        self._lease_checked_until = now + ttl / 3 if who is None else 0.0
         if who != self._busy_with:  # one line per change, not one per wake-up
             if who is None:
                 log.info("pipeline_lease_taken", holder=self.holder)
@@ -313,7 +326,7 @@ class Pipeline:
         """The daemon's shutdown, the end of ``run --once``: parse workers stop, the lease is given back."""
         self.close_pool()
         if self._busy_with is None:  # held (or last held) by this process
-            self._busy_with = "?"
+            self._busy_with, self._lease_checked_until = "?", 0.0
             try:
                 lease.release(self.store, LEASE, self.holder)
             except StoreUnavailable as exc:  # it runs out by itself (lease_ttl)
