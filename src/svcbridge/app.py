@@ -162,6 +162,10 @@ class App:
                 if not got:
                     await asyncio.wait([polling], timeout=0.05)
 
+        # delivery takes a round per committed batch while the pipeline runs, not a round whenever
+        # anything at all is due: back-to-back rounds of a few dozen items each cost their claim and
+        # settle transactions and the due query over again (123 rounds instead of 25 for 5,000 mails)
+        self.pipeline.committed = committed = asyncio.Event()
         processing = asyncio.create_task(process())
         rounds_after = 0  # as Delivery.drain: a bound, so an item that is always due cannot spin forever
         try:
@@ -171,9 +175,13 @@ class App:
                 seen = await self.delivery.run_once()
                 if upstream_done and not seen:
                     break
-                if not seen:
-                    await asyncio.wait([processing], timeout=0.05)
+                if not upstream_done:
+                    waiter = asyncio.ensure_future(committed.wait())
+                    await asyncio.wait([processing, waiter], timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                    committed.clear()
         finally:
+            self.pipeline.committed = None
             # surface a failure of either task (and never leave them running)
             polled = await polling
             await processing

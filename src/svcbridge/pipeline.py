@@ -166,6 +166,7 @@ class Pipeline:
         self.holder = lease.new_holder()
         self._busy_with: str | None = "?"  # who held the lease when we last asked (logged on change)
         self._lease_checked_until = 0.0  # monotonic: until then take_lease answers from memory
+        self.committed: asyncio.Event | None = None  # set after each batch commit (run --once waits on it)
 
     # ------------------------------------------------------------------ driving
     async def drain(self) -> list[Outcome]:
@@ -248,6 +249,8 @@ class Pipeline:
             plans.append(plan)
         await asyncio.to_thread(self._commit_all, plans)
         fault("after_store")
+        if self.committed is not None:
+            self.committed.set()
         # one bound logger for the batch: the module's lazy proxy binds a new one on every call
         blog = log.bind()
         for p in plans:
