@@ -57,6 +57,7 @@ class PluginManager(pluggy.PluginManager):
         self.trace_calls = False
         self.from_settings = False  # built by App.build from settings alone (parsepool.py relies on it)
         self.infos: dict[str, PluginInfo] = {}
+        self._impls: dict[str, list[pluggy.HookImpl]] = {}
 
     # ------------------------------------------------------------------ loading
     def _add(self, name: str, load: Any, origin: str, version: str, blocked: set[str]) -> None:
@@ -88,8 +89,22 @@ class PluginManager(pluggy.PluginManager):
 
     # ------------------------------------------------------------------ calling
     def impls(self, hook: str) -> list[pluggy.HookImpl]:
-        """Implementations in call order (pluggy calls the stored list from the end)."""
-        return list(reversed(getattr(self.hook, hook).get_hookimpls()))
+        """Implementations in call order (pluggy calls the stored list from the end).
+
+        Cached per hook (several calls per message); registering or unregistering clears the cache.
+        """
+        found = self._impls.get(hook)
+        if found is None:
+            found = self._impls[hook] = list(reversed(getattr(self.hook, hook).get_hookimpls()))
+        return found
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        self._impls.clear()
+        return super().register(plugin, name)
+
+    def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
+        self._impls.clear()
+        return super().unregister(plugin, name)
 
     async def call_each(self, hook: str, firstresult: bool = False, **kwargs: Any) -> Any:
         """Call every implementation of `hook`, awaiting coroutines; raise HookFailed naming the plugin.
@@ -106,7 +121,7 @@ class PluginManager(pluggy.PluginManager):
             token = SCOPE.set((*SCOPE.get(), ("plugin", impl.plugin_name), ("hook", hook)))
             try:
                 res = impl.function(**args)
-                if inspect.isawaitable(res):
+                if res is not None and inspect.isawaitable(res):  # most hooks answer None: skip the ABC check
                     res = await res
             except Exception as exc:
                 raise HookFailed(impl.plugin_name, hook, exc) from exc
