@@ -185,3 +185,102 @@ async def test_an_idle_holder_does_not_write_its_lease_every_second(make_app, tm
     for _ in range(3):  # a process that is not the holder asks every time, to take over at once
         await b.pipeline.drain()
     assert calls[1:] == [b.pipeline.holder] * 3
+
+
+async def test_a_one_shot_command_waits_for_another_and_then_drains_what_it_left(make_app, tmp_path: Path) -> None:
+    """Two MTA deliveries at once: the second waits for the first instead of leaving its mail
+    pending for a daemon that may not exist, and takes whatever else was left waiting."""
+    from svcbridge import RawMessage
+    from svcbridge.errors import PipelineBusy
+
+    first, second = replica(make_app, tmp_path, "a"), replica(make_app, tmp_path, "b")
+    assert first.pipeline.take_lease() is None  # an ingest at work
+    left = first.store.journal_insert(RawMessage(channel="email", source="ingest", external_id="x0",
+                                                 raw=eml(subject="left behind", msgid="<x0@x>")))
+    mine = second.store.journal_insert(RawMessage(channel="email", source="ingest", external_id="x1",
+                                                  raw=eml(subject="mine", msgid="<x1@x>")))
+
+    async def first_finishes() -> None:
+        await asyncio.sleep(0.3)
+        first.pipeline.close()
+
+    finishing = asyncio.create_task(first_finishes())
+    outcome = await second.pipeline.process(mine.journal_id, wait=5.0)
+    await finishing
+    assert outcome.status == "created" and pending(second) == 0
+    assert sorted(tk.subject for tk in second.store.list_tickets()) == ["left behind", "mine"]
+    assert second.store.journal_row(left.journal_id)["status"] == "processed"
+    # a daemon is never waited for: its pipeline loop takes the entry within a second
+    second.pipeline.close()
+    daemon = replica(make_app, tmp_path, "c")
+    daemon.pipeline.holder = lease.new_holder("daemon")
+    assert daemon.pipeline.take_lease() is None
+    third = second.store.journal_insert(RawMessage(channel="email", source="ingest", external_id="x2", raw=eml()))
+    started = asyncio.get_running_loop().time()
+    with contextlib.suppress(PipelineBusy):
+        await second.pipeline.process(third.journal_id, wait=5.0)
+        raise AssertionError("processed beside a daemon")
+    assert asyncio.get_running_loop().time() - started < 1.0
+
+
+def test_an_ingest_after_one_killed_mid_way_processes_both(tmp_path: Path, monkeypatch) -> None:
+    """The MTA's first ingest died holding the lease (kill -9): the next one releases it and
+    processes its own mail and the one left behind."""
+    from test_cli import CONFIG, run
+
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "svcbridge.toml"
+    cfg.write_text(CONFIG.format(d=tmp_path))
+    first = run(cfg, "ingest", "-", input=eml(subject="first", msgid="<k1@x>"))
+    assert first.exit_code == 0
+    from svcbridge.settings import load_settings
+    from svcbridge.store import db
+    from svcbridge.store.repo import Store
+
+    store = Store(db.make_engine(load_settings(str(cfg)).db_url))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    with store.tx() as conn:  # what the killed ingest left: its lease, and a journaled mail
+        conn.execute(t.leases.insert().values(name="pipeline", holder=f"{lease.HOST}:{dead}:1:oneshot-gone",
+                                              expires_at=utcnow() + timedelta(hours=1)))
+    from svcbridge import RawMessage
+
+    store.journal_insert(RawMessage(channel="email", source="ingest", external_id="k2",
+                                    raw=eml(subject="left behind", msgid="<k2@x>")))
+    res = run(cfg, "ingest", "-", input=eml(subject="third", msgid="<k3@x>"))
+    assert res.exit_code == 0 and res.stdout.strip() == "SB-000003", res.stdout + res.stderr
+    assert len(store.pending_journal(10)) == 0
+
+
+async def test_a_slow_batch_keeps_its_lease(make_app, tmp_path: Path) -> None:
+    """A batch longer than lease_ttl (a slow enrichment lookup) renews the lease as it goes: the other
+    process cannot take it from under it, and the batch commits once."""
+    from svcbridge import hookimpl
+    from svcbridge.plugins import make_plugin_manager
+
+    class Slow:
+        __name__ = "slow"
+
+        @hookimpl
+        def enrich_ticket(self, draft):
+            import time
+
+            time.sleep(0.7)
+
+    a = replica(make_app, tmp_path, "a", pm=make_plugin_manager(extra=(Slow(),)), pipeline={"lease_ttl": 5})
+    b = replica(make_app, tmp_path, "b", pipeline={"lease_ttl": 5})
+    drop(a.box, mails(9))  # ~6.3 s of enrichment in one batch, more than the 5 s lease
+    await a.poll_sources_once()
+    seen: list[str | None] = []
+
+    async def other_replica() -> None:
+        while pending(b) or not seen:
+            seen.append(await asyncio.to_thread(b.pipeline.take_lease))
+            await asyncio.sleep(0.25)
+
+    watcher = asyncio.create_task(other_replica())
+    outcomes = await a.pipeline.drain()
+    await watcher
+    assert len(outcomes) == 9 and a.store.count_tickets() == 9
+    assert sorted(tk.id for tk in a.store.list_tickets()) == list(range(1, 10))  # no numbers burnt
+    assert None not in seen  # b never got it while a worked

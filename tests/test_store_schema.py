@@ -82,3 +82,28 @@ def test_a_store_with_tables_but_no_revision_is_left_to_alembic(tmp_path: Path) 
     with pytest.raises(Exception):  # Alembic's 0001 meets the existing table
         db.upgrade(engine)
     assert db.current_revision(engine) is None
+
+
+def test_an_empty_revision_table_left_by_a_downgrade_is_reused(tmp_path: Path) -> None:
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    db.upgrade(engine)
+    command.downgrade(db.alembic_config(engine), "base")  # leaves an empty alembic_version behind
+    assert db.current_revision(engine) is None
+    db.upgrade(engine)
+    assert db.current_revision(engine) == db.head_revision()
+
+
+def test_a_creation_that_fails_half_way_leaves_nothing_behind_on_sqlite(tmp_path: Path) -> None:
+    """SQLite commits each CREATE on its own unless told otherwise: all of it, or none of it."""
+    from svcbridge.store import schema
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with engine.begin() as conn:  # a foreign object whose index name collides with one of ours
+        conn.exec_driver_sql("CREATE TABLE other (x)")
+        conn.exec_driver_sql("CREATE INDEX ix_tickets_state ON other (x)")
+    with pytest.raises(Exception, match="ix_tickets_state"):
+        db.upgrade(engine)
+    with engine.connect() as conn:
+        left = set(inspect(conn).get_table_names())
+    assert left == {"other"}  # no table of ours, no revision: the next start begins afresh
+    assert not left & set(schema.metadata.tables)

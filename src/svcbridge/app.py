@@ -30,6 +30,7 @@ from .store.repo import Store
 
 log = structlog.get_logger("svcbridge.app")
 HOST = socket.gethostname()
+ONESHOT_WAIT = 30.0  # seconds run --once and ingest wait for another one-shot command's pipeline lease
 
 
 def pid_alive(pid: int) -> bool:
@@ -155,7 +156,8 @@ class App:
         async def process() -> None:
             while True:
                 upstream_done = polling.done()
-                got = await self.pipeline.drain()
+                # at the end, wait a little for a one-shot command (an MTA's ingest) holding the lease
+                got = await self.pipeline.drain(wait=ONESHOT_WAIT if upstream_done else 0.0)
                 outcomes.extend(got)
                 if upstream_done and not got:
                     return
@@ -182,10 +184,11 @@ class App:
                     committed.clear()
         finally:
             self.pipeline.committed = None
-            # surface a failure of either task (and never leave them running)
-            polled = await polling
-            await processing
-            self.pipeline.close()  # parse workers, if a large batch started them
+            try:  # surface a failure of either task (and never leave them running)
+                polled = await polling
+                await processing
+            finally:  # parse workers stop and the pipeline lease goes back, failure or not
+                self.pipeline.close()
         return {"polled": polled, "processed": len(outcomes), "outcomes": outcomes}
 
 

@@ -170,7 +170,8 @@ def ingest(ctx: click.Context, file: Any, channel: str, source: str) -> None:
     # From here on the message is safe in the journal: exit 0 whatever processing does. With a daemon
     # running on the same store, it holds the pipeline lease and processes the entry (PipelineBusy).
     try:
-        outcome = asyncio.run(app.pipeline.process(res.journal_id)) if res.new or _pending(app, res) else None
+        outcome = _process(app, res.journal_id) if res.new or _pending(app, res) else None
+        _close(app)  # the lease goes back before delivery: the next mail's ingest need not wait
         if outcome is None:
             row = app.store.journal_row(res.journal_id)
             ref = app.store.ref_for(row["ticket_id"]) if row and row["ticket_id"] else "-"
@@ -178,12 +179,22 @@ def ingest(ctx: click.Context, file: Any, channel: str, source: str) -> None:
         elif outcome.status == "quarantined":
             err.print(f"quarantined: {outcome.reason}")
         else:
-            out.print(outcome.ticket_ref)
+            out.print(outcome.ticket_ref or "-")
         asyncio.run(app.delivery.drain())
     except StoreUnavailable as exc:
         err.print(f"journaled; processing deferred: {exc}")
     finally:
         _close(app)
+
+
+def _process(app: Any, journal_id: int) -> Any:
+    """The pipeline up to this entry, here: after releasing leases of dead local processes (an
+    ingest killed mid-way), waiting a little for another one-shot command, never for a daemon."""
+    from .app import ONESHOT_WAIT, pid_alive
+    from .store import lease
+
+    lease.release_orphans(app.store, pid_alive)
+    return asyncio.run(app.pipeline.process(journal_id, wait=ONESHOT_WAIT))
 
 
 def _close(app: Any) -> None:
@@ -343,7 +354,7 @@ def quarantine_retry(ctx: click.Context, qid: int) -> None:
         err.print(str(exc.args[0]))
         sys.exit(1)
     try:
-        outcome = asyncio.run(app.pipeline.process(jid))
+        outcome = _process(app, jid)
     except StoreUnavailable as exc:  # PipelineBusy: the running daemon processes it
         out.print(f"pending: {exc}", markup=False)
         return

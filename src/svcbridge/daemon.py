@@ -19,6 +19,7 @@ import uvicorn
 
 from .app import App, recover
 from .errors import AuthFailed, NotReady
+from .store import lease
 
 log = structlog.get_logger("svcbridge.daemon")
 
@@ -131,6 +132,8 @@ async def serve(app: App) -> int:
     loop.set_default_executor(
         ThreadPoolExecutor(max_workers=8 + 2 * len(app.sources), thread_name_prefix="svcb")
     )
+    # the pipeline lease names a daemon: one-shot commands (ingest) leave their entries to it
+    app.pipeline.holder = lease.new_holder("daemon")
     app.stopping = asyncio.Event()
     app.wake = asyncio.Event()
     app.delivery_wake = asyncio.Event()

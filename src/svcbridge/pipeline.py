@@ -169,10 +169,14 @@ class Pipeline:
         self.committed: asyncio.Event | None = None  # set after each batch commit (run --once waits on it)
 
     # ------------------------------------------------------------------ driving
-    async def drain(self) -> list[Outcome]:
-        """Process every pending journal entry (oldest first); returns what happened to each."""
+    async def drain(self, wait: float = 0.0) -> list[Outcome]:
+        """Process every pending journal entry (oldest first); returns what happened to each.
+
+        Only in the holder of the pipeline lease; ``wait`` seconds are spent waiting for it while a
+        one-shot command (another ``ingest``, ``run --once``) holds it, never for a daemon.
+        """
         done: list[Outcome] = []
-        if await asyncio.to_thread(self.take_lease) is not None:
+        if await self._wait_for_lease(wait) is not None:
             return done  # another process runs the pipeline on this store; intake and delivery go on
         while True:
             ids = await asyncio.to_thread(self.store.pending_journal, self.settings.pipeline.batch)
@@ -211,15 +215,43 @@ class Pipeline:
             self._busy_with = who
         return who
 
-    async def process(self, journal_id: int) -> Outcome:
-        """Process one journal entry (``ingest``, ``quarantine retry``).
+    async def _wait_for_lease(self, wait: float) -> str | None:
+        """take_lease, retried for up to ``wait`` s while a one-shot command holds the lease."""
+        deadline = time.monotonic() + wait
+        while True:
+            who = await asyncio.to_thread(self.take_lease)
+            if who is None or lease.is_daemon(who) or time.monotonic() >= deadline:
+                return who
+            await asyncio.sleep(0.1)
 
-        Raises ``PipelineBusy`` when another process runs the pipeline: the entry stays pending for it.
+    async def _keep_lease(self) -> None:
+        """During a batch: renew the lease when a third of lease_ttl has passed (a slow plugin must
+        not let it run out, or two processes would take it from each other batch after batch)."""
+        if (
+            time.monotonic() >= self._lease_checked_until
+            and await asyncio.to_thread(self.take_lease) is not None
+        ):
+            raise PipelineBusy("the pipeline lease was taken over during the batch; it stays pending")
+
+    async def process(self, journal_id: int, wait: float = 0.0) -> Outcome:
+        """Process the journal up to this entry (``ingest``, ``quarantine retry``); its outcome.
+
+        Everything pending is processed, oldest first, not only this entry: an entry another one-shot
+        command left behind (it could not get the lease) must not wait for a daemon that may not
+        exist. Raises ``PipelineBusy`` when another process runs the pipeline (a daemon, or a
+        one-shot command still busy after ``wait`` s): the entry stays pending for it.
         """
-        who = await asyncio.to_thread(self.take_lease)
+        who = await self._wait_for_lease(wait)
         if who is not None:
             raise PipelineBusy(f"the pipeline runs in another process ({who}); it will process the entry")
-        return (await self.process_batch([journal_id]))[0]
+        found = [o for o in await self.drain() if o.journal_id == journal_id]
+        if found:
+            return found[-1]
+        row = await asyncio.to_thread(self.store.journal_row, journal_id)  # not pending: done already
+        tid = row["ticket_id"] if row else None
+        return Outcome(
+            journal_id, row["status"] if row else "unknown", self.store.ref_for(tid) if tid else None
+        )
 
     async def process_batch(self, ids: list[int]) -> list[Outcome]:
         raws = await asyncio.to_thread(self.store.load_raws, ids)
@@ -243,6 +275,7 @@ class Pipeline:
         overlay.prefetch(values, await asyncio.to_thread(self.store.links_by_values, values))
         plans = []
         for jid in ids:
+            await self._keep_lease()
             with logscope(journal_id=jid, message_id=raws[jid].external_id):
                 plan = await self._prepare(jid, raws[jid], parsed[jid], overlay)
             overlay.record(plan)

@@ -101,20 +101,54 @@ def create_at_head(engine: Engine) -> None:
 
     ``tests/test_store_schema.py`` proves the result equal to replaying the migrations (tables,
     columns, types, keys, indexes), on SQLite and PostgreSQL, so the two ways cannot drift apart.
+    A leftover empty ``alembic_version`` (after ``alembic downgrade base``) is reused. On SQLite the
+    DDL runs inside an explicit BEGIN on the raw connection: Python's sqlite3 module commits each
+    CREATE on its own otherwise, and a crash half-way would leave tables without a revision.
     """
-    from sqlalchemy import text
+    from sqlalchemy.schema import CreateIndex, CreateTable
 
     from . import schema
 
-    with engine.begin() as conn:
-        schema.metadata.create_all(conn)
-        conn.execute(
-            text(
-                "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
-                "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
-            )
-        )
-        conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": head_revision()})
+    statements = [
+        str(CreateTable(tb).compile(dialect=engine.dialect)) for tb in schema.metadata.sorted_tables
+    ]
+    statements += [
+        str(CreateIndex(ix).compile(dialect=engine.dialect))
+        for tb in schema.metadata.sorted_tables
+        for ix in sorted(tb.indexes, key=lambda i: str(i.name))
+    ]
+    statements += [
+        "CREATE TABLE IF NOT EXISTS alembic_version (version_num VARCHAR(32) NOT NULL, "
+        "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))",
+        "DELETE FROM alembic_version",
+    ]
+    head = head_revision()
+    if engine.dialect.name == "sqlite":
+        raw = engine.raw_connection()
+        try:
+            dbapi = raw.driver_connection
+            assert dbapi is not None
+            saved, dbapi.isolation_level = dbapi.isolation_level, None  # we say BEGIN and COMMIT
+            try:
+                cur = dbapi.cursor()
+                cur.execute("BEGIN IMMEDIATE")
+                try:
+                    for sql in statements:
+                        cur.execute(sql)
+                    cur.execute("INSERT INTO alembic_version (version_num) VALUES (?)", (head,))
+                    cur.execute("COMMIT")
+                except BaseException:
+                    cur.execute("ROLLBACK")
+                    raise
+            finally:
+                dbapi.isolation_level = saved
+        finally:
+            raw.close()
+        return
+    with engine.begin() as conn:  # PostgreSQL: DDL is transactional as it is
+        for sql in statements:
+            conn.exec_driver_sql(sql)
+        conn.exec_driver_sql("INSERT INTO alembic_version (version_num) VALUES (%(v)s)", {"v": head})
 
 
 def current_revision(engine: Engine) -> str | None:

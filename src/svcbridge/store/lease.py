@@ -12,7 +12,7 @@ the holder of the ``pipeline`` lease only (``pipeline.py``):
 - ``renew`` runs inside the transaction that stores a batch (fencing): a holder that lost its lease
   while it worked (paused longer than the lease, then another took over) cannot commit that batch;
   its entries stay pending for the new holder.
-- A holder is ``host:pid:started:token``. On start, leases of dead processes on this host are
+- A holder is ``host:pid:started:role-token``. On start, leases of dead processes on this host are
   released (``release_orphans``; a live pid that started at another time is a reused pid, so the
   holder is dead too), so a daemon restarted after ``kill -9`` does not wait for its old lease to run
   out; a holder on another host is waited out (``[pipeline] lease_ttl``).
@@ -49,10 +49,19 @@ def _started(pid: int) -> str:
         return ""
 
 
-def new_holder() -> str:
-    """``host:pid:started:token``, unique to this process and object (two apps in one process differ)."""
+def new_holder(role: str = "oneshot") -> str:
+    """``host:pid:started:role-token``, unique to this process and object (two apps in one process differ).
+
+    ``role`` is ``daemon`` for ``svcbridge run`` and ``oneshot`` for a command that processes and exits
+    (``ingest``, ``run --once``, ``quarantine retry``): a one-shot command that finds a daemon holding
+    the lease leaves the work to it, one that finds another one-shot waits for it (``is_daemon``).
+    """
     pid = os.getpid()
-    return f"{HOST}:{pid}:{_started(pid)}:{uuid.uuid4().hex[:8]}"
+    return f"{HOST}:{pid}:{_started(pid)}:{role}-{uuid.uuid4().hex[:8]}"
+
+
+def is_daemon(holder: str | None) -> bool:
+    return bool(holder) and str(holder).rsplit(":", 1)[-1].startswith("daemon-")
 
 
 def _take(conn: Connection, name: str, holder: str, ttl: float) -> str | None:
@@ -104,13 +113,11 @@ def release(store: Store, name: str, holder: str) -> None:
 def release_orphans(store: Store, alive: Callable[[int], bool]) -> int:
     """Release leases held by dead processes of this host; how many."""
     with store.tx() as conn:
-        rows = conn.execute(
-            select(t.leases.c.name, t.leases.c.holder).where(t.leases.c.holder.like(f"{HOST}:%"))
-        ).all()
+        rows = conn.execute(select(t.leases.c.name, t.leases.c.holder)).all()  # a handful at most
         dead = []
         for name, holder in rows:
             parts = str(holder).split(":")
-            if len(parts) < 2 or not parts[1].isdigit():
+            if parts[0] != HOST or len(parts) < 2 or not parts[1].isdigit():
                 continue
             pid, started = int(parts[1]), parts[2] if len(parts) > 3 else ""
             if not alive(pid) or (started and _started(pid) not in ("", started)):
