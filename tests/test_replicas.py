@@ -284,3 +284,23 @@ async def test_a_slow_batch_keeps_its_lease(make_app, tmp_path: Path) -> None:
     assert len(outcomes) == 9 and a.store.count_tickets() == 9
     assert sorted(tk.id for tk in a.store.list_tickets()) == list(range(1, 10))  # no numbers burnt
     assert None not in seen  # b never got it while a worked
+
+
+async def test_a_stale_holder_cannot_quarantine_either(make_app, tmp_path: Path) -> None:
+    """The store stage fails on a row and the lease is gone by then: the quarantine write is fenced
+    like the batch, so the entry stays pending for the new holder instead of being parked by a
+    process that no longer owns the journal."""
+    a, b = replica(make_app, tmp_path, "a"), replica(make_app, tmp_path, "b")
+    drop(a.box, mails(1))
+    await a.poll_sources_once()
+
+    def fail_after_losing_the_lease(plans: list[Any]) -> None:
+        with a.store.tx() as conn:
+            conn.execute(update(t.leases).values(expires_at=utcnow() - timedelta(seconds=1)))
+        assert b.pipeline.take_lease() is None
+        raise ValueError("a bad row")
+
+    a.pipeline._write_plans = fail_after_losing_the_lease
+    assert await a.pipeline.drain() == []
+    assert pending(a) == 1 and a.store.quarantine_list() == []
+    assert [o.status for o in await b.pipeline.drain()] == ["created"]

@@ -521,7 +521,10 @@ class Pipeline:
     def _quarantine_store_failure(self, plan: Plan, exc: BaseException) -> None:
         plan.status, plan.reason = "quarantined", f"store: {exc}"
         plan.failure = StageFailed("store", None, exc)
-        self.store.quarantine(plan.journal_id, "store", None, exc)
+        with self.store.tx() as conn:  # fenced like a batch: a stale holder must not quarantine either
+            if not lease.renew(conn, LEASE, self.holder, self.settings.pipeline.lease_ttl):
+                raise PipelineBusy("the pipeline lease was taken over; the entry stays pending")
+            self.store.quarantine_row(conn, plan.journal_id, "store", None, exc)
 
     def _write(self, conn: Any, w: BatchWriter, p: Plan) -> None:
         if p.status == "quarantined":
