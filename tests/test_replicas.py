@@ -125,10 +125,11 @@ async def test_ingest_beside_a_running_pipeline_leaves_the_entry_to_it(make_app,
     from svcbridge.errors import PipelineBusy
 
     daemon, cli = replica(make_app, tmp_path, "a"), replica(make_app, tmp_path, "b")
+    daemon.pipeline.holder = lease.new_holder("daemon")  # as daemon.serve() names it
     assert daemon.pipeline.take_lease() is None
     res = cli.store.journal_insert(RawMessage(channel="email", source="ingest", external_id="x1", raw=eml()))
     try:
-        await cli.pipeline.process(res.journal_id)
+        await cli.pipeline.process(res.journal_id, wait=5.0)  # a daemon is not waited for
         raise AssertionError("processed beside the lease holder")
     except PipelineBusy:
         pass

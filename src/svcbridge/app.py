@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +28,7 @@ from .store import db, lease
 from .store.repo import Store
 
 log = structlog.get_logger("svcbridge.app")
-HOST = socket.gethostname()
+HOST = lease.HOST  # one host name for outbox claims and lease holders
 ONESHOT_WAIT = 30.0  # seconds run --once and ingest wait for another one-shot command's pipeline lease
 
 
