@@ -354,8 +354,8 @@ async def test_parse_workers_keep_quarantine_per_message(make_app, tmp_path: Pat
         extra = "X-Boom: 1\r\n" if i == 5 else ""
         drop(tmp_path, f"{i:03d}", eml(subject=f"case {i}", msgid=f"<p{i}@x>", extra=extra))
     await app.poll_sources_once()
-    assert app.pipeline.start_parse_workers()
-    pool = app.pipeline._pool
+    assert app.pipeline.workers.start()
+    pool = app.pipeline.workers.pool
     assert pool is not None
     for _ in range(600):  # the workers' start-up; no timing is asserted
         if pool.ready:
@@ -363,9 +363,9 @@ async def test_parse_workers_keep_quarantine_per_message(make_app, tmp_path: Pat
         await asyncio.sleep(0.05)
     try:
         outcomes = await app.pipeline.drain()
-        assert app.pipeline._pool is pool  # the batch went through the pool, which stayed healthy
-        app.pipeline._pool_used -= parsepool.IDLE_S + 1  # a quiet spell: the workers are let go
-        assert await app.pipeline.drain() == [] and app.pipeline._pool is None
+        assert app.pipeline.workers.pool is pool  # the batch went through the pool, which stayed healthy
+        app.pipeline.workers.used -= parsepool.IDLE_S + 1  # a quiet spell: the workers are let go
+        assert await app.pipeline.drain() == [] and app.pipeline.workers.pool is None
     finally:
         app.pipeline.close()
     assert [o.status for o in outcomes].count("created") == n - 1
@@ -377,9 +377,34 @@ async def test_parse_workers_keep_quarantine_per_message(make_app, tmp_path: Pat
     assert t.contact.email == "alice@example.com"
 
 
+async def test_a_source_expecting_a_backlog_starts_the_workers_ahead(make_app, tmp_path: Path) -> None:
+    """IntakeContext.expect: a Maildir listing of MIN_BATCH mails or more starts the parse workers
+    while the source still reads, so the first batch finds them up; a few mails start nothing."""
+    from svcbridge import parsepool
+
+    app = make_app(pipeline={"parse_workers": 1, "batch": 100})
+    for i in range(3):
+        drop(tmp_path, f"a{i:03d}", eml(subject=f"few {i}", msgid=f"<f{i}@x>"))
+    await app.poll_sources_once()
+    workers = app.pipeline.workers
+    assert workers._starter is None and workers.pool is None
+    for i in range(parsepool.MIN_BATCH):
+        drop(tmp_path, f"b{i:03d}", eml(subject=f"many {i}", msgid=f"<m{i}@x>"))
+    try:
+        await app.poll_sources_once()
+        assert workers._starter is not None  # started by the listing, before any drain
+        workers._starter.join()
+        assert workers.pool is not None
+        outcomes = await app.pipeline.drain()
+        assert [o.status for o in outcomes] == ["created"] * (3 + parsepool.MIN_BATCH)
+    finally:
+        app.pipeline.close()
+    assert workers.pool is None and workers._starter is None
+
+
 async def test_a_pool_that_cannot_start_leaves_parsing_here(make_app, tmp_path: Path, monkeypatch) -> None:
     """No /dev/shm, a refused fork: the batch is parsed in process, and after a few tries no more pools."""
-    from svcbridge import parsepool, pipeline
+    from svcbridge import parsepool
 
     def refuse(*a, **kw):
         raise OSError(38, "Function not implemented")
@@ -392,9 +417,9 @@ async def test_a_pool_that_cannot_start_leaves_parsing_here(make_app, tmp_path: 
     await app.poll_sources_once()
     outcomes = await app.pipeline.drain()
     assert [o.status for o in outcomes] == ["created"] * n
-    for _ in range(pipeline.MAX_POOL_FAILURES):
-        app.pipeline.start_parse_workers()
-    assert app.pipeline._no_pool and not app.pipeline.start_parse_workers()  # gave up, quietly
+    for _ in range(parsepool.MAX_FAILURES):
+        app.pipeline.workers.start()
+    assert app.pipeline.workers.off and not app.pipeline.workers.start()  # gave up, quietly
 
 
 def test_parse_workers_log_like_the_daemon_and_redact_secrets(tmp_path: Path, capfd) -> None:

@@ -35,6 +35,7 @@ class MaildirSource:
             (e for e in os.scandir(self.path / "new") if e.is_file() and not e.name.startswith(".")),
             key=lambda e: e.name,
         )
+        ctx.expect(len(entries))
         count = 0
         for start in range(0, len(entries), self.batch):
             if ctx.stopping.is_set():

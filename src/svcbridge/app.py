@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from pydantic import BaseModel
 
-from . import metrics
+from . import metrics, parsepool
 from .contracts import Notifier, Sink, Source, SubmitResult, WebhookRoute
 from .delivery import Delivery
 from .errors import ConfigError
@@ -221,6 +221,10 @@ class IntakeCtx:
             metrics.INTAKE.labels(source=raw.source, new=str(res.new).lower()).inc()
         self.app.wake.set()
         return results
+
+    def expect(self, count: int) -> None:
+        if count >= parsepool.MIN_BATCH:
+            self.app.pipeline.workers.get_ready()
 
     async def get_checkpoint(self, key: str) -> str | None:
         return await asyncio.to_thread(self.app.store.get_checkpoint, self.name, key)

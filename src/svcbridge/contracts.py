@@ -59,6 +59,15 @@ class IntakeContext(Protocol):
         """
         ...
 
+    def expect(self, count: int) -> None:
+        """Say how many messages a pass is about to fetch (after an IMAP SEARCH, a Maildir listing).
+
+        Optional and only a hint: the host gets ready for a large backlog (it starts the parse workers
+        while the source fetches, so the first batches need not be parsed in the daemon's process).
+        Returns at once; never raises.
+        """
+        ...
+
     async def get_checkpoint(self, key: str) -> str | None:
         """A value this source stored earlier (IMAP UIDVALIDITY/UID, a delta link, a cursor)."""
         ...

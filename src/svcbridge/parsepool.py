@@ -33,6 +33,8 @@ import time
 import traceback
 from typing import Any
 
+import structlog
+
 from .log import SCOPE
 from .models import RawMessage
 from .plugins import HookFailed, PluginManager
@@ -40,6 +42,9 @@ from .plugins import HookFailed, PluginManager
 MIN_BATCH = 32  # below this, pickling both ways costs more than a second core saves
 MAX_WORKERS = 4
 IDLE_S = 120.0  # the daemon stops the workers after this long without a large batch
+MAX_FAILURES = 3  # pools that would not start or broke; after this many the pipeline parses in process
+
+log = structlog.get_logger("svcbridge.pipeline")
 
 _pm: PluginManager | None = None  # the worker's own manager
 
@@ -99,6 +104,95 @@ class ParsePool:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+class Workers:
+    """The pipeline's parse workers: started by the first large batch (or ahead of it, ``get_ready``),
+    let go after ``IDLE_S`` without one, given up after ``MAX_FAILURES`` broken pools.
+
+    The pool is an accelerator, never a second way to fail: a pool that cannot start (no /dev/shm in
+    a container, a fork refused) or breaks leaves the batch to be parsed in the daemon's process.
+    """
+
+    def __init__(self, settings: Any, pm: PluginManager) -> None:
+        self.settings, self.pm = settings, pm
+        self.pool: ParsePool | None = None
+        self.off = False  # decided once: no workers configured, the plugins rule them out, or given up
+        self.used = 0.0  # monotonic time of the last batch handed to (or starting) the pool
+        self.failures = 0
+        self._lock = threading.Lock()  # held while a pool starts (get_ready starts one in a thread)
+        self._starter: threading.Thread | None = None
+
+    async def parse(self, ids: list[int], raws: dict[int, RawMessage]) -> dict[int, Any]:
+        """parse_message for a large batch in the workers: journal id -> draft | None | HookFailed;
+        {} when the batch is to be parsed in process (small, no pool, workers still starting)."""
+        if len(ids) < MIN_BATCH or not self.start(block=False):
+            return {}
+        assert self.pool is not None
+        self.used = time.monotonic()
+        if not self.pool.ready:
+            return {}  # the workers are still starting: this batch is parsed here, the next there
+        try:
+            return await self.pool.parse([(jid, raws[jid]) for jid in ids])
+        except Exception as exc:  # a worker died or a result did not pickle: parse here instead
+            self.failed(exc)
+            return {}
+
+    def get_ready(self) -> None:
+        """A source expects a backlog (``IntakeContext.expect``): start the workers now, in a thread
+        (the fork server and the workers take a few tenths of a second), so that they are up when
+        the first batch is journaled instead of being started by it and not ready for it."""
+        if self.pool is None and not self.off and self._starter is None:
+            starter = threading.Thread(target=self.start, name="parse-pool-start", daemon=True)
+            self._starter = starter
+            starter.start()
+
+    def start(self, block: bool = True) -> bool:
+        """Start the pool unless configured off or ruled out; True when there is one.
+        ``block=False``: False at once while get_ready's thread is still starting one."""
+        if not self._lock.acquire(blocking=block):
+            return False
+        try:
+            if self.pool is None and not self.off:
+                n = workers_for(self.settings.pipeline.parse_workers)
+                if n == 0 or not eligible(self.pm):
+                    self.off = True
+                else:
+                    try:
+                        pool = ParsePool(self.settings, self.pm, n)
+                        pool.start()
+                    except Exception as exc:
+                        self.failed(exc)
+                    else:
+                        self.pool = pool
+        finally:
+            self._lock.release()
+        return self.pool is not None
+
+    def failed(self, exc: Exception) -> None:
+        """Drop a broken pool; after MAX_FAILURES of them stop trying (each costs ~50 MB a worker)."""
+        self.failures += 1
+        give_up = self.failures >= MAX_FAILURES
+        self.off = self.off or give_up
+        log.warning(
+            "parse_pool_failed",
+            error=f"{type(exc).__name__}: {exc}",
+            failures=self.failures,
+            parse_here_from_now_on=give_up,
+        )
+        self.close()
+
+    def idle(self) -> bool:
+        return self.pool is not None and time.monotonic() - self.used > IDLE_S
+
+    def close(self) -> None:
+        """Stop the workers (idle, broken, or the daemon stops)."""
+        starter, self._starter = self._starter, None
+        if starter is not None and starter is not threading.current_thread():
+            starter.join()  # a pool being started now would outlive this call
+        if self.pool is not None:
+            self.pool.close()
+        self.pool = None
 
 
 # ---------------------------------------------------------------------- in the worker

@@ -48,7 +48,6 @@ from .store.batch import BatchWriter
 from .store.repo import Store
 
 log = structlog.get_logger("svcbridge.pipeline")
-MAX_POOL_FAILURES = 3
 LEASE = "pipeline"  # the store lease whose holder alone runs the pipeline (store/lease.py)
 CLOSED = (TicketState.RESOLVED, TicketState.CLOSED)
 _NOT_YET = object()  # no parse worker answered for this message: call parse_message in process
@@ -157,10 +156,7 @@ class Pipeline:
     def __init__(self, pm: PluginManager, store: Store, settings: Settings) -> None:
         self.pm, self.store, self.settings = pm, store, settings
         self._ids: list[int] = []  # ticket numbers reserved for this process, used in order
-        self._pool: parsepool.ParsePool | None = None  # started on the first large batch
-        self._no_pool = False  # decided once: no workers configured, or the plugins rule them out
-        self._pool_used = 0.0  # monotonic time of the last batch handed to (or starting) the pool
-        self._pool_failures = 0  # pools that would not start or broke; at MAX_POOL_FAILURES: parse here
+        self.workers = parsepool.Workers(settings, pm)  # parse_message on the other cores
         # sinks that record a delivery inside the store transaction (contracts.InlineSink); App.build
         self.inline_sinks: dict[str, Any] = {}
         self.holder = lease.new_holder()
@@ -181,10 +177,10 @@ class Pipeline:
         while True:
             ids = await asyncio.to_thread(self.store.pending_journal, self.settings.pipeline.batch)
             if not ids:
-                if self._pool is not None and time.monotonic() - self._pool_used > parsepool.IDLE_S:
+                if self.workers.idle():
                     # parse workers hold ~50 MB each: let them go after a quiet spell (a backlog
                     # import, a burst); the next large batch starts them again
-                    await asyncio.to_thread(self.close_pool)
+                    await asyncio.to_thread(self.workers.close)
                 return done
             try:
                 done += await self.process_batch(ids)
@@ -262,7 +258,7 @@ class Pipeline:
         # parse and normalise the whole batch first: then every link the threading stage may ask about
         # is known, and one query answers them all instead of one query per reference
         parsed: dict[int, TicketDraft | StageFailed] = {}
-        early = await self._parse_elsewhere(ids, raws)
+        early = await self.workers.parse(ids, raws)
         for jid in ids:
             with logscope(journal_id=jid, message_id=raws[jid].external_id):
                 parsed[jid] = await self._parse(raws[jid], early.get(jid, _NOT_YET))
@@ -305,62 +301,9 @@ class Pipeline:
                 )
         return [p.outcome for p in plans]
 
-    async def _parse_elsewhere(self, ids: list[int], raws: dict[int, RawMessage]) -> dict[int, Any]:
-        """parse_message for a large batch on the other cores (parsepool.py); {} when not used."""
-        if len(ids) < parsepool.MIN_BATCH or not self.start_parse_workers():
-            return {}
-        assert self._pool is not None
-        self._pool_used = time.monotonic()
-        if not self._pool.ready:
-            return {}  # the workers are still starting: this batch is parsed here, the next there
-        try:
-            return await self._pool.parse([(jid, raws[jid]) for jid in ids])
-        except Exception as exc:  # a worker died or a result did not pickle: parse here instead
-            self._pool_failed(exc)
-            return {}
-
-    def start_parse_workers(self) -> bool:
-        """Start the parse pool unless configured off or ruled out; True when there is one.
-
-        The pool is an accelerator, never a second way to fail: a pool that cannot start (no
-        /dev/shm in a container, a fork refused) leaves the batch to be parsed in this process.
-        """
-        if self._pool is None and not self._no_pool:
-            n = parsepool.workers_for(self.settings.pipeline.parse_workers)
-            if n == 0 or not parsepool.eligible(self.pm):
-                self._no_pool = True
-            else:
-                try:
-                    pool = parsepool.ParsePool(self.settings, self.pm, n)
-                    pool.start()
-                except Exception as exc:
-                    self._pool_failed(exc)
-                else:
-                    self._pool = pool
-        return self._pool is not None
-
-    def _pool_failed(self, exc: Exception) -> None:
-        """Drop a broken pool; after MAX_POOL_FAILURES of them stop trying (each costs ~50 MB a worker)."""
-        self._pool_failures += 1
-        give_up = self._pool_failures >= MAX_POOL_FAILURES
-        self._no_pool = self._no_pool or give_up
-        log.warning(
-            "parse_pool_failed",
-            error=f"{type(exc).__name__}: {exc}",
-            failures=self._pool_failures,
-            parse_here_from_now_on=give_up,
-        )
-        self.close_pool()
-
-    def close_pool(self) -> None:
-        """Stop the parse workers (idle, or broken)."""
-        if self._pool is not None:
-            self._pool.close()
-        self._pool = None
-
     def close(self) -> None:
         """The daemon's shutdown, the end of ``run --once``: parse workers stop, the lease is given back."""
-        self.close_pool()
+        self.workers.close()
         if self._busy_with is None:  # held (or last held) by this process
             self._busy_with, self._lease_checked_until = "?", 0.0
             try:
