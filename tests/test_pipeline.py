@@ -442,3 +442,82 @@ def test_parse_workers_log_like_the_daemon_and_redact_secrets(tmp_path: Path, ca
     assert len(err) == 1
     line = json.loads(err[0])
     assert line["event"] == "loud" and "s3cr3t" not in err[0]
+
+
+async def test_batches_are_bounded_by_bytes_as_well_as_by_count(make_app, tmp_path: Path) -> None:
+    """Large mails make smaller batches, not a larger process: the Maildir source journals at most
+    ``batch_bytes`` a transaction, the pipeline takes at most ``[pipeline] batch_bytes`` of raw mail a
+    batch, and a single mail over the bound is a batch of its own (never stuck)."""
+    from svcbridge_email.maildir import MaildirSource
+
+    big = "x" * 300_000
+    for i in range(5):
+        drop(tmp_path, f"{i:03d}", eml(subject=f"scan {i}", msgid=f"<big{i}@x>", body=big))
+    drop(tmp_path, "005", eml(subject="huge", msgid="<huge@x>", body="y" * 1_200_000))
+    src = MaildirSource("maildir", tmp_path / "maildir")
+    src.batch_bytes = 700_000
+    entries = sorted(os.scandir(tmp_path / "maildir" / "new"), key=lambda e: e.name)
+    chunks, total = src._chunks(entries)
+    assert [len(c) for c in chunks] == [2, 2, 1, 1]  # two 300 KB files fit, the 1.2 MB one alone
+    assert total == sum(e.stat().st_size for e in entries)
+
+    app = make_app(pipeline={"batch": 100, "batch_bytes": 700_000, "parse_workers": 0})
+    await app.poll_sources_once()
+    first = app.store.pending_journal(100, 700_000)
+    assert len(first) == 2  # 100 by count, two by bytes
+    assert len(app.store.pending_journal(100)) == 6  # no byte bound: the count alone
+    outcomes = await app.pipeline.drain()
+    assert [o.status for o in outcomes] == ["created"] * 6  # the 1.2 MB mail went through, alone
+    assert app.store.pending_journal(100, 700_000) == []
+
+
+def test_parse_chunks_balance_by_count_for_small_mails_and_by_bytes_for_large(make_app) -> None:
+    """A few chunks per worker: 200 small mails in chunks of 25 (never under 4), four 4 MB scans one
+    chunk each (they must not all go to one worker)."""
+    from svcbridge import parsepool
+
+    app = make_app()
+    pool = parsepool.ParsePool(app.settings, app.pm, 2)  # no process starts before a submit
+    try:
+        def raws(n: int, size: int) -> list[tuple[int, RawMessage]]:
+            return [
+                (i, RawMessage(channel="email", source="t", external_id=str(i), raw=b"x" * size))
+                for i in range(n)
+            ]
+
+        assert [len(c) for c in pool._chunks(raws(200, 700))] == [25] * 8
+        assert [len(c) for c in pool._chunks(raws(10, 700))] == [4, 4, 2]
+        assert [len(c) for c in pool._chunks(raws(4, 4_000_000))] == [1, 1, 1, 1]
+    finally:
+        pool.close()
+
+
+async def test_a_few_large_mails_are_parsed_in_the_workers(make_app, tmp_path: Path) -> None:
+    """Under MIN_BATCH mails but over MIN_BYTES: the workers parse them (a scan's MIME is worth a
+    second core); as many small mails are parsed in process (pickling would cost more)."""
+    import asyncio
+
+    from svcbridge import parsepool
+
+    app = make_app(pipeline={"parse_workers": 1})
+    size = parsepool.MIN_BYTES // 2 + 1000
+    for i in range(2):
+        drop(tmp_path, f"{i:03d}", eml(subject=f"scan {i}", msgid=f"<s{i}@x>", body="z" * size))
+    drop(tmp_path, "002", eml(subject="small", msgid="<small@x>"))
+    workers = app.pipeline.workers
+    try:
+        await app.poll_sources_once()  # expect(3, > MIN_BYTES): the workers start now
+        assert workers._starter is not None
+        workers._starter.join()
+        assert workers.pool is not None
+        for _ in range(600):  # the workers' start-up; no timing is asserted
+            if workers.pool.ready:
+                break
+            await asyncio.sleep(0.05)
+        ids = app.store.pending_journal(100)
+        raws = app.store.load_raws(ids)
+        parsed = await workers.parse(ids[:2], raws)
+        assert sorted(parsed) == ids[:2] and all(d.subject.startswith("scan") for d in parsed.values())
+        assert await workers.parse(ids[2:], raws) == {}  # one small mail: parsed in process
+    finally:
+        app.pipeline.close()

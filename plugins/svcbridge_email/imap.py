@@ -183,7 +183,7 @@ class ImapSource:
             await ctx.set_checkpoint("uidvalidity", uidvalidity)
             last = 0
         sizes = await self._call(self._new_messages, client, last)
-        ctx.expect(len(sizes))
+        ctx.expect(len(sizes), sum(sizes.values()))
         suspect = _suspect(await ctx.get_checkpoint("suspect"), uidvalidity)
         total = 0
         for chunk in _chunks(sizes, c.batch, c.batch_bytes):

@@ -17,6 +17,7 @@ class MaildirSource:
     channel = "email"
 
     batch = 100  # files journaled per transaction (one fsync for the lot)
+    batch_bytes = 25 * 1024 * 1024  # ... and no more bytes than this (a file larger alone is a batch)
 
     def __init__(
         self,
@@ -35,12 +36,12 @@ class MaildirSource:
             (e for e in os.scandir(self.path / "new") if e.is_file() and not e.name.startswith(".")),
             key=lambda e: e.name,
         )
-        ctx.expect(len(entries))
+        chunks, size = self._chunks(entries)
+        ctx.expect(len(entries), size)
         count = 0
-        for start in range(0, len(entries), self.batch):
+        for chunk in chunks:
             if ctx.stopping.is_set():
                 break
-            chunk = entries[start : start + self.batch]
             raws = []
             for entry in chunk:
                 data = Path(entry.path).read_bytes()
@@ -56,6 +57,24 @@ class MaildirSource:
                 self._ack(Path(entry.path), raw.external_id)
             count += len(chunk)
         return count
+
+    def _chunks(self, entries: list[os.DirEntry[str]]) -> tuple[list[list[os.DirEntry[str]]], int]:
+        """Batches of at most ``batch`` files and ``batch_bytes`` bytes (a batch is held in memory),
+        and the bytes of all of them."""
+        out: list[list[os.DirEntry[str]]] = []
+        size = total = 0
+        for entry in entries:
+            try:
+                n = entry.stat().st_size
+            except FileNotFoundError:  # gone since the listing: it weighs nothing here
+                n = 0
+            if not out or len(out[-1]) >= self.batch or (size + n > self.batch_bytes and out[-1]):
+                out.append([])
+                size = 0
+            out[-1].append(entry)
+            size += n
+            total += n
+        return out, total
 
     def _ack(self, path: Path, unique: str) -> None:
         if self.after == "delete":

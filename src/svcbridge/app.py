@@ -222,8 +222,8 @@ class IntakeCtx:
         self.app.wake.set()
         return results
 
-    def expect(self, count: int) -> None:
-        if count >= parsepool.MIN_BATCH:
+    def expect(self, count: int, size: int = 0) -> None:
+        if count >= parsepool.MIN_BATCH or size >= parsepool.MIN_BYTES:
             self.app.pipeline.workers.get_ready()
 
     async def get_checkpoint(self, key: str) -> str | None:

@@ -59,8 +59,9 @@ class IntakeContext(Protocol):
         """
         ...
 
-    def expect(self, count: int) -> None:
-        """Say how many messages a pass is about to fetch (after an IMAP SEARCH, a Maildir listing).
+    def expect(self, count: int, size: int = 0) -> None:
+        """Say how many messages a pass is about to fetch (after an IMAP SEARCH, a Maildir listing)
+        and, when known, how many bytes they are.
 
         Optional and only a hint: the host gets ready for a large backlog (it starts the parse workers
         while the source fetches, so the first batches need not be parsed in the daemon's process).

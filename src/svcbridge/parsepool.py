@@ -39,7 +39,8 @@ from .log import SCOPE
 from .models import RawMessage
 from .plugins import HookFailed, PluginManager
 
-MIN_BATCH = 32  # below this, pickling both ways costs more than a second core saves
+MIN_BATCH = 32  # below this, pickling both ways costs more than a second core saves...
+MIN_BYTES = 1024 * 1024  # ... unless the mails are large (parsing grows with the size, pickling less)
 MAX_WORKERS = 4
 IDLE_S = 120.0  # the daemon stops the workers after this long without a large batch
 MAX_FAILURES = 3  # pools that would not start or broke; after this many the pipeline parses in process
@@ -92,15 +93,29 @@ class ParsePool:
     async def parse(self, raws: list[tuple[int, RawMessage]]) -> dict[int, Any]:
         """journal id -> draft | None | HookFailed, for every message; raises if the pool broke."""
         loop = asyncio.get_running_loop()
-        size = max(4, -(-len(raws) // (self.workers * 4)))  # a few chunks per worker balance the load
-        chunks = [raws[i : i + size] for i in range(0, len(raws), size)]
-        futures = [loop.run_in_executor(self.executor, _parse_chunk, c) for c in chunks]
+        futures = [loop.run_in_executor(self.executor, _parse_chunk, c) for c in self._chunks(raws)]
         out: dict[int, Any] = {}
         for part in await asyncio.gather(*futures):
             for jid, res in part.items():
                 # HookFailed does not survive pickling (its __init__ takes three arguments)
                 out[jid] = HookFailed(res[1], "parse_message", res[2]) if isinstance(res, tuple) else res
         return out
+
+    def _chunks(self, raws: list[tuple[int, RawMessage]]) -> list[list[tuple[int, RawMessage]]]:
+        """A few chunks per worker balance the load: by count for small mails (at least 4 a chunk, or
+        pickling dominates), by bytes for large ones (four 4 MB scans must not go to one worker)."""
+        parts = self.workers * 4
+        per_count = max(4, -(-len(raws) // parts))
+        per_bytes = max(sum(len(r.raw or b"") for _, r in raws) // parts, 64 * 1024)
+        chunks: list[list[tuple[int, RawMessage]]] = [[]]
+        size = 0
+        for item in raws:
+            chunks[-1].append(item)
+            size += len(item[1].raw or b"")
+            if len(chunks[-1]) >= per_count or size >= per_bytes:
+                chunks.append([])
+                size = 0
+        return [c for c in chunks if c]
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
@@ -126,7 +141,8 @@ class Workers:
     async def parse(self, ids: list[int], raws: dict[int, RawMessage]) -> dict[int, Any]:
         """parse_message for a large batch in the workers: journal id -> draft | None | HookFailed;
         {} when the batch is to be parsed in process (small, no pool, workers still starting)."""
-        if len(ids) < MIN_BATCH or not self.start(block=False):
+        small = len(ids) < MIN_BATCH and sum(len(raws[j].raw or b"") for j in ids) < MIN_BYTES
+        if small or not self.start(block=False):
             return {}
         assert self.pool is not None
         self.used = time.monotonic()
@@ -164,7 +180,7 @@ class Workers:
                     except Exception as exc:
                         self.failed(exc)
                     else:
-                        self.pool = pool
+                        self.pool, self.used = pool, time.monotonic()  # not idle before its first batch
         finally:
             self._lock.release()
         return self.pool is not None

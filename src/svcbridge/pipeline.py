@@ -175,7 +175,8 @@ class Pipeline:
         if await self._wait_for_lease(wait) is not None:
             return done  # another process runs the pipeline on this store; intake and delivery go on
         while True:
-            ids = await asyncio.to_thread(self.store.pending_journal, self.settings.pipeline.batch)
+            cfg = self.settings.pipeline
+            ids = await asyncio.to_thread(self.store.pending_journal, cfg.batch, cfg.batch_bytes)
             if not ids:
                 if self.workers.idle():
                     # parse workers hold ~50 MB each: let them go after a quiet spell (a backlog

@@ -95,6 +95,11 @@ class OutboxSettings(BaseModel):
 class PipelineSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     batch: int = Field(default=200, ge=1)
+    batch_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="raw message bytes per batch at most (a larger single message is a batch of its own)",
+    )
     parse_workers: int | None = Field(
         default=None, ge=0, description="processes parsing large batches; unset: one per CPU (max 4), 0: off"
     )

@@ -122,15 +122,25 @@ class Store:
             found.update({(source, r[1]): int(r[0]) for r in conn.execute(q)})
         return found
 
-    def pending_journal(self, limit: int = 200) -> list[int]:
+    def pending_journal(self, limit: int = 200, max_bytes: int | None = None) -> list[int]:
+        """The oldest pending entries: at most ``limit``, and no more than ``max_bytes`` of raw message
+        (but always the first one), so a backlog of large mails makes smaller batches, not a larger
+        process: a batch is held in memory several times over (raw, parsed, pickled to the workers)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(t.journal.c.id)
+                select(t.journal.c.id, func.coalesce(func.length(t.journal.c.raw), 0))
                 .where(t.journal.c.status == "pending")
                 .order_by(t.journal.c.id)
                 .limit(limit)
             )
-            return [int(r[0]) for r in rows]
+            ids: list[int] = []
+            total = 0
+            for jid, size in rows:
+                total += int(size)
+                if ids and max_bytes is not None and total > max_bytes:
+                    break
+                ids.append(int(jid))
+            return ids
 
     def load_raw(self, journal_id: int) -> RawMessage:
         return self.load_raws([journal_id])[journal_id]
