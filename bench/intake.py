@@ -22,11 +22,13 @@ Dovecot; nothing is flagged, moved or deleted there (after = "none").
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import imaplib
 import json
 import os
+import random
 import re
 import shutil
 import sqlite3
@@ -162,6 +164,42 @@ def public_corpus(n: int, root: Path = CORPORA) -> list[bytes]:
     return out
 
 
+def scans(n: int, seed: int = 5) -> list[bytes]:
+    """N mails each carrying a 3 MB "scan" (random bytes, base64): what a backlog of faxes or photos of
+    broken machines looks like. Peak RSS must not grow with N (issue 5): batches are bounded by bytes."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        payload = base64.encodebytes(rng.randbytes(3 * 1024 * 1024))
+        head = (
+            f"From: site{i % 40}@customer.test\r\nTo: support@bench.test\r\nSubject: scan {i}\r\n"
+            f"Message-ID: <scan-{i}@bench.test>\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n"
+            f"Scan of the fault report, unit SN{i:06d}.\r\n--b\r\nContent-Type: application/pdf; "
+            "name=scan.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        )
+        out.append(head.encode() + payload + b"\r\n--b--\r\n")
+    return out
+
+
+def memory_vs_n(dv: Any, cafile: str) -> dict[str, Any]:
+    """One svcbridge run on 50 scans and one on 200 (user5, user6): peak RSS of each."""
+    out: dict[str, Any] = {}
+    for user, n in (("user5", 50), ("user6", 200)):
+        mails = scans(n)
+        fill_maildir(dv, user, mails)
+        with tempfile.TemporaryDirectory() as d:
+            r = svcbridge_once(Path(d), "127.0.0.1", dv.imaps_port, user, dv.users[user], cafile)
+        out[str(n)] = {
+            "mails": n,
+            "mb": round(sum(map(len, mails)) / 1e6, 1),
+            "seconds": r["seconds"],
+            "tickets": r["tickets"],
+            "peak_rss_mb": r["peak_rss_mb"],
+        }
+    return out
+
+
 def measure(host: str, port: int, user: str, password: str, cafile: str | None) -> dict[str, Any]:
     """Floor and svcbridge alternating RUNS times on one mailbox; medians."""
     bare_s: list[float] = []
@@ -237,11 +275,15 @@ def run(args: Any) -> dict[str, Any]:
         for name, (user, mails) in boxes.items():
             fill_maildir(dv, user, mails)
             results[name] = measure("127.0.0.1", dv.imaps_port, user, dv.users[user], cafile)
+        memory = memory_vs_n(dv, cafile)
     finally:
         dv.stop()
         shutil.rmtree(dv.root, ignore_errors=True)
     rows: list[tuple[str, Any]] = [("runs (alternating)", RUNS)]
     for name, r in results.items():
         rows += rows_for(name, r)
+    for n, m in memory.items():
+        label = f"scans of 3 MB: {n} mails ({m['mb']} MB), seconds / peak RSS MB"
+        rows.append((label, f"{m['seconds']:.1f} / {m['peak_rss_mb']:.0f}"))
     # the seeded corpus's figures stay at the top level (earlier results read them there)
-    return report("intake", rows, {**results["seeded"], "corpora": results})
+    return report("intake", rows, {**results["seeded"], "corpora": results, "memory_vs_n": memory})
