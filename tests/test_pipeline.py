@@ -521,3 +521,20 @@ async def test_a_few_large_mails_are_parsed_in_the_workers(make_app, tmp_path: P
         assert await workers.parse(ids[2:], raws) == {}  # one small mail: parsed in process
     finally:
         app.pipeline.close()
+
+
+async def test_the_next_batch_is_checked_against_the_one_stored_before_it(make_app, tmp_path: Path) -> None:
+    """While a batch is stored the next one is already loaded and parsing (look-ahead); its duplicate
+    and threading checks still see everything the batch before it committed."""
+    app = make_app(pipeline={"batch": 2})
+    first = eml(subject="Printer jams", msgid="<orig@x>")
+    drop(tmp_path, "001", first)
+    drop(tmp_path, "002", eml(subject="Fan noise", msgid="<fan@x>"))
+    drop(tmp_path, "003", first)  # the same bytes again (another mailbox, a re-import)
+    drop(tmp_path, "004", eml(subject="Re: Printer jams", msgid="<reply@x>", extra="In-Reply-To: <orig@x>\r\n"))
+    drop(tmp_path, "005", eml(subject="Disk full", msgid="<disk@x>"))
+    await app.poll_sources_once()
+    outcomes = await app.pipeline.drain()
+    assert [o.status for o in outcomes] == ["created", "created", "duplicate", "followup", "created"]
+    assert outcomes[2].ticket_ref == outcomes[3].ticket_ref == outcomes[0].ticket_ref
+    assert app.store.pending_journal(100) == []

@@ -87,6 +87,16 @@ class Plan:
         return Outcome(self.journal_id, self.status, self.ticket.ref if self.ticket else None, self.reason)
 
 
+@dataclass
+class Batch:
+    """Journal entries taken together: their raw messages and the parse workers' answers (``{}``:
+    parse here), which may still be on their way while the batch before is stored."""
+
+    ids: list[int]
+    raws: dict[int, RawMessage]
+    parsed: asyncio.Future[dict[int, Any]]
+
+
 class Overlay:
     """``TicketLookup`` over the store plus the batch's not yet committed tickets, links and hashes."""
 
@@ -174,21 +184,38 @@ class Pipeline:
         done: list[Outcome] = []
         if await self._wait_for_lease(wait) is not None:
             return done  # another process runs the pipeline on this store; intake and delivery go on
-        while True:
-            cfg = self.settings.pipeline
-            ids = await asyncio.to_thread(self.store.pending_journal, cfg.batch, cfg.batch_bytes)
-            if not ids:
-                if self.workers.idle():
-                    # parse workers hold ~50 MB each: let them go after a quiet spell (a backlog
-                    # import, a burst); the next large batch starts them again
-                    await asyncio.to_thread(self.workers.close)
-                return done
-            try:
-                done += await self.process_batch(ids)
-            except PipelineBusy as exc:  # the lease ran out mid-drain and another took over
-                log.warning("pipeline_lease_lost", holder=self.holder, detail=str(exc))
-                self._lease_checked_until = 0.0  # ask the store next time, not the memory
-                return done
+        ahead: Batch | None = None
+        try:
+            while True:
+                batch, ahead = ahead or await self._next_batch(), None
+                if batch is None:
+                    if self.workers.idle():
+                        # parse workers hold ~50 MB each: let them go after a quiet spell (a backlog
+                        # import, a burst); the next large batch starts them again
+                        await asyncio.to_thread(self.workers.close)
+                    return done
+                # look ahead: the next batch is parsed in the workers while this one is threaded and
+                # stored here (only its parsing: what it is checked against is read after this commit)
+                ahead = await self._next_batch(after=batch.ids[-1])
+                try:
+                    done += await self.process_batch(batch)
+                except PipelineBusy as exc:  # the lease ran out mid-drain and another took over
+                    log.warning("pipeline_lease_lost", holder=self.holder, detail=str(exc))
+                    self._lease_checked_until = 0.0  # ask the store next time, not the memory
+                    return done
+        finally:
+            if ahead is not None:  # not processed: it stays pending; the workers' answer is dropped
+                ahead.parsed.cancel()
+                await asyncio.gather(ahead.parsed, return_exceptions=True)
+
+    async def _next_batch(self, after: int = 0) -> Batch | None:
+        """The oldest pending entries after ``after``, loaded, their parsing started in the workers."""
+        cfg = self.settings.pipeline
+        ids = await asyncio.to_thread(self.store.pending_journal, cfg.batch, cfg.batch_bytes, after)
+        if not ids:
+            return None
+        raws = await asyncio.to_thread(self.store.load_raws, ids)
+        return Batch(ids, raws, asyncio.ensure_future(self.workers.parse(ids, raws)))
 
     def take_lease(self) -> str | None:
         """Take or renew the pipeline lease: None when this process may run the pipeline, else who has it.
@@ -250,8 +277,8 @@ class Pipeline:
             journal_id, row["status"] if row else "unknown", self.store.ref_for(tid) if tid else None
         )
 
-    async def process_batch(self, ids: list[int]) -> list[Outcome]:
-        raws = await asyncio.to_thread(self.store.load_raws, ids)
+    async def process_batch(self, batch: Batch) -> list[Outcome]:
+        ids, raws = batch.ids, batch.raws
         if len(self._ids) < len(ids):
             self._ids += await asyncio.to_thread(self.store.allocate_ticket_ids, len(ids) - len(self._ids))
         hashes = {r.content_hash for r in raws.values()}
@@ -259,7 +286,7 @@ class Pipeline:
         # parse and normalise the whole batch first: then every link the threading stage may ask about
         # is known, and one query answers them all instead of one query per reference
         parsed: dict[int, TicketDraft | StageFailed] = {}
-        early = await self.workers.parse(ids, raws)
+        early = await batch.parsed
         for jid in ids:
             with logscope(journal_id=jid, message_id=raws[jid].external_id):
                 parsed[jid] = await self._parse(raws[jid], early.get(jid, _NOT_YET))

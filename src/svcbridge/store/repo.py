@@ -122,14 +122,15 @@ class Store:
             found.update({(source, r[1]): int(r[0]) for r in conn.execute(q)})
         return found
 
-    def pending_journal(self, limit: int = 200, max_bytes: int | None = None) -> list[int]:
-        """The oldest pending entries: at most ``limit``, and no more than ``max_bytes`` of raw message
-        (but always the first one), so a backlog of large mails makes smaller batches, not a larger
-        process: a batch is held in memory several times over (raw, parsed, pickled to the workers)."""
+    def pending_journal(self, limit: int = 200, max_bytes: int | None = None, after: int = 0) -> list[int]:
+        """The oldest pending entries (with ids above ``after``): at most ``limit``, and no more than
+        ``max_bytes`` of raw message (but always the first one), so a backlog of large mails makes
+        smaller batches, not a larger process: a batch is held in memory several times over (raw,
+        parsed, pickled to the workers)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(t.journal.c.id, func.coalesce(func.length(t.journal.c.raw), 0))
-                .where(t.journal.c.status == "pending")
+                .where(t.journal.c.status == "pending", t.journal.c.id > after)
                 .order_by(t.journal.c.id)
                 .limit(limit)
             )
