@@ -383,6 +383,7 @@ async def test_a_source_expecting_a_backlog_starts_the_workers_ahead(make_app, t
     from svcbridge import parsepool
 
     app = make_app(pipeline={"parse_workers": 1, "batch": 100})
+    assert app.pipeline.take_lease() is None  # as the daemon's pipeline loop does before any poll
     for i in range(3):
         drop(tmp_path, f"a{i:03d}", eml(subject=f"few {i}", msgid=f"<f{i}@x>"))
     await app.poll_sources_once()
@@ -493,8 +494,8 @@ def test_parse_chunks_balance_by_count_for_small_mails_and_by_bytes_for_large(ma
 
 
 async def test_a_few_large_mails_are_parsed_in_the_workers(make_app, tmp_path: Path) -> None:
-    """Under MIN_BATCH mails but over MIN_BYTES: the workers parse them (a scan's MIME is worth a
-    second core); as many small mails are parsed in process (pickling would cost more)."""
+    """Under MIN_BATCH mails but over MIN_BYTES: a pool that is up parses them (a scan's MIME is worth
+    a second core), though they alone do not start one; one mail is parsed in process."""
     import asyncio
 
     from svcbridge import parsepool
@@ -506,9 +507,9 @@ async def test_a_few_large_mails_are_parsed_in_the_workers(make_app, tmp_path: P
     drop(tmp_path, "002", eml(subject="small", msgid="<small@x>"))
     workers = app.pipeline.workers
     try:
-        await app.poll_sources_once()  # expect(3, > MIN_BYTES): the workers start now
-        assert workers._starter is not None
-        workers._starter.join()
+        await app.poll_sources_once()  # expect(3, ~1 MiB): not a backlog worth starting workers for
+        assert workers._starter is None and workers.pool is None
+        assert workers.start()  # up anyway (an earlier backlog)
         assert workers.pool is not None
         for _ in range(600):  # the workers' start-up; no timing is asserted
             if workers.pool.ready:
@@ -538,3 +539,91 @@ async def test_the_next_batch_is_checked_against_the_one_stored_before_it(make_a
     assert [o.status for o in outcomes] == ["created", "created", "duplicate", "followup", "created"]
     assert outcomes[2].ticket_ref == outcomes[3].ticket_ref == outcomes[0].ticket_ref
     assert app.store.pending_journal(100) == []
+
+
+async def test_an_entry_pending_again_is_not_left_behind_the_backlog(make_app, tmp_path: Path) -> None:
+    """``quarantine retry`` sets an old entry pending again while batches are stored: the look-ahead
+    takes the oldest pending entries (not only those after the current batch), so it is processed
+    one batch later, not after the whole backlog."""
+    from sqlalchemy import update
+
+    from svcbridge.store import schema as t
+
+    app = make_app(pipeline={"batch": 2, "parse_workers": 0})
+    for i in range(8):
+        drop(tmp_path, f"{i:03d}", eml(subject=f"case {i}", msgid=f"<o{i}@x>"))
+    await app.poll_sources_once()
+    with app.store.tx() as conn:  # entry 1 was quarantined earlier
+        conn.execute(update(t.journal).where(t.journal.c.id == 1).values(status="quarantined"))
+    real, calls = app.pipeline._write_plans, []
+
+    def retry_during_first_batch(plans: list) -> None:
+        if not calls:
+            with app.store.tx() as conn:  # what `svcbridge quarantine retry 1` does meanwhile
+                conn.execute(update(t.journal).where(t.journal.c.id == 1).values(status="pending"))
+        calls.append([p.journal_id for p in plans])
+        real(plans)
+
+    app.pipeline._write_plans = retry_during_first_batch
+    outcomes = await app.pipeline.drain()
+    assert [o.journal_id for o in outcomes] == [2, 3, 4, 5, 1, 6, 7, 8]
+    assert calls == [[2, 3], [4, 5], [1, 6], [7, 8]]
+
+
+def test_parse_workers_only_where_they_pay(make_app) -> None:
+    """``worth``: one mail never (nothing to spread), a few large ones use a pool that is up, a pool is
+    started only for a backlog (a PDF every few minutes must not start and stop processes)."""
+    from svcbridge import parsepool
+
+    mb = 1024 * 1024
+    assert not parsepool.worth(1, 20 * mb) and not parsepool.worth(1, 20 * mb, start=True)
+    assert parsepool.worth(2, 2 * mb) and not parsepool.worth(2, 2 * mb, start=True)
+    assert parsepool.worth(3, 9 * mb, start=True)
+    assert not parsepool.worth(10, 10_000) and parsepool.worth(parsepool.MIN_BATCH, 10_000, start=True)
+
+
+def test_a_broken_pool_counts_once_and_the_early_start_never_waits(make_app) -> None:
+    """A batch and the one looked ahead both see a pool break: one failure, not two. The early
+    start's thread does not wait for the lock a batch holds while it starts a pool itself (which may
+    join that thread: waiting would deadlock)."""
+    from svcbridge import parsepool
+
+    app = make_app()
+    w = parsepool.Workers(app.settings, app.pm)
+
+    class Broken:
+        closed = 0
+
+        def close(self) -> None:
+            self.closed += 1
+
+    broken = Broken()
+    w.pool = broken  # type: ignore[assignment]
+    w.failed(RuntimeError("worker killed"), broken)  # type: ignore[arg-type]
+    w.failed(RuntimeError("worker killed"), broken)  # type: ignore[arg-type]
+    assert w.failures == 1 and w.pool is None and broken.closed == 1
+    with w._lock:  # a batch is starting a pool itself
+        w.get_ready()
+        assert w._starter is not None
+        w._starter.join(timeout=10)
+        assert not w._starter.is_alive()  # gave way at once
+    assert w.pool is None
+    w.close()
+
+
+def test_content_hash_is_computed_once_and_follows_the_bytes() -> None:
+    """Cached (three stages ask for it), but never stale: assigning raw or replacing it in a copy
+    gives the new bytes' hash; equality and pickling (to the parse workers) are unaffected."""
+    import hashlib
+    import pickle
+
+    raw = RawMessage(channel="email", source="t", external_id="1", raw=b"one")
+    assert raw.content_hash == hashlib.sha256(b"one").hexdigest()
+    raw.raw = b"two"
+    assert raw.content_hash == hashlib.sha256(b"two").hexdigest()
+    copy = raw.model_copy(update={"raw": b"three"})
+    assert copy.content_hash == hashlib.sha256(b"three").hexdigest()
+    assert raw.content_hash == hashlib.sha256(b"two").hexdigest()
+    twin = RawMessage(channel="email", source="t", external_id="1", raw=b"two", received_at=raw.received_at)
+    assert twin == raw  # one has its hash cached, the other not: still equal
+    assert pickle.loads(pickle.dumps(raw)).content_hash == raw.content_hash

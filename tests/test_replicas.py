@@ -305,3 +305,62 @@ async def test_a_stale_holder_cannot_quarantine_either(make_app, tmp_path: Path)
     assert await a.pipeline.drain() == []
     assert pending(a) == 1 and a.store.quarantine_list() == []
     assert [o.status for o in await b.pipeline.drain()] == ["created"]
+
+
+async def test_a_stale_holder_that_gets_the_lease_back_records_nothing_twice(make_app, tmp_path: Path) -> None:
+    """a pauses past lease_ttl with a batch decided; b takes over, does the work and stops cleanly;
+    a takes the free lease again on its next renewal. The lease alone would let a's stale batch
+    through: the commit also checks that every entry is still pending, and refuses."""
+    a, b = replica(make_app, tmp_path, "a"), replica(make_app, tmp_path, "b")
+    drop(a.box, mails(4))
+    await a.poll_sources_once()
+    assert a.pipeline.take_lease() is None
+    real = a.pipeline._write_plans
+    refused = []
+
+    def paused(plans: list[Any]) -> None:
+        with a.store.tx() as conn:  # a's lease runs out while it is paused
+            conn.execute(update(t.leases).values(expires_at=utcnow() - timedelta(seconds=1)))
+        assert len(asyncio.run(b.pipeline.drain())) == 4  # b takes over and does the work
+        b.pipeline.close()  # and gives the lease back
+        # a, awake, takes the free lease again (as _keep_lease does once a third of lease_ttl passed)
+        assert lease.acquire(a.store, "pipeline", a.pipeline.holder, 60.0) is None
+        try:
+            real(plans)
+        except Exception as exc:
+            refused.append(exc)
+            raise
+
+    a.pipeline._write_plans = paused
+    assert await a.pipeline.drain() == []
+    assert [type(e).__name__ for e in refused] == ["PipelineBusy"]
+    assert a.store.count_tickets() == 4 and pending(a) == 0
+    with a.store.engine.connect() as conn:
+        statuses = [r[0] for r in conn.execute(t.journal.select().with_only_columns(t.journal.c.status))]
+    assert statuses == ["processed"] * 4  # not "duplicate": a recorded nothing
+
+
+async def test_a_replica_without_the_lease_keeps_no_parse_workers(make_app, tmp_path: Path) -> None:
+    """Intake runs in every replica, the pipeline in one: a backlog polled by a replica without the
+    lease starts no workers there, and workers it still has (it held the lease before) are let go
+    after the idle time even though it no longer drains."""
+    from svcbridge import parsepool
+
+    a, b = replica(make_app, tmp_path, "a"), replica(make_app, tmp_path, "b")
+    assert a.pipeline.take_lease() is None
+    assert b.pipeline.take_lease() == a.pipeline.holder
+    drop(b.box, mails(parsepool.MIN_BATCH + 4))
+    await b.poll_sources_once()
+    assert b.pipeline.workers._starter is None and b.pipeline.workers.pool is None
+
+    class Idle:
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    idle = Idle()
+    b.pipeline.workers.pool = idle  # type: ignore[assignment]
+    b.pipeline.workers.used -= parsepool.IDLE_S + 1
+    assert await b.pipeline.drain() == []
+    assert idle.closed and b.pipeline.workers.pool is None

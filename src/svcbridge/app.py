@@ -223,7 +223,8 @@ class IntakeCtx:
         return results
 
     def expect(self, count: int, size: int = 0) -> None:
-        if count >= parsepool.MIN_BATCH or size >= parsepool.MIN_BYTES:
+        # only where the pipeline runs: a replica without the lease would hold idle workers for nothing
+        if self.app.pipeline.runs_here and parsepool.worth(count, size, start=True):
             self.app.pipeline.workers.get_ready()
 
     async def get_checkpoint(self, key: str) -> str | None:

@@ -15,6 +15,7 @@ import enum
 import hashlib
 import re
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
@@ -76,9 +77,20 @@ class RawMessage(_Model):
     @cached_property
     def content_hash(self) -> str:
         """SHA-256 of the raw bytes; computed once (the journal, the batch's duplicate check and the
-        threading stage each ask: three hashes of a 4 MB scan were a second per hundred such mails).
-        ``raw`` is never reassigned after the message is built."""
+        threading stage each ask: three hashes of a 4 MB scan were a second per hundred such mails),
+        again after ``raw`` is assigned or replaced in a ``model_copy``."""
         return hashlib.sha256(self.raw or b"").hexdigest()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "raw":
+            self.__dict__.pop("content_hash", None)
+        super().__setattr__(name, value)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> RawMessage:
+        copy = super().model_copy(update=update, deep=deep)
+        if update and "raw" in update:
+            copy.__dict__.pop("content_hash", None)
+        return copy
 
 
 # --------------------------------------------------------------------------- people and things

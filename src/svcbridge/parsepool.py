@@ -41,6 +41,7 @@ from .plugins import HookFailed, PluginManager
 
 MIN_BATCH = 32  # below this, pickling both ways costs more than a second core saves...
 MIN_BYTES = 1024 * 1024  # ... unless the mails are large (parsing grows with the size, pickling less)
+START_BYTES = 8 * 1024 * 1024  # a pool is started for a few mails only when they are this large
 MAX_WORKERS = 4
 IDLE_S = 120.0  # the daemon stops the workers after this long without a large batch
 MAX_FAILURES = 3  # pools that would not start or broke; after this many the pipeline parses in process
@@ -56,6 +57,15 @@ def workers_for(setting: int | None) -> int:
         return max(0, setting)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return 0 if cpus < 2 else min(cpus, MAX_WORKERS)
+
+
+def worth(count: int, size: int, start: bool = False) -> bool:
+    """Whether ``count`` messages of ``size`` bytes in all go to the workers (``start``: whether they
+    are worth starting a pool for: a PDF every few minutes must not start and stop ~200 MB of
+    processes for nothing, while it may use a pool that is up anyway)."""
+    if count < 2:
+        return False  # nothing to spread; the daemon waits for the answer either way
+    return count >= MIN_BATCH or size >= (START_BYTES if start else MIN_BYTES)
 
 
 def eligible(pm: PluginManager) -> bool:
@@ -141,17 +151,20 @@ class Workers:
     async def parse(self, ids: list[int], raws: dict[int, RawMessage]) -> dict[int, Any]:
         """parse_message for a large batch in the workers: journal id -> draft | None | HookFailed;
         {} when the batch is to be parsed in process (small, no pool, workers still starting)."""
-        small = len(ids) < MIN_BATCH and sum(len(raws[j].raw or b"") for j in ids) < MIN_BYTES
-        if small or not self.start(block=False):
+        size = sum(len(raws[j].raw or b"") for j in ids)
+        if not worth(len(ids), size) or (self.pool is None and not worth(len(ids), size, start=True)):
             return {}
-        assert self.pool is not None
+        if not self.start(block=False):
+            return {}
+        pool = self.pool
+        assert pool is not None
         self.used = time.monotonic()
-        if not self.pool.ready:
+        if not pool.ready:
             return {}  # the workers are still starting: this batch is parsed here, the next there
         try:
-            return await self.pool.parse([(jid, raws[jid]) for jid in ids])
+            return await pool.parse([(jid, raws[jid]) for jid in ids])
         except Exception as exc:  # a worker died or a result did not pickle: parse here instead
-            self.failed(exc)
+            self.failed(exc, pool)
             return {}
 
     def get_ready(self) -> None:
@@ -159,9 +172,14 @@ class Workers:
         (the fork server and the workers take a few tenths of a second), so that they are up when
         the first batch is journaled instead of being started by it and not ready for it."""
         if self.pool is None and not self.off and self._starter is None:
-            starter = threading.Thread(target=self.start, name="parse-pool-start", daemon=True)
+            # non-blocking: a batch starting a pool itself holds the lock, and may join this thread
+            starter = threading.Thread(target=self.start, args=(False,), name="parse-pool-start", daemon=True)
             self._starter = starter
-            starter.start()
+            try:
+                starter.start()
+            except RuntimeError as exc:  # no thread to be had (a pid or thread limit): a hint only
+                self._starter = None
+                log.warning("parse_pool_not_started_early", error=str(exc))
 
     def start(self, block: bool = True) -> bool:
         """Start the pool unless configured off or ruled out; True when there is one.
@@ -185,8 +203,12 @@ class Workers:
             self._lock.release()
         return self.pool is not None
 
-    def failed(self, exc: Exception) -> None:
-        """Drop a broken pool; after MAX_FAILURES of them stop trying (each costs ~50 MB a worker)."""
+    def failed(self, exc: Exception, pool: ParsePool | None = None) -> None:
+        """Drop a broken pool; after MAX_FAILURES of them stop trying (each costs ~50 MB a worker).
+        ``pool``: the one that broke; nothing happens when it was dropped already (a batch and the
+        one looked ahead both had work on it and both see it break)."""
+        if pool is not None and pool is not self.pool:
+            return
         self.failures += 1
         give_up = self.failures >= MAX_FAILURES
         self.off = self.off or give_up

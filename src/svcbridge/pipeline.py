@@ -183,39 +183,50 @@ class Pipeline:
         """
         done: list[Outcome] = []
         if await self._wait_for_lease(wait) is not None:
+            await self._let_idle_workers_go()
             return done  # another process runs the pipeline on this store; intake and delivery go on
+        batch: Batch | None = None
         ahead: Batch | None = None
         try:
             while True:
                 batch, ahead = ahead or await self._next_batch(), None
                 if batch is None:
-                    if self.workers.idle():
-                        # parse workers hold ~50 MB each: let them go after a quiet spell (a backlog
-                        # import, a burst); the next large batch starts them again
-                        await asyncio.to_thread(self.workers.close)
+                    await self._let_idle_workers_go()
                     return done
                 # look ahead: the next batch is parsed in the workers while this one is threaded and
                 # stored here (only its parsing: what it is checked against is read after this commit)
-                ahead = await self._next_batch(after=batch.ids[-1])
+                ahead = await self._next_batch(exclude=batch.ids)
                 try:
                     done += await self.process_batch(batch)
                 except PipelineBusy as exc:  # the lease ran out mid-drain and another took over
                     log.warning("pipeline_lease_lost", holder=self.holder, detail=str(exc))
                     self._lease_checked_until = 0.0  # ask the store next time, not the memory
                     return done
-        finally:
-            if ahead is not None:  # not processed: it stays pending; the workers' answer is dropped
-                ahead.parsed.cancel()
-                await asyncio.gather(ahead.parsed, return_exceptions=True)
+        finally:  # what was not processed stays pending; the workers' answers for it are dropped
+            left = [b.parsed for b in (batch, ahead) if b is not None and not b.parsed.done()]
+            for fut in left:
+                fut.cancel()
+            await asyncio.gather(*left, return_exceptions=True)
 
-    async def _next_batch(self, after: int = 0) -> Batch | None:
-        """The oldest pending entries after ``after``, loaded, their parsing started in the workers."""
+    async def _next_batch(self, exclude: list[int] | None = None) -> Batch | None:
+        """The oldest pending entries (but ``exclude``), loaded, their parsing started in the workers."""
         cfg = self.settings.pipeline
-        ids = await asyncio.to_thread(self.store.pending_journal, cfg.batch, cfg.batch_bytes, after)
+        ids = await asyncio.to_thread(self.store.pending_journal, cfg.batch, cfg.batch_bytes, exclude)
         if not ids:
             return None
         raws = await asyncio.to_thread(self.store.load_raws, ids)
         return Batch(ids, raws, asyncio.ensure_future(self.workers.parse(ids, raws)))
+
+    async def _let_idle_workers_go(self) -> None:
+        if self.workers.idle():
+            # parse workers hold ~50 MB each: let them go after a quiet spell (a backlog import, a
+            # burst; or this process does not hold the lease any more); a large batch starts them again
+            await asyncio.to_thread(self.workers.close)
+
+    @property
+    def runs_here(self) -> bool:
+        """This process held the pipeline lease when it last asked (a replica without it: False)."""
+        return self._busy_with is None
 
     def take_lease(self) -> str | None:
         """Take or renew the pipeline lease: None when this process may run the pipeline, else who has it.
@@ -474,10 +485,7 @@ class Pipeline:
     def _write_plans(self, plans: list[Plan]) -> None:
         """All plans in one transaction: rows collected per table, one statement per table (batch.py)."""
         with self.store.tx() as conn:
-            # fencing: a process that lost the lease while it worked (paused past lease_ttl, then
-            # another took over) must not commit what it decided on a stale view of the store
-            if not lease.renew(conn, LEASE, self.holder, self.settings.pipeline.lease_ttl):
-                raise PipelineBusy("the pipeline lease was taken over; the batch stays pending")
+            self._fence(conn, [p.journal_id for p in plans])
             w = BatchWriter()
             for p in plans:
                 self._write(conn, w, p)
@@ -493,9 +501,19 @@ class Pipeline:
         plan.status, plan.reason = "quarantined", f"store: {exc}"
         plan.failure = StageFailed("store", None, exc)
         with self.store.tx() as conn:  # fenced like a batch: a stale holder must not quarantine either
-            if not lease.renew(conn, LEASE, self.holder, self.settings.pipeline.lease_ttl):
-                raise PipelineBusy("the pipeline lease was taken over; the entry stays pending")
+            self._fence(conn, [plan.journal_id])
             self.store.quarantine_row(conn, plan.journal_id, "store", None, exc)
+
+    def _fence(self, conn: Any, journal_ids: list[int]) -> None:
+        """In the commit's transaction: this process holds the lease, and every entry it is about to
+        record is still pending. A process that lost the lease while it worked (paused past
+        lease_ttl) must not commit what it decided on a stale view of the store; and the lease alone
+        does not show that: if the one that took over has done the work and given the lease back,
+        the stale process takes it again with its next renewal."""
+        if not lease.renew(conn, LEASE, self.holder, self.settings.pipeline.lease_ttl):
+            raise PipelineBusy("the pipeline lease was taken over; the batch stays pending")
+        if self.store.count_pending(conn, journal_ids) != len(set(journal_ids)):
+            raise PipelineBusy("entries of this batch were processed elsewhere meanwhile; read again")
 
     def _write(self, conn: Any, w: BatchWriter, p: Plan) -> None:
         if p.status == "quarantined":

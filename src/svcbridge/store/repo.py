@@ -122,18 +122,20 @@ class Store:
             found.update({(source, r[1]): int(r[0]) for r in conn.execute(q)})
         return found
 
-    def pending_journal(self, limit: int = 200, max_bytes: int | None = None, after: int = 0) -> list[int]:
-        """The oldest pending entries (with ids above ``after``): at most ``limit``, and no more than
-        ``max_bytes`` of raw message (but always the first one), so a backlog of large mails makes
-        smaller batches, not a larger process: a batch is held in memory several times over (raw,
-        parsed, pickled to the workers)."""
+    def pending_journal(
+        self, limit: int = 200, max_bytes: int | None = None, exclude: list[int] | None = None
+    ) -> list[int]:
+        """The oldest pending entries (but ``exclude``: the batch being stored while the next is read):
+        at most ``limit``, and no more than ``max_bytes`` of raw message (but always the first one),
+        so a backlog of large mails makes smaller batches, not a larger process: a batch is held in
+        memory several times over (raw, parsed, pickled to the workers)."""
+        q = select(t.journal.c.id, func.coalesce(func.length(t.journal.c.raw), 0)).where(
+            t.journal.c.status == "pending"
+        )
+        if exclude:
+            q = q.where(t.journal.c.id.not_in(exclude))
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(t.journal.c.id, func.coalesce(func.length(t.journal.c.raw), 0))
-                .where(t.journal.c.status == "pending", t.journal.c.id > after)
-                .order_by(t.journal.c.id)
-                .limit(limit)
-            )
+            rows = conn.execute(q.order_by(t.journal.c.id).limit(limit))
             ids: list[int] = []
             total = 0
             for jid, size in rows:
@@ -142,6 +144,16 @@ class Store:
                     break
                 ids.append(int(jid))
             return ids
+
+    def count_pending(self, conn: Connection, ids: list[int]) -> int:
+        """How many of these journal entries are pending (inside the caller's transaction)."""
+        n = 0
+        unique = sorted(set(ids))
+        for i in range(0, len(unique), 500):
+            chunk = unique[i : i + 500]
+            q = select(func.count()).where(t.journal.c.id.in_(chunk), t.journal.c.status == "pending")
+            n += int(conn.execute(q).scalar() or 0)
+        return n
 
     def load_raw(self, journal_id: int) -> RawMessage:
         return self.load_raws([journal_id])[journal_id]
