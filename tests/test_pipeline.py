@@ -627,3 +627,17 @@ def test_content_hash_is_computed_once_and_follows_the_bytes() -> None:
     twin = RawMessage(channel="email", source="t", external_id="1", raw=b"two", received_at=raw.received_at)
     assert twin == raw  # one has its hash cached, the other not: still equal
     assert pickle.loads(pickle.dumps(raw)).content_hash == raw.content_hash
+
+
+async def test_run_once_asks_for_the_lease_before_the_sources_say_what_is_coming(make_app, tmp_path: Path) -> None:
+    """A Maildir lists its backlog before anything else happens in ``run --once``: the lease is asked
+    for first, so the hint starts the workers here (the holder) instead of being ignored."""
+    from svcbridge import parsepool
+
+    app = make_app(pipeline={"parse_workers": 0})
+    for i in range(parsepool.MIN_BATCH):
+        drop(tmp_path, f"{i:03d}", eml(subject=f"many {i}", msgid=f"<l{i}@x>"))
+    hinted = []
+    app.pipeline.workers.get_ready = lambda: hinted.append(app.pipeline.runs_here)  # type: ignore[method-assign]
+    res = await app.run_once()
+    assert hinted == [True] and res["processed"] == parsepool.MIN_BATCH

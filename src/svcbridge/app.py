@@ -146,6 +146,9 @@ class App:
     async def run_once(self) -> dict[str, Any]:
         """Poll every source once, process the journal, deliver what is due; for cron, tests, benchmarks."""
         await recover(self)
+        # ask for the pipeline lease before the sources poll: their expect() hints start the parse
+        # workers only in the process that holds it (the drain below asks again)
+        await asyncio.to_thread(self.pipeline.take_lease)
         # The three stages overlap as in the daemon: journaled batches are processed while the sources are
         # still fetching (an IMAP fetch waits on the socket in its own thread), and delivered while later
         # batches are processed. Each loop ends only after a pass that began after its upstream finished.

@@ -140,6 +140,8 @@ async def serve(app: App) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.stopping.set)
     await recover(app)  # claims of a killed predecessor; parked items (credentials may be fixed)
+    # the lease before the sources poll: their expect() hints start parse workers only in its holder
+    await asyncio.to_thread(app.pipeline.take_lease)
 
     intake = [asyncio.create_task(_source_loop(app, n), name=f"source:{n}") for n in app.sources]
     server = None
