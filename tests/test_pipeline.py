@@ -641,3 +641,54 @@ async def test_run_once_asks_for_the_lease_before_the_sources_say_what_is_coming
     app.pipeline.workers.get_ready = lambda: hinted.append(app.pipeline.runs_here)  # type: ignore[method-assign]
     res = await app.run_once()
     assert hinted == [True] and res["processed"] == parsepool.MIN_BATCH
+
+
+def _slow_chunk(x: int) -> int:
+    import time
+
+    time.sleep(0.2)
+    return x
+
+
+async def test_a_pool_failing_under_one_batch_does_not_end_the_drain(make_app, tmp_path: Path) -> None:
+    """The batch and the one looked ahead both have work queued on the pool; the first sees an
+    ordinary failure (an answer that does not unpickle), and dropping the pool cancels the look-ahead's
+    queued chunks. That batch is parsed here instead: a cancel must not end the drain (the daemon's
+    pipeline task would die quietly while intake goes on journaling)."""
+    import asyncio
+    import concurrent.futures as cf
+    import time
+
+    class Failing:
+        ready = True
+
+        def __init__(self) -> None:
+            self.executor = cf.ProcessPoolExecutor(1)
+            self.calls = 0
+
+        async def parse(self, raws: list) -> dict:
+            self.calls += 1
+            loop = asyncio.get_running_loop()
+            futs = [loop.run_in_executor(self.executor, _slow_chunk, i) for i in range(4)]
+            if self.calls == 1:
+                await asyncio.sleep(0.05)
+                raise RuntimeError("a result did not unpickle")
+            await asyncio.gather(*futs)
+            return {}
+
+        def close(self) -> None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+
+    app = make_app(pipeline={"batch": 40, "parse_workers": 1})
+    for i in range(80):
+        drop(tmp_path, f"{i:03d}", eml(subject=f"case {i}", msgid=f"<c{i}@x>"))
+    await app.poll_sources_once()
+    pool = Failing()
+    app.pipeline.workers.pool = pool  # type: ignore[assignment]
+    app.pipeline.workers.used = time.monotonic()
+    try:
+        outcomes = await app.pipeline.drain()
+    finally:
+        app.pipeline.close()
+    assert [o.status for o in outcomes] == ["created"] * 80
+    assert app.pipeline.workers.failures == 1 and app.pipeline.workers.pool is None

@@ -90,6 +90,14 @@ async def _pipeline_loop(app: App) -> None:
         except Exception as exc:  # store outage: keep going, the journal still holds the work
             log.error("pipeline_failed", error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(1.0)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the daemon stops
+            # a cancel from below that was not meant for this task (a future some library cancelled):
+            # ending here would leave intake journaling with nothing processing the journal
+            log.error("pipeline_failed", error="CancelledError from a stage; the pipeline goes on")
+            await asyncio.sleep(1.0)
 
 
 async def _delivery_loop(app: App) -> None:

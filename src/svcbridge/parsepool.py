@@ -163,8 +163,16 @@ class Workers:
             return {}  # the workers are still starting: this batch is parsed here, the next there
         try:
             return await pool.parse([(jid, raws[jid]) for jid in ids])
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this batch itself is given up (shutdown, the drain ends)
+            # the pool was closed under this batch: another batch on it saw it fail, and closing
+            # cancelled the chunks still queued here. Parse here; never end the caller with a cancel
+            return {}
         except Exception as exc:  # a worker died or a result did not pickle: parse here instead
-            self.failed(exc, pool)
+            # in a thread: closing waits for the chunks the workers are running
+            await asyncio.to_thread(self.failed, exc, pool)
             return {}
 
     def get_ready(self) -> None:

@@ -198,8 +198,8 @@ class Pipeline:
                 ahead = await self._next_batch(exclude=batch.ids)
                 try:
                     done += await self.process_batch(batch)
-                except PipelineBusy as exc:  # the lease ran out mid-drain and another took over
-                    log.warning("pipeline_lease_lost", holder=self.holder, detail=str(exc))
+                except PipelineBusy as exc:  # the lease ran out mid-drain, or its entries were taken
+                    log.warning("pipeline_batch_refused", holder=self.holder, detail=str(exc))
                     self._lease_checked_until = 0.0  # ask the store next time, not the memory
                     return done
         finally:  # what was not processed stays pending; the workers' answers for it are dropped
