@@ -173,13 +173,13 @@ async def test_two_replicas_racing_on_postgresql_make_one_ticket_per_mail(make_a
 async def test_an_idle_holder_does_not_write_its_lease_every_second(make_app, tmp_path: Path, monkeypatch) -> None:
     a, b = replica(make_app, tmp_path, "a"), replica(make_app, tmp_path, "b")
     calls: list[str] = []
-    real = lease.acquire
+    real = lease.take
 
-    def counting(store: Any, name: str, holder: str, ttl: float) -> str | None:
+    def counting(store: Any, name: str, holder: str, ttl: float) -> tuple[str | None, bool]:
         calls.append(holder)
         return real(store, name, holder, ttl)
 
-    monkeypatch.setattr(lease, "acquire", counting)
+    monkeypatch.setattr(lease, "take", counting)
     for _ in range(5):  # the daemon drains once a second while idle
         assert await a.pipeline.drain() == []
     assert calls == [a.pipeline.holder]  # renewed once; the next store write is due after lease_ttl / 3
@@ -364,3 +364,52 @@ async def test_a_replica_without_the_lease_keeps_no_parse_workers(make_app, tmp_
     b.pipeline.workers.used -= parsepool.IDLE_S + 1
     assert await b.pipeline.drain() == []
     assert idle.closed and b.pipeline.workers.pool is None
+
+
+async def test_a_batch_decided_before_a_lease_gap_is_not_committed(make_app, tmp_path: Path) -> None:
+    """a decides a batch (a reply whose original it has not seen: a new ticket), pauses past
+    lease_ttl; meanwhile b stores the original; a takes the lease anew. Its entries are still pending,
+    but its decision is stale: the commit is refused and the reply, read again, threads."""
+    from svcbridge.pipeline import Batch
+
+    a, b = replica(make_app, tmp_path, "a"), replica(make_app, tmp_path, "b")
+    reply = eml(subject="Re: Printer jams", msgid="<reply@x>", extra="In-Reply-To: <orig@x>\r\n")
+    drop(a.box, {"r": reply})
+    await a.poll_sources_once()  # entry 1: the reply
+    assert a.pipeline.take_lease() is None
+    real = a.pipeline._write_plans
+
+    async def b_stores_the_original() -> None:
+        drop(b.box, {"o": eml(subject="Printer jams", msgid="<orig@x>")})
+        await b.poll_sources_once()  # entry 2
+        assert b.pipeline.take_lease() is None
+        raws = b.store.load_raws([2])
+        batch = Batch([2], raws, asyncio.ensure_future(b.pipeline.workers.parse([2], raws)))
+        assert [o.status for o in await b.pipeline.process_batch(batch)] == ["created"]
+        b.pipeline.close()
+
+    def paused(plans: list[Any]) -> None:
+        assert [p.status for p in plans] == ["created"]  # a's view: the original is unknown
+        with a.store.tx() as conn:  # a's lease runs out while it is paused
+            conn.execute(update(t.leases).values(expires_at=utcnow() - timedelta(seconds=1)))
+        asyncio.run(b_stores_the_original())
+        a.pipeline._lease_checked_until = 0.0  # a's next renewal asks the store: the lease is free
+        assert a.pipeline.take_lease() is None  # taken anew
+        real(plans)
+
+    a.pipeline._write_plans = paused
+    assert await a.pipeline.drain() == []  # refused
+    a.pipeline._write_plans = real
+    (out,) = await a.pipeline.drain()
+    assert out.status == "followup" and a.store.count_tickets() == 1
+
+
+def test_taking_a_lease_tells_a_renewal_from_a_new_take(make_app, tmp_path: Path) -> None:
+    a = replica(make_app, tmp_path, "a")
+    assert lease.take(a.store, "x", "h1", 60) == (None, True)  # new row
+    assert lease.take(a.store, "x", "h1", 60) == (None, False)  # renewed without a gap
+    assert lease.take(a.store, "x", "h2", 60) == ("h1", False)
+    with a.store.tx() as conn:
+        conn.execute(update(t.leases).where(t.leases.c.name == "x").values(expires_at=utcnow() - timedelta(seconds=1)))
+    assert lease.take(a.store, "x", "h1", 60) == (None, True)  # its own, but run out: a gap
+    assert lease.acquire(a.store, "x", "h1", 60) is None

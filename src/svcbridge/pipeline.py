@@ -173,6 +173,8 @@ class Pipeline:
         self._busy_with: str | None = "?"  # who held the lease when we last asked (logged on change)
         self._lease_checked_until = 0.0  # monotonic: until then take_lease answers from memory
         self.committed: asyncio.Event | None = None  # set after each batch commit (run --once waits on it)
+        self._held_since = 0.0  # monotonic: when this process last took the lease anew (not renewed)
+        self._batch_began = 0.0  # monotonic: when the batch being stored began its decisions
 
     # ------------------------------------------------------------------ driving
     async def drain(self, wait: float = 0.0) -> list[Outcome]:
@@ -240,7 +242,9 @@ class Pipeline:
         if self._busy_with is None and now < self._lease_checked_until:
             return None
         ttl = self.settings.pipeline.lease_ttl
-        who = lease.acquire(self.store, LEASE, self.holder, ttl)
+        who, anew = lease.take(self.store, LEASE, self.holder, ttl)
+        if anew:  # a gap: a batch begun before this must not commit (_fence)
+            self._held_since = now
         self._lease_checked_until = now + ttl / 3 if who is None else 0.0
         if who != self._busy_with:  # one line per change, not one per wake-up
             if who is None:
@@ -290,6 +294,7 @@ class Pipeline:
 
     async def process_batch(self, batch: Batch) -> list[Outcome]:
         ids, raws = batch.ids, batch.raws
+        self._batch_began = time.monotonic()  # everything it decides is read from here on
         if len(self._ids) < len(ids):
             self._ids += await asyncio.to_thread(self.store.allocate_ticket_ids, len(ids) - len(self._ids))
         hashes = {r.content_hash for r in raws.values()}
@@ -512,6 +517,10 @@ class Pipeline:
         the stale process takes it again with its next renewal."""
         if not lease.renew(conn, LEASE, self.holder, self.settings.pipeline.lease_ttl):
             raise PipelineBusy("the pipeline lease was taken over; the batch stays pending")
+        if self._held_since >= self._batch_began:
+            # the lease ran out during the batch and was taken again: another process may have
+            # stored tickets this batch's threading and duplicate checks did not see
+            raise PipelineBusy("the pipeline lease was lost and taken again during the batch; read again")
         if self.store.count_pending(conn, journal_ids) != len(set(journal_ids)):
             raise PipelineBusy("entries of this batch were processed elsewhere meanwhile; read again")
 

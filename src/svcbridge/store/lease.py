@@ -64,33 +64,47 @@ def is_daemon(holder: str | None) -> bool:
     return bool(holder) and str(holder).rsplit(":", 1)[-1].startswith("daemon-")
 
 
-def _take(conn: Connection, name: str, holder: str, ttl: float) -> str | None:
+def _take(conn: Connection, name: str, holder: str, ttl: float) -> tuple[str | None, bool]:
     now = utcnow()
     until = now + timedelta(seconds=ttl)
     lease = t.leases.c
+    kept = conn.execute(  # held without a gap: ours and not run out
+        update(t.leases)
+        .where(lease.name == name, lease.holder == holder, lease.expires_at >= now)
+        .values(expires_at=until)
+    ).rowcount
+    if kept:
+        return None, False
     taken = conn.execute(
         update(t.leases)
         .where(lease.name == name, or_(lease.holder == holder, lease.expires_at < now))
         .values(holder=holder, expires_at=until)
     ).rowcount
     if taken:
-        return None
+        return None, True
     current = conn.execute(select(lease.holder).where(lease.name == name)).scalar()
     if current is not None:
-        return str(current)
+        return str(current), False
     conn.execute(insert(t.leases).values(name=name, holder=holder, expires_at=until))
-    return None
+    return None, True
 
 
-def acquire(store: Store, name: str, holder: str, ttl: float) -> str | None:
-    """Take or renew lease ``name``: None when ``holder`` has it now, else who has it."""
+def take(store: Store, name: str, holder: str, ttl: float) -> tuple[str | None, bool]:
+    """Take or renew lease ``name``: (None when ``holder`` has it now, else who has it; whether it was
+    taken anew rather than renewed without a gap). Taken anew means another process may have held it
+    in between: what the holder decided before on what it read then may be stale."""
     try:
         with store.tx() as conn:
             return _take(conn, name, holder, ttl)
     except IntegrityError:  # another process inserted the row at the same moment: it won
         with store.engine.connect() as conn:
             current = conn.execute(select(t.leases.c.holder).where(t.leases.c.name == name)).scalar()
-        return str(current) if current is not None else "another process"
+        return (str(current) if current is not None else "another process"), False
+
+
+def acquire(store: Store, name: str, holder: str, ttl: float) -> str | None:
+    """Take or renew lease ``name``: None when ``holder`` has it now, else who has it."""
+    return take(store, name, holder, ttl)[0]
 
 
 def renew(conn: Connection, name: str, holder: str, ttl: float) -> bool:
