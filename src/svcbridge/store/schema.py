@@ -127,7 +127,7 @@ links = Table(
     UniqueConstraint("system", "kind", "value", name="uq_links_value"),
 )
 Index("ix_links_ticket", links.c.ticket_id)
-Index("ix_links_value", links.c.value)  # batch prefetch by value (pipeline.Overlay)
+Index("ix_links_value", links.c.value)  # batch prefetch by value (overlay.Overlay)
 
 attachments = Table(
     "attachments",
