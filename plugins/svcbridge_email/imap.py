@@ -54,6 +54,8 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginEr
 
 from svcbridge import AuthFailed, IntakeContext, NotReady, RawMessage
 
+from .batches import batches
+
 log = structlog.get_logger("svcbridge.imap")
 T = TypeVar("T")
 
@@ -186,7 +188,7 @@ class ImapSource:
         ctx.expect(len(sizes), sum(sizes.values()))
         suspect = _suspect(await ctx.get_checkpoint("suspect"), uidvalidity)
         total = 0
-        for chunk in _chunks(sizes, c.batch, c.batch_bytes):
+        for chunk in batches(sizes, c.batch, c.batch_bytes):
             if ctx.stopping.is_set():
                 break
             if suspect and chunk[0] <= suspect[0] <= chunk[-1]:
@@ -396,22 +398,6 @@ def _suspect(value: str | None, uidvalidity: str) -> tuple[int, int] | None:
     if len(parts) != 3 or parts[0] != uidvalidity:
         return None
     return int(parts[1]), int(parts[2])
-
-
-def _chunks(sizes: dict[int, int], count: int, max_bytes: int) -> list[list[int]]:
-    """Consecutive UIDs, at most ``count`` and about ``max_bytes`` per batch (at least one each)."""
-    out: list[list[int]] = []
-    chunk: list[int] = []
-    total = 0
-    for uid, size in sizes.items():
-        if chunk and (len(chunk) >= count or total + size > max_bytes):
-            out.append(chunk)
-            chunk, total = [], 0
-        chunk.append(uid)
-        total += size
-    if chunk:
-        out.append(chunk)
-    return out
 
 
 def _raw_fetch(client: IMAPClient, uid: int) -> bytes | None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from svcbridge import IntakeContext, RawMessage
 
+from .batches import batches
+
 
 class MaildirSource:
     channel = "email"
@@ -59,22 +61,15 @@ class MaildirSource:
         return count
 
     def _chunks(self, entries: list[os.DirEntry[str]]) -> tuple[list[list[os.DirEntry[str]]], int]:
-        """Batches of at most ``batch`` files and ``batch_bytes`` bytes (a batch is held in memory),
-        and the bytes of all of them."""
-        out: list[list[os.DirEntry[str]]] = []
-        size = total = 0
-        for entry in entries:
+        """Batches of at most ``batch`` files and ``batch_bytes`` bytes, and the bytes of all of them."""
+        sizes: dict[int, int] = {}
+        for i, entry in enumerate(entries):
             try:
-                n = entry.stat().st_size
+                sizes[i] = entry.stat().st_size
             except FileNotFoundError:  # gone since the listing: it weighs nothing here
-                n = 0
-            if not out or len(out[-1]) >= self.batch or (size + n > self.batch_bytes and out[-1]):
-                out.append([])
-                size = 0
-            out[-1].append(entry)
-            size += n
-            total += n
-        return out, total
+                sizes[i] = 0
+        chunks = batches(sizes, self.batch, self.batch_bytes)
+        return [[entries[i] for i in chunk] for chunk in chunks], sum(sizes.values())
 
     def _ack(self, path: Path, unique: str) -> None:
         if self.after == "delete":
