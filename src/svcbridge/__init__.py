@@ -17,6 +17,7 @@ from .connector import (
     signed_webhook,
 )
 from .contracts import (
+    Host,
     InlineSink,
     IntakeContext,
     Notifier,
@@ -76,6 +77,7 @@ __all__ = [
     "FaultLevel",
     "HelpdeskSettings",
     "HelpdeskSink",
+    "Host",
     "InlineSink",
     "IntakeContext",
     "LoopClient",

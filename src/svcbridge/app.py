@@ -130,6 +130,10 @@ class App:
     def context(self, name: str) -> IntakeCtx:
         return IntakeCtx(self, name)
 
+    def plugin_config(self, section: str) -> Any:
+        """``svcbridge.Host``: the App is what the ``startup`` / ``shutdown`` hooks are given."""
+        return self.settings.plugin_config(section)
+
     async def poll_sources_once(self) -> int:
         """One pass over every source (``run --once``); a failing source is reported, the others run."""
         total = 0
@@ -149,6 +153,8 @@ class App:
         # ask for the pipeline lease before the sources poll: their expect() hints start the parse
         # workers only in the process that holds it (the drain below asks again)
         await asyncio.to_thread(self.pipeline.take_lease)
+        # plugins open their clients before any poll; from here on the finally below shuts them down
+        await self.pm.lifecycle("startup", app=self)
         # The three stages overlap as in the daemon: journaled batches are processed while the sources are
         # still fetching (an IMAP fetch waits on the socket in its own thread), and delivered while later
         # batches are processed. Each loop ends only after a pass that began after its upstream finished.
@@ -190,7 +196,10 @@ class App:
                 polled = await polling
                 await processing
             finally:  # parse workers stop and the pipeline lease goes back, failure or not
-                self.pipeline.close()
+                try:
+                    self.pipeline.close()
+                finally:  # after the last work: plugins close their clients
+                    await self.pm.lifecycle("shutdown", app=self)
         return {"polled": polled, "processed": len(outcomes), "outcomes": outcomes}
 
 

@@ -2,7 +2,7 @@
 
 Hooks in `hookspecs.py` hand the host these objects through a `register` callback (llm's style), so the
 host owns naming, conflicts and lifecycle. They are Protocols: any object with the attributes works,
-no base class is needed. The host side (`IntakeContext`, `TicketLookup`) is what a plugin may call.
+no base class is needed. The host side (`IntakeContext`, `TicketLookup`, `Host`) is what a plugin may call.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from .models import DeliveryItem, DeliveryResult, RawMessage, StatusUpdate, Ticket
+from .settings import Settings
 
 __all__ = [
+    "Host",
     "InlineSink",
     "IntakeContext",
     "Notifier",
@@ -83,6 +85,20 @@ class IntakeContext(Protocol):
 
     def report(self, ok: bool, detail: str = "") -> None:
         """Health of this source for /readyz and metrics (last success, last error)."""
+        ...
+
+
+@runtime_checkable
+class Host(Protocol):
+    """The running svcbridge instance as the ``startup`` / ``shutdown`` hooks see it.
+
+    Minimal on purpose: members are added here as plugins need them, never removed.
+    """
+
+    settings: Settings
+
+    def plugin_config(self, section: str) -> Any:
+        """The validated model of ``[plugins.<section>]``, or ``None`` when the section is absent."""
         ...
 
 

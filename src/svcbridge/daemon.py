@@ -148,6 +148,7 @@ async def serve(app: App) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.stopping.set)
     await recover(app)  # claims of a killed predecessor; parked items (credentials may be fixed)
+    await app.pm.lifecycle("startup", app=app)  # plugins open their clients before any source polls
     # the lease before the sources poll: their expect() hints start parse workers only in its holder
     await asyncio.to_thread(app.pipeline.take_lease)
 
@@ -196,5 +197,6 @@ async def serve(app: App) -> int:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
     await asyncio.to_thread(app.pipeline.close)  # parse workers, if large batches started them
+    await app.pm.lifecycle("shutdown", app=app)  # after the last work: plugins close their clients
     log.info("stopped", unfinished=len(pending))
     return 0

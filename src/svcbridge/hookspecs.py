@@ -1,13 +1,28 @@
 """The one documented contract between svcbridge and its plugins.
 
 Every hook is documented here in pytest's style: what it is for, when it is called, each parameter,
-whether it is ``firstresult`` and what an exception means. ``tests/test_hookspecs.py`` fails when a hook
-lacks a docstring or a ``:param`` line for one of its arguments.
+whether it is ``firstresult`` and what an exception means. Parameters and returns carry the real types
+(``svcbridge.models``, ``svcbridge.contracts``, ``svcbridge.settings``), imported under
+``TYPE_CHECKING`` as pytest's hookspec module does, so this module imports nothing heavy at run time.
+``tests/test_hookspecs.py`` fails when a hook lacks a docstring, a ``:param`` line for one of its
+arguments, or an annotation that resolves to a real type.
 
-Implementations may be ``def`` or ``async def``: the host awaits what is awaitable. Per-message hooks
-are called one implementation at a time by the host (not by pluggy's loop), so a failure is always tied
-to the plugin that raised it; hook wrappers are therefore not supported on them. Plugins may accept
-fewer arguments than a spec lists (pluggy's opt-in arguments), so hooks can gain parameters later.
+Implementations may be ``def`` or ``async def``: the host awaits what is awaitable (an ``async def``
+implementation returns the annotated type through its coroutine). Every hook is called one
+implementation at a time by the host (not by pluggy's loop), so a failure is always tied to the plugin
+that raised it; hook wrappers (``hookwrapper=True`` / ``wrapper=True``) would never run and a plugin
+declaring one is refused at load, as is an implementation whose name matches no hook here or that takes
+an argument its hook does not offer. Plugins may accept fewer arguments than a spec lists (pluggy's
+opt-in arguments), so hooks can gain parameters later.
+
+A sync implementation runs on the daemon's event loop: while it blocks, no mailbox is read and no
+ticket is delivered. Do blocking I/O (a vendor's sync SDK, a database driver, a file scan) from an
+``async def`` implementation and hand the blocking call to a thread::
+
+    @hookimpl
+    async def enrich_ticket(draft):
+        stock = await asyncio.to_thread(erp.stock_for, draft.asset.serial)  # blocks a thread, not the loop
+        draft.labels["stock"] = stock
 
 Data flows in a straight line and each hook belongs to one stage::
 
@@ -18,12 +33,62 @@ Data flows in a straight line and each hook belongs to one stage::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 import pluggy
 
+if TYPE_CHECKING:
+    from .contracts import Host, Notifier, Sink, Source, TicketLookup, WebhookRoute
+    from .models import (
+        Notification,
+        RawMessage,
+        StatusUpdate,
+        ThreadMatch,
+        Ticket,
+        TicketDraft,
+        TicketEvent,
+    )
+    from .settings import PluginSettings, Settings
+
 hookspec = pluggy.HookspecMarker("svcbridge")
 hookimpl = pluggy.HookimplMarker("svcbridge")
+
+# ---------------------------------------------------------------------------------------------------
+# The register callables handed to the register_* hooks. Positional-only, because the host collects
+# what it is given positionally: ``register(sink=s)`` would type-check against a named parameter and
+# still fail at run time.
+# ---------------------------------------------------------------------------------------------------
+
+
+class RegisterSettings(Protocol):
+    """``register(section, model)`` of ``register_settings``."""
+
+    def __call__(self, section: str, model: type[PluginSettings], /) -> None: ...
+
+
+class RegisterSource(Protocol):
+    """``register(source)`` of ``register_sources``."""
+
+    def __call__(self, source: Source, /) -> None: ...
+
+
+class RegisterRoute(Protocol):
+    """``register(route)`` of ``register_routes``."""
+
+    def __call__(self, route: WebhookRoute, /) -> None: ...
+
+
+class RegisterSink(Protocol):
+    """``register(sink)`` of ``register_sinks``."""
+
+    def __call__(self, sink: Sink, /) -> None: ...
+
+
+class RegisterNotifier(Protocol):
+    """``register(notifier)`` of ``register_notifiers``."""
+
+    def __call__(self, notifier: Notifier, /) -> None: ...
+
 
 # ---------------------------------------------------------------------------------------------------
 # Start-up: settings and the objects a plugin contributes
@@ -31,7 +96,7 @@ hookimpl = pluggy.HookimplMarker("svcbridge")
 
 
 @hookspec
-def register_settings(register: Any) -> None:
+def register_settings(register: RegisterSettings) -> None:
     """Declare the settings model of a plugin's ``[plugins.<section>]`` TOML table.
 
     Called once, before anything starts and before ``check-config`` validates the file, so every
@@ -46,7 +111,7 @@ def register_settings(register: Any) -> None:
 
 
 @hookspec
-def register_sources(register: Any, settings: Any) -> None:
+def register_sources(register: RegisterSource, settings: Settings) -> None:
     """Contribute intake sources (mailboxes, polled gateways) that submit raw messages.
 
     Called once when the daemon (or ``run --once``) starts, after settings were validated.
@@ -61,7 +126,7 @@ def register_sources(register: Any, settings: Any) -> None:
 
 
 @hookspec
-def register_routes(register: Any, settings: Any) -> None:
+def register_routes(register: RegisterRoute, settings: Settings) -> None:
     """Contribute webhook endpoints served by the daemon under ``/hooks/``.
 
     Called once when the HTTP app is built.
@@ -76,7 +141,7 @@ def register_routes(register: Any, settings: Any) -> None:
 
 
 @hookspec
-def register_sinks(register: Any, settings: Any) -> None:
+def register_sinks(register: RegisterSink, settings: Settings) -> None:
     """Contribute helpdesk sinks that receive tickets and changes through the outbox.
 
     Called once at start-up. Routing (``[routing]`` in the config) decides which sink gets a ticket.
@@ -90,7 +155,7 @@ def register_sinks(register: Any, settings: Any) -> None:
 
 
 @hookspec
-def register_notifiers(register: Any, settings: Any) -> None:
+def register_notifiers(register: RegisterNotifier, settings: Settings) -> None:
     """Contribute notifiers that push messages to customers on one channel (mail reply, SMS).
 
     Called once at start-up.
@@ -104,12 +169,52 @@ def register_notifiers(register: Any, settings: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Lifecycle: open what a plugin keeps for the process's lifetime, and close it again
+# ---------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def startup(app: Host) -> None:
+    """Open what the plugin keeps while the process runs: HTTP clients, connection pools, caches.
+
+    Called once when the daemon (``svcbridge run``) or ``run --once`` starts, after the sources, sinks
+    and notifiers were registered and before any source polls; one plugin at a time, in plugin order.
+    ``async def`` is the usual form (awaited before the next plugin starts). Parse workers, the separate
+    processes that parse a large backlog, do not call it: ``parse_message`` must not rely on it.
+
+    :param app: the running instance as a ``svcbridge.Host``: ``app.settings`` and
+        ``app.plugin_config(section)`` (this plugin's validated ``[plugins.<section>]`` model or ``None``).
+
+    An exception marks the plugin failed (logged as ``plugin_startup_failed`` with the plugin's name):
+    its hooks are no longer called, ``shutdown`` included, so release what was half opened before
+    raising. Sources, sinks and notifiers it registered stay registered and report their own errors
+    (make them fail visibly without what ``startup`` opened). The other plugins start; in strict mode
+    it is re-raised.
+    """
+
+
+@hookspec
+def shutdown(app: Host) -> None:
+    """Close what ``startup`` opened.
+
+    Called once when the daemon stops (after the grace period, when intake, the pipeline and delivery
+    have done their last work) or when ``run --once`` ends, failure or not; one plugin at a time, in
+    plugin order. Not called for a plugin that failed before (at load, registration or ``startup``).
+
+    :param app: the same ``svcbridge.Host`` that ``startup`` was given.
+
+    An exception is logged (``plugin_shutdown_failed`` with the plugin's name) and the other plugins
+    still shut down; it never changes the exit code.
+    """
+
+
+# ---------------------------------------------------------------------------------------------------
 # Per message: the pipeline stages, in the order they run
 # ---------------------------------------------------------------------------------------------------
 
 
 @hookspec(firstresult=True)
-def parse_message(raw: Any) -> Any:
+def parse_message(raw: RawMessage) -> TicketDraft | None:
     """Turn one journaled raw message into a ``TicketDraft``.
 
     Called once per journal entry, first stage of the pipeline. Return ``None`` when the message is not
@@ -124,7 +229,7 @@ def parse_message(raw: Any) -> Any:
 
 
 @hookspec
-def normalize_draft(draft: Any, raw: Any, settings: Any) -> None:
+def normalize_draft(draft: TicketDraft, raw: RawMessage, settings: Settings) -> None:
     """Normalise contact and customer data in place (directory lookups, E.164 phones, company names).
 
     Called for every plugin, in plugin order, after parsing. Return value is ignored.
@@ -139,7 +244,7 @@ def normalize_draft(draft: Any, raw: Any, settings: Any) -> None:
 
 
 @hookspec(firstresult=True)
-def thread_message(draft: Any, lookup: Any) -> Any:
+def thread_message(draft: TicketDraft, lookup: TicketLookup) -> ThreadMatch | None:
     """Decide whether this message belongs to an existing ticket, or is a duplicate of one.
 
     Called once per message after normalisation; the first non-``None`` answer wins (firstresult).
@@ -155,7 +260,7 @@ def thread_message(draft: Any, lookup: Any) -> Any:
 
 
 @hookspec
-def classify_ticket(draft: Any, ticket: Any, settings: Any) -> None:
+def classify_ticket(draft: TicketDraft, ticket: Ticket | None, settings: Settings) -> None:
     """Set priority, fault level, SLA policy and deadlines on the draft, in place.
 
     Called for every plugin after threading.
@@ -169,7 +274,7 @@ def classify_ticket(draft: Any, ticket: Any, settings: Any) -> None:
 
 
 @hookspec
-def enrich_ticket(draft: Any, ticket: Any, settings: Any) -> None:
+def enrich_ticket(draft: TicketDraft, ticket: Ticket | None, settings: Settings) -> None:
     """Add outside knowledge in place: warranty per part, spare-parts stock, customer contract.
 
     Called for every plugin after classification. A slow lookup should time out and leave a label
@@ -187,7 +292,7 @@ def enrich_ticket(draft: Any, ticket: Any, settings: Any) -> None:
 
 
 @hookspec
-def status_updated(ticket: Any, update: Any) -> None:
+def status_updated(ticket: Ticket, update: StatusUpdate) -> None:
     """Observe a status change or agent reply reported by a helpdesk or vendor.
 
     Called for every plugin after the change was committed (ticket state and event trail updated).
@@ -200,7 +305,9 @@ def status_updated(ticket: Any, update: Any) -> None:
 
 
 @hookspec
-def compose_notifications(ticket: Any, event: Any, draft: Any, settings: Any) -> Any:
+def compose_notifications(
+    ticket: Ticket, event: TicketEvent, draft: TicketDraft | None, settings: Settings
+) -> list[Notification] | None:
     """Say what the customer should be told about an event; every plugin's list is gathered.
 
     Called in the same transaction that stores a new message (event ``received``) or applies a status

@@ -2,12 +2,15 @@
 
 Kept small on purpose (datasette's plugins.py, tox's manager.py). Each plugin is loaded on its own:
 one that fails to import is recorded with its reason and the rest load; strict mode re-raises for plugin
-authors. ``call_each`` runs a per-message hook one implementation at a time so every failure names its
-plugin, and awaits async implementations.
+authors. A plugin that breaks the hook contract (a hook wrapper, a hook name or argument no spec has) is
+refused at registration the same way, so a typo never crashes the CLI. ``call_each`` runs a per-message
+hook one implementation at a time so every failure names its plugin, and awaits async implementations;
+``lifecycle`` calls ``startup`` / ``shutdown`` the same way but never lets one plugin stop the others.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -47,6 +50,17 @@ class HookFailed(Exception):
         self.plugin, self.hook, self.exc = plugin, hook, exc
 
 
+class PluginRefused(pluggy.PluginValidationError):
+    """A plugin that imports but breaks the hook contract; it is not registered.
+
+    A ``PluginValidationError`` so callers that expect pluggy's error (strict mode) still catch it.
+    """
+
+    def __init__(self, plugin: Any, name: str, reason: str) -> None:
+        super().__init__(plugin, f"plugin {name!r} refused: {reason}")
+        self.name, self.reason = name, reason
+
+
 class PluginManager(pluggy.PluginManager):
     """pluggy's manager plus a status table and isolated per-implementation calls."""
 
@@ -58,6 +72,7 @@ class PluginManager(pluggy.PluginManager):
         self.from_settings = False  # built by App.build from settings alone (parsepool.py relies on it)
         self.infos: dict[str, PluginInfo] = {}
         self._impls: dict[str, list[pluggy.HookImpl]] = {}
+        self._spec_names = sorted(n for n, caller in vars(self.hook).items() if caller.has_spec())
 
     # ------------------------------------------------------------------ loading
     def _add(self, name: str, load: Any, origin: str, version: str, blocked: set[str]) -> None:
@@ -73,8 +88,46 @@ class PluginManager(pluggy.PluginManager):
         except Exception as exc:
             if self.strict:
                 raise
-            self.infos[name] = PluginInfo(name, version, "failed", f"{type(exc).__name__}: {exc}", origin)
-            log.error("plugin_load_failed", plugin=name, error=str(exc))
+            reason = exc.reason if isinstance(exc, PluginRefused) else f"{type(exc).__name__}: {exc}"
+            self.infos[name] = PluginInfo(name, version, "failed", reason, origin)
+            log.error("plugin_load_failed", plugin=name, error=reason)
+
+    def contract_problems(self, plugin: Any, name: str) -> list[str]:
+        """What in `plugin`'s hook implementations the host cannot honour (empty: it may register).
+
+        Checked before pluggy sees the plugin: pluggy accepts a wrapper (which ``call_each`` would never
+        run, as it calls implementations one by one) and an unknown hook name (which only
+        ``check_pending`` reports, for the whole manager at once).
+        """
+        problems = []
+        for attr in dir(plugin):
+            opts = self.parse_hookimpl_opts(plugin, attr)
+            if opts is None:
+                continue
+            hook = opts.get("specname") or attr
+            caller = getattr(self.hook, hook, None)
+            spec = caller.spec if caller is not None else None
+            if spec is None:
+                if not opts.get("optionalhook"):  # pluggy's own opt-out for hooks of other hosts
+                    close = difflib.get_close_matches(hook, self._spec_names, n=1)
+                    hint = f" (did you mean {close[0]}?)" if close else ""
+                    problems.append(f"unknown hook {hook!r}{hint}")
+                continue
+            if opts.get("hookwrapper") or opts.get("wrapper"):
+                problems.append(
+                    f"hook wrapper on {hook} is not supported: svcbridge calls each implementation on its"
+                    " own, so the wrapper would never run; implement the hook plainly"
+                )
+                continue
+            # pluggy refuses this too, but with a message naming neither the fix nor what is on offer
+            offered = (*spec.argnames, *spec.kwargnames)
+            impl = pluggy.HookImpl(plugin, name, getattr(plugin, attr), opts)
+            unknown = [a for a in impl.argnames if a not in offered]
+            if unknown:
+                problems.append(
+                    f"{hook} has no argument {', '.join(map(repr, unknown))} (it offers {', '.join(offered)})"
+                )
+        return problems
 
     def mark_failed(self, name: str, exc: BaseException) -> None:
         """Record a plugin that failed after loading (settings, registration) and unregister it."""
@@ -99,6 +152,12 @@ class PluginManager(pluggy.PluginManager):
         return found
 
     def register(self, plugin: Any, name: str | None = None) -> str | None:
+        """pluggy's register, after refusing a plugin that breaks the contract (``PluginRefused``)."""
+        plugin_name = name or self.get_canonical_name(plugin)
+        if not self.is_blocked(plugin_name):
+            problems = self.contract_problems(plugin, plugin_name)
+            if problems:
+                raise PluginRefused(plugin, plugin_name, "; ".join(problems))
         self._impls.clear()
         return super().register(plugin, name)
 
@@ -132,6 +191,31 @@ class PluginManager(pluggy.PluginManager):
                     return res
                 results.append(res)
         return None if firstresult else results
+
+    async def lifecycle(self, hook: str, **kwargs: Any) -> None:
+        """Call ``startup`` or ``shutdown`` on every plugin, each on its own, awaiting coroutines.
+
+        Never raises for a plugin (but in strict mode at startup): a failing ``startup`` is logged with
+        the plugin's name and marks it failed (unregistered, so it is not shut down either); a failing
+        ``shutdown`` is logged and the next plugin still shuts down.
+        """
+        if hook not in ("startup", "shutdown"):
+            raise ValueError(f"not a lifecycle hook: {hook}")
+        for impl in self.impls(hook):
+            if self.trace_calls:
+                log.info("hook_call", hook=hook, plugin=impl.plugin_name)
+            token = SCOPE.set((*SCOPE.get(), ("plugin", impl.plugin_name), ("hook", hook)))
+            try:
+                res = impl.function(**{k: kwargs[k] for k in impl.argnames})
+                if inspect.isawaitable(res):
+                    await res
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                log.error(f"plugin_{hook}_failed", plugin=impl.plugin_name, error=error)
+                if hook == "startup":
+                    self.mark_failed(impl.plugin_name, exc)  # re-raises in strict mode
+            finally:
+                SCOPE.reset(token)
 
     def register_objects(self, hook: str, settings: Any) -> list[tuple[str, Any]]:
         """Call a start-up ``register_*`` hook per plugin; a failing plugin is marked, others go on."""
@@ -175,7 +259,8 @@ def make_plugin_manager(
             pm._add(path.stem, lambda p=path: _load_file(p), "plugins_dir", "", block)
     for obj in extra:
         pm._add(getattr(obj, "__name__", repr(obj)), lambda o=obj: o, "extra", "", block)
-    pm.check_pending()
+    # no check_pending(): register() refused every plugin with an unknown hook name, one at a time,
+    # where check_pending would raise for the whole manager and so stop every CLI command
     pm.trace_calls = trace
     if trace:
         pm.add_hookcall_monitoring(
