@@ -555,16 +555,18 @@ async def test_an_entry_pending_again_is_not_left_behind_the_backlog(make_app, t
     await app.poll_sources_once()
     with app.store.tx() as conn:  # entry 1 was quarantined earlier
         conn.execute(update(t.journal).where(t.journal.c.id == 1).values(status="quarantined"))
-    real, calls = app.pipeline._write_plans, []
+    from test_replicas import spy_writer
 
-    def retry_during_first_batch(plans: list) -> None:
+    calls = []
+
+    def retry_during_first_batch(plans: list, write) -> None:
         if not calls:
             with app.store.tx() as conn:  # what `svcbridge quarantine retry 1` does meanwhile
                 conn.execute(update(t.journal).where(t.journal.c.id == 1).values(status="pending"))
         calls.append([p.journal_id for p in plans])
-        real(plans)
+        write(plans)
 
-    app.pipeline._write_plans = retry_during_first_batch
+    spy_writer(app, write=retry_during_first_batch)
     outcomes = await app.pipeline.drain()
     assert [o.journal_id for o in outcomes] == [2, 3, 4, 5, 1, 6, 7, 8]
     assert calls == [[2, 3], [4, 5], [1, 6], [7, 8]]

@@ -12,6 +12,7 @@ import contextlib
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,37 @@ from svcbridge.app import recover
 from svcbridge.models import utcnow
 from svcbridge.store import lease
 from svcbridge.store import schema as t
+from svcbridge.store.planwriter import PlanWriter
+
+Around = Callable[[list[Any], Callable[[list[Any]], None]], None]
+
+
+class SpyWriter(PlanWriter):
+    """The app's plan writer with a test's function around each of its transactions (``write``) or
+    each batch it commits (``commit``, which falls back to one transaction per plan): the function is
+    given the plans and the real method to call."""
+
+    def __init__(self, real: PlanWriter, write: Around | None = None, commit: Around | None = None) -> None:
+        super().__init__(real.store, real.lease, real.router)
+        self.inline_sinks = real.inline_sinks
+        self.around_write, self.around_commit = write, commit
+
+    def write(self, plans: list[Any]) -> None:
+        if self.around_write is None:
+            return super().write(plans)
+        return self.around_write(plans, super().write)
+
+    def commit(self, plans: list[Any]) -> None:
+        if self.around_commit is None:
+            return super().commit(plans)
+        return self.around_commit(plans, super().commit)
+
+
+def spy_writer(app: Any, write: Around | None = None, commit: Around | None = None) -> PlanWriter:
+    """Put a SpyWriter in the app's pipeline; returns the writer it replaced."""
+    real = app.pipeline.writer
+    app.pipeline.writer = SpyWriter(real, write=write, commit=commit)
+    return real
 
 
 def drop(box: Path, mails: dict[str, bytes]) -> None:
@@ -72,13 +104,12 @@ async def test_a_holder_that_lost_its_lease_cannot_commit(make_app, tmp_path: Pa
         conn.execute(update(t.leases).values(expires_at=utcnow() - timedelta(seconds=1)))
     assert b.pipeline.take_lease() is None  # b takes over
     plans_made = []
-    real = a.pipeline._write_plans
 
-    def spy(plans: list[Any]) -> None:
+    def spy(plans: list[Any], write: Callable[[list[Any]], None]) -> None:
         plans_made.append(len(plans))
-        real(plans)
+        write(plans)
 
-    a.pipeline._write_plans = spy
+    spy_writer(a, write=spy)
     # a renewed a moment ago, so it does not ask the store again yet: it gets as far as the commit,
     # and the commit refuses (fencing)
     assert await a.pipeline.drain() == []
@@ -146,15 +177,13 @@ async def test_two_replicas_racing_on_postgresql_make_one_ticket_per_mail(make_a
     # the worst interleaving: whoever gets to the store stage waits for the other one to get there
     # too (at most 2 s), so two pipelines would both have decided "new ticket" before either commits
     together = threading.Barrier(2, timeout=2.0)
+    def commit(plans: list[Any], real: Callable[[list[Any]], None]) -> None:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            together.wait()
+        real(plans)
+
     for app in apps:
-        real = app.pipeline._commit_all
-
-        def commit(plans: list[Any], real: Any = real) -> None:
-            with contextlib.suppress(threading.BrokenBarrierError):
-                together.wait()
-            real(plans)
-
-        app.pipeline._commit_all = commit
+        spy_writer(app, commit=commit)
     results = list(await asyncio.gather(*(app.run_once() for app in apps)))
     for app in apps:  # a last pass each, as their daemons would make on the next wake-up
         results.append(await app.run_once())
@@ -295,13 +324,13 @@ async def test_a_stale_holder_cannot_quarantine_either(make_app, tmp_path: Path)
     drop(a.box, mails(1))
     await a.poll_sources_once()
 
-    def fail_after_losing_the_lease(plans: list[Any]) -> None:
+    def fail_after_losing_the_lease(plans: list[Any], write: Callable[[list[Any]], None]) -> None:
         with a.store.tx() as conn:
             conn.execute(update(t.leases).values(expires_at=utcnow() - timedelta(seconds=1)))
         assert b.pipeline.take_lease() is None
         raise ValueError("a bad row")
 
-    a.pipeline._write_plans = fail_after_losing_the_lease
+    spy_writer(a, write=fail_after_losing_the_lease)
     assert await a.pipeline.drain() == []
     assert pending(a) == 1 and a.store.quarantine_list() == []
     assert [o.status for o in await b.pipeline.drain()] == ["created"]
@@ -315,15 +344,14 @@ async def test_a_stale_holder_that_gets_the_lease_back_records_nothing_twice(mak
     drop(a.box, mails(4))
     await a.poll_sources_once()
     assert a.pipeline.take_lease() is None
-    real = a.pipeline._write_plans
     refused = []
 
-    def paused(plans: list[Any]) -> None:
+    def paused(plans: list[Any], real: Callable[[list[Any]], None]) -> None:
         with a.store.tx() as conn:  # a's lease runs out while it is paused
             conn.execute(update(t.leases).values(expires_at=utcnow() - timedelta(seconds=1)))
         assert len(asyncio.run(b.pipeline.drain())) == 4  # b takes over and does the work
         b.pipeline.close()  # and gives the lease back
-        # a, awake, takes the free lease again (as _keep_lease does once a third of lease_ttl passed)
+        # a, awake, takes the free lease again (as lease.keep() does once a third of lease_ttl passed)
         assert lease.acquire(a.store, "pipeline", a.pipeline.holder, 60.0) is None
         try:
             real(plans)
@@ -331,7 +359,7 @@ async def test_a_stale_holder_that_gets_the_lease_back_records_nothing_twice(mak
             refused.append(exc)
             raise
 
-    a.pipeline._write_plans = paused
+    spy_writer(a, write=paused)
     assert await a.pipeline.drain() == []
     assert [type(e).__name__ for e in refused] == ["PipelineBusy"]
     assert a.store.count_tickets() == 4 and pending(a) == 0
@@ -377,7 +405,6 @@ async def test_a_batch_decided_before_a_lease_gap_is_not_committed(make_app, tmp
     drop(a.box, {"r": reply})
     await a.poll_sources_once()  # entry 1: the reply
     assert a.pipeline.take_lease() is None
-    real = a.pipeline._write_plans
 
     async def b_stores_the_original() -> None:
         drop(b.box, {"o": eml(subject="Printer jams", msgid="<orig@x>")})
@@ -388,18 +415,18 @@ async def test_a_batch_decided_before_a_lease_gap_is_not_committed(make_app, tmp
         assert [o.status for o in await b.pipeline.process_batch(batch)] == ["created"]
         b.pipeline.close()
 
-    def paused(plans: list[Any]) -> None:
+    def paused(plans: list[Any], real: Callable[[list[Any]], None]) -> None:
         assert [p.status for p in plans] == ["created"]  # a's view: the original is unknown
         with a.store.tx() as conn:  # a's lease runs out while it is paused
             conn.execute(update(t.leases).values(expires_at=utcnow() - timedelta(seconds=1)))
         asyncio.run(b_stores_the_original())
-        a.pipeline._lease_checked_until = 0.0  # a's next renewal asks the store: the lease is free
+        a.pipeline.lease.forget()  # a's next renewal asks the store: the lease is free
         assert a.pipeline.take_lease() is None  # taken anew
         real(plans)
 
-    a.pipeline._write_plans = paused
+    writer = spy_writer(a, write=paused)
     assert await a.pipeline.drain() == []  # refused
-    a.pipeline._write_plans = real
+    a.pipeline.writer = writer
     (out,) = await a.pipeline.drain()
     assert out.status == "followup" and a.store.count_tickets() == 1
 

@@ -169,7 +169,7 @@ class ServiceNowSink(HelpdeskSink):
 
     async def set_state(self, remote_id: str, state: TicketState) -> None:
         body: dict[str, Any] = {"state": self.state_map.remote(state)}
-        if state in (TicketState.RESOLVED, TicketState.CLOSED) and self.cfg.close_code:
+        if state.is_closed and self.cfg.close_code:
             body |= {"close_code": self.cfg.close_code, "close_notes": "Resolved through svcbridge"}
         await self.call("PATCH", f"incident/{remote_id}", f"update incident {remote_id}", json=body)
 

@@ -115,12 +115,9 @@ class App:
             settings=settings,
             pm=pm,
             store=store,
-            pipeline=Pipeline(pm, store, settings),
+            pipeline=Pipeline.build(pm, store, settings, sinks),  # InlineSinks write in its commit
             delivery=Delivery(store, settings.outbox, sinks, notifiers, worker_id=f"{HOST}:{os.getpid()}"),
         )
-        app.pipeline.inline_sinks = {
-            n: s for n, s in sinks.items() if callable(getattr(s, "store_inline", None))
-        }
         for plugin, src in pm.register_objects("register_sources", settings):
             _unique(app.sources, src.name, src, plugin, "source")
         for _plugin, route in pm.register_objects("register_routes", settings):

@@ -70,7 +70,6 @@ REF_RE = re.compile(r"^[A-Z][A-Z0-9]{0,7}-\d+$")
 MAX_HOOK_BODY = 2 * 1024 * 1024
 MARK_PREFIX = "[svcbridge "
 _STATES = {s.value for s in TicketState}
-_INACTIVE = (TicketState.RESOLVED, TicketState.CLOSED)
 
 
 class HelpdeskSettings(PluginSettings):
@@ -292,7 +291,8 @@ class HelpdeskSink:
             detail = f"follow-up on {self.label} ticket {rid}" + (f" as {mid}" if mid else "")
         else:
             detail = f"already on {self.label} ticket {rid} as {done}"
-        if item.payload.get("reopen") and await self.remote_state(rid) in _INACTIVE:
+        remote = await self.remote_state(rid) if item.payload.get("reopen") else None
+        if remote is not None and remote.is_closed:
             await self.set_state(rid, TicketState.IN_PROGRESS)
             detail += ", reopened"
         return DeliveryResult(detail=detail)

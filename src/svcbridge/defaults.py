@@ -12,7 +12,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from svcbridge import Notification, ThreadMatch, Ticket, TicketDraft, TicketEvent, TicketLookup, hookimpl
+from svcbridge import (
+    EventType,
+    Notification,
+    ThreadMatch,
+    Ticket,
+    TicketDraft,
+    TicketEvent,
+    TicketLookup,
+    hookimpl,
+)
 
 from .templating import pick_language, render
 
@@ -53,9 +62,9 @@ def compose_notifications(
     to = _address(ticket)
     if not to:
         return []
-    if event.type == "received":
+    if event.type == EventType.RECEIVED:
         template = "acknowledgement"
-    elif event.type in ("status_changed", "agent_reply"):
+    elif event.type in (EventType.STATUS_CHANGED, EventType.AGENT_REPLY):
         template = event.type
     else:
         return []

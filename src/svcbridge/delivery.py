@@ -30,7 +30,7 @@ from . import metrics
 from .contracts import Notifier, Sink
 from .errors import AuthFailed, NotReady, PermanentError
 from .faults import fault
-from .models import DeliveryItem, DeliveryResult, utcnow
+from .models import DeliveryItem, DeliveryResult, OutboxKind, Target, utcnow
 from .settings import OutboxSettings
 from .store.outbox import Outbox
 from .store.repo import Store
@@ -38,8 +38,8 @@ from .store.repo import Store
 log = structlog.get_logger("svcbridge.delivery")
 CALL_TIMEOUT = 120.0
 NO_TARGET_HINT = {
-    "notify": "no notifier for this channel: configure its outbound side (e.g. [plugins.email.outbound]) "
-    "or see `svcbridge plugins` for a failed plugin; the items wait",
+    OutboxKind.NOTIFY: "no notifier for this channel: configure its outbound side "
+    "(e.g. [plugins.email.outbound]) or see `svcbridge plugins` for a failed plugin; the items wait",
     "": "no sink of this name: check [routing] and `svcbridge plugins`; the items wait",
 }
 
@@ -193,7 +193,8 @@ class Delivery:
                 return
 
     def _impl(self, target: str) -> Any:
-        return self.notifiers.get(target[7:]) if target.startswith("notify:") else self.sinks.get(target)
+        channel = Target(target).channel
+        return self.notifiers.get(channel) if channel is not None else self.sinks.get(target)
 
     async def run_once(self) -> int:
         """Handle every item due now (heads of their ticket/target queues); returns how many were seen.
@@ -220,7 +221,7 @@ class Delivery:
             else:
                 ready.append(r)
         for target, n in missing.items():  # one line per target and round, not one per waiting item
-            hint = NO_TARGET_HINT["notify" if target.startswith("notify:") else ""]
+            hint = NO_TARGET_HINT[OutboxKind.NOTIFY if Target(target).is_notify else ""]
             log.warning("no_target", target=target, waiting=n, hint=hint)
         claimed = await asyncio.to_thread(self.outbox.claim_many, [r["id"] for r in ready])
         ready = [r for r in ready if r["id"] in claimed]
@@ -265,7 +266,7 @@ class Delivery:
         before sending counts the message against the recipient's windows.
         """
         n = (payload or {}).get("notification") or {}
-        if kind != "notify" or not n.get("automatic", True):
+        if kind != OutboxKind.NOTIFY or not n.get("automatic", True):
             return None
         to = str(n.get("to") or "")
         if NEVER_AUTO.match(to):
@@ -344,19 +345,19 @@ class Delivery:
     def _items(self, rows: list[dict[str, Any]]) -> dict[int, DeliveryItem]:
         # sinks get links and attachments; the growing event trail is not loaded on this hot path
         tickets = self.store.get_tickets({int(r["ticket_id"]) for r in rows}, events=False)
-        creates = {int(r["ticket_id"]) for r in rows if r["kind"] == "create"}
+        creates = {int(r["ticket_id"]) for r in rows if r["kind"] == OutboxKind.CREATE}
         journals = {
             int(r["payload"]["journal_id"])
             for r in rows
-            if r["kind"] == "update" and (r["payload"] or {}).get("journal_id")
+            if r["kind"] == OutboxKind.UPDATE and (r["payload"] or {}).get("journal_id")
         }
         by_ticket, by_journal = self.store.attachments_bulk(creates, journals)
         out = {}
         for row in rows:
             payload = row["payload"] or {}
-            if row["kind"] == "create":
+            if row["kind"] == OutboxKind.CREATE:
                 atts = by_ticket[int(row["ticket_id"])]
-            elif row["kind"] == "update" and payload.get("journal_id"):
+            elif row["kind"] == OutboxKind.UPDATE and payload.get("journal_id"):
                 atts = by_journal[int(payload["journal_id"])]
             else:
                 atts = []
@@ -373,7 +374,7 @@ class Delivery:
         return out
 
     async def _call(self, impl: Any, item: DeliveryItem) -> DeliveryResult:
-        if item.kind == "notify":
+        if item.kind == OutboxKind.NOTIFY:
             res = await impl.send(item)
         else:
             if item.attempts > 0 and hasattr(impl, "reconcile"):

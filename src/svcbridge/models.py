@@ -29,9 +29,11 @@ __all__ = [
     "Contact",
     "DeliveryItem",
     "DeliveryResult",
+    "EventType",
     "ExternalLink",
     "FaultLevel",
     "Notification",
+    "OutboxKind",
     "Priority",
     "RawMessage",
     "StatusUpdate",
@@ -207,7 +209,13 @@ class TicketState(enum.StrEnum):
     RESOLVED = "resolved"
     CLOSED = "closed"
 
+    @property
+    def is_closed(self) -> bool:
+        """Resolved or closed: no work is going on (a customer's reply reopens it, or makes a new one)."""
+        return self in _CLOSED_STATES
 
+
+_CLOSED_STATES = frozenset({TicketState.RESOLVED, TicketState.CLOSED})
 _S = TicketState
 _ACTIVE = {_S.ACKNOWLEDGED, _S.IN_PROGRESS, _S.WAITING_CUSTOMER, _S.WAITING_PARTS, _S.ON_SITE}
 TRANSITIONS: dict[TicketState, set[TicketState]] = {
@@ -227,8 +235,24 @@ def can_transition(old: TicketState, new: TicketState) -> bool:
     return old == new or new in TRANSITIONS[old]
 
 
+class EventType(enum.StrEnum):
+    """The trail entries the core writes (``TicketEvent.type``); plugins may add types of their own.
+
+    A ``StrEnum``: stored as the plain string and equal to it (``EventType.RECEIVED == "received"``).
+    """
+
+    RECEIVED = "received"  # a new ticket from a customer's message
+    MESSAGE_RECEIVED = "message_received"  # a follow-up message on a ticket
+    REOPENED = "reopened"  # a customer's message on a resolved or closed ticket
+    STATUS_CHANGED = "status_changed"  # a helpdesk or vendor moved the state
+    AGENT_REPLY = "agent_reply"  # a public reply from the helpdesk, for the customer
+    INTERNAL_NOTE = "internal_note"  # a note from the helpdesk, not for the customer
+    DELIVERED = "delivered"  # a sink took the ticket or an update (outbox)
+    NOTIFIED = "notified"  # a notifier sent a notification (outbox)
+
+
 class TicketEvent(_Model):
-    """One step of the trail: received, acknowledged, escalated, on_site, resolved, followed_up, ..."""
+    """One step of the trail (``EventType``: received, message_received, status_changed, ...)."""
 
     type: str
     at: datetime = Field(default_factory=utcnow)
@@ -309,11 +333,42 @@ class ThreadMatch(_Model):
 # --------------------------------------------------------------------------- outbound
 
 
+class OutboxKind(enum.StrEnum):
+    """What an outbox row asks of its target (``DeliveryItem.kind``); stored as the plain string."""
+
+    CREATE = "create"  # a new ticket for a sink
+    UPDATE = "update"  # a change of a ticket a sink holds (a customer's follow-up, ...)
+    NOTIFY = "notify"  # a notification for a customer, through a channel's notifier
+
+
+class Target(str):
+    """An outbox row's target: a sink's name, or ``notify:<channel>`` for that channel's notifier.
+
+    A ``str`` (stored and compared as the plain string): ``Target.notify("email") == "notify:email"``.
+    """
+
+    __slots__ = ()
+    NOTIFY_PREFIX = "notify:"
+
+    @classmethod
+    def notify(cls, channel: str) -> Target:
+        return cls(cls.NOTIFY_PREFIX + channel)
+
+    @property
+    def is_notify(self) -> bool:
+        return self.startswith(self.NOTIFY_PREFIX)
+
+    @property
+    def channel(self) -> str | None:
+        """The channel of a notifier's target; None for a sink."""
+        return self[len(self.NOTIFY_PREFIX) :] if self.is_notify else None
+
+
 class DeliveryItem(_Model):
     """One outbox row as a sink or notifier sees it (``ticket`` comes without its event trail)."""
 
     id: int
-    kind: str = Field(description="create | update | notify")
+    kind: str = Field(description="create | update | notify (OutboxKind)")
     target: str
     idempotency_key: str
     ticket: Ticket

@@ -8,15 +8,9 @@ are prefetched in one query (``prefetch``): a value asked about and not found th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from .models import Ticket, TicketState
+from .models import Ticket
+from .plans import Plan, PlanStatus
 from .store.repo import Store
-
-if TYPE_CHECKING:
-    from .pipeline import Plan
-
-CLOSED = (TicketState.RESOLVED, TicketState.CLOSED)
 
 
 class Overlay:
@@ -51,7 +45,7 @@ class Overlay:
         self, *, email: str | None = None, phone: str | None = None, channel: str | None = None
     ) -> Ticket | None:
         for tk in reversed(self.tickets.values()):  # this batch's newest first
-            if tk.state in CLOSED or (channel and tk.channel != channel):
+            if tk.state.is_closed or (channel and tk.channel != channel):
                 continue
             if (email and tk.contact.email == email) or (phone and tk.contact.phone == phone):
                 return tk
@@ -75,7 +69,7 @@ class Overlay:
         return self.tickets[ref]
 
     def record(self, plan: Plan) -> None:
-        if plan.ticket is None or plan.status == "quarantined":
+        if plan.ticket is None or plan.status == PlanStatus.QUARANTINED:
             return
         ref = plan.ticket.ref
         self.tickets[ref] = plan.ticket

@@ -22,7 +22,16 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
-from ..models import Attachment, DeliveryResult, ExternalLink, Ticket, TicketEvent, utcnow
+from ..models import (
+    Attachment,
+    DeliveryResult,
+    EventType,
+    ExternalLink,
+    OutboxKind,
+    Ticket,
+    TicketEvent,
+    utcnow,
+)
 from . import schema as t
 
 CHUNK = 500  # keys per IN (...) query: far below any bind-parameter limit
@@ -128,7 +137,7 @@ class BatchWriter:
         done: DeliveryResult | None = None,
     ) -> None:
         """Queue an outbox row; with ``done`` (an inline sink's answer) it is written as delivered."""
-        if kind == "create":
+        if kind == OutboxKind.CREATE:
             self.creates.setdefault(ticket_id, set()).add(target)
         key = key[:255]
         self.outbox.append(
@@ -155,9 +164,8 @@ class BatchWriter:
         data = {"target": target, "kind": kind, **data}
         if result.detail:
             data["detail"] = result.detail
-        self.add_event(
-            ticket_id, TicketEvent(type="notified" if kind == "notify" else "delivered", data=data)
-        )
+        done = EventType.NOTIFIED if kind == OutboxKind.NOTIFY else EventType.DELIVERED
+        self.add_event(ticket_id, TicketEvent(type=done, data=data))
 
     def mark_journal(self, journal_id: int, status: str, ticket_id: int | None) -> None:
         self.marks.append({"jid": journal_id, "st": status, "tid": ticket_id, "at": self.now})
@@ -178,7 +186,9 @@ class BatchWriter:
 
     def sinks_of(self, conn: Connection, ticket_id: int) -> list[str]:
         """Sinks holding this ticket: create rows stored, or queued earlier in this batch."""
-        q = select(t.outbox.c.target).where(t.outbox.c.ticket_id == ticket_id, t.outbox.c.kind == "create")
+        q = select(t.outbox.c.target).where(
+            t.outbox.c.ticket_id == ticket_id, t.outbox.c.kind == OutboxKind.CREATE
+        )
         return sorted({r[0] for r in conn.execute(q)} | self.creates.get(ticket_id, set()))
 
     # ------------------------------------------------------------------ writing

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 
-from ..models import DeliveryResult, utcnow
+from ..models import DeliveryResult, Notification, OutboxKind, Target, Ticket, utcnow
 from . import schema as t
 from .batch import BatchWriter
 from .repo import Store
@@ -58,6 +58,26 @@ def enqueue(
     row = {"ticket_id": ticket_id, "kind": kind, "target": target, "idempotency_key": key, "payload": payload}
     conn.execute(_INS, {**row, "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now})
     return True
+
+
+def notification_rows(
+    ticket: Ticket, notes: list[Notification], scope: str
+) -> list[tuple[Target, str, dict[str, Any]]]:
+    """(target, idempotency key, payload) per notification; the key makes a re-run unable to send twice."""
+    return [
+        (
+            Target.notify(n.channel),
+            f"{ticket.ref}:{scope}:{n.template}:{n.channel}:{n.to}",
+            {"notification": n.model_dump(mode="json")},
+        )
+        for n in notes
+    ]
+
+
+def enqueue_notifications(conn: Connection, ticket: Ticket, notes: list[Notification], scope: str) -> None:
+    """Outbox rows for notifications (see ``notification_rows``), each unless its key exists."""
+    for target, key, payload in notification_rows(ticket, notes, scope):
+        enqueue(conn, ticket.id, OutboxKind.NOTIFY, target, key, payload)
 
 
 # what a delivery round reads of a due item; the bookkeeping columns (claims, errors, timestamps
@@ -176,7 +196,7 @@ class Outbox:
     def _done_event(w: BatchWriter, row: dict[str, Any], result: DeliveryResult) -> None:
         """Queue the links a target returned and the ``delivered``/``notified`` event."""
         data: dict[str, Any] = {"outbox_id": row["id"]}
-        if row["kind"] == "notify":
+        if row["kind"] == OutboxKind.NOTIFY:
             data["template"] = row["payload"].get("notification", {}).get("template")
         w.delivered(row["ticket_id"], row["target"], row["kind"], result, **data)
 
@@ -232,7 +252,7 @@ class Outbox:
     def recent_notifications(self, since: datetime) -> list[tuple[datetime, dict[str, Any]]]:
         """(done_at, notification) of every notify item finished since `since` (rate-limit seed)."""
         q = select(t.outbox.c.done_at, t.outbox.c.payload).where(
-            t.outbox.c.kind == "notify", t.outbox.c.status == "done", t.outbox.c.done_at >= since
+            t.outbox.c.kind == OutboxKind.NOTIFY, t.outbox.c.status == "done", t.outbox.c.done_at >= since
         )
         with self.store.engine.connect() as conn:
             rows = conn.execute(q).all()
