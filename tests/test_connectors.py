@@ -376,6 +376,30 @@ async def test_customer_followup_is_posted_once(env: Env) -> None:
         assert followups[0].files == {"log.txt": LATIN1}
 
 
+async def test_a_ticket_change_reaches_the_helpdesk_once_as_a_note(env: Env) -> None:
+    """What a job or timer found (changes.py) goes to the helpdesk through the outbox, idempotently,
+    and the note svcbridge posted never comes back as an agent's reply."""
+    from svcbridge import TicketChange
+    from svcbridge.changes import record
+
+    await receive(env, mail())
+    ticket = env.app.store.get_ticket("SB-000001")
+    change = TicketChange(labels={"warranty": "in"}, category="printer", note="In warranty until 2027-05-01.")
+    with env.app.store.tx() as conn:
+        record(conn, env.app.store, ticket, change, plugin="warranty", origin="job:1")
+    env.fake.fail_next("503", method=env.c.followup_method, commit=True)  # posted, the answer lost
+    await env.app.delivery.drain()
+    await due_now(env)
+    [row] = [r for r in env.rows("update") if r["payload"]["type"] == "ticket_updated"]
+    assert row["status"] == "done", row["last_error"]
+    await env.sink.deliver(item_for(env, "SB-000001", "update"))  # and once more by hand
+    [t] = env.ours()
+    notes = [m for m in t.messages if "In warranty until 2027-05-01." in m.text]
+    assert len(notes) == 1 and "warranty: (none) → in" in notes[0].text
+    answers = await sync(env)
+    assert not [e for e in env.events(kind="agent_reply") if "In warranty" in str(e.data)], answers
+
+
 # ---------------------------------------------------------------------- back from the helpdesk
 async def test_agent_reply_note_and_state_come_back_but_our_own_posts_do_not(env: Env) -> None:
     await receive(env, mail(files=FILES))

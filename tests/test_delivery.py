@@ -303,7 +303,7 @@ def test_limiter_forgets_recipients_outside_the_longest_window() -> None:
     assert lim.allow("recent", now=3701.0) is None  # counting of the ones kept is unchanged
 
 
-async def test_items_without_a_target_wait_and_are_reported_once_per_round(make_app, tmp_path: Path) -> None:
+async def test_notices_without_a_notifier_are_kept_parked_and_reported_once(make_app, tmp_path: Path) -> None:
     """No outbound mail configured: acknowledgements wait (nothing lost), one log line says why."""
     from structlog.testing import capture_logs
 
@@ -317,5 +317,9 @@ async def test_items_without_a_target_wait_and_are_reported_once_per_round(make_
     missing = [e for e in logs if e["event"] == "no_target"]
     assert len(missing) == 1 and missing[0]["target"] == "notify:email" and missing[0]["waiting"] == 3
     assert "[plugins.email.outbound]" in missing[0]["hint"]
+    # kept (nothing lost), parked with a visible alert instead of retried every minute for ever
     waiting = [r for r in app.delivery.outbox.list() if r["kind"] == "notify"]
-    assert len(waiting) == 3 and {r["status"] for r in waiting} == {"pending"}
+    assert len(waiting) == 3 and {r["status"] for r in waiting} == {"parked"}
+    assert "notify:email" in app.delivery.alerts
+    await app.delivery.run_once()
+    assert {r["status"] for r in app.delivery.outbox.list() if r["kind"] == "notify"} == {"parked"}

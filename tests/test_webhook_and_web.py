@@ -16,7 +16,11 @@ SECRET = "whsec-test-0123456789"
 
 @pytest.fixture
 def app(make_app):
-    return make_app(plugins={"webhook": {"secret": SECRET, "previous_secret": "old-secret-abcdef"}})
+    # a web-form customer is answered by mail: the webhook channel has no notifier of its own
+    return make_app(
+        plugins={"webhook": {"secret": SECRET, "previous_secret": "old-secret-abcdef"}},
+        notifications={"fallback_channels": ["email"]},
+    )
 
 
 def post(client: TestClient, path: str, payload: dict, secret: str = SECRET, skew: int = 0,

@@ -225,7 +225,7 @@ def classify_ticket(draft: TicketDraft, ticket: Any) -> None:
     """A follow-up carries only what is new: quoted history and signature are trimmed."""
     reply = draft.labels.pop("reply_text", None)
     if ticket is not None and draft.channel == "email" and reply:
-        draft.labels["full_text"] = draft.body_text
+        draft.labels["_full_text"] = draft.body_text  # "_": this message's, not kept on the ticket
         draft.body_text = reply
 
 

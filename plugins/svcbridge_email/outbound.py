@@ -17,7 +17,16 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
-from svcbridge import AuthFailed, DeliveryItem, DeliveryResult, ExternalLink, NotReady, PermanentError, utcnow
+from svcbridge import (
+    AuthFailed,
+    Contact,
+    DeliveryItem,
+    DeliveryResult,
+    ExternalLink,
+    NotReady,
+    PermanentError,
+    utcnow,
+)
 
 AUTOMATIC = {"acknowledgement", "status_changed"}
 
@@ -53,6 +62,11 @@ def build_reply(item: DeliveryItem, from_addr: str, domain: str) -> EmailMessage
 
 class MailNotifier:
     channel = "email"
+    html = True  # replies carry the HTML alternative of the template
+
+    @staticmethod
+    def address(contact: Contact) -> str | None:
+        return contact.email
 
     def __init__(self, from_address: str, cfg: Any) -> None:
         self.cfg, self.from_address = cfg, from_address

@@ -98,12 +98,16 @@ class SmsNotifier:
     channel = "sms"
     name = "twilio"
 
+    @staticmethod
+    def address(contact: Contact) -> str | None:
+        return contact.phone
+
     def __init__(self, cfg: TwilioSettings, transport: Any = None, allow: list[str] | None = None) -> None:
         self.cfg = cfg
         self.client = make_client(
             cfg.api_base,
             auth=(cfg.account_sid, cfg.auth_token.get_secret_value()),
-            transport=transport,
+            transport=transport or cfg.transport,  # the plugin settings' test seam
             allow=allow or [],
         )
 

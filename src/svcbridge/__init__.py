@@ -4,6 +4,7 @@ This module is the public API. Plugins import only names listed in ``__all__`` (
 everything else is internal and may change.
 """
 
+from .channels import ChannelDirectory
 from .connector import (
     HelpdeskSettings,
     HelpdeskSink,
@@ -64,6 +65,7 @@ from .models import (
     utcnow,
 )
 from .settings import PluginSettings, Settings
+from .work import Job, JobKind, TicketChange, Timer, TimerKind, WorkQueue
 
 __version__ = "0.1.0"
 
@@ -71,6 +73,7 @@ __all__ = [
     "Asset",
     "Attachment",
     "AuthFailed",
+    "ChannelDirectory",
     "ConfigError",
     "Contact",
     "DeliveryItem",
@@ -83,6 +86,8 @@ __all__ = [
     "Host",
     "InlineSink",
     "IntakeContext",
+    "Job",
+    "JobKind",
     "LoopClient",
     "NotReady",
     "Notification",
@@ -104,11 +109,15 @@ __all__ = [
     "SvcbridgeError",
     "ThreadMatch",
     "Ticket",
+    "TicketChange",
     "TicketDraft",
     "TicketEvent",
     "TicketLookup",
     "TicketState",
+    "Timer",
+    "TimerKind",
     "WebhookRoute",
+    "WorkQueue",
     "__version__",
     "basic_auth",
     "can_transition",

@@ -20,12 +20,14 @@ from .contracts import Notifier, Sink, Source, SubmitResult, WebhookRoute
 from .delivery import Delivery
 from .errors import ConfigError
 from .faults import fault
+from .jobs import WorkRunner
 from .models import RawMessage, StatusUpdate
 from .pipeline import Outcome, Pipeline
 from .plugins import PluginManager, make_plugin_manager
 from .settings import Settings
 from .store import db, lease
 from .store.repo import Store
+from .work import JobKind, TimerKind
 
 log = structlog.get_logger("svcbridge.app")
 HOST = lease.HOST  # one host name for outbox claims and lease holders
@@ -47,6 +49,9 @@ async def recover(app: App) -> None:
     await asyncio.to_thread(app.delivery.outbox.release_orphans, HOST, pid_alive)
     await asyncio.to_thread(lease.release_orphans, app.store, pid_alive)
     await asyncio.to_thread(app.delivery.outbox.unpark)
+    for rows in (app.work.jobs, app.work.timers):
+        await asyncio.to_thread(rows.release_orphans, HOST, pid_alive)
+    await asyncio.to_thread(app.work.jobs.unpark)  # job kinds parked on refused credentials
 
 
 def collect_settings_models(pm: PluginManager) -> tuple[dict[str, type[BaseModel]], list[tuple[str, str]]]:
@@ -75,6 +80,7 @@ class App:
     store: Store
     pipeline: Pipeline
     delivery: Delivery
+    work: WorkRunner
     sources: dict[str, Source] = field(default_factory=dict)
     routes: list[WebhookRoute] = field(default_factory=list)
     health: dict[str, SourceHealth] = field(default_factory=dict)
@@ -115,8 +121,15 @@ class App:
             settings=settings,
             pm=pm,
             store=store,
-            pipeline=Pipeline.build(pm, store, settings, sinks),  # InlineSinks write in its commit
+            # InlineSinks write in its commit; the notifiers say which channels reach a customer
+            pipeline=Pipeline.build(pm, store, settings, sinks, notifiers),
             delivery=Delivery(store, settings.outbox, sinks, notifiers, worker_id=f"{HOST}:{os.getpid()}"),
+            work=WorkRunner(
+                store,
+                _kinds(pm.register_objects("register_job_kinds", settings), JobKind, "job kind"),
+                _kinds(pm.register_objects("register_timer_kinds", settings), TimerKind, "timer kind"),
+                worker_id=f"{HOST}:{os.getpid()}",
+            ),
         )
         for plugin, src in pm.register_objects("register_sources", settings):
             _unique(app.sources, src.name, src, plugin, "source")
@@ -180,6 +193,8 @@ class App:
                 upstream_done = processing.done()
                 rounds_after += upstream_done
                 seen = await self.delivery.run_once()
+                # jobs and timers due now: their ticket changes become outbox rows for the next round
+                seen += len(await self.work.run_once())
                 if upstream_done and not seen:
                     break
                 if not upstream_done:
@@ -198,6 +213,20 @@ class App:
                 finally:  # after the last work: plugins close their clients
                     await self.pm.lifecycle("shutdown", app=self)
         return {"polled": polled, "processed": len(outcomes), "outcomes": outcomes}
+
+
+def _kinds(found: list[tuple[str, Any]], cls: type[JobKind] | type[TimerKind], what: str) -> dict[str, Any]:
+    """Registered job or timer kinds by name, with the plugin that registered each."""
+    table: dict[str, Any] = {}
+    for plugin, obj in found:
+        if not isinstance(obj, cls):
+            log.error("bad_registration", kind=what, plugin=plugin, got=type(obj).__name__)
+            continue
+        if obj.name in table:
+            log.error("duplicate_registration", kind=what, name=obj.name, plugin=plugin)
+            continue
+        table[obj.name] = (plugin, obj)
+    return table
 
 
 def _unique(table: dict[str, Any], key: str, obj: Any, plugin: str, kind: str) -> None:

@@ -61,7 +61,8 @@ def _print_config_errors(exc: ConfigError) -> None:
 @click.pass_context
 def main(ctx: click.Context, config: str | None) -> None:
     """svcbridge: every customer message becomes one ticket in your helpdesk."""
-    ctx.obj = {"config": config}
+    # "app" builds the App for command groups that live in their own modules (cli_work.py)
+    ctx.obj = {"config": config, "app": _app}
 
 
 @main.command()
@@ -419,3 +420,10 @@ def outbox_replay(ctx: click.Context, item_id: int) -> None:
         err.print(f"no dead/parked/done item {item_id}")
         sys.exit(1)
     out.print(f"item {item_id} queued")
+
+
+# ---------------------------------------------------------------------------------------------- jobs, timers
+from .cli_work import jobs, timers  # noqa: E402  (groups defined beside, attached here)
+
+main.add_command(jobs)
+main.add_command(timers)

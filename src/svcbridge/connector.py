@@ -29,7 +29,7 @@ import hmac
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from html.parser import HTMLParser
+from html import unescape
 from typing import Any, ClassVar
 
 import httpx
@@ -79,12 +79,7 @@ class HelpdeskSettings(PluginSettings):
     url: str = Field(description="the helpdesk's base URL, https://...")
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="sink name used in [routing]")
     timeout: float = Field(default=30.0, gt=0, description="seconds per HTTP request")
-    transport: httpx.AsyncBaseTransport | None = Field(
-        default=None,
-        exclude=True,
-        repr=False,
-        description="tests only: an in-process httpx transport (a fake helpdesk); TOML cannot set it",
-    )
+    # ``transport`` (the test seam for outbound HTTP) is inherited from PluginSettings
 
     @property
     def api_base(self) -> str:
@@ -175,6 +170,30 @@ def basic_auth(user: str, secret: str) -> str:
 
 
 # ---------------------------------------------------------------------- the sink flow
+def change_summary(payload: Mapping[str, Any]) -> str:
+    """A ticket change (``changes.py`` payload) as plain text for the agents."""
+
+    def show(v: Any) -> str:
+        return (
+            "(none)"
+            if v in (None, "", {})
+            else json.dumps(v, ensure_ascii=False)
+            if isinstance(v, dict)
+            else str(v)
+        )
+
+    by = payload.get("plugin") or "svcbridge"
+    lines = [f"Ticket updated by {by} ({payload.get('origin', '')}):"]
+    for name, diff in sorted((payload.get("changes") or {}).items()):
+        if name == "labels":
+            lines += [f"- {k}: {show(d.get('from'))} → {show(d.get('to'))}" for k, d in sorted(diff.items())]
+        else:
+            lines.append(f"- {name}: {show(diff.get('from'))} → {show(diff.get('to'))}")
+    if payload.get("note"):
+        lines += ["", str(payload["note"])]
+    return "\n".join(lines)
+
+
 def _marker(key: str) -> str:
     """``[svcbridge <key>]``: what makes a follow-up findable again (and never echoed as an agent reply)."""
     return MARK_PREFIX + re.sub(r"[^A-Za-z0-9:._@-]+", "_", key)[:120] + "]"
@@ -188,6 +207,9 @@ class HelpdeskSink:
     marker = staticmethod(_marker)
     http: LoopClient | None = None
     empty_answer: ClassVar[bool] = False  # True: an empty body is the answer None (else: not JSON)
+    # what of a ticket change (``changes.py``) this helpdesk carries besides a note: a connector that
+    # implements ``set_priority`` adds "priority"; everything else reaches the agents as a note
+    fields: ClassVar[frozenset[str]] = frozenset({"note"})
 
     def __init__(self, name: str, state_map: StateMap) -> None:
         self.name, self.state_map = name, state_map
@@ -266,6 +288,40 @@ class HelpdeskSink:
         """Move the remote ticket to ``state_map.remote(state)``."""
         raise NotImplementedError
 
+    async def add_note(self, remote_id: str, item: DeliveryItem, marker: str, text: str) -> str | None:
+        """Post a note for the agents (a ticket change, a vendor's answer) starting with `marker`.
+
+        The default posts it as a follow-up through ``add_message``; a connector whose helpdesk has
+        internal notes overrides this so the customer never sees it.
+        """
+        note = item.model_copy(
+            update={
+                "payload": {"subject": "svcbridge: ticket updated", "body": text, "author": "svcbridge"},
+                "attachments": [],
+            }
+        )
+        return await self.add_message(remote_id, note, marker)
+
+    async def set_priority(self, remote_id: str, priority: Priority) -> None:
+        """Set the remote ticket's priority (connectors listing "priority" in ``fields``)."""
+        raise NotImplementedError
+
+    async def _ticket_updated(self, item: DeliveryItem) -> DeliveryResult:
+        rid = await self.remote_id(item.ticket)
+        if not rid:
+            raise PermanentError(f"no {self.label} ticket for {item.ticket.ref}: it was never created")
+        p = item.payload
+        detail = f"{self.label} ticket {rid}"
+        prio = (p.get("changes") or {}).get("priority")
+        if prio and "priority" in self.fields:
+            await self.set_priority(rid, Priority(int(prio["to"])))
+            detail += f": priority P{prio['to']}"
+        mark = _marker(item.idempotency_key)
+        if await self.find_message(rid, mark) is None:
+            await self.add_note(rid, item, mark, change_summary(p))
+            detail += ", note added"
+        return DeliveryResult(detail=detail)
+
     # -- the shared flow
     async def deliver(self, item: DeliveryItem) -> DeliveryResult:
         if item.kind == "create":
@@ -279,6 +335,8 @@ class HelpdeskSink:
         if item.kind != "update":
             raise PermanentError(f"{self.label} sink cannot handle items of kind {item.kind!r}")
         kind = item.payload.get("type")
+        if kind == "ticket_updated":
+            return await self._ticket_updated(item)
         if kind != "customer_message":
             return DeliveryResult(detail=f"{self.label} sink ignores updates of type {kind!r}")
         rid = await self.remote_id(item.ticket)
@@ -438,38 +496,46 @@ def signed_webhook(
     return WebhookRoute(path=path, endpoint=endpoint, methods=("POST",), name=name)
 
 
-# ---------------------------------------------------------------------- agent text
-class _Text(HTMLParser):
-    BLOCK = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre"})
+# ---------------------------------------------------------------------- HTML as text
+# One implementation for every HTML -> text need: an agent's reply from a helpdesk, and the body of an
+# HTML-only mail (svcbridge_email.parse, after nh3). Regular expressions rather than html.parser: a mail
+# body may be 1.5 MB, and html.parser's Python call per tag made such a body take 1.6 s. Every pattern
+# stays linear: possessive quantifiers, and an unclosed comment or script runs to the end just once.
+_HIDDEN = re.compile(r"(?is)<!--.*?(?:-->|\Z)|<(script|style|head)\b[^<>]*+>.*?(?:</\1\s*>|\Z)")
+_TAG = re.compile(r"""</?([a-zA-Z][a-zA-Z0-9:-]*+)(?:[^<>"']++|"[^"]*+"|'[^']*+')*+>|<[!?][^<>]*+>""")
+_PARA, _LINE = "\x01", "\x00"  # where a block starts or ends; control characters no HTML text keeps
+# a run of block edges and the white space between and after them (it starts at an edge: a pattern
+# starting with white space would be retried at every space of a long run of them, quadratic)
+_BREAKS = re.compile(r"([\x00\x01](?:\s*+[\x00\x01])*+)\s*+")
+_BLOCKS = {
+    **dict.fromkeys(("p", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "ul", "ol", "dl"), _PARA),
+    **dict.fromkeys(("table", "hr"), _PARA),
+    **dict.fromkeys(("div", "li", "tr", "dt", "dd", "caption", "section", "article", "header"), _LINE),
+    **dict.fromkeys(("footer", "aside", "nav", "main", "address", "figure", "figcaption", "form"), _LINE),
+    **dict.fromkeys(("fieldset", "center", "title"), _LINE),
+    "br": "\n",  # a line break of its own, kept even beside a block's edge
+    "td": " ",  # cells of a row side by side
+    "th": " ",
+}
 
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
-        self.skip = 0
 
-    def handle_starttag(self, tag: str, attrs: Any) -> None:
-        if tag in ("script", "style", "head"):
-            self.skip += 1
-        elif tag in self.BLOCK:
-            self.out.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style", "head"):
-            self.skip = max(0, self.skip - 1)
-        elif tag in self.BLOCK:
-            self.out.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skip:
-            self.out.append(data)
+def _tag(m: re.Match[str]) -> str:
+    return _BLOCKS.get((m.group(1) or "").lower(), "")
 
 
 def html_to_text(markup: str) -> str:
-    """Text of an HTML fragment (an agent's reply), one line per block, without scripts and styles."""
+    """Text of HTML (an agent's reply, an HTML-only mail): tags, comments, scripts and styles gone,
+    entities decoded, one line per block and an empty line around paragraphs, lists, quotes and tables;
+    at most one empty line in a row. Text without markup is only stripped (its own spacing is kept)."""
     if "<" not in markup and "&" not in markup:
         return markup.strip()
-    p = _Text()
-    p.feed(markup)
-    p.close()
-    lines = [" ".join(line.split()) for line in "".join(p.out).splitlines()]
+    text = markup.replace(_PARA, "").replace(_LINE, "")
+    text = unescape(_TAG.sub(_tag, _HIDDEN.sub("", text)))
+    # a run of block edges (with the white space around it) is one break: an empty line if a paragraph
+    # is among them, else a line break; so <div>a<br></div><div>b</div> is two lines, not three
+    pieces = _BREAKS.split(text)  # text, run, text, run, ..., text
+    out = [pieces[0].rstrip()]
+    for run, piece in zip(pieces[1::2], pieces[2::2], strict=True):
+        out += ["\n\n" if _PARA in run else "\n", piece.rstrip()]
+    lines = [" ".join(line.split()) for line in "".join(out).splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()

@@ -179,7 +179,12 @@ class InlineSink(Protocol):
 
 @runtime_checkable
 class Notifier(Protocol):
-    """Sends a `Notification` (in `item.payload['notification']`) to the customer on one channel."""
+    """Sends a `Notification` (in `item.payload['notification']`) to the customer on one channel.
+
+    Registering a notifier registers its channel (``channels.py``). Optional attributes:
+    ``address(contact) -> str | None``, the contact's address on this channel (default: e-mail
+    address, else phone number), and ``html: bool``, whether a notice may carry an HTML part.
+    """
 
     name: str
     channel: str

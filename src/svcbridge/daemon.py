@@ -111,6 +111,24 @@ async def _delivery_loop(app: App) -> None:
         app.delivery_wake.clear()
 
 
+async def _work_loop(app: App) -> None:
+    """Durable jobs and timers (jobs.py): a round whenever something is due, at least once a second."""
+    while not app.stopping.is_set():
+        delay = 1.0
+        try:
+            done = await app.work.run_once()
+            if done:
+                app.delivery_wake.set()  # their ticket changes wait in the outbox
+                delay = 0.0
+            else:
+                nxt = await asyncio.to_thread(app.work.next_due_in)
+                delay = min(1.0, nxt) if nxt is not None else 1.0
+        except Exception as exc:
+            log.error("work_loop_failed", error=f"{type(exc).__name__}: {exc}")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(app.stopping.wait(), timeout=max(delay, 0.05))
+
+
 async def _status_poll_loop(app: App, name: str) -> None:
     sink = app.delivery.sinks[name]
     interval = float(getattr(sink, "poll_interval", 60.0))
@@ -170,6 +188,7 @@ async def serve(app: App) -> int:
     workers = [
         asyncio.create_task(_pipeline_loop(app), name="pipeline"),
         asyncio.create_task(_delivery_loop(app), name="delivery"),
+        asyncio.create_task(_work_loop(app), name="work"),
     ]
     for name, sink in app.delivery.sinks.items():
         if hasattr(sink, "poll_changes"):

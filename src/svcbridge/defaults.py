@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from svcbridge import (
+    ChannelDirectory,
     EventType,
     Notification,
     ThreadMatch,
@@ -45,22 +46,15 @@ def thread_message(draft: TicketDraft, lookup: TicketLookup) -> ThreadMatch | No
     return None
 
 
-def _address(ticket: Ticket) -> str | None:
-    if ticket.channel in ("email", "fax"):
-        return ticket.contact.email
-    if ticket.channel == "sms":
-        return ticket.contact.phone
-    return ticket.contact.email or ticket.contact.phone
-
-
 @hookimpl(trylast=True)
 def compose_notifications(
-    ticket: Ticket, event: TicketEvent, draft: TicketDraft | None, settings: Any
+    ticket: Ticket, event: TicketEvent, draft: TicketDraft | None, settings: Any, channels: ChannelDirectory
 ) -> list[Notification]:
     if draft is not None and (draft.automated or draft.suppress_autoreply):
         return []
-    to = _address(ticket)
-    if not to:
+    # the ticket's own channel, a configured fallback, or (no notifier yet) kept to wait visibly
+    reach = channels.reach(ticket)
+    if reach is None:
         return []
     if event.type == EventType.RECEIVED:
         template = "acknowledgement"
@@ -73,7 +67,8 @@ def compose_notifications(
         "subject": ticket.subject,
         "state": ticket.state.value,
         "body": event.data.get("body", ""),
-        "channel": ticket.channel,  # the "reply to this mail" footer is for mail only
+        "channel": reach.channel,
+        "mail": reach.html,  # the "reply to this mail" footer: for channels whose notices are mail
     }
     # the customer's language as the parser saw it on their mail, else the ticket's (templating.py)
     lang = pick_language(ticket.contact.language or ticket.language)
@@ -81,12 +76,12 @@ def compose_notifications(
     text = render(template, lang, values, str(own) if own else None)
     return [
         Notification(
-            channel=ticket.channel,
+            channel=reach.channel,
             template=template,
-            to=to,
+            to=reach.to,
             subject=f"[{ticket.ref}] {text.subject}",
             body=text.text,
-            body_html=text.html if ticket.channel in ("email", "fax") else None,
+            body_html=text.html if reach.html else None,
             data={"event": event.type, "state": ticket.state.value, "language": lang},
             automatic=template != "agent_reply",  # an agent's words are not an automatic mail
         )

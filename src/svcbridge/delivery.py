@@ -39,7 +39,8 @@ log = structlog.get_logger("svcbridge.delivery")
 CALL_TIMEOUT = 120.0
 NO_TARGET_HINT = {
     OutboxKind.NOTIFY: "no notifier for this channel: configure its outbound side "
-    "(e.g. [plugins.email.outbound]) or see `svcbridge plugins` for a failed plugin; the items wait",
+    "(e.g. [plugins.email.outbound]) or [notifications] fallback_channels, or see `svcbridge plugins` "
+    "for a failed plugin; the items are parked until the next start (or `svcbridge outbox replay`)",
     "": "no sink of this name: check [routing] and `svcbridge plugins`; the items wait",
 }
 
@@ -213,9 +214,15 @@ class Delivery:
         for r in rows:
             wait = self.breaker(r["target"]).allow()
             if self._impl(r["target"]) is None:
-                # the plugin may be failed or not configured yet: keep the item, look again later
                 missing[r["target"]] = missing.get(r["target"], 0) + 1
-                settled.append(Settled(r, "release", delay=60.0))
+                if Target(r["target"]).is_notify:
+                    # no notifier serves the channel (and composing found no fallback): the notice is
+                    # kept, parked with a visible alert, and tried again on the next start (after the
+                    # configuration is fixed), not every minute for ever
+                    why = f"no notifier for channel {Target(r['target']).channel!r}"
+                    settled.append(Settled(r, "parked", error=why))
+                else:  # a sink whose plugin failed or is not configured yet: look again later
+                    settled.append(Settled(r, "release", delay=60.0))
             elif wait > 0:
                 settled.append(Settled(r, "release", delay=wait))
             else:
@@ -223,6 +230,8 @@ class Delivery:
         for target, n in missing.items():  # one line per target and round, not one per waiting item
             hint = NO_TARGET_HINT[OutboxKind.NOTIFY if Target(target).is_notify else ""]
             log.warning("no_target", target=target, waiting=n, hint=hint)
+            if Target(target).is_notify:
+                self.alerts[target] = hint
         claimed = await asyncio.to_thread(self.outbox.claim_many, [r["id"] for r in ready])
         ready = [r for r in ready if r["id"] in claimed]
         # notifications the loop protection stops anyway are settled without loading their tickets
@@ -305,6 +314,7 @@ class Delivery:
         olog = log.bind()  # once per round: the module's lazy proxy binds a new logger on every call
         now = utcnow()
         ok: dict[str, tuple[Any, Any]] = {}  # target -> its metric children, looked up once per round
+        missing_once: set[str] = set()
         for s in settled:
             target, row = s.row["target"], s.row
             # plain keyword arguments, not log.bind(): a bound logger per item cost more than the
@@ -327,10 +337,12 @@ class Delivery:
                 count.inc()
                 latency.observe((now - row["created_at"]).total_seconds())
                 olog.info("delivered", detail=s.result.detail if s.result else "", **ctx)
-            elif s.status == "parked":
+            elif s.status == "parked" and target not in missing_once:
+                missing_once.add(target)  # one line and alert per target and round, not per item
                 self.alerts[target] = s.error
-                metrics.DELIVERIES.labels(target=target, result="auth_failed").inc()
-                olog.error("target_auth_failed_parked", error=s.error, **ctx)
+                auth = s.error.startswith("auth failed")
+                metrics.DELIVERIES.labels(target=target, result="auth_failed" if auth else "parked").inc()
+                olog.error("target_auth_failed_parked" if auth else "target_parked", error=s.error, **ctx)
             elif s.status in ("dead", "retry"):
                 final = s.status == "dead" or row["attempts"] + 1 >= self.cfg.max_attempts
                 metrics.DELIVERIES.labels(target=target, result="dead" if final else "retry").inc()

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Protocol
 import pluggy
 
 if TYPE_CHECKING:
+    from .channels import ChannelDirectory
     from .contracts import Host, Notifier, Sink, Source, TicketLookup, WebhookRoute
     from .models import (
         Notification,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
         TicketEvent,
     )
     from .settings import PluginSettings, Settings
+    from .work import JobKind, TimerKind, WorkQueue
 
 hookspec = pluggy.HookspecMarker("svcbridge")
 hookimpl = pluggy.HookimplMarker("svcbridge")
@@ -82,6 +84,18 @@ class RegisterSink(Protocol):
     """``register(sink)`` of ``register_sinks``."""
 
     def __call__(self, sink: Sink, /) -> None: ...
+
+
+class RegisterJobKind(Protocol):
+    """``register(kind)`` of ``register_job_kinds``."""
+
+    def __call__(self, kind: JobKind, /) -> None: ...
+
+
+class RegisterTimerKind(Protocol):
+    """``register(kind)`` of ``register_timer_kinds``."""
+
+    def __call__(self, kind: TimerKind, /) -> None: ...
 
 
 class RegisterNotifier(Protocol):
@@ -165,6 +179,40 @@ def register_notifiers(register: RegisterNotifier, settings: Settings) -> None:
     :param settings: the validated ``svcbridge.Settings``.
 
     An exception here marks the plugin failed; its notifications wait in the outbox.
+    """
+
+
+@hookspec
+def register_job_kinds(register: RegisterJobKind, settings: Settings) -> None:
+    """Contribute kinds of durable job: remote lookups and other slow work (warranty, OCR, stock).
+
+    Called once at start-up. A job is asked for with ``jobs.enqueue(kind, data, key)`` from
+    ``classify_ticket`` / ``enrich_ticket`` (or from another job or timer) and runs after the ticket
+    is committed, never inside the pipeline's batch; what its ``run`` returns (a
+    ``svcbridge.TicketChange``) is stored on the ticket and sent to its helpdesks.
+
+    :param register: ``register(kind)``; ``kind`` is a ``svcbridge.JobKind`` (name, ``run``, time
+        budget, attempts, backoff). Names are unique across plugins; a duplicate is reported and the
+        second is ignored. Jobs of a kind no plugin registers wait (``svcbridge jobs list``).
+    :param settings: the validated ``svcbridge.Settings``.
+
+    An exception here marks the plugin failed; its jobs wait.
+    """
+
+
+@hookspec
+def register_timer_kinds(register: RegisterTimerKind, settings: Settings) -> None:
+    """Contribute named timers: SLA warnings, escalations, surveys, RMA reminders, callbacks due.
+
+    Called once at start-up. A timer is set with ``jobs.schedule(name, at, data)`` (moved by setting
+    it again, dropped with ``jobs.cancel(name)``); it fires once at its time, even with several
+    replicas and after downtime (``Timer.late`` says how late), and what its ``fire`` returns (a
+    ``svcbridge.TicketChange``) is stored on the ticket and sent to its helpdesks.
+
+    :param register: ``register(kind)``; ``kind`` is a ``svcbridge.TimerKind`` (name, ``fire``).
+    :param settings: the validated ``svcbridge.Settings``.
+
+    An exception here marks the plugin failed; its timers wait until a plugin handles them.
     """
 
 
@@ -260,7 +308,9 @@ def thread_message(draft: TicketDraft, lookup: TicketLookup) -> ThreadMatch | No
 
 
 @hookspec
-def classify_ticket(draft: TicketDraft, ticket: Ticket | None, settings: Settings) -> None:
+def classify_ticket(
+    draft: TicketDraft, ticket: Ticket | None, settings: Settings, jobs: WorkQueue
+) -> None:
     """Set priority, fault level, SLA policy and deadlines on the draft, in place.
 
     Called for every plugin after threading.
@@ -268,21 +318,30 @@ def classify_ticket(draft: TicketDraft, ticket: Ticket | None, settings: Setting
     :param draft: the ``svcbridge.TicketDraft`` to adjust.
     :param ticket: the existing ``svcbridge.Ticket`` for a follow-up, ``None`` for a new ticket.
     :param settings: the validated ``svcbridge.Settings``.
+    :param jobs: a ``svcbridge.WorkQueue`` for this ticket: ``jobs.enqueue(kind, data)`` asks for a
+        durable job, ``jobs.schedule(name, at)`` / ``jobs.cancel(name)`` set timers; written with the
+        ticket in the batch's commit.
 
-    Raising quarantines the message (stage ``classify``).
+    What a plugin sets here (priority, fault level, category, customer, asset, labels) is stored on
+    the ticket, on a follow-up too: then a ``ticket_updated`` event names the plugin and the change
+    is sent to the ticket's helpdesks. Raising quarantines the message (stage ``classify``).
     """
 
 
 @hookspec
-def enrich_ticket(draft: TicketDraft, ticket: Ticket | None, settings: Settings) -> None:
+def enrich_ticket(draft: TicketDraft, ticket: Ticket | None, settings: Settings, jobs: WorkQueue) -> None:
     """Add outside knowledge in place: warranty per part, spare-parts stock, customer contract.
 
-    Called for every plugin after classification. A slow lookup should time out and leave a label
-    rather than fail: an exception here quarantines the message (stage ``enrich``).
+    Called for every plugin after classification, inside the pipeline's batch: never call a remote
+    system here. Ask for a durable job instead (``jobs.enqueue``): the ticket is created at once and
+    the job's answer arrives later as a ``ticket_updated`` event and a note in the helpdesk. What a
+    plugin sets on the draft is kept as for ``classify_ticket``. An exception here quarantines the
+    message (stage ``enrich``).
 
     :param draft: the ``svcbridge.TicketDraft`` to enrich.
     :param ticket: the existing ``svcbridge.Ticket`` for a follow-up, ``None`` for a new ticket.
     :param settings: the validated ``svcbridge.Settings``.
+    :param jobs: the ``svcbridge.WorkQueue`` of this ticket (see ``classify_ticket``).
     """
 
 
@@ -306,7 +365,11 @@ def status_updated(ticket: Ticket, update: StatusUpdate) -> None:
 
 @hookspec
 def compose_notifications(
-    ticket: Ticket, event: TicketEvent, draft: TicketDraft | None, settings: Settings
+    ticket: Ticket,
+    event: TicketEvent,
+    draft: TicketDraft | None,
+    settings: Settings,
+    channels: ChannelDirectory,
 ) -> list[Notification] | None:
     """Say what the customer should be told about an event; every plugin's list is gathered.
 
@@ -320,6 +383,10 @@ def compose_notifications(
         a draft with ``automated=True`` (bounces, auto-replies).
     :param settings: the validated ``svcbridge.Settings`` (``settings.notifications.templates_dir``
         holds the operator's own templates).
+    :param channels: the ``svcbridge.ChannelDirectory`` of the registered notifiers:
+        ``channels.reach(ticket)`` says on which channel and at which address the customer can be
+        told (the ticket's own channel, else ``[notifications] fallback_channels``) and whether the
+        notice may carry HTML.
 
     Return a list of ``svcbridge.Notification`` or ``None``. Raising quarantines the message for a
     ``received`` event; for a status update it is logged and the update still commits.

@@ -289,7 +289,12 @@ class TicketDraft(_Model):
     )
     automated: bool = Field(default=False, description="auto-reply, bounce, list mail: never answer it")
     suppress_autoreply: bool = False
-    labels: dict[str, Any] = Field(default_factory=dict, description="free data plugins pass along")
+    category: str | None = Field(default=None, description="fault category, e.g. power, printer, network")
+    labels: dict[str, Any] = Field(
+        default_factory=dict,
+        description="what classification and enrichment found; stored on the ticket, but names starting "
+        "with '_' (this message's own scratch data)",
+    )
     deadlines: dict[str, datetime] = Field(default_factory=dict, description="respond_by, onsite_by, ...")
 
 
@@ -308,6 +313,8 @@ class Ticket(_Model):
     sla_policy: str | None = None
     language: str | None = None
     deadlines: dict[str, datetime] = Field(default_factory=dict)
+    category: str | None = None
+    labels: dict[str, Any] = Field(default_factory=dict, description="set by classification / enrichment")
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     events: list[TicketEvent] = Field(default_factory=list)

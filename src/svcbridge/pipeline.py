@@ -25,7 +25,8 @@ from typing import Any
 
 import structlog
 
-from . import metrics, parsepool
+from . import changes, metrics, parsepool
+from .channels import ChannelDirectory
 from .compose import Composer
 from .errors import PipelineBusy
 from .faults import fault
@@ -51,6 +52,7 @@ from .status import StatusApplier
 from .store.pipelease import PipelineLease
 from .store.planwriter import PlanWriter
 from .store.repo import Store
+from .work import TicketChange, WorkQueue
 
 __all__ = ["Batch", "Outcome", "Pipeline", "Plan", "StageFailed"]
 
@@ -91,11 +93,18 @@ class Pipeline:
 
     @classmethod
     def build(
-        cls, pm: PluginManager, store: Store, settings: Settings, sinks: Mapping[str, Any] | None = None
+        cls,
+        pm: PluginManager,
+        store: Store,
+        settings: Settings,
+        sinks: Mapping[str, Any] | None = None,
+        notifiers: Mapping[str, Any] | None = None,
     ) -> Pipeline:
-        """The pipeline and its parts; ``sinks`` that are ``InlineSink``s are written in the commit."""
+        """The pipeline and its parts; ``sinks`` that are ``InlineSink``s are written in the commit,
+        ``notifiers`` (by channel) are the channels a customer can be told on (``channels.py``)."""
         lease = PipelineLease(store, settings.pipeline.lease_ttl)
-        composer = Composer(pm, settings)
+        channels = ChannelDirectory(notifiers or {}, settings.notifications.fallback_channels)
+        composer = Composer(pm, settings, channels)
         return cls(
             pm,
             store,
@@ -289,10 +298,19 @@ class Pipeline:
                 if same:
                     return Plan(journal_id, raw, PlanStatus.DUPLICATE, ticket=same, reason=match.reason)
             ticket = overlay.ticket(match.ticket_ref) if match else None
-            cfg = self.settings
-            await self._stage("classify", "classify_ticket", draft=draft, ticket=ticket, settings=cfg)
-            await self._stage("enrich", "enrich_ticket", draft=draft, ticket=ticket, settings=cfg)
-            return await self._plan(journal_id, raw, draft, ticket)
+            if (
+                ticket is not None
+                and ticket.state.is_closed
+                and self.settings.pipeline.on_closed_reply == "new_linked"
+            ):
+                draft.links.append(ExternalLink(system="svcbridge", kind="follows", value=ticket.ref))
+                ticket = None
+            # the ticket this message ends up on: a new one takes the next reserved number (_plan)
+            work = WorkQueue(ticket.ref if ticket else self.store.ref_for(self._ids[0]))
+            found: list[tuple[str, TicketChange]] = []
+            for stage, hook in (("classify", "classify_ticket"), ("enrich", "enrich_ticket")):
+                await self._decide(stage, hook, draft, ticket, work, found)
+            return await self._plan(journal_id, raw, draft, ticket, work, found)
         except StageFailed as exc:
             return Plan(journal_id, raw, PlanStatus.QUARANTINED, reason=str(exc), failure=exc)
 
@@ -301,6 +319,30 @@ class Pipeline:
             return await self.pm.call_each(hook, firstresult=firstresult, **kwargs)
         except HookFailed as exc:
             raise StageFailed(stage, exc.plugin, exc.exc) from exc
+
+    async def _decide(
+        self,
+        stage: str,
+        hook: str,
+        draft: TicketDraft,
+        ticket: Ticket | None,
+        work: WorkQueue,
+        found: list[tuple[str, TicketChange]],
+    ) -> None:
+        """classify / enrich: on a follow-up, what each plugin set on the draft is noted in ``found``
+        (a snapshot before and after each plugin's call), to be kept on the ticket with its name."""
+        after = None
+        if ticket is not None:
+            state = {"before": changes.snapshot(draft)}
+
+            def after(plugin: str) -> None:
+                change = changes.draft_change(state["before"], draft)
+                if change is not None:
+                    found.append((plugin, change))
+                    state["before"] = changes.snapshot(draft)
+
+        kwargs: dict[str, Any] = {"draft": draft, "ticket": ticket, "settings": self.settings, "jobs": work}
+        await self._stage(stage, hook, after=after, **kwargs)
 
     async def _thread(
         self, draft: TicketDraft, raw: RawMessage, journal_id: int, overlay: Overlay
@@ -315,15 +357,14 @@ class Pipeline:
         return match
 
     async def _plan(
-        self, journal_id: int, raw: RawMessage, draft: TicketDraft, ticket: Ticket | None
+        self,
+        journal_id: int,
+        raw: RawMessage,
+        draft: TicketDraft,
+        ticket: Ticket | None,
+        work: WorkQueue,
+        found: list[tuple[str, TicketChange]],
     ) -> Plan:
-        if (
-            ticket is not None
-            and ticket.state.is_closed
-            and self.settings.pipeline.on_closed_reply == "new_linked"
-        ):
-            draft.links.append(ExternalLink(system="svcbridge", kind="follows", value=ticket.ref))
-            ticket = None
         data = _msg_data(raw, draft)
         if ticket is None:
             ticket = self._new_ticket(self._ids.pop(0), draft)
@@ -337,6 +378,12 @@ class Pipeline:
             plan = Plan(
                 journal_id, raw, PlanStatus.FOLLOWUP, ticket=ticket, draft=draft, event=event, reopen=reopen
             )
+            # kept on the ticket now, so later messages of this batch see it (the overlay holds it)
+            for plugin, change in found:
+                diff = changes.apply(ticket, change)
+                if diff:
+                    plan.changes.append((plugin, diff))
+        plan.work = work if work else None
         plan.notes = await self.composer.compose(ticket, event, draft)
         return plan
 
@@ -355,6 +402,8 @@ class Pipeline:
             sla_policy=draft.sla_policy,
             language=draft.language or draft.contact.language,
             deadlines=draft.deadlines,
+            category=draft.category,
+            labels=changes.kept(draft.labels),
         )
 
     # ------------------------------------------------------------------ delegated to the parts

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 from .models import Notification, RawMessage, Ticket, TicketDraft, TicketEvent
+from .work import WorkQueue
 
 
 class PlanStatus(enum.StrEnum):
@@ -51,6 +53,10 @@ class Plan:
     reopen: bool = False
     reason: str = ""
     failure: StageFailed | None = None
+    # what classify / enrich hooks asked for (jobs, timers) and, on a follow-up, what each plugin
+    # changed on the ticket: (plugin, diff) as changes.apply reports it
+    work: WorkQueue | None = None
+    changes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def outcome(self) -> Outcome:

@@ -16,6 +16,7 @@ import importlib.metadata
 import importlib.util
 import inspect
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,11 +166,14 @@ class PluginManager(pluggy.PluginManager):
         self._impls.clear()
         return super().unregister(plugin, name)
 
-    async def call_each(self, hook: str, firstresult: bool = False, **kwargs: Any) -> Any:
+    async def call_each(
+        self, hook: str, firstresult: bool = False, after: Callable[[str], None] | None = None, **kwargs: Any
+    ) -> Any:
         """Call every implementation of `hook`, awaiting coroutines; raise HookFailed naming the plugin.
 
         With firstresult, stop at the first non-None answer and return it; otherwise return the list
-        of non-None answers.
+        of non-None answers. ``after(plugin)`` is called after each implementation returned (the
+        pipeline tells there what each plugin changed on a draft).
         """
         results = []
         for impl in self.impls(hook):
@@ -186,6 +190,8 @@ class PluginManager(pluggy.PluginManager):
                 raise HookFailed(impl.plugin_name, hook, exc) from exc
             finally:
                 SCOPE.reset(token)
+            if after is not None:
+                after(impl.plugin_name)
             if res is not None:
                 if firstresult:
                     return res

@@ -17,6 +17,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -38,9 +39,20 @@ _TOML: ContextVar[dict[str, Any] | None] = ContextVar("svcbridge_toml", default=
 
 
 class PluginSettings(BaseModel):
-    """Base for a plugin's settings model: unknown keys are errors, ``<secret>_file`` reads a file."""
+    """Base for a plugin's settings model: unknown keys are errors, ``<secret>_file`` reads a file.
 
-    model_config = ConfigDict(extra="forbid")
+    ``transport`` is the test seam for a plugin's outbound HTTP: a test gives an in-process httpx
+    transport (a fake vendor, a fake helpdesk) and the plugin hands it to ``svcbridge.make_client``
+    (``make_client(base, transport=cfg.transport)``); TOML cannot set it (it is not a plain value).
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    transport: httpx.AsyncBaseTransport | None = Field(
+        default=None,
+        exclude=True,
+        repr=False,
+        description="tests only: an in-process httpx transport for this plugin's outbound HTTP",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -122,6 +134,11 @@ class RoutingRule(BaseModel):
 
 class NotificationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    fallback_channels: list[str] = Field(
+        default_factory=list,
+        description="channels tried in order when the ticket's own channel has no notifier or no "
+        "address for the contact (e.g. a fax customer answered by mail: ['email'])",
+    )
     templates_dir: Path | None = Field(
         default=None,
         description="your own <lang>/<name>.txt / .html templates; each file there replaces the shipped one",

@@ -56,7 +56,14 @@ def pick_language(*tags: str | None) -> str:
 
 
 NAMES = ("acknowledgement", "status_changed", "agent_reply")
-SAMPLE = {"ref": "SB-1", "subject": "Printer jams", "state": "resolved", "body": "Done.", "channel": "email"}
+SAMPLE = {
+    "ref": "SB-1",
+    "subject": "Printer jams",
+    "state": "resolved",
+    "body": "Done.",
+    "channel": "email",
+    "mail": True,  # the notice is a mail: the "reply to this mail" footer shows
+}
 
 
 class _Environment(jinja2.Environment):

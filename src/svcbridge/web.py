@@ -36,7 +36,8 @@ def build_web(app: App) -> Starlette:
         except Exception as exc:
             return JSONResponse({"status": "store unavailable", "error": type(exc).__name__}, status_code=503)
         failing = {n: h.detail for n, h in app.health.items() if not h.ok}
-        body = {"status": "ok", "failing_sources": failing, "alerts": dict(app.delivery.alerts)}
+        alerts = {**app.delivery.alerts, **app.work.alerts}
+        body = {"status": "ok", "failing_sources": failing, "alerts": alerts}
         return JSONResponse(body)
 
     async def metrics_view(_: Request) -> Response:

@@ -73,6 +73,8 @@ def ticket_row(ticket: Ticket, source: str | None) -> dict[str, Any]:
         "sla_policy": ticket.sla_policy,
         "language": ticket.language,
         "deadlines": {k: v.isoformat() for k, v in ticket.deadlines.items()},
+        "category": ticket.category,
+        "labels": ticket.labels,
         "created_at": ticket.created_at,
         "updated_at": ticket.updated_at,
     }
@@ -85,6 +87,7 @@ class BatchWriter:
         self.now = utcnow()
         self.tickets: list[dict[str, Any]] = []
         self.touched: list[dict[str, Any]] = []
+        self.fields: dict[int, dict[str, Any]] = {}  # ticket id -> changed columns (the last wins)
         self.reopened: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self.links: list[dict[str, Any]] = []
@@ -107,6 +110,10 @@ class BatchWriter:
             self.touched.append({"tid": ticket_id, "at": utcnow()})
         else:
             self.reopened.append({"tid": ticket_id, "at": utcnow(), "st": state})
+
+    def set_ticket_fields(self, ticket_id: int, values: dict[str, Any]) -> None:
+        """Columns a follow-up's hooks changed (``changes.column_values``), written after the inserts."""
+        self.fields[ticket_id] = values
 
     def add_event(self, ticket_id: int, ev: TicketEvent, journal_id: int | None = None) -> None:
         self.events.append(
@@ -208,6 +215,8 @@ class BatchWriter:
             conn.execute(_UPD_TICKET, self.touched)
         if self.reopened:
             conn.execute(_UPD_TICKET_STATE, self.reopened)
+        for tid, values in self.fields.items():  # rare (a hook changed a follow-up's ticket): one each
+            conn.execute(update(t.tickets).where(t.tickets.c.id == tid).values(**values))
         if self.events:
             conn.execute(insert(t.events), self.events)
         links = self._new_links(conn)

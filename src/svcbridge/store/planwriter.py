@@ -17,13 +17,14 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection
 
-from .. import metrics
+from .. import changes, metrics
 from ..contracts import InlineSink
 from ..errors import PipelineBusy, StoreUnavailable
 from ..models import DeliveryResult, EventType, OutboxKind, Ticket, TicketEvent
 from ..plans import Plan, PlanStatus, StageFailed, actor
 from ..routing import Router
 from .batch import BatchWriter
+from .jobs import write_work
 from .outbox import notification_rows
 from .pipelease import PipelineLease
 from .repo import Store
@@ -73,6 +74,10 @@ class PlanWriter:
             for p in plans:
                 self._write(conn, w, p)
             w.flush(conn)
+            # jobs and timers the hooks asked for: after the flush, which inserts their tickets
+            for p in plans:
+                if p.work and p.status in (PlanStatus.CREATED, PlanStatus.FOLLOWUP):
+                    write_work(conn, self.store, p.work)
         # committed: log and count inline deliveries as the delivery loop does its own
         dlog = log.bind()
         for r in w.inline_done:
@@ -129,6 +134,17 @@ class PlanWriter:
                 key = f"{ticket.ref}:j{p.journal_id}:{sink}"
                 w.enqueue(ticket.id, OutboxKind.UPDATE, sink, key, payload, done)
         w.add_event(ticket.id, p.event, p.journal_id)
+        if p.changes:  # what classify / enrich hooks changed on a follow-up's ticket (changes.py)
+            w.set_ticket_fields(ticket.id, changes.column_values(ticket))
+            sinks = w.sinks_of(conn, ticket.id)
+            origin = f"j{p.journal_id}"
+            for plugin, diff in p.changes:
+                event, rows = changes.change_rows(
+                    ticket, diff, None, plugin=plugin, origin=origin, sinks=sinks
+                )
+                w.add_event(ticket.id, event, p.journal_id)
+                for sink, key, payload in rows:
+                    w.enqueue(ticket.id, OutboxKind.UPDATE, sink, key, payload)
         for link in draft.links:
             w.add_link(ticket.id, link)
         for att in draft.attachments:

@@ -66,6 +66,11 @@ class Store:
     def ref_for(self, ticket_id: int) -> str:
         return f"{self.prefix}-{ticket_id:06d}"
 
+    def id_for_ref(self, ref: str | None) -> int | None:
+        """The ticket id a reference of this store's prefix names (None for another prefix or none)."""
+        head, _, num = (ref or "").rpartition("-")
+        return int(num) if head == self.prefix and num.isdigit() else None
+
     # ------------------------------------------------------------------ journal
     def journal_insert(self, raw: RawMessage) -> SubmitResult:
         """Commit a raw message; an existing (source, external_id) returns ``new=False``."""
@@ -263,6 +268,11 @@ class Store:
         if "deadlines" in values:
             values["deadlines"] = {k: v.isoformat() for k, v in values["deadlines"].items()}
         conn.execute(update(t.tickets).where(t.tickets.c.id == ticket_id).values(**values))
+
+    def sinks_of(self, conn: Connection, ticket_id: int) -> list[str]:
+        """The sinks this ticket was sent to (its outbox create rows), sorted."""
+        q = select(t.outbox.c.target).where(t.outbox.c.ticket_id == ticket_id, t.outbox.c.kind == "create")
+        return sorted({r[0] for r in conn.execute(q)})
 
     def add_event(
         self, conn: Connection, ticket_id: int, ev: TicketEvent, journal_id: int | None = None
@@ -510,6 +520,8 @@ def _ticket_from_row(r: Any) -> Ticket:
         sla_policy=r["sla_policy"],
         language=r["language"],
         deadlines={k: datetime.fromisoformat(v) for k, v in (r["deadlines"] or {}).items()},
+        category=r["category"],
+        labels=r["labels"] or {},
         created_at=r["created_at"],
         updated_at=r["updated_at"],
     )

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -98,6 +99,9 @@ tickets = Table(
     Column("deadlines", JSON, nullable=False, default=dict),
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
+    # what classification and enrichment found (warranty, repeat failure, ...) and the fault category
+    Column("labels", JSON, nullable=False, default=dict),
+    Column("category", String(100), nullable=True),
 )
 Index("ix_tickets_state", tickets.c.state)
 Index("ix_tickets_contact_email", tickets.c.contact_email)
@@ -216,3 +220,55 @@ counters = Table(
     Column("name", String(50), primary_key=True),
     Column("value", BigInteger, nullable=False),
 )
+
+# Durable jobs (jobs.py): remote lookups and other slow work a plugin asks for, run after the ticket
+# is committed, never inside the pipeline's batch. One row per (kind, key): asking again is a no-op.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("kind", String(100), nullable=False),
+    Column("key", String(300), nullable=False),
+    Column("ticket_id", Id, ForeignKey("tickets.id"), nullable=True),
+    Column("data", JSON, nullable=False, default=dict),
+    # pending -> done | dead | parked (credentials refused; back to pending on start) | cancelled
+    Column("status", String(20), nullable=False, default="pending"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", TS, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("result", JSON, nullable=True),
+    Column("created_at", TS, nullable=False),
+    Column("done_at", TS, nullable=True),
+    Column("claimed_by", String(100), nullable=True),
+    Column("claimed_until", TS, nullable=True),
+    UniqueConstraint("kind", "key", name="uq_jobs_kind_key"),
+)
+Index("ix_jobs_due", jobs.c.status, jobs.c.next_attempt_at)
+Index("ix_jobs_ticket", jobs.c.ticket_id)
+
+# Durable timers (timers.py): one row per (scope, name); scheduling the same name again moves it.
+# scope is a ticket's reference, or "" for timers that belong to no ticket (a monthly report).
+timers = Table(
+    "timers",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("scope", String(100), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("ticket_id", Id, ForeignKey("tickets.id"), nullable=True),
+    Column("due_at", TS, nullable=False),
+    Column("data", JSON, nullable=False, default=dict),
+    # pending -> fired | cancelled | dead (its handler kept failing)
+    Column("status", String(20), nullable=False, default="pending"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", TS, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("fired_at", TS, nullable=True),
+    Column("late_s", Float, nullable=True),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Column("claimed_by", String(100), nullable=True),
+    Column("claimed_until", TS, nullable=True),
+    UniqueConstraint("scope", "name", name="uq_timers_scope_name"),
+)
+Index("ix_timers_due", timers.c.status, timers.c.next_attempt_at)
+Index("ix_timers_ticket", timers.c.ticket_id)

@@ -1,0 +1,144 @@
+"""``svcbridge jobs list|show|retry`` and ``svcbridge timers list|show|retry``: the durable work rows.
+
+Attached to the main group by ``cli.py``; the App is built with the factory the main group puts in
+``ctx.obj["app"]``, so this module does not import ``cli`` (no import cycle).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+out = Console()
+err = Console(stderr=True)
+STATUSES = ("pending", "done", "fired", "dead", "parked", "cancelled")
+
+
+def _app(ctx: click.Context) -> Any:
+    root = ctx.find_root()
+    return root.obj["app"](root)
+
+
+def _ref(app: Any, ticket_id: Any) -> str:
+    return app.store.ref_for(int(ticket_id)) if ticket_id is not None else "-"
+
+
+def _dump(row: dict[str, Any]) -> str:
+    return json.dumps(row, default=str, indent=2, ensure_ascii=False)
+
+
+@click.group()
+def jobs() -> None:
+    """Durable jobs: lookups and other slow work plugins asked for, run after the ticket is stored."""
+
+
+@jobs.command("list")
+@click.option("--status", type=click.Choice(STATUSES))
+@click.option("--limit", default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def jobs_list(ctx: click.Context, status: str | None, limit: int, as_json: bool) -> None:
+    app = _app(ctx)
+    rows = app.work.jobs.list(status, limit)
+    if as_json:
+        click.echo(json.dumps(rows, default=str, indent=2, ensure_ascii=False))
+        return
+    table = Table("id", "kind", "key", "ticket", "status", "attempts", "next attempt", "last error")
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            r["kind"],
+            r["key"][:40],
+            _ref(app, r["ticket_id"]),
+            r["status"],
+            str(r["attempts"]),
+            str(r["next_attempt_at"])[:19] if r["status"] == "pending" else "",
+            (r["last_error"] or "")[:60],
+        )
+    out.print(table)
+
+
+@jobs.command("show")
+@click.argument("job_id", type=int)
+@click.pass_context
+def jobs_show(ctx: click.Context, job_id: int) -> None:
+    """One job with its data, result and last error (JSON)."""
+    app = _app(ctx)
+    row = app.work.jobs.get(job_id)
+    if row is None:
+        err.print(f"no job {job_id}")
+        sys.exit(1)
+    click.echo(_dump({**row, "ticket": _ref(app, row["ticket_id"])}))
+
+
+@jobs.command("retry")
+@click.argument("job_id", type=int)
+@click.pass_context
+def jobs_retry(ctx: click.Context, job_id: int) -> None:
+    """Run a dead, parked or finished job again (its attempts start from zero)."""
+    app = _app(ctx)
+    if not app.work.jobs.retry(job_id):
+        err.print(f"no job {job_id} that is not pending")
+        sys.exit(1)
+    out.print(f"job {job_id} queued")
+
+
+@click.group()
+def timers() -> None:
+    """Durable timers: SLA warnings, escalations, surveys, reminders."""
+
+
+@timers.command("list")
+@click.option("--status", type=click.Choice(STATUSES))
+@click.option("--limit", default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def timers_list(ctx: click.Context, status: str | None, limit: int, as_json: bool) -> None:
+    app = _app(ctx)
+    rows = app.work.timers.list(status, limit)
+    if as_json:
+        click.echo(json.dumps(rows, default=str, indent=2, ensure_ascii=False))
+        return
+    table = Table("id", "name", "ticket", "due", "status", "fired", "late s", "last error")
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            r["name"],
+            r["scope"] or "-",
+            str(r["due_at"])[:19],
+            r["status"],
+            str(r["fired_at"] or "")[:19],
+            "" if r["late_s"] is None else f"{r['late_s']:.0f}",
+            (r["last_error"] or "")[:60],
+        )
+    out.print(table)
+
+
+@timers.command("show")
+@click.argument("timer_id", type=int)
+@click.pass_context
+def timers_show(ctx: click.Context, timer_id: int) -> None:
+    """One timer (JSON)."""
+    app = _app(ctx)
+    row = app.work.timers.get(timer_id)
+    if row is None:
+        err.print(f"no timer {timer_id}")
+        sys.exit(1)
+    click.echo(_dump(row))
+
+
+@timers.command("retry")
+@click.argument("timer_id", type=int)
+@click.pass_context
+def timers_retry(ctx: click.Context, timer_id: int) -> None:
+    """Arm a dead, fired or cancelled timer again; it fires at once (its due time is kept)."""
+    app = _app(ctx)
+    if not app.work.timers.retry(timer_id):
+        err.print(f"no timer {timer_id} that is not pending")
+        sys.exit(1)
+    out.print(f"timer {timer_id} armed")
