@@ -258,6 +258,9 @@ def tickets_show(ctx: click.Context, ref: str, as_json: bool) -> None:
     out.print(f"[bold]{t.ref}[/bold] {t.state.value} P{int(t.priority)} via {t.channel}", highlight=False)
     out.print(f"subject: {t.subject}", highlight=False, markup=False)
     out.print(f"contact: {t.contact.model_dump(exclude_none=True)}", highlight=False, markup=False)
+    if t.category or t.labels:
+        found = json.dumps(t.labels, ensure_ascii=False)
+        out.print(f"category: {t.category or '-'}  labels: {found}", highlight=False, markup=False)
     for ev in t.events:
         out.print(
             f"  {ev.at.isoformat(timespec='seconds')} {ev.type} by {ev.actor}", highlight=False, markup=False

@@ -31,6 +31,7 @@ import structlog
 
 from . import changes
 from .errors import AuthFailed, NotReady, PermanentError
+from .faults import fault
 from .models import Ticket, TicketEvent, utcnow
 from .store import schema as t
 from .store.jobs import LostClaim, Rows, write_work
@@ -142,6 +143,7 @@ class WorkRunner:
             try:
                 res = await asyncio.wait_for(call_handler(kind.run, job, work), kind.timeout)
                 change = _as_change(res, f"job kind {kind.name}")
+                fault("job_after_run")  # the vendor answered, nothing is recorded yet
             except AuthFailed as exc:
                 return await self._job_failed(row, until, kind, "parked", f"auth failed: {exc}")
             except PermanentError as exc:
@@ -243,6 +245,7 @@ class WorkRunner:
             try:
                 res = await asyncio.wait_for(call_handler(kind.fire, timer, work), kind.timeout)
                 change = _as_change(res, f"timer {kind.name}")
+                fault("timer_after_fire")  # its handler ran, the firing is not recorded yet
             except Exception as exc:
                 return await self._timer_failed(row, until, kind, f"{type(exc).__name__}: {exc}")
         late = timer.late.total_seconds()
