@@ -10,15 +10,18 @@ transport, without RT.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import subprocess
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from conftest import eml
 from helpdesk_helpers import (
@@ -41,8 +44,10 @@ from svcbridge import (
     AuthFailed,
     Contact,
     DeliveryItem,
+    HelpdeskSink,
     NotReady,
     PermanentError,
+    StateMap,
     Ticket,
     TicketState,
 )
@@ -121,13 +126,133 @@ async def test_failures_mean_what_the_host_needs(reply: Any, error: type[Excepti
 
 
 def test_settings_merge_maps_and_refuse_unknown_states() -> None:
-    s = RtSettings(url="http://rt.test/rt/", token="x", state_map={"from_rt": {"stalled": "waiting_parts"}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the shared keys are not deprecated
+        s = RtSettings(url="http://rt.test/rt/", token="x", state_map={"from_helpdesk": {"stalled": "waiting_parts"}})
     assert s.api_base == "http://rt.test/rt/REST/2.0/"
     assert s.state_map.state("stalled") is TicketState.WAITING_PARTS
     assert s.state_map.state("resolved") is TicketState.RESOLVED  # defaults kept
     assert s.state_map.state("unknown") is None
     with pytest.raises(ValueError, match="unknown svcbridge states"):
+        RtSettings(url="http://rt.test", token="x", state_map={"from_helpdesk": {"open": "working"}})
+
+
+def test_old_state_map_keys_are_read_with_a_deprecation_warning() -> None:
+    old = {"from_rt": {"Stalled": "waiting_parts", "rejected": ""}, "to_rt": {"in_progress": "working"}}
+    with capture_logs() as logs, pytest.warns(DeprecationWarning) as caught:
+        s = RtSettings(url="http://rt.test", token="x", state_map=old)
+    assert sorted(str(w.message) for w in caught) == [
+        "[plugins.rt.state_map] from_rt is deprecated; use from_helpdesk (same entries)",
+        "[plugins.rt.state_map] to_rt is deprecated; use to_helpdesk (same entries)",
+    ]
+    said = [(e["log_level"], e["event"], e["key"], e["use"]) for e in logs]
+    assert said == [
+        ("warning", "deprecated_setting", "plugins.rt.state_map.from_rt", "plugins.rt.state_map.from_helpdesk"),
+        ("warning", "deprecated_setting", "plugins.rt.state_map.to_rt", "plugins.rt.state_map.to_helpdesk"),
+    ]
+    # mapped onto the shared keys, merged over the defaults like them
+    assert s.state_map.state("stalled") is TicketState.WAITING_PARTS
+    assert s.state_map.state("rejected") is None
+    assert s.state_map.state("resolved") is TicketState.RESOLVED
+    assert s.state_map.remote(TicketState.IN_PROGRESS) == "working"
+    assert s.state_map.remote(TicketState.RESOLVED) == "resolved"
+    assert "from_rt" not in s.state_map.model_dump()
+
+    # both spellings: the new key wins where they differ; bad entries under the old key are still refused
+    with pytest.warns(DeprecationWarning):
+        both = RtSettings(url="http://rt.test", token="x", state_map={
+            "from_rt": {"stalled": "waiting_parts", "new": "new"}, "from_helpdesk": {"stalled": "on_site"}})
+    assert both.state_map.state("stalled") is TicketState.ON_SITE
+    assert both.state_map.state("new") is TicketState.NEW
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="unknown svcbridge states"):
         RtSettings(url="http://rt.test", token="x", state_map={"from_rt": {"open": "working"}})
+
+
+def test_rt_is_on_the_shared_helpdesk_flow() -> None:
+    sink = RtSink(RtSettings(url="http://rt.test", token="x"))
+    assert isinstance(sink, HelpdeskSink) and isinstance(sink.state_map, StateMap)
+    # the flow is HelpdeskSink's, not a fork: RT supplies only the remote calls
+    assert RtSink.deliver is HelpdeskSink.deliver and RtSink.reconcile is HelpdeskSink.reconcile
+    for step in ("find", "create", "find_message", "add_message", "remote_state", "set_state"):
+        assert getattr(RtSink, step) is not getattr(HelpdeskSink, step), step
+
+
+async def test_the_shared_flow_speaks_rt_rest2() -> None:
+    """Create, follow-up with its marker (once), reopen and a note, against a small fake of RT's REST2."""
+    statuses: dict[int, str] = {}
+    subjects: list[str] = []  # of correspondence, in order
+    calls: list[str] = []
+    notes: list[tuple[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path, q = request.url.path.removeprefix("/REST/2.0/"), request.url.params.get("query", "")
+        calls.append(f"{request.method} {path}")
+        body = json.loads(request.content) if request.content else {}
+        if path == "tickets":
+            hit = [{"id": str(i), "Subject": "[SB-000001] x"} for i in statuses if "[SB-000001]" in q]
+            return httpx.Response(200, json={"items": hit})
+        if path == "ticket":
+            assert body["Subject"] == "[SB-000001] x" and body["Requestor"] == "a@example.com"
+            statuses[7] = "new"
+            return httpx.Response(201, json={"id": 7})
+        if path == "transactions":
+            like = q.rsplit("Data LIKE '", 1)[-1].rstrip("'")  # a substring match, as in RT
+            hit = [{"id": n, "Data": sub} for n, sub in enumerate(subjects, 100) if like in sub]
+            return httpx.Response(200, json={"items": hit})
+        if path == "ticket/7/correspond":
+            subjects.append(body["Subject"])
+            return httpx.Response(201, json=["ok"], headers={"Location": f"/REST/2.0/transaction/{99 + len(subjects)}"})
+        if path == "ticket/7/comment":
+            notes.append((body["Subject"], body["Content"]))
+            return httpx.Response(201, json=["ok"], headers={"Location": "/REST/2.0/transaction/500"})
+        if path == "ticket/7" and request.method == "GET":
+            return httpx.Response(200, json={"id": 7, "Status": statuses[7]})
+        if path == "ticket/7" and request.method == "PUT":
+            statuses[7] = body["Status"]
+            return httpx.Response(200, json=["Status changed"])
+        return httpx.Response(404, json={"message": "not here"})
+
+    sink = _sink(handler)
+    created = await sink.deliver(_item())
+    assert created.links[0].value == "7" and calls == ["GET tickets", "POST ticket"]
+    assert (await sink.deliver(_item())).detail == "found existing RT ticket 7"
+
+    update = _item("update")
+    update = update.model_copy(update={
+        "ticket": update.ticket.model_copy(update={"links": created.links}),
+        "payload": {"type": "customer_message", "body": "again", "reopen": True}})
+    statuses[7] = "resolved"
+    first = await sink.deliver(update)
+    assert first.detail == "follow-up on RT ticket 7 as 100, reopened" and statuses[7] == "open"
+    assert subjects == ["[svcbridge SB-000001:update:rt] x"]
+    statuses[7] = "resolved"  # a retry after a lost answer finds the message and only reopens
+    again = await sink.deliver(update)
+    assert again.detail == "already on RT ticket 7 as 100, reopened" and len(subjects) == 1
+    assert statuses[7] == "open"
+
+    # a note for the agents (a ticket change) is an RT comment, not correspondence the requestor sees
+    assert await sink.add_note("7", update, "[svcbridge SB-000001:note:rt]", "warranty: in") == "500"
+    assert calls[-1] == "POST ticket/7/comment" and notes == [("[svcbridge SB-000001:note:rt] svcbridge: "
+                                                                "ticket updated", "warranty: in")]
+
+
+async def test_an_html_only_agent_reply_comes_back_as_text() -> None:
+    """RT keeps a reply written in its rich-text editor as text/html only: the customer gets it as text."""
+    html = ("<html><head><style>p {color: red}</style></head><body><div>Hello Alice,<br></div>"
+            "<div><a title='a>b' href='x'>Steps</a>:</div><ul><li>open&nbsp;tray</li><li>pull</li></ul>"
+            "<p>Bob</p><!-- signature --></body></html>")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/transaction/5/attachments"):
+            return httpx.Response(200, json={"items": [
+                {"id": 8, "ContentType": "multipart/alternative", "ContentLength": "0"},
+                {"id": 9, "ContentType": "text/html; charset=utf-8", "ContentLength": str(len(html))}]})
+        if request.url.path.endswith("/attachment/9"):
+            return httpx.Response(200, json={"Content": base64.b64encode(html.encode()).decode()})
+        return httpx.Response(404, json={})
+
+    text = await _sink(handler)._message_text("5")
+    assert text == "Hello Alice,\nSteps:\n\nopen tray\npull\n\nBob"
 
 
 def test_text_that_rt_would_transcode_goes_in_as_octet_stream() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import html
 import re
 from email.header import decode_header
 from email.message import Message
@@ -20,7 +19,8 @@ from typing import Any
 
 import nh3
 
-from svcbridge import Attachment, Contact, ExternalLink, TicketDraft
+# html_to_text: the one HTML -> text of svcbridge (helpdesk connectors use it for agents' replies)
+from svcbridge import Attachment, Contact, ExternalLink, TicketDraft, html_to_text
 
 from . import tnef
 from .decode import DEFAULT_CANDIDATES, decode_bytes
@@ -164,15 +164,6 @@ def flatten_deep_html(markup: str, max_depth: int = MAX_HTML_DEPTH) -> str:
                 out.append(m.group(0))
     out.append(markup[pos:])
     return "".join(out)
-
-
-def html_to_text(markup: str) -> str:
-    text = re.sub(r"(?is)<(script|style|head)[^>]*>.*?</\1>", " ", markup)
-    text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</tr>|</li>|</h\d>", "\n", text)
-    text = re.sub(r"<[^>]+>", "", text)
-    text = html.unescape(text)
-    text = re.sub(r"[ \t\r\f\v]+", " ", text)
-    return re.sub(r"\n\s*\n+", "\n\n", text).strip()
 
 
 def walk(msg: Message, candidates: tuple[str, ...]) -> tuple[str, str | None, list[Attachment], list[str]]:

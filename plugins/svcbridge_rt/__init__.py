@@ -1,7 +1,8 @@
 """Request Tracker 5 as a svcbridge helpdesk: tickets in, agent replies and status changes back out.
 
 Enabled by a ``[plugins.rt]`` table (see ``settings.py`` and ``config/svcbridge.toml``); it registers one
-sink, named ``rt`` unless ``name`` says otherwise, for ``[routing]`` to send tickets to. RT 5 has no
+sink, named ``rt`` unless ``name`` says otherwise, for ``[routing]`` to send tickets to. It is a
+``HelpdeskSink`` like the other connectors (``sink.py`` says what each step is in RT). RT 5 has no
 webhooks, so the sink also offers ``poll_changes``: the daemon polls RT's transactions every
 ``poll_interval`` seconds and the customer hears about replies and status changes on their own channel.
 
@@ -19,11 +20,11 @@ from typing import Any
 from svcbridge import hookimpl
 
 from .client import RtClient
-from .settings import RtSettings, StateMap
+from .settings import RtSettings, RtStateMap
 from .sink import RtSink
 
 __version__ = "0.1.0"
-__all__ = ["RtClient", "RtSettings", "RtSink", "StateMap"]
+__all__ = ["RtClient", "RtSettings", "RtSink", "RtStateMap"]
 
 
 @hookimpl

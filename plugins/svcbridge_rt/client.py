@@ -1,8 +1,10 @@
-"""A small client for the REST2 calls the RT connector needs (RT 5.0, ``/REST/2.0``).
+"""The REST2 calls the RT connector makes (RT 5.0, ``/REST/2.0``), and how files go into RT.
 
-Every call goes through ``svcbridge.http_request``, so failures already mean what the host needs:
-429/5xx/timeouts raise ``NotReady``, 401/403 ``AuthFailed``, other 4xx (RT answers 400 for bad input)
-``PermanentError``; redirects to another host are never followed with the token.
+``RtClient`` only knows RT's endpoints and their quirks; the HTTP itself is its sink's (``HelpdeskSink``:
+one client per event loop, ``Authorization: token ...``). Every call therefore goes through
+``svcbridge.http_request``, so failures already mean what the host needs: 429/5xx/timeouts raise
+``NotReady``, 401/403 ``AuthFailed``, other 4xx (RT answers 400 for bad input) ``PermanentError``;
+redirects to another host are never followed with the token; an answer that is not JSON is ``NotReady``.
 
 RT quirks handled here (measured against Debian's request-tracker5 5.0.3):
 
@@ -17,14 +19,11 @@ RT quirks handled here (measured against Debian's request-tracker5 5.0.3):
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 from typing import Any
 
-import httpx
-
-from svcbridge import Attachment, NotReady, PermanentError, http_request, make_client
+from svcbridge import Attachment, HelpdeskSink, PermanentError
 
 TXN_FIELDS = "Type,Field,OldValue,NewValue,ObjectType,ObjectId,Creator,Created,Data"
 
@@ -60,102 +59,55 @@ def rt_file_type(att: Attachment) -> str:
     return main
 
 
-def rt_attachments(atts: list[Attachment]) -> tuple[list[dict[str, str]], list[str]]:
-    """REST2 ``Attachments`` entries and the names of files RT cannot take (it refuses empty ones)."""
+def rt_attachments(atts: list[Attachment]) -> tuple[list[dict[str, str]], list[Attachment]]:
+    """REST2 ``Attachments`` entries, and the files RT cannot take (it refuses empty ones)."""
     out: list[dict[str, str]] = []
-    skipped: list[str] = []
     for att in atts:
-        name = att.original_name or att.safe_name
-        if not att.data:
-            skipped.append(name)
-            continue
-        out.append(
-            {
-                "FileName": name,
-                "FileType": rt_file_type(att),
-                "FileContent": base64.b64encode(att.data).decode("ascii"),
-            }
-        )
-    return out, skipped
+        if att.data:
+            out.append(
+                {
+                    "FileName": att.original_name or att.safe_name,
+                    "FileType": rt_file_type(att),
+                    "FileContent": base64.b64encode(att.data).decode("ascii"),
+                }
+            )
+    return out, [a for a in atts if not a.data]
 
 
 class RtClient:
-    """REST2 with token auth; one httpx client per event loop (the sink outlives ``asyncio.run``)."""
+    """RT's REST2 resources, called through `sink` (its HTTP client, error classes and label)."""
 
-    def __init__(
-        self,
-        api_base: str,
-        token: str,
-        *,
-        timeout: float = 30.0,
-        allow: list[str] | tuple[str, ...] = (),
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.api_base, self._token, self.timeout, self.allow = api_base, token, timeout, list(allow)
-        self.transport = transport
-        self._client: httpx.AsyncClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def _http(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            self._client = make_client(
-                self.api_base,
-                headers={"Authorization": f"token {self._token}", "Accept": "application/json"},
-                timeout=self.timeout,
-                transport=self.transport,
-                allow=self.allow,
-            )
-            self._loop = loop
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    async def call(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
-        return await http_request(self._http(), method, path, what=f"RT {what}", **kwargs)
-
-    async def json(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
-        resp = await self.call(method, path, what, **kwargs)
-        try:
-            return resp.json()
-        except ValueError:
-            # a proxy's HTML error page with a 200, or a truncated body: try again later
-            raise NotReady(f"RT {what}: answer is not JSON ({resp.headers.get('Content-Type')})") from None
+    def __init__(self, sink: HelpdeskSink) -> None:
+        self.sink = sink
 
     # ------------------------------------------------------------------ tickets
     async def search_tickets(
         self, query: str, fields: str = "Subject,Status,Created"
     ) -> list[dict[str, Any]]:
-        data = await self.json(
-            "GET",
-            "tickets",
-            "ticket search",
-            params={"query": query, "fields": fields, "per_page": 100, "orderby": "id", "order": "ASC"},
-        )
-        return list(data.get("items") or [])
+        params = {"query": query, "fields": fields, "per_page": 100, "orderby": "id", "order": "ASC"}
+        data = await self.sink.call("GET", "tickets", "ticket search", params=params)
+        return list(data.get("items") or []) if isinstance(data, dict) else []
 
     async def get_ticket(self, ticket_id: str) -> dict[str, Any]:
-        data = await self.json("GET", f"ticket/{int(ticket_id)}", f"get ticket {ticket_id}")
+        data = await self.sink.call("GET", f"ticket/{int(ticket_id)}", f"get ticket {ticket_id}")
         return data if isinstance(data, dict) else {}
 
     async def create_ticket(self, body: dict[str, Any]) -> str:
-        data = await self.json("POST", "ticket", "create ticket", json=body)
+        data = await self.sink.call("POST", "ticket", "create ticket", json=body)
         tid = str(data.get("id", "")) if isinstance(data, dict) else ""
         if not tid.isdigit():
             raise PermanentError(f"RT create ticket: no ticket id in the answer: {str(data)[:200]}")
         return tid
 
     async def update_ticket(self, ticket_id: str, body: dict[str, Any]) -> list[str]:
-        data = await self.json("PUT", f"ticket/{int(ticket_id)}", f"update ticket {ticket_id}", json=body)
+        what = f"update ticket {ticket_id}"
+        data = await self.sink.call("PUT", f"ticket/{int(ticket_id)}", what, json=body)
         return [str(m) for m in data] if isinstance(data, list) else []
 
     async def add_message(self, ticket_id: str, kind: str, body: dict[str, Any]) -> str | None:
         """Correspond or comment; returns the new transaction id (from Location) when RT gives it."""
         what = f"{kind} on ticket {ticket_id}"
-        resp = await self.call("POST", f"ticket/{int(ticket_id)}/{kind}", what, json=body)
+        resp = await self.sink.request("POST", f"ticket/{int(ticket_id)}/{kind}", what, json=body)
         location = resp.headers.get("Location", "")
         tail = location.rstrip("/").rsplit("/", 1)[-1]
         return tail if "/transaction/" in location and tail.isdigit() else None
@@ -172,8 +124,8 @@ class RtClient:
         of other queues' transactions came back empty although ours followed, which would stall a poll.
         """
         params = {"query": query, "fields": TXN_FIELDS, "per_page": per_page, "orderby": "id", "order": order}
-        data = await self.json("GET", "transactions", "transaction search", params=params)
-        return list(data.get("items") or [])
+        data = await self.sink.call("GET", "transactions", "transaction search", params=params)
+        return list(data.get("items") or []) if isinstance(data, dict) else []
 
     async def last_transaction_id(self) -> int:
         items = await self.transactions("ObjectType = 'RT::Ticket' AND id > 0", per_page=1, order="DESC")
@@ -181,19 +133,21 @@ class RtClient:
 
     async def message_parts(self, txn_id: str) -> list[dict[str, Any]]:
         """The MIME parts of a transaction, without their content (that can be a big file)."""
-        data = await self.json(
+        data = await self.sink.call(
             "GET",
             f"transaction/{int(txn_id)}/attachments",
             f"parts of transaction {txn_id}",
             params={"fields": "ContentType,Filename,ContentLength", "per_page": 100},
         )
-        return [p for p in (data.get("items") or []) if isinstance(p, dict)]
+        items = data.get("items") if isinstance(data, dict) else None
+        return [p for p in items or [] if isinstance(p, dict)]
 
     async def attachment_bytes(self, attachment_id: str) -> bytes:
         """One attachment's stored bytes (``GET /attachment/N`` returns them base64-encoded)."""
-        data = await self.json("GET", f"attachment/{int(attachment_id)}", f"attachment {attachment_id}")
+        data = await self.sink.call("GET", f"attachment/{int(attachment_id)}", f"attachment {attachment_id}")
+        content = data.get("Content") if isinstance(data, dict) else None
         try:
-            return base64.b64decode(str(data.get("Content") or ""), validate=False)
+            return base64.b64decode(str(content or ""), validate=False)
         except (binascii.Error, ValueError):
             raise PermanentError(f"RT attachment {attachment_id}: content is not base64") from None
 

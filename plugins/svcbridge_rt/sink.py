@@ -1,20 +1,25 @@
-"""``RtSink``: svcbridge tickets into Request Tracker 5, and RT's replies and status changes back.
+"""``RtSink``: svcbridge tickets into Request Tracker 5 on the shared ``HelpdeskSink`` flow, and RT's
+replies and status changes back by polling its transactions.
 
-Create is idempotent: before creating, the ticket is looked up by svcbridge's reference (the custom field
-when one is configured, else the ``[SB-000123]`` subject tag on a ticket created by svcbridge's own RT
-user), so a crash after RT committed never makes a second ticket; ``reconcile`` does the same lookup.
+The flow (look up before create, marked follow-ups looked up before they are posted, reopen an inactive
+ticket on a customer's reply) is ``HelpdeskSink``'s; this module says what each step is in RT:
 
-A customer follow-up is added as correspondence (or a comment) whose Subject starts with
-``[svcbridge <idempotency key>]``. That marker makes the update idempotent too (a retry first looks for a
-transaction carrying its key) and lets ``poll_changes`` recognise svcbridge's own messages, whichever RT
-account posted them, so a customer is never sent their own message back as an "agent reply".
+- find: by svcbridge's reference, in the custom field when one is configured, else the ``[SB-000123]``
+  subject tag on a ticket created by svcbridge's own RT user; the oldest match wins.
+- create: one ``POST /ticket`` with requestor, priority, custom field and the files (RT takes them inline,
+  so ``complete`` has nothing left to do).
+- follow-up: correspondence (or a comment) whose Subject starts with ``[svcbridge <idempotency key>]``,
+  after a TransactionSQL search found no transaction with that Subject. The marker also lets
+  ``poll_changes`` recognise svcbridge's own messages, whichever RT account posted them, so a customer is
+  never sent their own message back as an "agent reply".
+- state: the ticket's ``Status``, through ``state_map``.
 
 RT 5 has no webhooks: ``poll_changes`` reads Status, Correspond and Comment transactions with an id above
 the cursor (the last transaction id seen; ``None`` starts at RT's newest transaction) and turns them into
 ``StatusUpdate``s with ``external_event_id`` = the transaction id, which the host deduplicates:
 
-- Status -> ``state`` through ``state_map.from_rt`` (statuses mapped to "" are not reported). RT's own
-  new -> open right after a customer's message (RT_System, "open on correspond") is not reported: the
+- Status -> ``state`` through ``state_map.from_helpdesk`` (statuses mapped to "" are not reported). RT's
+  own new -> open right after a customer's message (RT_System, "open on correspond") is not reported: the
   customer's own message did not change anything for them.
 - Correspond -> ``public_reply``, Comment -> ``internal_note``; skipped when svcbridge posted it (marker)
   or a requestor wrote it (the customer mailing RT directly).
@@ -24,7 +29,6 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from html.parser import HTMLParser
 from typing import Any
 
 import httpx
@@ -32,27 +36,28 @@ import httpx
 from svcbridge import (
     AuthFailed,
     DeliveryItem,
-    DeliveryResult,
-    ExternalLink,
+    HelpdeskSink,
     PermanentError,
     StatusUpdate,
     Ticket,
     TicketState,
+    html_to_text,
     utcnow,
 )
 
 from .client import RtClient, rt_attachments
 from .settings import RtSettings
 
+# anchored, unlike HelpdeskSink.relayed: an agent answering a relayed message by mail writes a Subject
+# "Re: [svcbridge ...]", and that reply must still reach the customer
 MARK_RE = re.compile(r"^\[svcbridge ([^\]\s]+)\]")
-REF_RE = re.compile(r"^[A-Z][A-Z0-9]{0,7}-\d+$")
-SUBJECT_MAX = 200  # RT's Tickets.Subject column
 RT_SYSTEM = "RT_System"
-_CLOSED = (TicketState.RESOLVED, TicketState.CLOSED)
 
 
-class RtSink:
+class RtSink(HelpdeskSink):
     """A Request Tracker 5 instance as a svcbridge sink with transaction polling."""
+
+    label = "RT"
 
     def __init__(
         self,
@@ -62,41 +67,19 @@ class RtSink:
         allow: list[str] | tuple[str, ...] = (),
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        super().__init__(cfg.name, cfg.state_map)
         self.cfg = cfg
-        self.name = cfg.name
         self.poll_interval = cfg.poll_interval
-        self.client = RtClient(
-            cfg.api_base, cfg.token.get_secret_value(), timeout=cfg.timeout, allow=allow, transport=transport
-        )
+        http_cfg = cfg.model_copy(update={"transport": transport}) if transport is not None else cfg
+        self.open_http(http_cfg, f"token {cfg.token.get_secret_value()}", allow)
+        self.client = RtClient(self)
         self.tag_re = re.compile(rf"\[{re.escape(ticket_prefix)}-\d+\]")
         # ticket id -> the last message on it came from the customer (relayed by us, or mailed to RT)
         self._customer_last: dict[str, bool] = {}
 
-    # ------------------------------------------------------------------ the Sink protocol
-    async def deliver(self, item: DeliveryItem) -> DeliveryResult:
-        if item.kind == "create":
-            return await self._create(item)
-        if item.kind == "update":
-            return await self._update(item)
-        raise PermanentError(f"RT sink cannot handle items of kind {item.kind!r}")
-
-    async def reconcile(self, item: DeliveryItem) -> DeliveryResult | None:
-        if item.kind == "create":
-            found = await self.find(item.ticket)
-            return self._linked(found, f"found existing RT ticket {found}") if found else None
-        if item.kind == "update" and item.payload.get("type") == "customer_message":
-            tid = item.ticket.link(self.name, "ticket") or await self.find(item.ticket)
-            txn = await self._find_message(tid, item.idempotency_key) if tid else None
-            if txn:
-                return DeliveryResult(detail=f"already on RT ticket {tid} as transaction {txn}")
-        return None
-
     # ------------------------------------------------------------------ create
     async def find(self, ticket: Ticket) -> str | None:
-        """The RT ticket svcbridge made for `ticket`, by reference; the oldest if there are several."""
-        ref = ticket.ref
-        if not REF_RE.match(ref):
-            raise PermanentError(f"unexpected ticket reference {ref!r}")
+        ref = self.checked(ticket).ref  # checked here too: it goes into a TicketSQL string literal
         cf = self.cfg.ref_custom_field
         # by subject only tickets our own RT user created: a customer mailing RT "[SB-000123]" is no match
         query = f"CF.{{{cf}}} = '{ref}'" if cf else f"Subject LIKE '[{ref}]' AND Creator = '__CurrentUser__'"
@@ -108,17 +91,13 @@ class RtSink:
         ]
         return str(min(ids)) if ids else None
 
-    async def _create(self, item: DeliveryItem) -> DeliveryResult:
+    async def create(self, item: DeliveryItem) -> str:
         t = item.ticket
-        found = await self.find(t)
-        if found:
-            return self._linked(found, f"found existing RT ticket {found}")
-        files, skipped = rt_attachments(item.attachments)
-        subject = _one_line(f"[{t.ref}] {t.subject or '(no subject)'}")[:SUBJECT_MAX]
+        files, empty = rt_attachments(item.attachments)
         body: dict[str, Any] = {
             "Queue": self.cfg.queue,
-            "Subject": subject,
-            "Content": _with_footer(t.description or "(no text)", _contact_line(t), skipped),
+            "Subject": self.title(t),  # 200: RT's Tickets.Subject column
+            "Content": self.describe(t, t.description, empty),
             "ContentType": "text/plain",
         }
         if t.contact.email:
@@ -130,61 +109,49 @@ class RtSink:
             body["CustomFields"] = {self.cfg.ref_custom_field: t.ref}
         if files:
             body["Attachments"] = files
-        tid = await self.client.create_ticket(body)
-        return self._linked(tid, f"created RT ticket {tid}")
+        return await self.client.create_ticket(body)
 
-    def _linked(self, tid: str, detail: str) -> DeliveryResult:
-        return DeliveryResult(links=[ExternalLink(system=self.name, kind="ticket", value=tid)], detail=detail)
-
-    # ------------------------------------------------------------------ update
-    async def _update(self, item: DeliveryItem) -> DeliveryResult:
-        payload = item.payload
-        kind = payload.get("type")
-        if kind != "customer_message":
-            return DeliveryResult(detail=f"RT sink ignores updates of type {kind!r}")
-        tid = item.ticket.link(self.name, "ticket") or await self.find(item.ticket)
-        if not tid:
-            raise PermanentError(f"no RT ticket for {item.ticket.ref}: its creation never succeeded")
-        key = _key(item.idempotency_key)
-        done = await self._find_message(tid, key)
-        if done is None:
-            files, skipped = rt_attachments(item.attachments)
-            subject = _one_line(f"[svcbridge {key}] {payload.get('subject') or item.ticket.subject}")
-            author = str(payload.get("author") or "the customer")
-            body: dict[str, Any] = {
-                "Subject": subject[:250],
-                "Content": _with_footer(str(payload.get("body") or "(no text)"), f"From {author}", skipped),
-                "ContentType": "text/plain",
-            }
-            if files:
-                body["Attachments"] = files
-            txn = await self.client.add_message(tid, self.cfg.customer_messages, body)
-            detail = f"{self.cfg.customer_messages} on RT ticket {tid} (transaction {txn or '?'})"
-        else:
-            detail = f"already on RT ticket {tid} as transaction {done}"
-        self._customer_last[tid] = True
-        if payload.get("reopen"):
-            await self._reopen(tid)
-        return DeliveryResult(detail=detail)
-
-    async def _reopen(self, tid: str) -> None:
-        """Set an inactive RT ticket back to work (correspondence alone reopens it, a comment does not)."""
-        current = str((await self.client.get_ticket(tid)).get("Status", ""))
-        if self.cfg.state_map.state(current) in _CLOSED:
-            status = self.cfg.state_map.to_rt[TicketState.IN_PROGRESS]
-            await self.client.update_ticket(tid, {"Status": status})
-
-    async def _find_message(self, tid: str, key: str) -> str | None:
-        """Id of the transaction on `tid` whose subject carries svcbridge's marker for `key`."""
-        key = _key(key)
+    # ------------------------------------------------------------------ follow-ups and state
+    async def find_message(self, remote_id: str, marker: str) -> str | None:
+        key = marker[len("[svcbridge ") : -1]  # the marker's key is already reduced to [A-Za-z0-9:._@-]
         # no "[" in the query: RT 5.0.3 takes any query containing one for a JSON search (and fails)
-        query = f"ObjectType = 'RT::Ticket' AND ObjectId = {int(tid)} AND Data LIKE 'svcbridge {key}]'"
-        items = await self.client.transactions(query)
-        for txn in items:
+        query = f"ObjectType = 'RT::Ticket' AND ObjectId = {int(remote_id)} AND Data LIKE 'svcbridge {key}]'"
+        for txn in await self.client.transactions(query):
             m = MARK_RE.match(str(txn.get("Data") or ""))
             if m and m.group(1) == key:
+                self._customer_last[remote_id] = True
                 return str(txn["id"])
         return None
+
+    async def add_message(self, remote_id: str, item: DeliveryItem, marker: str) -> str | None:
+        p = item.payload
+        files, empty = rt_attachments(item.attachments)
+        body: dict[str, Any] = {
+            "Subject": " ".join(f"{marker} {p.get('subject') or item.ticket.subject}".split())[:250],
+            "Content": self.describe(
+                item.ticket, str(p.get("body") or ""), empty, by=str(p.get("author") or "")
+            ),
+            "ContentType": "text/plain",
+        }
+        if files:
+            body["Attachments"] = files
+        txn = await self.client.add_message(remote_id, self.cfg.customer_messages, body)
+        self._customer_last[remote_id] = True
+        return txn
+
+    async def add_note(self, remote_id: str, item: DeliveryItem, marker: str, text: str) -> str | None:
+        """A note for the agents (a ticket change) as an RT comment: never correspondence, which RT
+        shows and may mail to the requestor. Its marker keeps ``poll_changes`` from reporting it."""
+        subject = f"{marker} svcbridge: ticket updated"
+        body = {"Subject": subject, "Content": text, "ContentType": "text/plain"}
+        return await self.client.add_message(remote_id, "comment", body)
+
+    async def remote_state(self, remote_id: str) -> TicketState | None:
+        return self.state_map.state(str((await self.client.get_ticket(remote_id)).get("Status", "")))
+
+    async def set_state(self, remote_id: str, state: TicketState) -> None:
+        # correspondence alone reopens an RT ticket, a comment does not: the flow sets it explicitly
+        await self.client.update_ticket(remote_id, {"Status": self.state_map.remote(state)})
 
     # ------------------------------------------------------------------ polling
     async def poll_changes(self, cursor: str | None) -> tuple[list[StatusUpdate], str | None]:
@@ -248,7 +215,7 @@ class RtSink:
             old, new = str(txn.get("OldValue") or ""), str(txn.get("NewValue") or "")
             if creator == RT_SYSTEM and old == "new" and self._customer_last.get(tid):
                 return None  # RT opened it because of the customer's own message
-            state = self.cfg.state_map.state(new)
+            state = self.state_map.state(new)
             return StatusUpdate(state=state, **base) if state else None
         requestors = {u.lower() for u in RtClient.users(info.get("Requestor"))}
         if MARK_RE.match(str(txn.get("Data") or "")) or creator.lower() in requestors:
@@ -279,64 +246,8 @@ class RtSink:
         return text or "(no text)"
 
 
-# ---------------------------------------------------------------------- helpers
-def _key(key: str) -> str:
-    """The idempotency key as it goes into a subject and a TransactionSQL string literal."""
-    return re.sub(r"[^A-Za-z0-9:._@-]+", "_", key)[:120]
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _contact_line(t: Ticket) -> str:
-    c = t.contact
-    who = ", ".join(x for x in (c.name, c.company, c.email, c.phone) if x)
-    return f"svcbridge {t.ref} via {t.channel}" + (f"; contact: {who}" if who else "")
-
-
-def _with_footer(text: str, line: str, skipped: list[str]) -> str:
-    out = text.rstrip() + "\n\n-- \n" + line
-    if skipped:
-        out += "\nEmpty attachments not transferred: " + ", ".join(skipped)
-    return out
-
-
 def _when(value: Any) -> datetime:
     try:
         return datetime.fromisoformat(str(value))
     except ValueError:
         return utcnow()
-
-
-class _Text(HTMLParser):
-    BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
-        self.skip = 0
-
-    def handle_starttag(self, tag: str, attrs: Any) -> None:
-        if tag in ("script", "style", "head"):
-            self.skip += 1
-        elif tag in self.BLOCK:
-            self.out.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style", "head"):
-            self.skip = max(0, self.skip - 1)
-        elif tag in self.BLOCK:
-            self.out.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skip:
-            self.out.append(data)
-
-
-def html_to_text(html: str) -> str:
-    p = _Text()
-    p.feed(html)
-    p.close()
-    lines = [" ".join(line.split()) for line in "".join(p.out).splitlines()]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
