@@ -14,6 +14,7 @@ follow-up records only what a hook changed (not the parser's defaults) and who c
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from sqlalchemy import Connection
@@ -36,7 +37,7 @@ def kept(labels: dict[str, Any]) -> dict[str, Any]:
 def snapshot(obj: TicketDraft | Ticket) -> dict[str, Any]:
     """The tracked fields of a draft or ticket, as plain JSON-able values."""
     return {
-        "labels": kept(obj.labels),
+        "labels": copy.deepcopy(kept(obj.labels)),  # a plugin may change a nested label in place
         "asset": obj.asset.model_dump(mode="json", exclude_none=True),
         "customer": obj.customer,
         "category": obj.category,

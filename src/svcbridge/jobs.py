@@ -20,9 +20,12 @@ Every time comes from ``clock`` so tests drive timers with a controllable clock.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import random
+import re
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,6 +35,7 @@ import structlog
 from . import changes
 from .errors import AuthFailed, NotReady, PermanentError
 from .faults import fault
+from .log import redact
 from .models import Ticket, TicketEvent, utcnow
 from .store import schema as t
 from .store.jobs import LostClaim, Rows, write_work
@@ -43,9 +47,10 @@ LATE_AFTER = 60.0  # seconds: a timer firing later than this is logged as late (
 CLAIM_MARGIN = 60.0  # seconds a claim outlives the handler's time budget
 
 
-async def call_handler(fn: Callable[..., Any], *args: Any) -> Any:
+async def call_handler(fn: Callable[..., Any], *args: Any, executor: Executor | None = None) -> Any:
     """Call a sync or async handler with as many of ``args`` as it takes; a sync one runs in a thread
-    (it may block on I/O without stalling the event loop)."""
+    of ``executor`` (it may block on I/O without stalling the event loop, and a handler that hangs
+    past its time budget holds one of the runner's threads, never the store's)."""
     try:
         params = inspect.signature(fn).parameters.values()
         if not any(p.kind is p.VAR_POSITIONAL for p in params):
@@ -55,7 +60,7 @@ async def call_handler(fn: Callable[..., Any], *args: Any) -> Any:
     if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__):
         res = await fn(*args)
     else:
-        res = await asyncio.to_thread(fn, *args)
+        res = await asyncio.get_running_loop().run_in_executor(executor, functools.partial(fn, *args))
         if inspect.isawaitable(res):
             res = await res
     return res
@@ -81,19 +86,23 @@ class WorkRunner:
     timer_kinds: dict[str, tuple[str, TimerKind]]  # name -> (plugin, TimerKind)
     worker_id: str = "w"
     clock: Callable[[], datetime] = utcnow
-    batch: int = 50
+    # rows claimed per round and table: no more than run at once, so no claim waits behind others
+    # and runs out while it waits (another replica would then run the same job a second time)
     concurrency: int = 8
     alerts: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.jobs = Rows(self.store, t.jobs, self.worker_id)
         self.timers = Rows(self.store, t.timers, self.worker_id)
-        self._sem = asyncio.Semaphore(self.concurrency)
+        # sync handlers get threads of their own: one that hangs past its budget (wait_for cannot stop
+        # a thread) must not take the threads the pipeline and delivery reach the store with
+        self.executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="svcb-work")
 
     # ------------------------------------------------------------------ driving
     async def run_once(self) -> list[Outcome]:
-        """One round: every job and timer due now (up to ``batch`` of each); what became of them."""
-        return await self.run_jobs() + await self.fire_timers()
+        """One round: jobs and timers due now, side by side (a slow job never delays a timer)."""
+        jobs, timers = await asyncio.gather(self.run_jobs(), self.fire_timers())
+        return jobs + timers
 
     async def drain(self, max_rounds: int = 1000) -> list[Outcome]:
         """Rounds until nothing is due now (``run --once``); rows due later stay for later."""
@@ -108,12 +117,19 @@ class WorkRunner:
     def next_due_in(self) -> float | None:
         """Seconds until the next job or timer is due (the daemon's sleep), None when nothing waits."""
         now = self.clock()
-        found = [x for x in (self.jobs.next_due_in(now), self.timers.next_due_in(now)) if x is not None]
+        found = [
+            x
+            for x in (
+                self.jobs.next_due_in(now, set(self.job_kinds)),
+                self.timers.next_due_in(now, set(self.timer_kinds)),
+            )
+            if x is not None
+        ]
         return min(found) if found else None
 
     async def _claimed(self, rows: Rows, names: set[str], lease: Callable[[str], float]) -> list[Any]:
         now = self.clock()
-        due = await asyncio.to_thread(rows.due, self.batch, now, names)
+        due = await asyncio.to_thread(rows.due, self.concurrency, now, names)
         if not due:
             return []
         longest = max(lease(r["kind"] if "kind" in r else r["name"]) for r in due)
@@ -125,7 +141,7 @@ class WorkRunner:
         if not self.job_kinds:
             return []
         claimed = await self._claimed(self.jobs, set(self.job_kinds), lambda k: self.job_kinds[k][1].timeout)
-        return list(await asyncio.gather(*(self._job(r, until) for r, until in claimed)))
+        return await _all(self._job(r, until) for r, until in claimed)
 
     async def _job(self, row: dict[str, Any], until: datetime) -> Outcome:
         plugin, kind = self.job_kinds[row["kind"]]
@@ -138,25 +154,26 @@ class WorkRunner:
             attempts=row["attempts"],
             ticket=ticket,
         )
-        work = WorkQueue(ticket.ref if ticket else None)
-        async with self._sem:
-            try:
-                res = await asyncio.wait_for(call_handler(kind.run, job, work), kind.timeout)
-                change = _as_change(res, f"job kind {kind.name}")
-                fault("job_after_run")  # the vendor answered, nothing is recorded yet
-            except AuthFailed as exc:
-                return await self._job_failed(row, until, kind, "parked", f"auth failed: {exc}")
-            except PermanentError as exc:
-                return await self._job_failed(row, until, kind, "dead", f"permanent: {exc}")
-            except Exception as exc:  # a timeout is TimeoutError: retried like any other failure
-                err = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                delay = self._backoff(kind, row["attempts"], exc)
-                return await self._job_failed(row, until, kind, "retry", err, delay)
+        work = WorkQueue(ticket.ref if ticket else None, ticket.id if ticket else None)
+        try:
+            call = call_handler(kind.run, job, work, executor=self.executor)
+            change = _as_change(await asyncio.wait_for(call, kind.timeout), f"job kind {kind.name}")
+            fault("job_after_run")  # the vendor answered, nothing is recorded yet
+        except AuthFailed as exc:
+            return await self._job_failed(row, until, kind, "parked", f"auth failed: {exc}")
+        except PermanentError as exc:
+            return await self._job_failed(row, until, kind, "dead", f"permanent: {exc}")
+        except Exception as exc:  # a timeout is TimeoutError: retried like any other failure
+            delay = self._backoff(kind, row["attempts"], exc)
+            return await self._job_failed(row, until, kind, "retry", _error(exc), delay)
         try:
             await asyncio.to_thread(self._job_done, row, until, plugin, change, work)
         except LostClaim:
             log.warning("job_result_dropped", job=row["id"], kind=row["kind"], reason="claim lost")
             return Outcome("jobs", row["id"], row["kind"], "lost")
+        except Exception as exc:  # the answer could not be stored (bad data, store outage): counted
+            delay = self._backoff(kind, row["attempts"], exc)
+            return await self._job_failed(row, until, kind, "retry", "recording: " + _error(exc), delay)
         self.alerts.pop(f"job:{row['kind']}", None)
         log.info("job_done", job=row["id"], kind=row["kind"], ticket=ticket.ref if ticket else None)
         return Outcome("jobs", row["id"], row["kind"], "done")
@@ -173,7 +190,8 @@ class WorkRunner:
             if change is not None and row["ticket_id"] is not None:
                 ticket = self.store.get_ticket(int(row["ticket_id"]), full=False, conn=conn)
                 if ticket is not None:
-                    changes.record(conn, self.store, ticket, change, plugin=plugin, origin=f"job:{row['id']}")
+                    origin = f"job:{row['id']}:{row['runs'] + 1}"  # a retried job's change is news again
+                    changes.record(conn, self.store, ticket, change, plugin=plugin, origin=origin)
             write_work(conn, self.store, work, now)
 
     async def _job_failed(
@@ -181,6 +199,7 @@ class WorkRunner:
     ) -> Outcome:
         attempts = row["attempts"] + 1
         final = status if status != "retry" else ("dead" if attempts >= kind.max_attempts else "retry")
+        error = _clean(error)
 
         def write() -> None:
             with self.store.tx() as conn:
@@ -226,7 +245,7 @@ class WorkRunner:
         claimed = await self._claimed(
             self.timers, set(self.timer_kinds), lambda n: self.timer_kinds[n][1].timeout
         )
-        return list(await asyncio.gather(*(self._timer(r, until) for r, until in claimed)))
+        return await _all(self._timer(r, until) for r, until in claimed)
 
     async def _timer(self, row: dict[str, Any], until: datetime) -> Outcome:
         plugin, kind = self.timer_kinds[row["name"]]
@@ -240,20 +259,21 @@ class WorkRunner:
             data=row["data"] or {},
             ticket=ticket,
         )
-        work = WorkQueue(ticket.ref if ticket else (row["scope"] or None))
-        async with self._sem:
-            try:
-                res = await asyncio.wait_for(call_handler(kind.fire, timer, work), kind.timeout)
-                change = _as_change(res, f"timer {kind.name}")
-                fault("timer_after_fire")  # its handler ran, the firing is not recorded yet
-            except Exception as exc:
-                return await self._timer_failed(row, until, kind, f"{type(exc).__name__}: {exc}")
+        work = WorkQueue(ticket.ref if ticket else (row["scope"] or None), ticket.id if ticket else None)
+        try:
+            call = call_handler(kind.fire, timer, work, executor=self.executor)
+            change = _as_change(await asyncio.wait_for(call, kind.timeout), f"timer {kind.name}")
+            fault("timer_after_fire")  # its handler ran, the firing is not recorded yet
+        except Exception as exc:
+            return await self._timer_failed(row, until, kind, _error(exc))
         late = timer.late.total_seconds()
         try:
             await asyncio.to_thread(self._timer_done, row, until, plugin, timer, change, work)
         except LostClaim:  # moved or cancelled while it fired, or fired by another runner
             log.info("timer_result_dropped", timer=row["id"], name=row["name"], reason="claim lost")
             return Outcome("timers", row["id"], row["name"], "lost")
+        except Exception as exc:  # the firing could not be stored: counted like a failed handler
+            return await self._timer_failed(row, until, kind, "recording: " + _error(exc))
         if late > LATE_AFTER:
             log.warning("timer_fired_late", timer=row["id"], name=row["name"], late_s=round(late, 1))
         else:
@@ -292,7 +312,7 @@ class WorkRunner:
                 )
                 ticket = self.store.get_ticket(int(tid), full=False, conn=conn) if change else None
                 if ticket is not None and change is not None:
-                    origin = f"timer:{row['id']}:{row['attempts']}:{timer.due_at.isoformat()}"
+                    origin = f"timer:{row['id']}:{row['runs'] + 1}"  # each firing's change is its own
                     changes.record(conn, self.store, ticket, change, plugin=plugin, origin=origin)
             write_work(conn, self.store, work, timer.fired_at)
 
@@ -301,6 +321,7 @@ class WorkRunner:
     ) -> Outcome:
         attempts = row["attempts"] + 1
         final = "dead" if attempts >= kind.max_attempts else "retry"
+        error = _clean(error)
 
         def write() -> None:
             with self.store.tx() as conn:
@@ -325,8 +346,36 @@ class WorkRunner:
 
 
 def _as_change(res: Any, what: str) -> TicketChange | None:
-    if res is None or isinstance(res, TicketChange):
-        return res
+    """The handler's answer as a TicketChange of plain JSON values (a datetime in a label becomes its
+    ISO text here, inside the handler's failure handling, not later in the store's transaction)."""
+    if res is None:
+        return None
+    if isinstance(res, TicketChange):
+        return TicketChange.model_validate(res.model_dump(mode="json", exclude_unset=True))
     if isinstance(res, dict):
-        return TicketChange(**res)
+        return TicketChange.model_validate(TicketChange(**res).model_dump(mode="json", exclude_unset=True))
     raise TypeError(f"{what} returned {type(res).__name__}, not a TicketChange or None")
+
+
+_QUERY = re.compile(r"(https?://[^\s?#]+)[?#][^\s'\"]*")
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _clean(error: str) -> str:
+    """An error as it may be stored and shown (jobs list, /readyz): secrets redacted, and a URL's query
+    string dropped (API keys travel there)."""
+    return redact(_QUERY.sub(r"\1?...", error))[:4000]
+
+
+async def _all(calls: Any) -> list[Outcome]:
+    """Run the round's rows side by side; one that raises is logged, never ends the round."""
+    out: list[Outcome] = []
+    for res in await asyncio.gather(*calls, return_exceptions=True):
+        if isinstance(res, BaseException):
+            log.error("work_item_failed", error=_clean(_error(res)))
+        else:
+            out.append(res)
+    return out

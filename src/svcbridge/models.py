@@ -289,7 +289,9 @@ class TicketDraft(_Model):
     )
     automated: bool = Field(default=False, description="auto-reply, bounce, list mail: never answer it")
     suppress_autoreply: bool = False
-    category: str | None = Field(default=None, description="fault category, e.g. power, printer, network")
+    category: str | None = Field(
+        default=None, max_length=100, description="fault category, e.g. power, printer, network"
+    )
     labels: dict[str, Any] = Field(
         default_factory=dict,
         description="what classification and enrichment found; stored on the ticket, but names starting "
@@ -313,7 +315,7 @@ class Ticket(_Model):
     sla_policy: str | None = None
     language: str | None = None
     deadlines: dict[str, datetime] = Field(default_factory=dict)
-    category: str | None = None
+    category: str | None = Field(default=None, max_length=100)
     labels: dict[str, Any] = Field(default_factory=dict, description="set by classification / enrichment")
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)

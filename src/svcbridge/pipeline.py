@@ -19,6 +19,7 @@ router), the composer of notifications, the status applier. None of them knows t
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -306,7 +307,8 @@ class Pipeline:
                 draft.links.append(ExternalLink(system="svcbridge", kind="follows", value=ticket.ref))
                 ticket = None
             # the ticket this message ends up on: a new one takes the next reserved number (_plan)
-            work = WorkQueue(ticket.ref if ticket else self.store.ref_for(self._ids[0]))
+            tid = ticket.id if ticket else self._ids[0]
+            work = WorkQueue(self.store.ref_for(tid) if ticket is None else ticket.ref, tid)
             found: list[tuple[str, TicketChange]] = []
             for stage, hook in (("classify", "classify_ticket"), ("enrich", "enrich_ticket")):
                 await self._decide(stage, hook, draft, ticket, work, found)
@@ -330,12 +332,17 @@ class Pipeline:
         found: list[tuple[str, TicketChange]],
     ) -> None:
         """classify / enrich: on a follow-up, what each plugin set on the draft is noted in ``found``
-        (a snapshot before and after each plugin's call), to be kept on the ticket with its name."""
-        after = None
-        if ticket is not None:
-            state = {"before": changes.snapshot(draft)}
+        (a snapshot before and after each plugin's call), to be kept on the ticket with its name.
+        Labels are stored, so one that is not plain JSON fails the plugin that set it, here."""
+        state = {"before": changes.snapshot(draft)} if ticket is not None else {}
 
-            def after(plugin: str) -> None:
+        def after(plugin: str) -> None:
+            if draft.labels:
+                try:
+                    json.dumps(changes.kept(draft.labels))
+                except (TypeError, ValueError) as exc:
+                    raise StageFailed(stage, plugin, TypeError(f"labels must be plain JSON: {exc}")) from None
+            if ticket is not None:
                 change = changes.draft_change(state["before"], draft)
                 if change is not None:
                     found.append((plugin, change))

@@ -45,7 +45,7 @@ class TicketChange(BaseModel):
     labels: dict[str, Any] = Field(default_factory=dict)
     asset: Asset | None = None
     customer: str | None = None
-    category: str | None = None
+    category: str | None = Field(default=None, max_length=100)
     priority: Priority | None = None
     fault_level: FaultLevel | None = None
     note: str | None = None
@@ -149,12 +149,14 @@ class WorkQueue:
     """
 
     ticket_ref: str | None = None
+    ticket_id: int | None = None  # the store's id of that ticket, when the host knows it
     jobs: list[JobRequest] = field(default_factory=list)
     timers: list[TimerRequest] = field(default_factory=list)
 
     def enqueue(self, kind: str, data: dict[str, Any] | None = None, key: str | None = None) -> None:
         """Ask for a job of ``kind``. ``key`` makes it run once (default: the ticket's reference, so
         one job of a kind per ticket); a job whose kind and key exist already is not added again."""
+        check_name(kind)
         key = key or self.ticket_ref or ""
         if not key:
             raise ValueError("a job that belongs to no ticket needs a key")
@@ -163,12 +165,14 @@ class WorkQueue:
     def schedule(self, name: str, at: datetime, data: dict[str, Any] | None = None) -> None:
         """Fire timer ``name`` of this ticket at ``at`` (timezone-aware); one already scheduled under
         that name is moved (and fires again if it had fired)."""
+        check_name(name)
         if at.tzinfo is None:
             raise ValueError("timer times must be timezone-aware")
         self.timers.append(TimerRequest(name, at, dict(data or {}), self.ticket_ref))
 
     def cancel(self, name: str) -> None:
         """Cancel timer ``name`` of this ticket if it has not fired (a no-op otherwise)."""
+        check_name(name)
         self.timers.append(TimerRequest(name, None, {}, self.ticket_ref))
 
     def __bool__(self) -> bool:

@@ -47,6 +47,7 @@ def enqueue_job(
         "data": data,
         "status": "pending",
         "attempts": 0,
+        "runs": 0,
         "next_attempt_at": now,
         "created_at": now,
     }
@@ -67,8 +68,16 @@ def schedule_timer(
     data: dict[str, Any],
     now: datetime | None = None,
 ) -> None:
-    """Timer ``name`` of ``scope`` fires at ``at``: a new row, or the existing one moved (and armed)."""
+    """Timer ``name`` of ``scope`` fires at ``at``: a new row, or the existing one moved (and armed).
+
+    Setting it again at the time it already has changes nothing, fired or not: a hook that sets
+    "warn 4 h after creation" on every message must not fire the warning again on each follow-up.
+    """
     now = now or utcnow()
+    where = and_(t.timers.c.scope == scope, t.timers.c.name == name)
+    have = conn.execute(select(t.timers.c.due_at, t.timers.c.status).where(where)).first()
+    if have is not None and have.status in ("pending", "fired") and have.due_at == at:
+        return
     values = {
         "due_at": at,
         "next_attempt_at": at,
@@ -82,10 +91,9 @@ def schedule_timer(
         "claimed_until": None,
         "updated_at": now,
     }
-    where = and_(t.timers.c.scope == scope, t.timers.c.name == name)
-    if conn.execute(update(t.timers).where(where).values(**values)).rowcount:
+    if have is not None and conn.execute(update(t.timers).where(where).values(**values)).rowcount:
         return
-    row = {"scope": scope, "name": name, "ticket_id": ticket_id, "created_at": now, **values}
+    row = {"scope": scope, "name": name, "ticket_id": ticket_id, "created_at": now, "runs": 0, **values}
     try:
         with conn.begin_nested():
             conn.execute(insert(t.timers).values(**row))
@@ -105,14 +113,16 @@ def cancel_timer(conn: Connection, scope: str, name: str, now: datetime | None =
 
 def write_work(conn: Connection, store: Store, work: WorkQueue, now: datetime | None = None) -> None:
     """The jobs and timers a hook or handler asked for, in the caller's transaction."""
+    tid = work.ticket_id if work.ticket_id is not None else store.id_for_ref(work.ticket_ref)
     for j in work.jobs:
-        enqueue_job(conn, j.kind, j.key, store.id_for_ref(j.ticket_ref), j.data, now)
+        enqueue_job(conn, j.kind, j.key, tid if j.ticket_ref == work.ticket_ref else None, j.data, now)
     for tm in work.timers:
         scope = tm.ticket_ref or ""
         if tm.at is None:
             cancel_timer(conn, scope, tm.name, now)
         else:
-            schedule_timer(conn, scope, tm.name, store.id_for_ref(tm.ticket_ref), tm.at, tm.data, now)
+            owner = tid if tm.ticket_ref == work.ticket_ref else None
+            schedule_timer(conn, scope, tm.name, owner, tm.at, tm.data, now)
 
 
 class Rows:
@@ -152,7 +162,7 @@ class Rows:
                     c.status == "pending",
                     or_(c.claimed_until.is_(None), c.claimed_until < now),
                 )
-                .values(claimed_by=self.worker_id, claimed_until=until)
+                .values(claimed_by=self.worker_id, claimed_until=until, runs=c.runs + 1)
             )
             got = conn.execute(
                 select(c.id).where(c.id.in_(ids), c.claimed_by == self.worker_id, c.claimed_until == until)
@@ -243,12 +253,17 @@ class Rows:
             rows = conn.execute(select(self.table.c.status, func.count()).group_by(self.table.c.status))
             return {r[0]: int(r[1]) for r in rows}
 
-    def next_due_in(self, now: datetime) -> float | None:
-        """Seconds until the next pending row is due (None: nothing pending)."""
+    def next_due_in(self, now: datetime, names: set[str]) -> float | None:
+        """Seconds until the next row this runner can run is due (None: none waits); rows of kinds no
+        plugin registers and rows another runner holds do not count (the daemon would spin on them)."""
+        c = self.table.c
+        q = select(func.min(c.next_attempt_at)).where(
+            c.status == "pending",
+            (c.kind if "kind" in c else c.name).in_(sorted(names)),
+            or_(c.claimed_until.is_(None), c.claimed_until < now),
+        )
         with self.store.engine.connect() as conn:
-            nxt = conn.execute(
-                select(func.min(self.table.c.next_attempt_at)).where(self.table.c.status == "pending")
-            ).scalar()
+            nxt = conn.execute(q).scalar()
         if nxt is None:
             return None
         if isinstance(nxt, str):  # func.min bypasses the type decorator on SQLite

@@ -137,8 +137,8 @@ class PlanWriter:
         if p.changes:  # what classify / enrich hooks changed on a follow-up's ticket (changes.py)
             w.set_ticket_fields(ticket.id, changes.column_values(ticket))
             sinks = w.sinks_of(conn, ticket.id)
-            origin = f"j{p.journal_id}"
-            for plugin, diff in p.changes:
+            for i, (plugin, diff) in enumerate(p.changes):
+                origin = f"j{p.journal_id}:{i}"  # one plugin may change the ticket in two stages
                 event, rows = changes.change_rows(
                     ticket, diff, None, plugin=plugin, origin=origin, sinks=sinks
                 )

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, insert, or_, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
 from ..contracts import SubmitResult
 from ..errors import StoreUnavailable
@@ -58,8 +58,8 @@ class Store:
         try:
             with self.engine.begin() as conn:
                 yield conn
-        except IntegrityError:
-            raise
+        except (IntegrityError, DataError):
+            raise  # this row's fault (a unique key, a value the column refuses), not the store's
         except (OperationalError, DBAPIError) as exc:
             raise StoreUnavailable(f"store unavailable: {exc.orig!r}") from exc
 

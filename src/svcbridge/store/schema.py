@@ -234,6 +234,7 @@ jobs = Table(
     # pending -> done | dead | parked (credentials refused; back to pending on start) | cancelled
     Column("status", String(20), nullable=False, default="pending"),
     Column("attempts", Integer, nullable=False, default=0),
+    Column("runs", Integer, nullable=False, default=0),  # claims so far: names each run's changes
     Column("next_attempt_at", TS, nullable=False),
     Column("last_error", Text, nullable=True),
     Column("result", JSON, nullable=True),
@@ -260,6 +261,7 @@ timers = Table(
     # pending -> fired | cancelled | dead (its handler kept failing)
     Column("status", String(20), nullable=False, default="pending"),
     Column("attempts", Integer, nullable=False, default=0),
+    Column("runs", Integer, nullable=False, default=0),
     Column("next_attempt_at", TS, nullable=False),
     Column("last_error", Text, nullable=True),
     Column("fired_at", TS, nullable=True),
