@@ -13,6 +13,8 @@ Adding a connector = one ``Connector`` subclass and one entry in ``CONNECTORS``:
 - ``attachments``: False when the contract has no way to transfer files (their names must then be in
   the ticket text); ``hook_path``: the ``/hooks/...`` path, or None for a poll-only connector;
   ``followup_method``: the HTTP method that posts a customer's follow-up (ServiceNow PATCHes);
+- ``priority_p1``: the remote priority (``RemoteTicket.priority``) after a ticket change to P1, None
+  where the change reaches the agents as a note only; ``priority_method``: the HTTP method that sets it;
 - ``secrets``: credential values that must never appear in an error or reach another host.
 
 Faults come from the fake (``fail_next``, see ``tests/fakes/base.py``); the expected outcomes are the
@@ -56,6 +58,8 @@ class Connector:
     attachments: ClassVar[bool] = True
     hook_path: ClassVar[str | None] = None
     followup_method: ClassVar[str] = "POST"
+    priority_p1: ClassVar[str | None] = None
+    priority_method: ClassVar[str] = "PUT"
 
     def make_fake(self) -> FakeService:
         raise NotImplementedError
@@ -79,6 +83,7 @@ class Connector:
 class ZammadConnector(Connector):
     name = "zammad"
     hook_path = "/hooks/zammad"
+    priority_p1 = "3 high"
     STATES: ClassVar[dict[TicketState, str]] = {
         TicketState.RESOLVED: "pending close",
         TicketState.WAITING_CUSTOMER: "pending reminder",
@@ -111,6 +116,7 @@ class GlpiConnector(Connector):
     name = "glpi"
     hook_path = "/hooks/glpi"
     attachments = False  # the contract has no Document upload
+    priority_p1 = "5"  # urgency "very high"; GLPI derives the priority from it
     STATES: ClassVar[dict[TicketState, int]] = {
         TicketState.RESOLVED: 5,
         TicketState.WAITING_CUSTOMER: 4,
@@ -174,11 +180,22 @@ class JsmConnector(Connector):
         fake.agent_status(rid, self.STATES[state])
 
 
+class JsmPriorityConnector(JsmConnector):
+    """JSM with ``send_priority`` and a request type whose form has the priority field."""
+
+    priority_p1 = "Highest"
+
+    def config(self, fake: FakeJsm) -> dict[str, Any]:
+        return {**super().config(fake), "request_type_id": "11", "send_priority": True}
+
+
 class ServiceNowConnector(Connector):
     name = "servicenow"
     hook_path = None  # no signed webhook of its own (§1.5): poll_changes on sys_updated_on
     attachments = False  # the Attachment API is not in the contract
     followup_method = "PATCH"  # comments are a field of the incident
+    priority_p1 = "urgency 1, impact 1"  # ServiceNow derives the priority from the pair
+    priority_method = "PATCH"
     STATES: ClassVar[dict[TicketState, str]] = {
         TicketState.RESOLVED: "6",
         TicketState.WAITING_CUSTOMER: "3",
@@ -396,8 +413,52 @@ async def test_a_ticket_change_reaches_the_helpdesk_once_as_a_note(env: Env) -> 
     [t] = env.ours()
     notes = [m for m in t.messages if "In warranty until 2027-05-01." in m.text]
     assert len(notes) == 1 and "warranty: (none) → in" in notes[0].text
+    assert notes[0].internal and not notes[0].by_agent  # for the agents: the customer never sees it
+    assert "[svcbridge SB-000001:chg:job:1:warranty:" in notes[0].text
     answers = await sync(env)
-    assert not [e for e in env.events(kind="agent_reply") if "In warranty" in str(e.data)], answers
+    echoed = env.events(kind="agent_reply") + env.events(kind="internal_note")
+    assert not [e for e in echoed if "In warranty" in str(e.data)], answers
+
+
+# every connector; JSM once more with send_priority (its request type "11" has the field)
+@pytest.mark.parametrize("env", [*CONNECTORS, JsmPriorityConnector()], indirect=True,
+                         ids=lambda c: c.name + ("+priority" if isinstance(c, JsmPriorityConnector) else ""))
+async def test_a_priority_change_sets_the_remote_priority_where_it_is_carried(env: Env) -> None:
+    """A change to P1 becomes the helpdesk's own priority on connectors that carry it (a priority call
+    whose answer was lost is made again, the note still posted once), and reaches the others as an
+    internal note only; either way nothing comes back from the helpdesk as an agent's words."""
+    from svcbridge import Priority, TicketChange
+    from svcbridge.changes import record
+
+    await receive(env, mail())
+    [before] = env.ours()
+    ticket = env.app.store.get_ticket("SB-000001")
+    assert ticket.priority is Priority.P3
+    with env.app.store.tx() as conn:
+        record(conn, env.app.store, ticket, TicketChange(priority=Priority.P1), plugin="sla", origin="timer:1:1")
+    carried = env.c.priority_p1 is not None
+    if carried:
+        assert "priority" in env.sink.fields
+        env.fake.fail_next("503", method=env.c.priority_method, commit=True)  # set, the answer lost
+    await env.app.delivery.drain()
+    [row] = [r for r in env.rows("update") if r["payload"]["type"] == "ticket_updated"]
+    if carried:
+        assert row["status"] == "pending" and "503" in row["last_error"]
+        await due_now(env)
+    [row] = [r for r in env.rows("update") if r["payload"]["type"] == "ticket_updated"]
+    assert row["status"] == "done", row["last_error"]
+    await env.sink.deliver(item_for(env, "SB-000001", "update"))  # and once more by hand
+
+    [t] = env.ours()
+    assert t.priority == (env.c.priority_p1 if carried else before.priority)
+    assert t.priority != before.priority or not carried
+    if not carried:  # no call tried to set it
+        assert not [r for r in env.fake.seen() if r.method == env.c.priority_method]
+    notes = [m for m in t.messages if "priority: 3 → 1" in m.text]
+    assert len(notes) == 1 and notes[0].internal and "Ticket updated by sla" in notes[0].text
+    answers = await sync(env)  # the helpdesk's hooks about the change, or a poll round
+    assert env.events(kind="agent_reply") == [] and env.events(kind="internal_note") == [], answers
+    assert env.app.store.get_ticket("SB-000001").priority is Priority.P1
 
 
 # ---------------------------------------------------------------------- back from the helpdesk

@@ -3,6 +3,7 @@
 Covered: idempotent create (twice, and after a crash before the link was recorded; a look-alike ticket is
 not taken), byte-exact attachments (files the server would refuse stay in svcbridge and are named),
 customer follow-ups (idempotent, literal text although django-helpdesk renders comments as templates),
+a ticket change (priority patched, the rest one private follow-up, not polled back),
 agent replies / internal notes / status changes back through ``poll_changes`` without echoing svcbridge's
 own follow-ups, the real follow-up webhook (token in the path) deduplicated against the poll, the mail ->
 django-helpdesk -> mail round trip of issue 4 in-process and as a real daemon killed with SIGKILL at each
@@ -237,6 +238,44 @@ async def test_followups_replies_and_status_round_trip_without_echo(
     assert dh.ticket(rid)["status"] == 2
     assert await poll(app, SINK) == []
     assert template_safe("a {{ b }} {# c #}") == 'a {{ "{{" }} b }} {{ "{#" }} c #}'
+
+
+@pytest.mark.realserver
+async def test_a_ticket_change_sets_the_priority_and_adds_one_private_note(
+    make_app: Any, tmp_path: Path, dh: DhServer
+) -> None:
+    """What a job or timer changed (changes.py): the priority by PATCH, the rest as a private follow-up,
+    even where customer follow-ups are public; once, however often it is delivered; never polled back."""
+    from svcbridge import Priority, TicketChange
+    from svcbridge.changes import record
+
+    app = dh_app(make_app, dh, public_followups=True)
+    await poll(app, SINK)
+    drop(tmp_path, "1", eml())
+    await app.run_once()
+    ticket = app.store.get_ticket("SB-000001")
+    rid = ticket.link(SINK, "ticket")
+    assert rid and dh.ticket(rid)["priority"] == 3
+    change = TicketChange(priority=Priority.P1, labels={"warranty": "in"}, note="In warranty until 2027-05-01.")
+    with app.store.tx() as conn:
+        record(conn, app.store, ticket, change, plugin="warranty", origin="job:1")
+    await app.delivery.drain()
+    [row] = [r for r in app.delivery.outbox.list()
+             if r["target"] == SINK and (r["payload"] or {}).get("type") == "ticket_updated"]
+    assert row["status"] == "done", row["last_error"]
+    sink = app.delivery.sinks[SINK]
+    again = DeliveryItem(id=row["id"], kind="update", target=SINK, idempotency_key=row["idempotency_key"],
+                         ticket=app.store.get_ticket("SB-000001"), payload=row["payload"], attempts=1)
+    assert "note added" not in (await sink.deliver(again)).detail  # found by its marker: not posted twice
+
+    remote = dh.ticket(rid)
+    assert remote["priority"] == 1
+    notes = [f for f in remote["followup_set"] if "In warranty until 2027-05-01." in f["comment"]]
+    assert len(notes) == 1 and notes[0]["public"] is False
+    assert notes[0]["comment"].startswith("[svcbridge SB-000001:chg:job:1:warranty:djhelpdesk]")
+    assert "priority: 3 → 1" in notes[0]["comment"] and "warranty: (none) → in" in notes[0]["comment"]
+    assert await poll(app, SINK) == []  # the note is svcbridge's own: never an agent's reply or note
+    assert app.store.get_ticket("SB-000001").priority is Priority.P1
 
 
 class _Capture(BaseHTTPRequestHandler):

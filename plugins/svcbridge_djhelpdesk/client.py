@@ -14,6 +14,11 @@ Calls used, all through ``svcbridge.http_request`` (429/5xx/timeouts -> NotReady
 - follow-up: ``POST /followups/`` ``{ticket, comment: "[svcbridge <key>] ...", public}``, multipart with one
   ``attachments`` part per file when there are files, after ``GET /tickets/{id}/`` (its ``followup_set``)
   showed no follow-up with that marker. Never a ``title``: django-helpdesk renames the ticket to it.
+- note:      a ticket change for the agents (``add_note``): ``POST /followups/`` ``{ticket, comment:
+  "[svcbridge <key>] ...", public: false}`` whatever ``public_followups`` says (a private follow-up is
+  shown to staff only and mailed to nobody outside), after the same lookup.
+- priority:  ``PATCH /tickets/{id}/`` ``{priority}`` with the ``priorities`` map the create uses. A patch
+  leaves no follow-up (nothing to poll back); the note next to it tells the agents.
 - reopen:    ``GET /tickets/{id}/`` (``status``), then a follow-up with ``new_status`` (not ``PATCH``: a
   patched status leaves no follow-up, so neither the poll nor the webhook would ever see it).
 
@@ -47,7 +52,7 @@ import json
 import os
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from svcbridge import (
     Attachment,
@@ -56,6 +61,7 @@ from svcbridge import (
     HelpdeskSink,
     NotReady,
     PermanentError,
+    Priority,
     StatusUpdate,
     StoreUnavailable,
     Ticket,
@@ -83,6 +89,7 @@ class DjHelpdeskSink(HelpdeskSink):
     """A django-helpdesk instance as a svcbridge sink, with ``poll_changes`` over its follow-ups."""
 
     label = "django-helpdesk"
+    fields: ClassVar[frozenset[str]] = HelpdeskSink.fields | {"priority"}
 
     def __init__(
         self, cfg: DjHelpdeskSettings, *, ticket_prefix: str = "SB", allow: list[str] | tuple[str, ...] = ()
@@ -177,6 +184,10 @@ class DjHelpdeskSink(HelpdeskSink):
         text = self.describe(item.ticket, str(p.get("body") or ""), kept, by=str(p.get("author") or ""))
         return await self._followup(remote_id, f"{marker} {text}", files, public=self.cfg.public_followups)
 
+    async def add_note(self, remote_id: str, item: DeliveryItem, marker: str, text: str) -> str | None:
+        """A private follow-up (``public: false``): staff see it, the submitter is never mailed it."""
+        return await self._followup(remote_id, f"{marker} {text}", [], public=False)
+
     async def _followup(
         self,
         remote_id: str,
@@ -215,6 +226,10 @@ class DjHelpdeskSink(HelpdeskSink):
         # a follow-up, not PATCH: it is recorded, and it carries a marker so it is never reported back
         code = int(self.state_map.remote(state))
         await self._followup(remote_id, f"{REOPEN_MARK} set by svcbridge", [], public=False, status=code)
+
+    async def set_priority(self, remote_id: str, priority: Priority) -> None:
+        body = {"priority": self.cfg.priorities[priority.name]}
+        await self.call("PATCH", f"tickets/{int(remote_id)}/", f"priority of ticket {remote_id}", json=body)
 
     # ------------------------------------------------------------------ status back: polling
     async def poll_changes(self, cursor: str | None) -> tuple[list[StatusUpdate], str | None]:

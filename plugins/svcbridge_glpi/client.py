@@ -19,6 +19,10 @@ Calls:
 - follow-up: ``POST /ITILFollowup`` ``{"input": {itemtype: "Ticket", items_id, content, is_private}}``
   with the marker first in ``content``, after ``GET /Ticket/{id}/ITILFollowup`` (paged by ``range``,
   206 + ``Content-Range``) found none carrying it.
+- note:      a ticket change for the agents (``add_note``): the same ``POST /ITILFollowup`` with
+  ``is_private: 1`` whatever ``private_followups`` says, so the requester never sees it.
+- priority:  ``PUT /Ticket/{id}`` ``{"input": {"urgency": N}}`` with the ``urgencies`` map the create uses
+  (GLPI derives the ticket's priority from urgency and impact, as it does on create).
 - reopen:    ``GET /Ticket/{id}`` (``status``), ``PUT /Ticket/{id}`` ``{"input": {"status": 2}}``.
 
 Attachments: the contract has no Document upload, so files stay in svcbridge and the ticket text names
@@ -35,7 +39,7 @@ import asyncio
 import contextlib
 import hashlib
 import html
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -45,6 +49,7 @@ from svcbridge import (
     HelpdeskSink,
     NotReady,
     PermanentError,
+    Priority,
     StatusUpdate,
     Ticket,
     TicketState,
@@ -81,6 +86,7 @@ class GlpiSink(HelpdeskSink):
     """A GLPI instance as a svcbridge sink (status comes back through the signed webhook)."""
 
     label = "GLPI"
+    fields: ClassVar[frozenset[str]] = HelpdeskSink.fields | {"priority"}
 
     def __init__(self, cfg: GlpiSettings, *, allow: list[str] | tuple[str, ...] = ()) -> None:
         super().__init__(cfg.name, cfg.state_map)
@@ -218,11 +224,18 @@ class GlpiSink(HelpdeskSink):
         text = self.describe(
             item.ticket, str(p.get("body") or ""), item.attachments, by=str(p.get("author") or "")
         )
+        return await self._followup(remote_id, f"{marker}\n{text}", private=self.cfg.private_followups)
+
+    async def add_note(self, remote_id: str, item: DeliveryItem, marker: str, text: str) -> str | None:
+        """A private follow-up: only GLPI users allowed to see private follow-ups read it."""
+        return await self._followup(remote_id, f"{marker}\n{text}", private=True)
+
+    async def _followup(self, remote_id: str, text: str, *, private: bool) -> str | None:
         given = {
             "itemtype": "Ticket",
             "items_id": int(remote_id),
-            "content": as_html(f"{marker}\n{text}"),
-            "is_private": int(self.cfg.private_followups),
+            "content": as_html(text),
+            "is_private": int(private),
         }
         data = await self.call("POST", "ITILFollowup", f"follow-up on {remote_id}", json={"input": given})
         return str(data.get("id")) if isinstance(data, dict) and data.get("id") is not None else None
@@ -234,6 +247,10 @@ class GlpiSink(HelpdeskSink):
     async def set_state(self, remote_id: str, state: TicketState) -> None:
         body = {"input": {"status": int(self.state_map.remote(state))}}
         await self.request("PUT", f"Ticket/{int(remote_id)}", f"update ticket {remote_id}", json=body)
+
+    async def set_priority(self, remote_id: str, priority: Priority) -> None:
+        body = {"input": {"urgency": int(self.cfg.urgencies[priority.name])}}
+        await self.request("PUT", f"Ticket/{int(remote_id)}", f"urgency of ticket {remote_id}", json=body)
 
     async def aclose(self) -> None:
         """End the GLPI session (best effort: the server expires it anyway), then the client."""

@@ -13,6 +13,12 @@ a redirect to another host is never followed with our credentials):
   requests as ``/request/{key}``).
 - follow-up: ``POST /request/{key}/comment`` ``{body: "[svcbridge <key>] ...", public}``, after the paged
   ``GET /request/{key}/comment`` found no comment starting with that marker.
+- note:      a ticket change for the agents (``add_note``): ``POST /request/{key}/comment`` ``{body:
+  "[svcbridge <key>] ...", public: false}`` (an internal comment, never on the portal), after the same
+  lookup.
+- priority:  with ``send_priority`` only (the same switch the create obeys): ``PUT /rest/api/3/issue/{key}``
+  ``{fields: {priority: {name}}}`` on the same site, names from ``priorities``; without it the change
+  reaches the agents in the note only.
 - reopen:    ``GET /request/{key}`` (``currentStatus.status``); ``GET /request/{key}/transition`` and
   ``POST /request/{key}/transition`` ``{id}`` with the first transition named in ``state_map``.
 
@@ -27,20 +33,23 @@ the request search (``GET /request`` with ``searchTerm``, ``requestOwnership``) 
 (``GET /request/{key}/comment``) are not named; a GET request returns ``requestFieldValues`` as a list of
 ``{fieldId, value}`` (both that and the create's dict are read); the webhook's ``issue``/``comment``/
 ``changelog`` fields and ``jsdPublic`` are Jira's payload, not spelled out; no error-body format is
-given. Attachments need ``attachTemporaryFile``, which the contract does not list: files stay in
-svcbridge and are named in the request's footer. Connect/OAuth webhooks signed with a JWT are not served.
+given. Changing a request's priority: the contract names the platform base (``/rest/api/3/``, issues) but
+no call on it; ``PUT /issue/{key}`` (204) is Jira's "edit issue". Attachments need ``attachTemporaryFile``,
+which the contract does not list: files stay in svcbridge and are named in the request's footer.
+Connect/OAuth webhooks signed with a JWT are not served.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 from svcbridge import (
     DeliveryItem,
     HelpdeskSink,
     NotReady,
     PermanentError,
+    Priority,
     StatusUpdate,
     Ticket,
     TicketState,
@@ -63,7 +72,10 @@ class JsmSink(HelpdeskSink):
     """One JSM service desk as a svcbridge sink (status comes back through the signed webhook)."""
 
     label = "JSM"
-    empty_answer = True  # a transition or comment may answer 204
+    empty_answer = True  # a transition, a comment or an issue edit may answer 204
+    # "priority" is carried when ``send_priority`` is on; without it ``set_priority`` does nothing and
+    # the change is in the note
+    fields: ClassVar[frozenset[str]] = HelpdeskSink.fields | {"priority"}
 
     def __init__(self, cfg: JsmSettings, *, allow: list[str] | tuple[str, ...] = ()) -> None:
         super().__init__(cfg.name, cfg.state_map)
@@ -136,9 +148,23 @@ class JsmSink(HelpdeskSink):
         text = self.describe(
             item.ticket, str(p.get("body") or ""), list(item.attachments), by=str(p.get("author") or "")
         )
-        body = {"body": f"{marker}\n\n{text}", "public": self.cfg.comment_public}
+        return await self._comment(remote_id, f"{marker}\n\n{text}", public=self.cfg.comment_public)
+
+    async def add_note(self, remote_id: str, item: DeliveryItem, marker: str, text: str) -> str | None:
+        """An internal comment (``public: false``): agents see it, the customer's portal does not."""
+        return await self._comment(remote_id, f"{marker}\n\n{text}", public=False)
+
+    async def _comment(self, remote_id: str, text: str, *, public: bool) -> str | None:
+        body = {"body": text, "public": public}
         data = await self.call("POST", f"request/{remote_id}/comment", f"comment on {remote_id}", json=body)
         return str(data["id"]) if isinstance(data, dict) and data.get("id") is not None else None
+
+    async def set_priority(self, remote_id: str, priority: Priority) -> None:
+        if not self.cfg.send_priority:
+            return  # the request type may not have the field: the note tells the agents
+        url = f"{self.cfg.site}/rest/api/3/issue/{remote_id}"  # same host: the guard and auth apply
+        body = {"fields": {"priority": {"name": self.cfg.priorities[priority.name]}}}
+        await self.call("PUT", url, f"priority of {remote_id}", json=body)
 
     async def status_name(self, remote_id: str) -> str:
         data = await self.call("GET", f"request/{remote_id}", f"get request {remote_id}")

@@ -82,7 +82,12 @@ class JsmSettings(HelpdeskSettings):
         description="post the customer's follow-ups as public comments (visible on the portal); false: "
         "internal comments",
     )
-    send_priority: bool = Field(default=False, description="send requestFieldValues.priority {name}")
+    send_priority: bool = Field(
+        default=False,
+        description="send requestFieldValues.priority {name} on create, and set the issue's priority when a "
+        "ticket change raises or lowers it (PUT /rest/api/3/issue/{key}); only if the request type and the "
+        "issue's edit screen have the priority field",
+    )
     priorities: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PRIORITIES))
     state_map: JsmStateMap = Field(default_factory=JsmStateMap)
     page_size: int = Field(default=50, ge=1, le=100, description="limit per page of a paged GET")
@@ -107,5 +112,9 @@ class JsmSettings(HelpdeskSettings):
 
     @property
     def api_base(self) -> str:
-        base = self.url.removesuffix("/rest/servicedeskapi")
-        return base + "/rest/servicedeskapi/"
+        return self.site + "/rest/servicedeskapi/"
+
+    @property
+    def site(self) -> str:
+        """The site's root (``url`` without ``/rest/servicedeskapi``): the Jira platform API is under it."""
+        return self.url.removesuffix("/rest/servicedeskapi")

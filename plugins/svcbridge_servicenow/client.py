@@ -11,8 +11,12 @@ a redirect to another host is never followed with our credentials):
   urgency, impact, contact_type, caller_id}`` -> 201 ``{"result": {sys_id, number, state}}``; the sys_id
   is the link (numbers can be renumbered, sys_ids cannot).
 - follow-up: ``PATCH /incident/{sys_id}`` ``{comments: "[svcbridge <key>] ..."}`` (``followup_field``),
-  after the journal (``GET /sys_journal_field?sysparm_query=element_id={sys_id}^element=comments``) held
-  no entry starting with that marker.
+  after the journal (``GET /sys_journal_field?sysparm_query=element_id={sys_id}``: comments and work
+  notes alike, a marker is found wherever it was posted) held no entry starting with that marker.
+- note:      a ticket change for the agents (``add_note``): ``PATCH /incident/{sys_id}`` ``{work_notes:
+  "[svcbridge <key>] ..."}``, internal whatever ``followup_field`` says, after the same lookup.
+- priority:  ``PATCH /incident/{sys_id}`` ``{urgency, impact}`` from the maps the create uses; ServiceNow
+  derives the incident's priority from the pair.
 - reopen:    ``GET /incident/{sys_id}?sysparm_fields=state``, ``PATCH /incident/{sys_id}`` ``{state}``.
 - poll:      ``GET /incident?sysparm_query=sys_updated_on>={cursor}^ORDERBYsys_updated_on``; for each
   incident svcbridge made, its state (event id ``sys_id@sys_mod_count``) and its journal entries since the
@@ -38,7 +42,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -47,6 +51,7 @@ from svcbridge import (
     HelpdeskSink,
     NotReady,
     PermanentError,
+    Priority,
     StatusUpdate,
     Ticket,
     TicketState,
@@ -72,6 +77,7 @@ class ServiceNowSink(HelpdeskSink):
 
     label = "ServiceNow"
     empty_answer = True
+    fields: ClassVar[frozenset[str]] = HelpdeskSink.fields | {"priority"}
 
     def __init__(self, cfg: ServiceNowSettings, *, allow: list[str] | tuple[str, ...] = ()) -> None:
         super().__init__(cfg.name, cfg.state_map)
@@ -146,7 +152,8 @@ class ServiceNowSink(HelpdeskSink):
 
     # ------------------------------------------------------------------ follow-ups and state
     async def find_message(self, remote_id: str, marker: str) -> str | None:
-        query = f"element_id={remote_id}^element={self.cfg.followup_field}^ORDERBYsys_created_on"
+        # every journal field: follow-ups go to ``followup_field``, notes to work_notes
+        query = f"element_id={remote_id}^ORDERBYsys_created_on"
         async for row in self.rows(JOURNAL, query, ["sys_id", "value"], f"journal of {remote_id}"):
             if str(row.get("value") or "").lstrip().startswith(marker):
                 return str(row.get("sys_id"))
@@ -160,6 +167,19 @@ class ServiceNowSink(HelpdeskSink):
         body = {self.cfg.followup_field: f"{marker}\n\n{text}"}
         await self.call("PATCH", f"incident/{remote_id}", f"comment on {remote_id}", json=body)
         return None  # the PATCH answers the incident, not the journal entry it made
+
+    async def add_note(self, remote_id: str, item: DeliveryItem, marker: str, text: str) -> str | None:
+        """A work note: internal to the fulfillers, never in the caller's view or mails."""
+        body = {"work_notes": f"{marker}\n\n{text}"}
+        await self.call("PATCH", f"incident/{remote_id}", f"work note on {remote_id}", json=body)
+        return None
+
+    async def set_priority(self, remote_id: str, priority: Priority) -> None:
+        body = {
+            "urgency": str(self.cfg.urgency[priority.name]),
+            "impact": str(self.cfg.impact[priority.name]),
+        }
+        await self.call("PATCH", f"incident/{remote_id}", f"priority of {remote_id}", json=body)
 
     async def remote_state(self, remote_id: str) -> TicketState | None:
         data = await self.call(

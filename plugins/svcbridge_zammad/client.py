@@ -13,6 +13,10 @@ Calls used, all through ``svcbridge.http_request`` (429/5xx/timeouts -> NotReady
 - follow-up: ``POST /ticket_articles`` ``{ticket_id, subject: "[svcbridge <key>] ...", body, sender:
   "Customer", internal: false, attachments}``, after ``GET /ticket_articles/by_ticket/{id}`` found no
   article with that marker.
+- note:      a ticket change for the agents (``add_note``): ``POST /ticket_articles`` ``{ticket_id, subject:
+  "[svcbridge <key>] svcbridge: ticket updated", body, type: "note", internal: true, sender: "Agent"}``, after
+  the same lookup by marker; internal, so the customer never sees it.
+- priority:  ``PUT /tickets/{id}`` ``{priority: "<name>"}`` with the ``priorities`` map the create uses.
 - reopen:    ``GET /tickets/{id}?expand=true`` (state name), ``PUT /tickets/{id}`` ``{state}``.
 
 Webhook (a Zammad trigger): ``X-Hub-Signature: sha1=<hex HMAC-SHA1(token, raw body)>``, deduplicated on
@@ -31,13 +35,14 @@ waits ``outbox.backoff_initial``, 2 s by default).
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Any, ClassVar
 
 from svcbridge import (
     Attachment,
     DeliveryItem,
     HelpdeskSink,
     PermanentError,
+    Priority,
     StatusUpdate,
     Ticket,
     TicketState,
@@ -54,6 +59,7 @@ class ZammadSink(HelpdeskSink):
     """A Zammad instance as a svcbridge sink (status comes back through the signed trigger webhook)."""
 
     label = "Zammad"
+    fields: ClassVar[frozenset[str]] = HelpdeskSink.fields | {"priority"}
 
     def __init__(self, cfg: ZammadSettings, *, allow: list[str] | tuple[str, ...] = ()) -> None:
         super().__init__(cfg.name, cfg.state_map)
@@ -134,15 +140,24 @@ class ZammadSink(HelpdeskSink):
         )
         return await self._article(remote_id, subject, text, [a for a in item.attachments if a.data])
 
-    async def _article(self, remote_id: str, subject: str, body: str, files: list[Attachment]) -> str | None:
+    async def add_note(self, remote_id: str, item: DeliveryItem, marker: str, text: str) -> str | None:
+        """An internal note (type ``note``, ``internal: true``) written by svcbridge's agent user."""
+        subject = f"{marker} svcbridge: ticket updated"
+        return await self._article(remote_id, subject, text, [], internal=True)
+
+    async def _article(
+        self, remote_id: str, subject: str, body: str, files: list[Attachment], *, internal: bool = False
+    ) -> str | None:
         article: dict[str, Any] = {
             "ticket_id": int(remote_id),
             "subject": subject,
             "body": body,
             "content_type": "text/plain",
-            "type": self.cfg.article_type,
-            "internal": False,
-            "sender": "Customer",
+            # the customer's words as the customer's article; a note for the agents from svcbridge's
+            # own (agent) user, never shown to the customer
+            "type": "note" if internal else self.cfg.article_type,
+            "internal": internal,
+            "sender": "Agent" if internal else "Customer",
         }
         if files:
             article["attachments"] = [_zammad_file(a) for a in files]
@@ -158,6 +173,10 @@ class ZammadSink(HelpdeskSink):
     async def set_state(self, remote_id: str, state: TicketState) -> None:
         body = {"state": self.state_map.remote(state)}
         await self.call("PUT", f"tickets/{int(remote_id)}", f"update ticket {remote_id}", json=body)
+
+    async def set_priority(self, remote_id: str, priority: Priority) -> None:
+        body = {"priority": self.cfg.priorities[priority.name]}
+        await self.call("PUT", f"tickets/{int(remote_id)}", f"priority of ticket {remote_id}", json=body)
 
 
 def _zammad_file(att: Attachment) -> dict[str, str]:

@@ -65,10 +65,14 @@ class RemoteMessage:
 
 @dataclass
 class RemoteTicket:
+    """A ticket as the harness compares them; ``priority`` is the service's own value, as text
+    (Zammad's name, GLPI's urgency, ServiceNow's urgency and impact...), None where there is none."""
+
     id: str
     title: str
     state: str
     messages: list[RemoteMessage] = field(default_factory=list)
+    priority: str | None = None
 
 
 class FakeService:

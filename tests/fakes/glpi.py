@@ -8,7 +8,8 @@ MISSING`` (400), ``ERROR_RANGE_EXCEED_TOTAL`` (400), ``ERROR_ITEM_NOT_FOUND`` (4
 refused with 400.
 
 Served: ``POST /Ticket`` (201 ``{"id"}`` + ``Location``; an array ``input`` is a bulk add, 207 on partial
-failure), ``PUT /Ticket/{id}`` (200 ``[{"<id>": true, "message": ""}]``), ``GET /Ticket/{id}``,
+failure), ``PUT /Ticket/{id}`` (200 ``[{"<id>": true, "message": ""}]``; a ``status`` outside 1..6 or an
+``urgency`` outside 1..5 is 400 ``ERROR_GLPI_UPDATE``), ``GET /Ticket/{id}``,
 ``POST /ITILFollowup`` and ``POST /Ticket/{id}/ITILFollowup``, ``GET /Ticket/{id}/ITILFollowup`` and
 ``GET /search/Ticket`` paged by ``range=a-b`` (default 0-50; 206 with ``Content-Range: a-b/total`` and
 ``Accept-Range: 990`` when the page is not everything).
@@ -211,6 +212,8 @@ class FakeGlpi(FakeService):
             return self.fail(400, "ERROR_BAD_ARRAY", "input is missing")
         if "status" in given and int(given["status"]) not in range(1, 7):
             return self.fail(400, "ERROR_GLPI_UPDATE", "status is not valid")
+        if "urgency" in given and int(given["urgency"]) not in range(1, 6):
+            return self.fail(400, "ERROR_GLPI_UPDATE", "urgency is not valid")
         self.tickets[tid].update(given, date_mod=time.strftime("%Y-%m-%d %H:%M:%S"))
         self._fire("update", self.tickets[tid])
         return httpx.Response(200, json=[{str(tid): True, "message": ""}])
@@ -310,5 +313,6 @@ class FakeGlpi(FakeService):
                 for f in self.followups.values()
                 if f["items_id"] == tid
             ]
-            out.append(RemoteTicket(id=str(tid), title=str(t["name"]), state=str(t["status"]), messages=msgs))
+            out.append(RemoteTicket(id=str(tid), title=str(t["name"]), state=str(t["status"]), messages=msgs,
+                                    priority=str(t["urgency"]) if "urgency" in t else None))
         return out

@@ -4,8 +4,11 @@ Served: ``POST /request`` (``{serviceDeskId, requestTypeId, requestFieldValues}`
 currentStatus:{status, statusDate}, ...}``), ``GET /request/{key}``, ``GET|POST /request/{key}/comment``
 (``{body, public}``), ``GET|POST /request/{key}/transition`` (``{values:[{id, name}]}`` / ``{id,
 additionalComment}``) and ``GET /request`` (``searchTerm``, ``serviceDeskId``, ``requestOwnership``,
-``requestStatus``). Every GET listing is paged the contract's way: ``start``, ``limit`` (capped at
-``max_limit``), ``isLastPage``, ``_links.next``. Auth is ``Basic base64(email:api_token)`` or ``Bearer
+``requestStatus``); on the platform API ``PUT /rest/api/3/issue/{key}`` ``{fields: {priority: {name}}}``
+(204, and a ``jira:issue_updated`` with the priority in its changelog). Request type "10" has only summary
+and description (a create sending ``priority`` is 400: JSM refuses fields the form lacks), "11" also has
+priority. Every GET listing is paged the contract's way: ``start``, ``limit`` (capped at ``max_limit``),
+``isLastPage``, ``_links.next``. Auth is ``Basic base64(email:api_token)`` or ``Bearer
 <oauth token>``; anything else is 401.
 
 Acting as the agent: ``agent_comment`` (public or internal) and ``agent_status`` change the request and
@@ -20,8 +23,9 @@ Not in the contract, chosen here after Atlassian's public API and marked so: the
 transition, the request search and comment listing endpoints with their defaults (``OWNED_REQUESTS``,
 ``OPEN_REQUESTS``: a resolved request is found only with ``requestStatus=ALL_REQUESTS``), a GET request's
 ``requestFieldValues`` as a list of ``{fieldId, label, value}``, the workflow (status and transition
-names of JSM's default IT service desk) and the webhook's payload fields (``issue``, ``changelog``,
-``comment.jsdPublic``).
+names of JSM's default IT service desk), Jira's default priority names (Medium when none is given), the
+issue edit and its error body (``{"errorMessages", "errors"}``) and the webhook's payload fields (``issue``,
+``changelog``, ``comment.jsdPublic``).
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ WORKFLOW: dict[str, dict[str, tuple[str, str]]] = {
     "Closed": {},
 }
 DONE = {"Resolved", "Closed"}
+ISSUE_API = "/rest/api/3/issue/"  # the platform API (contract: base only), here for the priority edit
+PRIORITIES = ("Highest", "High", "Medium", "Low", "Lowest")  # Jira's default priority scheme
+DEFAULT_PRIORITY = "Medium"
 
 
 class FakeJsm(FakeService):
@@ -68,7 +75,10 @@ class FakeJsm(FakeService):
         super().__init__()
         self.email, self.api_token, self.oauth_token, self.hook_secret = email, api_token, oauth_token, hook_secret
         self.account = "5b10ac8d82e05b22cc7d4ef5"  # svcbridge's accountId
-        self.service_desk_id, self.request_type_ids, self.project = "1", {"10", "11"}, "SUP"
+        self.service_desk_id, self.project = "1", "SUP"
+        # the fields each request type's form has: "10" without priority (a create sending it is
+        # refused), "11" with it
+        self.request_types = {"10": {"summary", "description"}, "11": {"summary", "description", "priority"}}
         self.max_limit = 50  # server-side cap of limit
         self.requests_by_key: dict[str, dict[str, Any]] = {}
         self.comments: dict[str, list[dict[str, Any]]] = {}
@@ -88,6 +98,8 @@ class FakeJsm(FakeService):
         if self._caller(request) is None:
             return self.error(401, "Client must be authenticated to access this resource.")
         path, m = request.url.path, request.method
+        if path.startswith(ISSUE_API):
+            return self._issue(path[len(ISSUE_API):], m, request)
         if not path.startswith(BASE):
             return self.error(404, f"null for uri: {path}")
         parts, params = path[len(BASE):].strip("/").split("/"), request.url.params
@@ -137,21 +149,25 @@ class FakeJsm(FakeService):
     def _create(self, body: dict[str, Any]) -> httpx.Response:
         if str(body.get("serviceDeskId")) != self.service_desk_id:
             return self.error(400, f"The service desk {body.get('serviceDeskId')!r} does not exist.")
-        if str(body.get("requestTypeId")) not in self.request_type_ids:
+        form = self.request_types.get(str(body.get("requestTypeId")))
+        if form is None:
             return self.error(400, f"The request type {body.get('requestTypeId')!r} does not exist.")
         fields = body.get("requestFieldValues")
         if not isinstance(fields, dict) or not str(fields.get("summary") or "").strip():
             return self.error(400, "Summary is required.")
-        unknown = sorted(set(fields) - {"summary", "description"})
+        unknown = sorted(set(fields) - form)
         if unknown:  # the request type has only these fields: JSM refuses the whole create
             return self.error(400, f"Fields {unknown} are not on the request type.")
+        priority = _priority(fields.get("priority", {"name": DEFAULT_PRIORITY}))
+        if priority is None:
+            return self.error(400, f"Priority {fields.get('priority')!r} does not exist.")
         if "raiseOnBehalfOf" in body and "@" in str(body["raiseOnBehalfOf"]):
             return self.error(400, "raiseOnBehalfOf takes an accountId, not an e-mail address.")
         n = next(self._ids)
         req = {"issueId": str(10000 + n), "issueKey": f"{self.project}-{n}", "serviceDeskId": self.service_desk_id,
                "requestTypeId": str(body["requestTypeId"]), "summary": str(fields["summary"]),
                "description": str(fields.get("description") or ""), "status": "Waiting for support",
-               "statusDate": _now(), "createdDate": _now(), "reporter": self.account}
+               "statusDate": _now(), "createdDate": _now(), "reporter": self.account, "priority": priority}
         self.requests_by_key[req["issueKey"]] = req
         self.requests_by_key[req["issueId"]] = req  # issueIdOrKey
         self.comments[req["issueKey"]] = []
@@ -184,6 +200,27 @@ class FakeJsm(FakeService):
                 continue
             out.append(req)
         return sorted(out, key=lambda r: int(r["issueId"]), reverse=True)  # newest first, like JSM
+
+    def _issue(self, key: str, method: str, request: httpx.Request) -> httpx.Response:
+        """``PUT /rest/api/3/issue/{key}`` ``{fields: {priority: {name}}}``: Jira's issue edit, 204."""
+        req = self.requests_by_key.get(key)
+        if req is None or "/" in key:
+            return _jira_error(404, "Issue does not exist or you do not have permission to see it.")
+        if method != "PUT":
+            return _jira_error(405, f"Method {method} is not served by the fake")
+        body = read_json(request)
+        fields = body.get("fields") if isinstance(body, dict) else None
+        if not isinstance(fields, dict) or set(fields) - {"priority"}:
+            return _jira_error(400, "The fake edits the priority only.", field="fields")
+        priority = _priority(fields["priority"]) if "priority" in fields else req["priority"]
+        if priority is None:
+            return _jira_error(400, "Specify a valid priority name.", field="priority")
+        if priority != req["priority"]:
+            old, req["priority"] = req["priority"], priority
+            item = {"field": "priority", "fieldtype": "jira", "fromString": old, "toString": priority}
+            self._fire(req["issueKey"], "jira:issue_updated", event_type="issue_updated",
+                       changelog={"id": str(uuid.uuid4().int % 10**6), "items": [item]})
+        return httpx.Response(204)
 
     # ------------------------------------------------------------------ comments and transitions
     def _add_comment(self, key: str, body: str, public: bool, author: str, name: str) -> dict[str, Any]:
@@ -262,8 +299,21 @@ class FakeJsm(FakeService):
             msgs = [RemoteMessage(id=f"{key}:description", text=req["description"])]
             msgs += [RemoteMessage(id=c["id"], text=c["body"], internal=not c["public"],
                                    by_agent=c["author"]["accountId"] != self.account) for c in self.comments[key]]
-            out.append(RemoteTicket(id=key, title=req["summary"], state=req["status"], messages=msgs))
+            out.append(RemoteTicket(id=key, title=req["summary"], state=req["status"], messages=msgs,
+                                    priority=req.get("priority")))
         return out
+
+
+def _priority(value: Any) -> str | None:
+    """The priority name of a ``{name}`` (Jira's default scheme), None when there is no such priority."""
+    name = value.get("name") if isinstance(value, dict) else None
+    return name if name in PRIORITIES else None
+
+
+def _jira_error(status: int, message: str, field: str | None = None) -> httpx.Response:
+    """The platform API's error body (``/rest/api/3``), not the service desk's."""
+    errors = {field: message} if field else {}
+    return httpx.Response(status, json={"errorMessages": [] if field else [message], "errors": errors})
 
 
 def _now() -> str:

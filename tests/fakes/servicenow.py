@@ -200,7 +200,8 @@ class FakeServiceNow(FakeService):
                                    by_agent=j["sys_created_by"] != self.username)
                      for j in self.journal if j["element_id"] == row["sys_id"]]
             out.append(RemoteTicket(id=row["sys_id"], title=row["short_description"], state=row["state"],
-                                    messages=msgs))
+                                    messages=msgs,
+                                    priority=f"urgency {row.get('urgency')}, impact {row.get('impact')}"))
         return out
 
 

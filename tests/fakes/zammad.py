@@ -1,20 +1,22 @@
 """A fake Zammad (``/api/v1``) following api-contracts.md §1.1, in memory, with a trigger webhook.
 
 Served: ``POST /tickets`` (201 ``{id, number, state_id, article_ids}``), ``GET|PUT /tickets/{id}``
-(``?expand=true`` adds the names beside the ids; an ``article`` in a PUT adds one), ``GET /tickets/search``
-(``query``, ``limit``, ``expand``), ``POST /ticket_articles`` (201; base64 ``attachments`` decoded and
+(``?expand=true`` adds the names beside the ids; a PUT takes ``state``, ``priority`` (a name of
+``PRIORITY_IDS``, else 422), ``group``, ``title``, and an ``article`` in it adds one),
+``GET /tickets/search`` (``query``, ``limit``, ``expand``), ``POST /ticket_articles`` (201; base64 ``attachments`` decoded and
 kept byte for byte), ``GET /ticket_articles/by_ticket/{id}``. Auth is ``Authorization: Token
 token=<token>``; anything else is 401.
 
 Acting as the agent: ``agent_article`` and ``agent_state`` change the ticket and fire the trigger webhook.
-Like a trigger on "ticket created or updated", tickets and articles added through the API (svcbridge's
-own posts) fire it too, so tests can prove they are not echoed. Hooks are signed as Zammad signs them: ``X-Hub-Signature:
-sha1=<hex HMAC-SHA1(token, body)>``, with ``X-Zammad-Delivery`` (a unique id) and ``X-Zammad-Trigger``.
+Like a trigger on "ticket created or updated", tickets, articles and ticket updates made through the
+API (svcbridge's own posts, a reopen, a priority change) fire it too, so tests can prove they are not
+echoed. Hooks are signed as Zammad signs them: ``X-Hub-Signature: sha1=<hex HMAC-SHA1(token, body)>``,
+with ``X-Zammad-Delivery`` (a unique id) and ``X-Zammad-Trigger``.
 
 Not in the contract, chosen here and marked so: the error body (``{"error", "error_human"}``, Zammad's
-usual shape), 422 for invalid input, state ids (Zammad's seed data), the search query syntax (only
-``title:"..."`` phrases and bare words are understood) and its reply shape (a list with ``expand=true``,
-else ``{"tickets": [ids], "tickets_count", "assets"}``).
+usual shape), 422 for invalid input, state ids and the priority names besides "3 high" (Zammad's seed
+data), the search query syntax (only ``title:"..."`` phrases and bare words are understood) and its reply
+shape (a list with ``expand=true``, else ``{"tickets": [ids], "tickets_count", "assets"}``).
 """
 
 from __future__ import annotations
@@ -128,17 +130,20 @@ class FakeZammad(FakeService):
 
     def _update(self, tid: int, body: dict[str, Any]) -> httpx.Response:
         t = self.tickets[tid]
-        if "state" in body:
-            if body["state"] not in STATE_IDS:
-                return self.error(422, f"No lookup value found for 'state': {body['state']!r}")
-            t["state"] = body["state"]
-        for key in ("priority", "group", "title"):
+        if "state" in body and body["state"] not in STATE_IDS:
+            return self.error(422, f"No lookup value found for 'state': {body['state']!r}")
+        if "priority" in body and body["priority"] not in PRIORITY_IDS:
+            return self.error(422, f"No lookup value found for 'priority': {body['priority']!r}")
+        for key in ("state", "priority", "group", "title"):
             if key in body:
                 t[key] = body[key]
+        art: dict[str, Any] | httpx.Response | None = None
         if isinstance(body.get("article"), dict):
             art = self._add_article(tid, {**body["article"], "ticket_id": tid}, sender_default="Agent")
             if isinstance(art, httpx.Response):
                 return art
+        if self.fire_on_api_articles:
+            self._fire(tid, art)  # a trigger on "ticket updated" fires for svcbridge's own changes too
         return httpx.Response(200, json=self._ticket_json(tid, False))
 
     def _ticket_json(self, tid: int, expand: bool) -> dict[str, Any]:
@@ -283,5 +288,9 @@ class FakeZammad(FakeService):
                 )
                 for a in self._articles_of(tid)
             ]
-            out.append(RemoteTicket(id=str(tid), title=t["title"], state=t["state"], messages=msgs))
+            out.append(
+                RemoteTicket(
+                    id=str(tid), title=t["title"], state=t["state"], messages=msgs, priority=t["priority"]
+                )
+            )
         return out
