@@ -289,18 +289,14 @@ class HelpdeskSink:
         raise NotImplementedError
 
     async def add_note(self, remote_id: str, item: DeliveryItem, marker: str, text: str) -> str | None:
-        """Post a note for the agents (a ticket change, a vendor's answer) starting with `marker`.
+        """Post an internal note for the agents (a ticket change, a vendor's answer) starting with
+        `marker`, where the customer never sees it; return its id when known.
 
-        The default posts it as a follow-up through ``add_message``; a connector whose helpdesk has
-        internal notes overrides this so the customer never sees it.
+        Not implemented by default: a note posted as an ordinary follow-up would reach the customer
+        (a warranty finding, a vendor's remark). A connector without internal notes leaves the change
+        in svcbridge (its trail and ``fields``), and the delivery says so.
         """
-        note = item.model_copy(
-            update={
-                "payload": {"subject": "svcbridge: ticket updated", "body": text, "author": "svcbridge"},
-                "attachments": [],
-            }
-        )
-        return await self.add_message(remote_id, note, marker)
+        raise NotImplementedError
 
     async def set_priority(self, remote_id: str, priority: Priority) -> None:
         """Set the remote ticket's priority (connectors listing "priority" in ``fields``)."""
@@ -316,6 +312,8 @@ class HelpdeskSink:
         if prio and "priority" in self.fields:
             await self.set_priority(rid, Priority(int(prio["to"])))
             detail += f": priority P{prio['to']}"
+        if type(self).add_note is HelpdeskSink.add_note:  # no internal notes: never post it publicly
+            return DeliveryResult(detail=detail + ": no internal notes, the change is kept in svcbridge")
         mark = _marker(item.idempotency_key)
         if await self.find_message(rid, mark) is None:
             await self.add_note(rid, item, mark, change_summary(p))
