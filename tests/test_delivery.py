@@ -323,3 +323,28 @@ async def test_notices_without_a_notifier_are_kept_parked_and_reported_once(make
     assert "notify:email" in app.delivery.alerts
     await app.delivery.run_once()
     assert {r["status"] for r in app.delivery.outbox.list() if r["kind"] == "notify"} == {"parked"}
+
+
+async def test_a_reply_stored_before_the_create_went_out_posts_its_file_once(make_app, tmp_path: Path) -> None:
+    """Issue 12 item 2: the create carried every file of the ticket and the follow-up its own again."""
+    from helpdesk_helpers import mail_with_files
+
+    seen: list[tuple[str, list[str]]] = []
+
+    class FileSink(ScriptedSink):
+        async def deliver(self, item):
+            seen.append((item.kind, sorted(a.original_name or "" for a in item.attachments)))
+            return await super().deliver(item)
+
+    sink = FileSink()
+    app = app_with(make_app, sink)
+    new = tmp_path / "maildir" / "new"
+    new.mkdir(parents=True, exist_ok=True)
+    (new / "1").write_bytes(mail_with_files(files=[("first.txt", "text/plain", b"one")]))
+    (new / "2").write_bytes(mail_with_files(subject="Re: Printer jams", msgid="<m2@example.com>",
+                                            extra={"In-Reply-To": "<m1@example.com>"},
+                                            files=[("second.txt", "text/plain", b"two")]))
+    await app.poll_sources_once()
+    await app.pipeline.drain()  # both stored before anything reached the helpdesk
+    await app.delivery.drain()
+    assert seen == [("create", ["first.txt"]), ("update", ["second.txt"])]

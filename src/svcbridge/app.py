@@ -46,7 +46,9 @@ def pid_alive(pid: int) -> bool:
 
 async def recover(app: App) -> None:
     """On start: free outbox claims of dead local processes; parked items get another chance."""
-    await asyncio.to_thread(app.delivery.outbox.release_orphans, HOST, pid_alive)
+    maybe = await asyncio.to_thread(app.delivery.outbox.release_orphans, HOST, pid_alive)
+    if maybe:  # marked in flight when the process died: sent or not, they go out once more
+        log.warning("outbox_possibly_sent_before_crash", outbox_ids=maybe, resent=len(maybe))
     await asyncio.to_thread(lease.release_orphans, app.store, pid_alive)
     await asyncio.to_thread(app.delivery.outbox.unpark)
     for rows in (app.work.jobs, app.work.timers):

@@ -28,10 +28,11 @@ import tenacity
 
 from . import metrics
 from .contracts import Notifier, Sink
-from .errors import AuthFailed, NotReady, PermanentError
+from .errors import AuthFailed, NotReady, PermanentError, clean_error
 from .faults import fault
 from .models import DeliveryItem, DeliveryResult, OutboxKind, Target, utcnow
 from .settings import OutboxSettings
+from .settler import Settler
 from .store.outbox import Outbox
 from .store.repo import Store
 
@@ -201,9 +202,10 @@ class Delivery:
         """Handle every item due now (heads of their ticket/target queues); returns how many were seen.
 
         One round: claim the batch in one transaction, call the targets (targets concurrently, up to
-        ``outbox.concurrency`` items of one target at a time; an auth failure or an opened breaker stops
-        what has not started yet), then settle every outcome in one transaction. A crash between a call
-        and the settle re-sends that item later, with the same idempotency key.
+        ``outbox.concurrency`` items of one sink at a time, notices one at a time per channel; an auth
+        failure or an opened breaker stops what has not started yet). Each outcome is recorded as soon
+        as it is known (``settler.py``): a crash re-sends only what was in flight, a sink's item with
+        the same idempotency key, a notice at most once per channel.
         """
         rows = await asyncio.to_thread(self.outbox.due, self.cfg.batch)
         if not rows:
@@ -240,33 +242,54 @@ class Delivery:
         quiet = {oid: why for oid, why in looks.items() if why}
         settled.extend(self._suppress(r, quiet[r["id"]]) for r in ready if r["id"] in quiet)
         ready = [r for r in ready if r["id"] not in quiet]
-        items = await asyncio.to_thread(self._items, ready)
-        by_target: dict[str, list[dict[str, Any]]] = {}
-        for r in ready:
-            by_target.setdefault(r["target"], []).append(r)
-        for batch in await asyncio.gather(*(self._run_target(t, b, items) for t, b in by_target.items())):
-            settled.extend(batch)
-        await asyncio.to_thread(self.outbox.settle, settled, self.cfg.max_attempts)
-        self._observe(settled)
+        settler = Settler(self.outbox, self.cfg.max_attempts)
+        for s in settled:  # the round's early answers (missing targets, breakers, loop protection)
+            settler.add(s)
+        try:
+            await settler.flush()
+            items = await asyncio.to_thread(self._items, ready)
+            by_target: dict[str, list[dict[str, Any]]] = {}
+            for r in ready:
+                by_target.setdefault(r["target"], []).append(r)
+            await asyncio.gather(*(self._run_target(t, b, items, settler) for t, b in by_target.items()))
+        finally:
+            await settler.flush()  # whatever is still queued (a flush that failed is tried again here)
+            self._observe(settler.written)
         return len(rows)
 
     async def _run_target(
-        self, target: str, rows: list[dict[str, Any]], items: dict[int, DeliveryItem]
-    ) -> list[Settled]:
+        self, target: str, rows: list[dict[str, Any]], items: dict[int, DeliveryItem], settler: Settler
+    ) -> None:
         impl, br = self._impl(target), self.breaker(target)
-        sem = asyncio.Semaphore(self.cfg.concurrency)
         stop = asyncio.Event()
 
-        async def one(row: dict[str, Any]) -> Settled:
-            async with sem:
-                if stop.is_set():
-                    return Settled(row, "release", delay=br.allow())
-                out = await self._attempt(impl, row, items[row["id"]])
-                if out.status == "parked" or (out.status == "retry" and br.allow() > 0):
-                    stop.set()
-                return out
+        def stopped(row: dict[str, Any]) -> Settled | None:
+            return Settled(row, "release", delay=br.allow()) if stop.is_set() else None
 
-        return list(await asyncio.gather(*(one(r) for r in rows)))
+        def judge(out: Settled) -> Settled:
+            if out.status == "parked" or (out.status == "retry" and br.allow() > 0):
+                stop.set()
+            return out
+
+        if Target(target).is_notify:
+            # no idempotency key on the far side (SMTP, SMS): one at a time, each marked in flight in
+            # the transaction that records the one before, so a crash can repeat only that one
+            for row in rows:
+                if (early := stopped(row)) is not None:
+                    settler.add(early)
+                    continue
+                await settler.flush(inflight=[row["id"]])
+                settler.add(judge(await self._attempt(impl, row, items[row["id"]])))
+            await settler.flush()  # the last one's outcome, now: not when slower targets finish
+            return
+        sem = asyncio.Semaphore(self.cfg.concurrency)
+
+        async def one(row: dict[str, Any]) -> None:
+            async with sem:
+                early = stopped(row)
+                await settler.record(early or judge(await self._attempt(impl, row, items[row["id"]])))
+
+        await asyncio.gather(*(one(r) for r in rows))
 
     def _suppressed(self, kind: str, payload: dict[str, Any] | None, count: bool = True) -> str | None:
         """Why an automatic notification must not go out (loop protection), or None.
@@ -294,9 +317,9 @@ class Delivery:
             result = await asyncio.wait_for(self._call(impl, item), CALL_TIMEOUT)
             fault("after_remote_commit")  # the peer has it, we have not recorded it: reconcile's case
         except AuthFailed as exc:
-            return Settled(row, "parked", error=f"auth failed: {exc}")
+            return Settled(row, "parked", error=clean_error(f"auth failed: {exc}"))
         except PermanentError as exc:
-            return Settled(row, "dead", error=f"permanent: {exc}")
+            return Settled(row, "dead", error=clean_error(f"permanent: {exc}"))
         except Exception as exc:
             retry_after = exc.retry_after if isinstance(exc, NotReady) else None
             delay = (
@@ -305,7 +328,8 @@ class Delivery:
             if br.failure():
                 metrics.BREAKER_OPEN.labels(target=row["target"]).set(1)
                 log.warning("circuit_opened", target=row["target"], cooldown=br.cooldown)
-            return Settled(row, "retry", error=f"{type(exc).__name__}: {exc}", delay=delay)
+            # kept, logged and shown as cleaned: a peer's error page may echo our credentials
+            return Settled(row, "retry", error=clean_error(f"{type(exc).__name__}: {exc}"), delay=delay)
         br.success()
         return Settled(row, "done", result=result)
 

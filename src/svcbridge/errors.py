@@ -17,6 +17,8 @@ intake stages; the host always records which plugin raised it.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "AuthFailed",
     "ConfigError",
@@ -66,3 +68,31 @@ class StoreUnavailable(SvcbridgeError):
 
 class PipelineBusy(StoreUnavailable):
     """Another process holds the pipeline lease (``store/lease.py``): journal entries stay pending for it."""
+
+
+# What an error kept in the store (outbox, jobs, timers, quarantine) must never carry. A peer's error
+# page may echo the request (its Authorization header, a token in the URL); logs are redacted on the
+# way out (log.py), stored text is redacted on the way in, here, and shown as stored by the CLI and
+# the web pages.
+_QUERY = re.compile(r"(https?://[^\s?#\"'<>]+)[?#][^\s\"'<>]*")
+_AUTH = re.compile(
+    r"(?i)\b(authorization|proxy-authorization|x-api-key|api[-_]?key|x-auth-token|cookie|set-cookie)"
+    r"(\"?'?\s*[:=]\s*\"?'?)(?:(?:basic|bearer|token|digest|negotiate)\s+)?[^\s\"',;}]+"
+)
+_SCHEME = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}")
+_NAMED = re.compile(
+    r"(?i)\b(password|passwd|pwd|secret|client_secret|access_token|refresh_token|token|auth_token|sig|signature)"
+    r"(\"?'?\s*[:=]\s*\"?'?)[^\s\"',;&}]+"
+)
+
+
+def clean_error(text: str, limit: int = 4000) -> str:
+    """An error excerpt as it may be stored: configured secrets redacted (as in the logs), credential
+    headers and named credentials masked, URL query strings dropped; at most ``limit`` characters."""
+    from .log import redact  # here, not at the top: log.py is configured late, errors.py is imported early
+
+    text = _QUERY.sub(r"\1?...", str(text))
+    text = _AUTH.sub(r"\1\2***", text)
+    text = _SCHEME.sub(r"\1 ***", text)
+    text = _NAMED.sub(r"\1\2***", text)
+    return redact(text)[:limit]

@@ -23,7 +23,6 @@ import asyncio
 import functools
 import inspect
 import random
-import re
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,9 +32,8 @@ from typing import Any
 import structlog
 
 from . import changes
-from .errors import AuthFailed, NotReady, PermanentError
+from .errors import AuthFailed, NotReady, PermanentError, clean_error
 from .faults import fault
-from .log import redact
 from .models import Ticket, TicketEvent, utcnow
 from .store import schema as t
 from .store.jobs import LostClaim, Rows, write_work
@@ -357,17 +355,13 @@ def _as_change(res: Any, what: str) -> TicketChange | None:
     raise TypeError(f"{what} returned {type(res).__name__}, not a TicketChange or None")
 
 
-_QUERY = re.compile(r"(https?://[^\s?#]+)[?#][^\s'\"]*")
-
-
 def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _clean(error: str) -> str:
-    """An error as it may be stored and shown (jobs list, /readyz): secrets redacted, and a URL's query
-    string dropped (API keys travel there)."""
-    return redact(_QUERY.sub(r"\1?...", error))[:4000]
+    """An error as it may be stored and shown (jobs list, /readyz): see ``errors.clean_error``."""
+    return clean_error(error)
 
 
 async def _all(calls: Any) -> list[Outcome]:

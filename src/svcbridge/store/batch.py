@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
+from ..errors import clean_error
 from ..models import (
     Attachment,
     DeliveryResult,
@@ -184,8 +185,8 @@ class BatchWriter:
                 "journal_id": journal_id,
                 "stage": stage,
                 "plugin": plugin,
-                "error": f"{type(exc).__name__}: {exc}"[:4000],
-                "traceback": "".join(tb.format_exception(exc))[-8000:],
+                "error": clean_error(f"{type(exc).__name__}: {exc}"),
+                "traceback": clean_error("".join(tb.format_exception(exc))[-8000:], 8000),
                 "at": self.now,
                 "resolved": False,
             }

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from ..errors import clean_error
 from ..models import utcnow
 from ..work import WorkQueue
 from . import schema as t
@@ -215,7 +216,7 @@ class Rows:
                 c.status == "pending",
                 or_(c.claimed_until.is_(None), c.claimed_until < now),
             )
-            .values(status="parked", last_error=error[:4000], claimed_until=None, claimed_by=None)
+            .values(status="parked", last_error=clean_error(error), claimed_until=None, claimed_by=None)
         )
 
     def list(self, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:

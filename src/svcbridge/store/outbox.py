@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 
+from ..errors import clean_error
 from ..models import DeliveryResult, Notification, OutboxKind, Target, Ticket, utcnow
 from . import schema as t
 from .batch import BatchWriter
@@ -25,7 +26,7 @@ OPEN = ("pending", "parked")
 _DONE = (
     update(t.outbox)
     .where(t.outbox.c.id.in_(bindparam("oids", expanding=True)))
-    .values(status="done", done_at=bindparam("at"), claimed_until=None, last_error=None)
+    .values(status="done", done_at=bindparam("at"), claimed_until=None, last_error=None, inflight_at=None)
 )
 _FAILED = (
     update(t.outbox)
@@ -36,12 +37,18 @@ _FAILED = (
         last_error=bindparam("err"),
         next_attempt_at=bindparam("nxt"),
         claimed_until=None,
+        inflight_at=None,
     )
 )
 _RELEASE = (
     update(t.outbox)
     .where(t.outbox.c.id == bindparam("oid"))
-    .values(next_attempt_at=bindparam("nxt"), claimed_until=None)
+    .values(next_attempt_at=bindparam("nxt"), claimed_until=None, inflight_at=None)
+)
+_INFLIGHT = (
+    update(t.outbox)
+    .where(t.outbox.c.id.in_(bindparam("oids", expanding=True)))
+    .values(inflight_at=bindparam("at"))
 )
 _SEL_KEY = select(t.outbox.c.id).where(t.outbox.c.idempotency_key == bindparam("k"))
 _INS = insert(t.outbox)
@@ -148,18 +155,21 @@ class Outbox:
             )
             return {int(r[0]) for r in got}
 
-    def settle(self, outcomes: list[Any], max_attempts: int) -> None:
-        """Record a round's outcomes in one transaction (done, retry, dead, release, parked).
+    def settle(self, outcomes: list[Any], max_attempts: int, inflight: list[int] | None = None) -> None:
+        """Record outcomes in one transaction (done, retry, dead, release, parked), and mark the
+        ``inflight`` items as being sent now (``settler.py``).
 
         Every kind of outcome is one parameterised statement run for all its rows (executemany).
         """
-        if not outcomes:
+        if not outcomes and not inflight:
             return
         now = utcnow()
         by: dict[str, list[Any]] = {}
         for o in outcomes:
             by.setdefault(o.status, []).append(o)
         with self.store.tx() as conn:
+            if inflight:
+                conn.execute(_INFLIGHT, {"oids": inflight, "at": now})
             if done := by.get("done"):
                 conn.execute(_DONE, {"oids": [o.row["id"] for o in done], "at": now})
                 # the links targets returned and the trail entries: one statement per table
@@ -174,7 +184,7 @@ class Outbox:
                     "st": "dead"
                     if o.status == "dead" or o.row["attempts"] + 1 >= max_attempts
                     else "pending",
-                    "err": o.error[:4000],
+                    "err": clean_error(o.error),
                     "nxt": now + timedelta(seconds=o.delay),
                 }
                 for o in by.get("retry", []) + by.get("dead", [])
@@ -189,7 +199,7 @@ class Outbox:
                 conn.execute(
                     update(t.outbox)
                     .where(t.outbox.c.target == o.row["target"], t.outbox.c.status == "pending")
-                    .values(status="parked", last_error=o.error[:4000], claimed_until=None)
+                    .values(status="parked", last_error=clean_error(o.error), claimed_until=None)
                 )
 
     @staticmethod
@@ -207,7 +217,7 @@ class Outbox:
                 conn.execute(
                     update(t.outbox)
                     .where(t.outbox.c.target == target, t.outbox.c.status == "pending")
-                    .values(status="parked", last_error=error[:4000], claimed_until=None)
+                    .values(status="parked", last_error=clean_error(error), claimed_until=None)
                 ).rowcount
             )
 
@@ -223,20 +233,28 @@ class Outbox:
                 ).rowcount
             )
 
-    def release_orphans(self, host: str, alive: Any) -> int:
-        """Free claims of dead processes on this host (a ``kill -9`` mid-delivery); ``alive(pid)``."""
+    def release_orphans(self, host: str, alive: Any) -> list[int]:
+        """Free claims of dead processes on this host (a ``kill -9`` mid-delivery); ``alive(pid)``.
+
+        Returns the items that were marked in flight when their process died: their send may have
+        happened (the caller says so); they go out again, once.
+        """
         with self.store.tx() as conn:
             rows = conn.execute(
-                select(t.outbox.c.id, t.outbox.c.claimed_by).where(
+                select(t.outbox.c.id, t.outbox.c.claimed_by, t.outbox.c.inflight_at).where(
                     t.outbox.c.status == "pending",
                     t.outbox.c.claimed_by.like(f"{host}:%"),
                     t.outbox.c.claimed_until.is_not(None),
                 )
             ).all()
-            dead = [r[0] for r in rows if not alive(int(r[1].rsplit(":", 1)[1]))]
+            dead = [r for r in rows if not alive(int(r[1].rsplit(":", 1)[1]))]
             if dead:
-                conn.execute(update(t.outbox).where(t.outbox.c.id.in_(dead)).values(claimed_until=None))
-            return len(dead)
+                conn.execute(
+                    update(t.outbox)
+                    .where(t.outbox.c.id.in_([r[0] for r in dead]))
+                    .values(claimed_until=None, inflight_at=None)
+                )
+            return [int(r[0]) for r in dead if r[2] is not None]
 
     def replay(self, item_id: int) -> bool:
         with self.store.tx() as conn:

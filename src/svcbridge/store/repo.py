@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, bindparam, func, insert, or_, select,
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
 from ..contracts import SubmitResult
-from ..errors import StoreUnavailable
+from ..errors import StoreUnavailable, clean_error
 from ..models import (
     Asset,
     Attachment,
@@ -207,8 +207,8 @@ class Store:
                 journal_id=journal_id,
                 stage=stage,
                 plugin=plugin,
-                error=f"{type(exc).__name__}: {exc}"[:4000],
-                traceback="".join(tb.format_exception(exc))[-8000:],
+                error=clean_error(f"{type(exc).__name__}: {exc}"),
+                traceback=clean_error("".join(tb.format_exception(exc))[-8000:], 8000),
                 at=utcnow(),
                 resolved=False,
             )
@@ -347,16 +347,30 @@ class Store:
     def attachments_bulk(
         self, ticket_ids: set[int], journal_ids: set[int]
     ) -> tuple[dict[int, list[Attachment]], dict[int, list[Attachment]]]:
-        """Attachments with bytes, by ticket (for creates) and by journal entry (for updates)."""
+        """Attachments with bytes, by ticket (for creates) and by journal entry (for updates).
+
+        A create carries the files of the message that opened the ticket only: a follow-up stored
+        before the create reached the helpdesk posts its own files with its own update, so each file
+        goes to the helpdesk once.
+        """
         by_ticket: dict[int, list[Attachment]] = {i: [] for i in ticket_ids}
         by_journal: dict[int, list[Attachment]] = {i: [] for i in journal_ids}
         if not ticket_ids and not journal_ids:
             return by_ticket, by_journal
         cond = or_(t.attachments.c.ticket_id.in_(ticket_ids), t.attachments.c.journal_id.in_(journal_ids))
         with self.engine.connect() as conn:
+            first: dict[int, int] = {}
+            if ticket_ids:
+                q = (
+                    select(t.journal.c.ticket_id, func.min(t.journal.c.id))
+                    .where(t.journal.c.ticket_id.in_(ticket_ids), t.journal.c.status == "processed")
+                    .group_by(t.journal.c.ticket_id)
+                )
+                first = {int(r[0]): int(r[1]) for r in conn.execute(q)}
             for a in conn.execute(select(t.attachments).where(cond).order_by(t.attachments.c.id)).mappings():
                 att = _attachment(a, a["data"])
-                if a["ticket_id"] in by_ticket:
+                tid, jid = a["ticket_id"], a["journal_id"]
+                if tid in by_ticket and (jid is None or tid not in first or jid == first[tid]):
                     by_ticket[a["ticket_id"]].append(att)
                 if a["journal_id"] in by_journal:
                     by_journal[a["journal_id"]].append(att)

@@ -167,6 +167,9 @@ outbox = Table(
     Column("done_at", TS, nullable=True),
     Column("claimed_by", String(100), nullable=True),
     Column("claimed_until", TS, nullable=True),
+    # set in the transaction before a notice without idempotency key goes out (settler.py): after a
+    # kill -9 the restart knows this one may have been sent
+    Column("inflight_at", TS, nullable=True),
 )
 Index("ix_outbox_due", outbox.c.status, outbox.c.next_attempt_at)
 Index("ix_outbox_ticket", outbox.c.ticket_id, outbox.c.id)
