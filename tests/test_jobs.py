@@ -472,3 +472,30 @@ def test_errors_kept_on_a_job_carry_no_secret_and_no_query_string() -> None:
     logmod.add_secrets(["canary-s3cr3t-value"])
     kept = _clean("NotReady: 503 from https://vendor.test/api/warranty?key=abc123&sn=1 token canary-s3cr3t-value")
     assert "abc123" not in kept and "canary-s3cr3t-value" not in kept and "https://vendor.test/api/warranty?" in kept
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_a_hook_over_its_budget_fails_that_message_only(make_app, tmp_path: Path, kind: str) -> None:
+    """Issue 12 item 10: a plugin cannot stall the pipeline: over its budget, the message is quarantined
+    naming the plugin (an async hook is cancelled at the budget), and the next message goes on."""
+    import time as _time
+
+    async def slow_async(draft):
+        if "slow" in draft.subject:
+            await asyncio.sleep(30)
+
+    def slow_sync(draft):
+        if "slow" in draft.subject:
+            _time.sleep(0.5)
+
+    hook = slow_async if kind == "async" else slow_sync
+    app = make_app(pm=make_plugin_manager(extra=(plugin("sloth", enrich_ticket=hook),)),
+                   pipeline={"hook_budget": 0.2})
+    drop(tmp_path, "1", eml(subject="slow one", msgid="<s@x>"))
+    drop(tmp_path, "2", eml(subject="quick one", msgid="<q@x>"))
+    t0 = asyncio.get_running_loop().time()
+    res = await app.run_once()
+    assert asyncio.get_running_loop().time() - t0 < 10
+    assert sorted(o.status for o in res["outcomes"]) == ["created", "quarantined"]
+    (q,) = app.store.quarantine_list()
+    assert (q["stage"], q["plugin"]) == ("enrich", "sloth") and "budget" in q["error"]

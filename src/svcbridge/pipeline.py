@@ -318,7 +318,8 @@ class Pipeline:
 
     async def _stage(self, stage: str, hook: str, firstresult: bool = False, **kwargs: Any) -> Any:
         try:
-            return await self.pm.call_each(hook, firstresult=firstresult, **kwargs)
+            budget = self.settings.pipeline.hook_budget
+            return await self.pm.call_each(hook, firstresult=firstresult, budget=budget, **kwargs)
         except HookFailed as exc:
             raise StageFailed(stage, exc.plugin, exc.exc) from exc
 

@@ -10,12 +10,14 @@ hook one implementation at a time so every failure names its plugin, and awaits 
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import importlib
 import importlib.metadata
 import importlib.util
 import inspect
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,13 +169,20 @@ class PluginManager(pluggy.PluginManager):
         return super().unregister(plugin, name)
 
     async def call_each(
-        self, hook: str, firstresult: bool = False, after: Callable[[str], None] | None = None, **kwargs: Any
+        self,
+        hook: str,
+        firstresult: bool = False,
+        after: Callable[[str], None] | None = None,
+        budget: float | None = None,
+        **kwargs: Any,
     ) -> Any:
         """Call every implementation of `hook`, awaiting coroutines; raise HookFailed naming the plugin.
 
         With firstresult, stop at the first non-None answer and return it; otherwise return the list
         of non-None answers. ``after(plugin)`` is called after each implementation returned (the
-        pipeline tells there what each plugin changed on a draft).
+        pipeline tells there what each plugin changed on a draft). With ``budget`` (seconds), an
+        implementation that takes longer fails like one that raised: an async one is cancelled at the
+        budget; a sync one cannot be stopped (it blocks the event loop) and fails when it returns.
         """
         results = []
         for impl in self.impls(hook):
@@ -183,9 +192,24 @@ class PluginManager(pluggy.PluginManager):
             # every log line a plugin writes from inside its hook names the plugin and hook
             token = SCOPE.set((*SCOPE.get(), ("plugin", impl.plugin_name), ("hook", hook)))
             try:
+                began = time.perf_counter() if budget is not None else 0.0
                 res = impl.function(**args)
+                if budget is not None and (took := time.perf_counter() - began) > budget:
+                    log.warning("hook_over_budget", hook=hook, plugin=impl.plugin_name, took_s=round(took, 2))
+                    raise TimeoutError(
+                        f"a sync {hook} took {took:.1f} s, over its {budget:g} s budget: it blocked the "
+                        "daemon; do blocking work with asyncio.to_thread from an async hook, or in a job"
+                    )
                 if res is not None and inspect.isawaitable(res):  # most hooks answer None: skip the ABC check
-                    res = await res
+                    if budget is None:
+                        res = await res
+                    else:
+                        try:
+                            res = await asyncio.wait_for(res, budget)
+                        except TimeoutError:
+                            log.warning("hook_over_budget", hook=hook, plugin=impl.plugin_name, took_s=budget)
+                            why = f"{hook} did not finish within its {budget:g} s budget"
+                            raise TimeoutError(why) from None
             except Exception as exc:
                 raise HookFailed(impl.plugin_name, hook, exc) from exc
             finally:

@@ -116,6 +116,12 @@ class PipelineSettings(BaseModel):
         default=None, ge=0, description="processes parsing large batches; unset: one per CPU (max 4), 0: off"
     )
     on_closed_reply: Literal["reopen", "new_linked"] = "reopen"
+    hook_budget: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds one plugin's per-message hook may take; over it, that message is quarantined "
+        "naming the plugin (an async hook is cancelled; a sync one is reported when it returns)",
+    )
     lease_ttl: float = Field(
         default=60.0,
         ge=5.0,
