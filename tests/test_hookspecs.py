@@ -135,14 +135,7 @@ def _docs_mention(doc: Path, hook: str) -> bool:
     return f"`{hook}`" in doc.read_text(encoding="utf-8")
 
 
-# docs/architecture.md is redrawn under issue 11 item 9 (another engineer's file); until then it does
-# not name the lifecycle hooks. strict: this fails as soon as it does, so the marker goes with it.
-_ARCH_PENDING = pytest.mark.xfail(strict=True, reason="docs/architecture.md gains startup/shutdown in item 9")
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(h, marks=_ARCH_PENDING) if h in ("startup", "shutdown") else h for h in HOOKS]
-)
+@pytest.mark.parametrize("name", HOOKS)
 def test_architecture_doc_names_every_hook(name: str) -> None:
     assert _docs_mention(DOCS / "architecture.md", name), f"docs/architecture.md does not mention {name}"
 
