@@ -499,3 +499,33 @@ async def test_a_hook_over_its_budget_fails_that_message_only(make_app, tmp_path
     assert sorted(o.status for o in res["outcomes"]) == ["created", "quarantined"]
     (q,) = app.store.quarantine_list()
     assert (q["stage"], q["plugin"]) == ("enrich", "sloth") and "budget" in q["error"]
+
+
+async def test_a_status_change_can_stop_a_timer_and_drafts_carry_their_receipt_time(make_app, tmp_path) -> None:
+    """An SLA clock stops while the ticket waits for parts: status_updated gets the ticket's WorkQueue."""
+    from svcbridge import StatusUpdate, TicketState
+
+    seen: list[Any] = []
+
+    def classify_ticket(draft, ticket, jobs):
+        seen.append(draft.received_at)
+        jobs.schedule("sla.breach", T0 + timedelta(hours=8))
+
+    def status_updated(ticket, update, jobs):
+        if update.state == TicketState.WAITING_PARTS:
+            jobs.cancel("sla.breach")
+
+    kinds = plugin(
+        "sla",
+        classify_ticket=classify_ticket,
+        status_updated=status_updated,
+        register_timer_kinds=lambda register: register(TimerKind("sla.breach", lambda t: None)),
+    )
+    app = make_app(pm=make_plugin_manager(extra=(kinds,)))
+    drop(tmp_path, "1", eml())
+    await app.run_once()
+    assert seen and seen[0] is not None and seen[0].tzinfo is not None
+    upd = StatusUpdate(ticket_ref="SB-000001", system="local", state=TicketState.WAITING_PARTS,
+                       external_event_id="e1")
+    assert await app.pipeline.apply_status_update(upd)
+    assert [r["status"] for r in app.work.timers.list()] == ["cancelled"]

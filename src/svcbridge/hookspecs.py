@@ -351,13 +351,16 @@ def enrich_ticket(draft: TicketDraft, ticket: Ticket | None, settings: Settings,
 
 
 @hookspec
-def status_updated(ticket: Ticket, update: StatusUpdate) -> None:
+def status_updated(ticket: Ticket, update: StatusUpdate, jobs: WorkQueue) -> None:
     """Observe a status change or agent reply reported by a helpdesk or vendor.
 
     Called for every plugin after the change was committed (ticket state and event trail updated).
 
     :param ticket: the ``svcbridge.Ticket`` after the change.
     :param update: the ``svcbridge.StatusUpdate`` as reported.
+    :param jobs: the ticket's ``svcbridge.WorkQueue``: move or cancel its timers (an SLA clock that
+        stops while the ticket waits for the customer or for parts), ask for jobs; written right
+        after the hooks returned.
 
     An exception is logged with the plugin name and does not undo the change.
     """

@@ -288,6 +288,9 @@ class TicketDraft(_Model):
         default_factory=list, description="ids this message refers to (In-Reply-To, References)"
     )
     automated: bool = Field(default=False, description="auto-reply, bounce, list mail: never answer it")
+    received_at: datetime | None = Field(
+        default=None, description="when the source received it (set by the host): SLA clocks start here"
+    )
     suppress_autoreply: bool = False
     category: str | None = Field(
         default=None, max_length=100, description="fault category, e.g. power, printer, network"

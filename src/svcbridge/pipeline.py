@@ -279,6 +279,8 @@ class Pipeline:
                 raise StageFailed("parse", None, LookupError(f"no plugin parses channel {raw.channel!r}"))
             if not isinstance(draft, TicketDraft):
                 raise StageFailed("parse", None, TypeError(f"parse_message returned {type(draft).__name__}"))
+            if draft.received_at is None:  # SLA clocks start at receipt, not when a backlog is processed
+                draft.received_at = raw.received_at
             await self._stage("normalize", "normalize_draft", draft=draft, raw=raw, settings=self.settings)
             return draft
         except StageFailed as exc:

@@ -26,7 +26,9 @@ from .models import (
 )
 from .plugins import HookFailed, PluginManager
 from .store import outbox as ob
+from .store.jobs import write_work
 from .store.repo import Store
+from .work import WorkQueue
 
 log = structlog.get_logger("svcbridge.status")
 
@@ -64,11 +66,18 @@ class StatusApplier:
         key = update.external_event_id or f"{update.system}:{update.at.isoformat()}:{update.state}"
         applied = await asyncio.to_thread(self._commit, ticket, old, update, events, notes, key)
         if applied:
+            work = WorkQueue(ticket.ref, ticket.id)
             try:
-                await self.pm.call_each("status_updated", ticket=ticket, update=update)
+                await self.pm.call_each("status_updated", ticket=ticket, update=update, jobs=work)
             except HookFailed as exc:
                 log.error("status_updated_hook_failed", plugin=exc.plugin, error=str(exc.exc))
+            if work:  # timers moved or cancelled on the change (an SLA clock paused), jobs asked for
+                await asyncio.to_thread(self._write_work, work)
         return applied
+
+    def _write_work(self, work: WorkQueue) -> None:
+        with self.store.tx() as conn:
+            write_work(conn, self.store, work)
 
     def _commit(
         self,
