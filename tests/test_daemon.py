@@ -203,3 +203,61 @@ async def test_source_loop_comes_back_when_the_peer_said(make_app) -> None:
         app.stopping.set()
         await asyncio.wait_for(task, 5)
         app.store.engine.dispose()
+
+
+# ---------------------------------------------------------------------- HTTP that cannot start
+def test_a_taken_http_port_ends_the_start_with_the_reason_and_no_lease(tmp_path: Path) -> None:
+    """Issue 12 item 9: the daemon logged "started", held the pipeline lease and processed nothing."""
+    import socket
+
+    from sqlalchemy import create_engine, text
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        cfg = write_config(tmp_path, port)
+        new = tmp_path / "maildir" / "new"
+        new.mkdir(parents=True)
+        (new / "1.eml").write_bytes(eml())
+        proc = start(cfg)
+        code = proc.wait(timeout=30)
+    out = proc.stdout.read().decode()
+    assert code == 1, out
+    failed = [json.loads(ln) for ln in out.splitlines() if '"http_bind_failed"' in ln]
+    assert failed and f"127.0.0.1:{port}" == failed[0]["address"]
+    assert "Address already in use" in failed[0]["error"]
+    assert '"event": "started"' not in out
+    engine = create_engine(f"sqlite:///{tmp_path}/var/svcbridge.db")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM leases")).scalar() == 0
+    engine.dispose()
+    assert (new / "1.eml").exists()  # nothing was taken in by a daemon that is not running
+    # the next start on a free port takes the mail in at once (no lease to wait out)
+    port = free_port()
+    proc = start(write_config(tmp_path, port))
+    try:
+        wait_for(lambda: _healthy(port))
+        wait_for(lambda: _ready_tickets(port), timeout=10)
+    finally:
+        assert stop(proc) == 0
+
+
+async def test_http_server_ending_by_itself_stops_the_daemon_with_exit_1(make_app) -> None:
+    import asyncio
+
+    from svcbridge.daemon import _until_stopped
+
+    app = make_app()
+    app.stopping = asyncio.Event()
+
+    async def broken() -> None:
+        raise OSError("listener gone")
+
+    task = asyncio.create_task(broken())
+    assert await asyncio.wait_for(_until_stopped(app, task), 5) == 1
+    assert app.stopping.is_set()
+    app.stopping = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.05, app.stopping.set)
+    assert await asyncio.wait_for(_until_stopped(app, None), 5) == 0
+    app.store.engine.dispose()

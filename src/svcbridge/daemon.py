@@ -13,10 +13,13 @@ import contextlib
 import signal
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import structlog
 import uvicorn
 
+from . import httpguard
+from . import log as logmod
 from .app import App, recover
 from .errors import AuthFailed, NotReady
 from .store import lease
@@ -32,6 +35,7 @@ class _Server(uvicorn.Server):
         yield
 
 
+MAX_HEADER_BYTES = 16 * 1024  # request line and headers; more is a 400
 MAX_SOURCE_BACKOFF = 300.0
 MAX_RETRY_AFTER = 3600.0
 
@@ -149,8 +153,52 @@ async def _status_poll_loop(app: App, name: str) -> None:
             await asyncio.wait_for(app.stopping.wait(), timeout=interval)
 
 
+async def _log_flush_loop(app: App) -> None:
+    """Counts of repeated log lines (log.py) are written once their window is over."""
+    while not app.stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(app.stopping.wait(), timeout=5.0)
+        logmod.flush_repeats()
+
+
+def _http_server(app: App, nofile: int) -> tuple[_Server, int]:
+    """uvicorn with the guarded h11 protocol (httpguard.py): header / body / keep-alive timeouts, a cap."""
+    from .web import build_web
+
+    http = app.settings.http
+    cap = httpguard.connection_cap(http.max_connections, nofile)
+    limits = httpguard.Limits(header_timeout=http.header_timeout, body_timeout=http.body_timeout, cap=cap)
+    cfg = uvicorn.Config(
+        build_web(app),
+        http=httpguard.guarded_protocol(limits),
+        ws="none",
+        log_config=None,
+        lifespan="off",
+        access_log=False,
+        backlog=httpguard.ACCEPT_BATCH,
+        timeout_keep_alive=http.keep_alive_timeout,  # type: ignore[arg-type]  # a float works
+        timeout_graceful_shutdown=max(1, int(app.settings.shutdown_grace)),
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+    )
+    return _Server(cfg), cap
+
+
 async def serve(app: App) -> int:
-    """Run until SIGTERM/SIGINT; returns the exit code (0 after a graceful stop)."""
+    """Run until SIGTERM/SIGINT; returns the exit code (0 after a graceful stop).
+
+    The HTTP port is bound first: a port in use ends the start with exit 1 and the reason, before the
+    pipeline lease is taken. HTTP failing later stops the daemon the same way (exit 1, lease released).
+    """
+    http = app.settings.http
+    listener = None
+    if http.enabled:
+        try:
+            listener = httpguard.bind(http.host, http.port)
+        except OSError as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            log.error("http_bind_failed", address=f"{http.host}:{http.port}", error=reason)
+            return 1
+    nofile = httpguard.raise_nofile_limit()  # HTTP under attack must not starve the sources of fds
     loop = asyncio.get_running_loop()
     # Blocking work (store calls, IMAP IDLE waits) runs in the default executor. Each source may hold a
     # thread for as long as it waits on its server, so the pool grows with the number of sources;
@@ -171,24 +219,16 @@ async def serve(app: App) -> int:
     await asyncio.to_thread(app.pipeline.take_lease)
 
     intake = [asyncio.create_task(_source_loop(app, n), name=f"source:{n}") for n in app.sources]
-    server = None
-    if app.settings.http.enabled:
-        from .web import build_web
-
-        cfg = uvicorn.Config(
-            build_web(app),
-            host=app.settings.http.host,
-            port=app.settings.http.port,
-            log_config=None,
-            lifespan="off",
-            access_log=False,
-        )
-        server = _Server(cfg)
-        intake.append(asyncio.create_task(server.serve(), name="http"))
+    server, http_task, cap = None, None, 0
+    if listener is not None:
+        server, cap = _http_server(app, nofile)
+        http_task = asyncio.create_task(server.serve(sockets=[listener]), name="http")
+        intake.append(http_task)
     workers = [
         asyncio.create_task(_pipeline_loop(app), name="pipeline"),
         asyncio.create_task(_delivery_loop(app), name="delivery"),
         asyncio.create_task(_work_loop(app), name="work"),
+        asyncio.create_task(_log_flush_loop(app), name="log-flush"),
     ]
     for name, sink in app.delivery.sinks.items():
         if hasattr(sink, "poll_changes"):
@@ -198,10 +238,12 @@ async def serve(app: App) -> int:
         "started",
         sources=list(app.sources),
         sinks=list(app.delivery.sinks),
-        http=f"{app.settings.http.host}:{app.settings.http.port}" if server else None,
+        http=f"{http.host}:{http.port}" if server else None,
+        http_connections=cap or None,
+        nofile=nofile,
     )
 
-    await app.stopping.wait()
+    code = await _until_stopped(app, http_task)
     log.info("stopping", grace=app.settings.shutdown_grace)
     if server is not None:
         server.should_exit = True
@@ -217,5 +259,20 @@ async def serve(app: App) -> int:
     await asyncio.gather(*pending, return_exceptions=True)
     await asyncio.to_thread(app.pipeline.close)  # parse workers, if large batches started them
     await app.pm.lifecycle("shutdown", app=app)  # after the last work: plugins close their clients
+    logmod.flush_repeats(everything=True)
     log.info("stopped", unfinished=len(pending))
-    return 0
+    return code
+
+
+async def _until_stopped(app: App, http_task: asyncio.Task[None] | None) -> int:
+    """Wait for SIGTERM / SIGINT (0), or for the HTTP server to end by itself (1, the daemon stops)."""
+    stop = asyncio.ensure_future(app.stopping.wait())
+    waits: list[asyncio.Future[Any]] = [stop] if http_task is None else [stop, http_task]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    if app.stopping.is_set() or http_task is None:
+        return 0
+    stop.cancel()
+    exc = None if http_task.cancelled() else http_task.exception()
+    log.error("http_failed", error=f"{type(exc).__name__}: {exc}" if exc else "the HTTP server stopped")
+    app.stopping.set()
+    return 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Collection
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
@@ -77,6 +78,17 @@ class HttpSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8480, ge=0, le=65535)
     public_url: str | None = Field(default=None, description="URL the providers call, for signatures")
+    header_timeout: float = Field(
+        default=10.0, gt=0, description="seconds a connection has to send a request's headers"
+    )
+    body_timeout: float = Field(default=30.0, gt=0, description="seconds for a body after its headers")
+    keep_alive_timeout: float = Field(default=5.0, gt=0, description="idle keep-alive connections close")
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="open connections at most (lowered to leave file descriptors free); beyond it the "
+        "longest wait for headers is closed, or the new connection gets a 503 when all are requests",
+    )
 
 
 class LogSettings(BaseModel):
@@ -244,6 +256,16 @@ class Settings(BaseSettings):
             if section not in models:
                 errors.append((f"plugins.{section}", "no loaded plugin declares this section"))
         return errors
+
+    def routing_errors(self, sinks: Collection[str]) -> list[tuple[str, str]]:
+        """``[routing]`` entries naming a sink that no plugin registered (not configured, or its plugin
+        failed), with their TOML paths; ``sinks`` are the registered names."""
+        known = ", ".join(sorted(sinks)) or "none"
+        hint = f"no sink of this name is configured (configured: {known}; see `svcbridge plugins`)"
+        places = [(f"routing.default.{i}", name) for i, name in enumerate(self.routing.default)]
+        for r, rule in enumerate(self.routing.rules):
+            places += [(f"routing.rules.{r}.sinks.{i}", name) for i, name in enumerate(rule.sinks)]
+        return [(path, f"{name!r}: {hint}") for path, name in places if name not in sinks]
 
     def secret_values(self) -> list[str]:
         """Every SecretStr value in the settings, so logging can redact them wherever they appear."""
