@@ -14,18 +14,19 @@ import sys
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
 from . import log as logmod
+from .cli_work import SafeConsole
 from .errors import ConfigError, StoreUnavailable
-from .models import RawMessage, StatusUpdate, TicketState
+from .models import TRANSITIONS, RawMessage, StatusUpdate, TicketState, can_transition
 from .settings import Settings, load_settings
 
 EX_TEMPFAIL = 75
-out = Console()
-err = Console(stderr=True)
+out = SafeConsole()  # customer text is never markup and never reaches the terminal raw (cli_work.py)
+err = SafeConsole(stderr=True)
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -34,9 +35,23 @@ def _settings(ctx: click.Context) -> Settings:
     except ConfigError as exc:
         _print_config_errors(exc)
         sys.exit(2)
-    logmod.configure(s.log.format, s.log.level)
+    logmod.configure(s.log.format, _cli_level(ctx, s.log.level))
     logmod.add_secrets(s.secret_values())
     return s
+
+
+_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _cli_level(ctx: click.Context, configured: str) -> str:
+    """``run`` logs at the configured level; every other command warnings and errors only, unless
+    ``-v`` (then at least INFO): a command's own output is what it prints, not the pipeline's log."""
+    obj = ctx.find_root().obj or {}
+    if obj.get("daemon"):
+        return configured
+    if obj.get("verbose"):
+        return min(configured, "info", key=_LEVELS.index)
+    return max(configured, "warning", key=_LEVELS.index)
 
 
 def _app(ctx: click.Context, migrate: bool = True) -> Any:
@@ -52,17 +67,18 @@ def _app(ctx: click.Context, migrate: bool = True) -> Any:
 
 def _print_config_errors(exc: ConfigError) -> None:
     for path, msg in exc.errors:
-        err.print(f"[red]config error[/red] {path}: {msg}", highlight=False)
+        err.print(Text("config error", "red"), f"{path}: {msg}")
 
 
 @click.group()
 @click.option("--config", "config", envvar="SVCBRIDGE_CONFIG", default=None, help="TOML settings file")
+@click.option("-v", "--verbose", is_flag=True, help="log INFO lines too (commands other than run)")
 @click.version_option(__version__, prog_name="svcbridge")
 @click.pass_context
-def main(ctx: click.Context, config: str | None) -> None:
+def main(ctx: click.Context, config: str | None, verbose: bool) -> None:
     """svcbridge: every customer message becomes one ticket in your helpdesk."""
     # "app" builds the App for command groups that live in their own modules (cli_work.py)
-    ctx.obj = {"config": config, "app": _app}
+    ctx.obj = {"config": config, "app": _app, "verbose": verbose}
 
 
 @main.command()
@@ -73,6 +89,7 @@ def run(ctx: click.Context, once: bool) -> None:
     # A SIGTERM during start-up (migrations, plugin set-up) is a clean stop too; serve() replaces this
     # handler with the graceful one once the loop runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    ctx.obj["daemon"] = True  # logs at the configured level (INFO by default)
     app = _app(ctx)
     if once:
         res = asyncio.run(app.run_once())
@@ -89,15 +106,23 @@ def check_config(ctx: click.Context) -> None:
     """Validate the settings and every plugin section; print each error with its TOML path (exit 2)."""
     from .app import collect_settings_models
     from .plugins import make_plugin_manager
+    from .store import db as dbmod
 
     try:
         s = load_settings(ctx.obj["config"])
     except ConfigError as exc:
         _print_config_errors(exc)
         sys.exit(2)
+    logmod.configure(s.log.format, _cli_level(ctx, s.log.level))
     pm = make_plugin_manager(plugins_dir=s.plugins_dir, blocked=s.blocked_plugins)
     models, errors = collect_settings_models(pm)
     errors += s.validate_plugins(models)
+    # sinks exist once their plugins registered them from valid sections: only then is routing known
+    errors += s.routing_errors({sink.name for _, sink in pm.register_objects("register_sinks", s)})
+    try:
+        dbmod.check_driver(s.db_url)
+    except ConfigError as exc:
+        errors += exc.errors
     if errors:
         _print_config_errors(ConfigError(errors))
         sys.exit(2)
@@ -142,7 +167,11 @@ def db_upgrade(ctx: click.Context) -> None:
     from .store import db as dbmod
 
     s = _settings(ctx.find_root())
-    engine = dbmod.make_engine(s.db_url)
+    try:
+        engine = dbmod.make_engine(s.db_url)
+    except ConfigError as exc:
+        _print_config_errors(exc)
+        sys.exit(2)
     dbmod.upgrade(engine)
     out.print(f"database at revision {dbmod.current_revision(engine)}")
 
@@ -255,7 +284,7 @@ def tickets_show(ctx: click.Context, ref: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(t.model_dump(mode="json"), indent=2, ensure_ascii=False))
         return
-    out.print(f"[bold]{t.ref}[/bold] {t.state.value} P{int(t.priority)} via {t.channel}", highlight=False)
+    out.print(Text(t.ref, "bold"), f"{t.state.value} P{int(t.priority)} via {t.channel}")
     out.print(f"subject: {t.subject}", highlight=False, markup=False)
     out.print(f"contact: {t.contact.model_dump(exclude_none=True)}", highlight=False, markup=False)
     if t.category or t.labels:
@@ -283,12 +312,20 @@ def tickets_show(ctx: click.Context, ref: str, as_json: bool) -> None:
 def tickets_set_state(ctx: click.Context, ref: str, state: str, reply: str | None) -> None:
     """Change a ticket's state as an agent of the local helpdesk; the customer is notified."""
     app = _app(ctx.find_root())
-    upd = StatusUpdate(
-        ticket_ref=ref, system="local", state=TicketState(state), public_reply=reply, actor="cli"
-    )
+    target = TicketState(state)
+    t = app.store.get_ticket(ref)
+    if t is None:
+        err.print(f"no ticket {ref}")
+        sys.exit(1)
+    if not can_transition(t.state, target):
+        allowed = ", ".join(sorted(s.value for s in TRANSITIONS[t.state]))
+        err.print(f"{ref} cannot go from {t.state.value} to {state} (allowed: {allowed}); nothing was sent")
+        sys.exit(1)
+    upd = StatusUpdate(ticket_ref=ref, system="local", state=target, public_reply=reply, actor="cli")
     ok = asyncio.run(app.pipeline.apply_status_update(upd))
-    if not ok:
-        err.print(f"no change applied to {ref}")
+    now = app.store.get_ticket(ref)
+    if not ok or now is None or now.state != target:  # changed meanwhile by someone else
+        err.print(f"no change applied to {ref} (it is {now.state.value if now else 'gone'})")
         sys.exit(1)
     asyncio.run(app.delivery.drain())
     out.print(f"{ref} -> {state}")

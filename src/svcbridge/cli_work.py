@@ -2,20 +2,54 @@
 
 Attached to the main group by ``cli.py``; the App is built with the factory the main group puts in
 ``ctx.obj["app"]``, so this module does not import ``cli`` (no import cycle).
+
+Both modules print through ``SafeConsole``: what they show comes from customers, helpdesks and
+exceptions, so a string is never rich markup (``[/x] printer`` crashed ``tickets list``,
+``[link=...]`` made a hidden hyperlink), never an emoji code, and control characters (ESC, OSC, the
+other C0 and C1 codes but newline and tab) are shown as symbols instead of reaching the terminal.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-out = Console()
-err = Console(stderr=True)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean(text: str) -> str:
+    """``text`` safe for a terminal: each control character but newline and tab becomes a visible
+    symbol (ESC is shown as \u241b), so no escape or OSC sequence can act and nothing is hidden."""
+    if not _CONTROL.search(text):
+        return text
+    return _CONTROL.sub(_picture, text.replace("\r\n", "\n"))
+
+
+def _picture(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return chr(0x2400 + code) if code < 0x20 else "\u2421" if code == 0x7F else "\ufffd"
+
+
+class SafeConsole(Console):
+    """A rich console for text from outside: strings (printed or in table cells) are never markup,
+    emoji codes or highlighted, and their control characters are shown, not sent (``clean``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(markup=False, emoji=False, highlight=False, **kwargs)
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(clean(text), **kwargs)
+
+
+out = SafeConsole()
+err = SafeConsole(stderr=True)
 STATUSES = ("pending", "done", "fired", "dead", "parked", "cancelled")
 
 

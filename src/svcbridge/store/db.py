@@ -10,7 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -19,8 +22,30 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 BUSY_TIMEOUT_MS = 15000
 
 
+def check_driver(url: str) -> None:
+    """ConfigError when the URL is not understood or its database driver is not installed: a setting
+    to fix (``pip install 'svcbridge[postgres]'``), not an outage to retry (``ingest`` exits 2, not 75)."""
+    try:
+        dialect = make_url(url).get_dialect()
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise ConfigError([("database_url", f"not a database URL SQLAlchemy knows: {exc}")]) from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        hint = (
+            "install svcbridge with the postgres extra: pip install 'svcbridge[postgres]'"
+            if dialect.name == "postgresql"
+            else f"install the {dialect.driver} driver"
+        )
+        raise ConfigError([("database_url", f"{dialect.name}+{dialect.driver}: {exc}; {hint}")]) from None
+
+
 def make_engine(url: str) -> Engine:
-    """Create an engine; for SQLite make the parent directory and set the pragmas on each connection."""
+    """Create an engine; for SQLite make the parent directory and set the pragmas on each connection.
+
+    A URL whose driver is missing is a ConfigError (``check_driver``)."""
+    if not url.startswith("sqlite"):
+        check_driver(url)
     kwargs: dict[str, Any] = {"future": True}
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
