@@ -222,7 +222,14 @@ def register_notifiers(register: Any, settings: Any) -> None:
 
 @hookimpl
 def classify_ticket(draft: TicketDraft, ticket: Any) -> None:
-    """A follow-up carries only what is new: quoted history and signature are trimmed."""
+    """A follow-up carries only what is new: quoted history and signature are trimmed.
+
+    Message ids the parser dropped (``msgid.py``) become the label ``bad_message_ids`` here rather than
+    in the parser, so a follow-up records them too (a ``ticket_updated`` event in the ticket's trail).
+    """
+    bad = draft.labels.pop("_bad_message_ids", None)
+    if bad:
+        draft.labels["bad_message_ids"] = bad
     reply = draft.labels.pop("reply_text", None)
     if ticket is not None and draft.channel == "email" and reply:
         draft.labels["_full_text"] = draft.body_text  # "_": this message's, not kept on the ticket

@@ -28,6 +28,8 @@ from svcbridge import (
     utcnow,
 )
 
+from .msgid import only_valid
+
 AUTOMATIC = {"acknowledgement", "status_changed"}
 
 
@@ -44,7 +46,10 @@ def build_reply(item: DeliveryItem, from_addr: str, domain: str) -> EmailMessage
     msg["Date"] = format_datetime(utcnow())
     # deterministic per outbox item, so a resend after a crash is recognisable as the same mail
     msg["Message-ID"] = f"<sb.{uuid.uuid5(uuid.NAMESPACE_URL, item.idempotency_key).hex}@{domain}>"
-    ids = [ln.value for ln in ticket.links if ln.system == "email" and ln.kind == "message_id"]
+    # only well-formed ids: a link stored before ids were read strictly may hold CR/LF (a folded
+    # header), which the stdlib refuses in a header; the notice then goes out unthreaded, never dead
+    stored = [ln.value for ln in ticket.links if ln.system == "email" and ln.kind == "message_id"]
+    ids = list(dict.fromkeys(only_valid(stored)))
     if ids:
         msg["In-Reply-To"] = ids[-1]
         msg["References"] = " ".join(ids[-10:])

@@ -22,11 +22,11 @@ import nh3
 # html_to_text: the one HTML -> text of svcbridge (helpdesk connectors use it for agents' replies)
 from svcbridge import Attachment, Contact, ExternalLink, TicketDraft, html_to_text
 
-from . import tnef
+from . import msgid, tnef
 from .decode import DEFAULT_CANDIDATES, decode_bytes
+from .msgid import msgids
 from .quoting import trim_reply
 
-MSGID = re.compile(r"<([^<>\s]+)>")
 MAX_BODY = 1_500_000
 CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 AUTOMATED_SENDERS = re.compile(r"^(mailer-daemon|postmaster|noreply|no-reply|do-not-reply|donotreply)@", re.I)
@@ -59,16 +59,6 @@ def _surrogates(text: str, candidates: tuple[str, ...]) -> str:
     if not any("\udc80" <= ch <= "\udcff" for ch in text):
         return text
     return decode_bytes(text.encode("ascii", "surrogateescape"), None, candidates)
-
-
-def msgids(value: str | None) -> list[str]:
-    """Message ids from Message-ID / In-Reply-To / References, whitespace-proof (zammad#2063)."""
-    if not value:
-        return []
-    found = MSGID.findall(str(value))
-    if not found and str(value).strip():
-        found = [str(value).strip()]
-    return [f"<{m.strip()}>" for m in found]
 
 
 def sender(msg: Message, candidates: tuple[str, ...]) -> Contact:
@@ -216,6 +206,36 @@ def walk(msg: Message, candidates: tuple[str, ...]) -> tuple[str, str | None, li
     return text.replace("\r\n", "\n"), body_html, atts, enclosed
 
 
+def thread_ids(msg: Message, reported: list[str]) -> tuple[list[ExternalLink], list[ExternalLink], list[str]]:
+    """(the Message-ID link, In-Reply-To / References links, the dropped pieces for a label).
+
+    Ids are read strictly (``msgid.py``): only the first valid ``Message-ID`` is a link; a mail without
+    one still threads by In-Reply-To, References and the subject tag. A bounce or DSN also threads onto
+    the message it reports (`reported`: the enclosed ids; it is automated and never answered).
+    """
+    bad: list[str] = []
+    own = msgid.split(msg.get("Message-ID"))
+    bad += own.bad
+    if own.rest:  # one id and nothing else belongs here: an id without brackets, a smuggled header
+        bad.append(own.rest)
+    mine = own.ids[:1]
+    refs: list[str] = []
+    for header in ("In-Reply-To", "References"):
+        found = msgid.split(msg.get(header))
+        bad += found.bad
+        if found.rest and not found.ids:  # an obsolete phrase beside an id is fine; no id at all is not
+            bad.append(found.rest)
+        refs += found.ids
+    refs += reported[: msgid.MAX_IDS]
+    refs = [m for m in dict.fromkeys(refs) if m not in mine]  # in order, each once
+    links = [ExternalLink(system="email", kind="message_id", value=m) for m in mine]
+    return (
+        links,
+        [ExternalLink(system="email", kind="message_id", value=m) for m in refs],
+        [msgid.shown(b) for b in bad[:10]],
+    )
+
+
 def guess_language(text: str, charsets: list[str]) -> str | None:
     if not CJK.search(text):
         return "en" if text.strip() else None
@@ -241,17 +261,10 @@ def parse_email(
         text = (
             text[:MAX_BODY] + f"\n\n[svcbridge: body cut at {MAX_BODY} characters; the original mail is kept]"
         )
-    links = [
-        ExternalLink(system="email", kind="message_id", value=m) for m in msgids(msg.get("Message-ID"))[:1]
-    ]
-    refs: list[ExternalLink] = []
-    # a bounce or DSN threads onto the message it reports (never answered: it is automated)
-    reported = enclosed if automated else []
-    for header in ("In-Reply-To", "References"):
-        for m in [*msgids(msg.get(header)), *(reported if header == "References" else [])]:
-            link = ExternalLink(system="email", kind="message_id", value=m)
-            if link not in refs and link not in links:
-                refs.append(link)
+    links, refs, bad = thread_ids(msg, enclosed if automated else [])
+    if bad:
+        # "_": moved to the kept label `bad_message_ids` by classify_ticket, so a follow-up records it too
+        labels["_bad_message_ids"] = bad
     charsets = [c for c in msg.get_charsets() if c]
     contact = sender(msg, candidates)
     lang = guess_language(subject + "\n" + text, charsets)
