@@ -10,7 +10,6 @@ from __future__ import annotations
 import traceback as tb
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, insert, or_, select, update
@@ -19,20 +18,16 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalErr
 from ..contracts import SubmitResult
 from ..errors import StoreUnavailable, clean_error
 from ..models import (
-    Asset,
     Attachment,
-    Contact,
     ExternalLink,
-    FaultLevel,
-    Priority,
     RawMessage,
     Ticket,
     TicketEvent,
-    TicketState,
     utcnow,
 )
 from . import schema as t
 from .batch import MARK_JOURNAL, ticket_row
+from .rows import attachment_model, journal_row, ticket_from_row
 
 # Statements built once; values go in as parameters, so SQLAlchemy reuses the compiled form instead of
 # building a fresh statement with literal bind values on every call (the hot path's main CPU cost).
@@ -74,7 +69,7 @@ class Store:
     # ------------------------------------------------------------------ journal
     def journal_insert(self, raw: RawMessage) -> SubmitResult:
         """Commit a raw message; an existing (source, external_id) returns ``new=False``."""
-        row = _journal_row(raw)
+        row = journal_row(raw)
         try:
             with self.tx() as conn:
                 jid = conn.execute(insert(t.journal).values(**row)).inserted_primary_key[0]  # type: ignore[index]
@@ -105,7 +100,7 @@ class Store:
             for r in fresh:  # the same message twice in one batch is journaled once
                 if (r.source, r.external_id) not in seen:
                     seen.add((r.source, r.external_id))
-                    rows.append(_journal_row(r))
+                    rows.append(journal_row(r))
             if rows:
                 conn.execute(insert(t.journal), rows)
             ids = self._journal_ids(conn, keys)
@@ -307,7 +302,7 @@ class Store:
             return None
         if full:
             return self.get_tickets({int(r["id"])})[int(r["id"])]
-        return _ticket_from_row(r)
+        return ticket_from_row(r)
 
     def get_tickets(self, ids: set[int], events: bool = True) -> dict[int, Ticket]:
         """Several tickets with links, attachment metadata and (unless ``events=False``) their trail."""
@@ -315,7 +310,7 @@ class Store:
             return {}
         with self.engine.connect() as conn:
             out = {
-                int(r["id"]): _ticket_from_row(r)
+                int(r["id"]): ticket_from_row(r)
                 for r in conn.execute(select(t.tickets).where(t.tickets.c.id.in_(ids))).mappings()
             }
             evq = select(t.events).where(t.events.c.ticket_id.in_(ids)).order_by(t.events.c.id)
@@ -333,7 +328,7 @@ class Store:
                 t.attachments.c.ticket_id.in_(ids)
             )
             for a in conn.execute(q.order_by(t.attachments.c.id)).mappings():
-                out[int(a["ticket_id"])].attachments.append(_attachment(a))
+                out[int(a["ticket_id"])].attachments.append(attachment_model(a))
         return out
 
     def attachments_with_data(self, ticket_id: int, journal_id: int | None = None) -> list[Attachment]:
@@ -342,7 +337,7 @@ class Store:
         if journal_id is not None:
             q = q.where(t.attachments.c.journal_id == journal_id)
         with self.engine.connect() as conn:
-            return [_attachment(a, a["data"]) for a in conn.execute(q).mappings()]
+            return [attachment_model(a, a["data"]) for a in conn.execute(q).mappings()]
 
     def attachments_bulk(
         self, ticket_ids: set[int], journal_ids: set[int]
@@ -368,7 +363,7 @@ class Store:
                 )
                 first = {int(r[0]): int(r[1]) for r in conn.execute(q)}
             for a in conn.execute(select(t.attachments).where(cond).order_by(t.attachments.c.id)).mappings():
-                att = _attachment(a, a["data"])
+                att = attachment_model(a, a["data"])
                 tid, jid = a["ticket_id"], a["journal_id"]
                 if tid in by_ticket and (jid is None or tid not in first or jid == first[tid]):
                     by_ticket[a["ticket_id"]].append(att)
@@ -389,7 +384,7 @@ class Store:
         if state:
             q = q.where(t.tickets.c.state == state)
         with self.engine.connect() as conn:
-            return [_ticket_from_row(r) for r in conn.execute(q).mappings()]
+            return [ticket_from_row(r) for r in conn.execute(q).mappings()]
 
     def count_tickets(self) -> int:
         with self.engine.connect() as conn:
@@ -420,7 +415,7 @@ class Store:
             q = q.where(t.tickets.c.channel == channel)
         with self.engine.connect() as conn:
             r = conn.execute(q.order_by(t.tickets.c.id.desc()).limit(1)).mappings().first()
-        return _ticket_from_row(r) if r else None
+        return ticket_from_row(r) if r else None
 
     def journal_seen(self, content_hash: str, exclude_journal_id: int | None = None) -> int | None:
         q = select(t.journal.c.ticket_id).where(
@@ -489,53 +484,3 @@ class Store:
             return True
         conn.execute(insert(t.seen_updates).values(system=system, event_id=event_id, at=utcnow()))
         return False
-
-
-def _journal_row(raw: RawMessage) -> dict[str, Any]:
-    return {
-        "source": raw.source,
-        "channel": raw.channel,
-        "external_id": raw.external_id,
-        "content_hash": raw.content_hash,
-        "received_at": raw.received_at,
-        "raw": raw.raw,
-        "blob_ref": raw.blob_ref,
-        "meta": raw.metadata,
-        "status": "pending",
-        "attempts": 0,
-    }
-
-
-def _attachment(a: Any, data: bytes | None = None) -> Attachment:
-    return Attachment(
-        sha256=a["sha256"],
-        size=a["size"],
-        content_type=a["content_type"],
-        safe_name=a["safe_name"],
-        original_name=a["original_name"],
-        content_id=a["content_id"],
-        data=data,
-    )
-
-
-def _ticket_from_row(r: Any) -> Ticket:
-    return Ticket(
-        id=int(r["id"]),
-        ref=r["ref"],
-        state=TicketState(r["state"]),
-        channel=r["channel"],
-        subject=r["subject"] or "",
-        description=r["description"] or "",
-        contact=Contact(**(r["contact"] or {})),
-        customer=r["customer"],
-        asset=Asset(**(r["asset"] or {})),
-        priority=Priority(r["priority"]),
-        fault_level=FaultLevel(r["fault_level"]) if r["fault_level"] else None,
-        sla_policy=r["sla_policy"],
-        language=r["language"],
-        deadlines={k: datetime.fromisoformat(v) for k, v in (r["deadlines"] or {}).items()},
-        category=r["category"],
-        labels=r["labels"] or {},
-        created_at=r["created_at"],
-        updated_at=r["updated_at"],
-    )
