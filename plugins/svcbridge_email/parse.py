@@ -24,6 +24,7 @@ from svcbridge import Attachment, Contact, ExternalLink, TicketDraft, html_to_te
 
 from . import msgid, tnef
 from .decode import DEFAULT_CANDIDATES, decode_bytes
+from .headers import HeaderDecoder, raw_all, raw_first
 from .msgid import msgids
 from .quoting import trim_reply
 
@@ -67,8 +68,9 @@ def sender(msg: Message, candidates: tuple[str, ...]) -> Contact:
     Addresses are parsed on the raw header, before encoded words are decoded, so an encoded display
     name such as ``=?utf-8?q?alice=40example.org?=`` stays a name and never becomes an address.
     """
+    dec = HeaderDecoder(msg, candidates)
     for header in ("Reply-To", "From"):
-        raw = [_surrogates(str(v), candidates) for v in (msg.get_all(header) or [])]
+        raw = [dec.unescape(v) for v in raw_all(msg, header)]
         if not raw:
             continue
         pairs = [(n, a) for n, a in getaddresses(raw) if a]
@@ -77,7 +79,7 @@ def sender(msg: Message, candidates: tuple[str, ...]) -> Contact:
             continue
         name, addr = pairs[0]
         try:
-            return Contact(name=decode_header_value(name, candidates) or None, email=addr)
+            return Contact(name=dec.text(name) or None, email=addr)
         except ValueError:
             continue
     return Contact()
@@ -105,13 +107,22 @@ def is_automated(msg: Message, our_addresses: set[str]) -> tuple[bool, str]:
     return False, ""
 
 
-def _filename(part: Message, candidates: tuple[str, ...]) -> str | None:
+def _filename(part: Message, candidates: tuple[str, ...], dec: HeaderDecoder | None = None) -> str | None:
+    dec = dec or HeaderDecoder(part, candidates)
+    raw = [(h, raw_first(part, h)) for h in ("Content-Disposition", "Content-Type")]
+    if any(v and any("\udc80" <= ch <= "\udcff" for ch in v) for _h, v in raw):
+        # a raw 8-bit name: decode the header bytes first, then read its parameters from clean text
+        clean = Message()
+        for h, v in raw:
+            if v:
+                clean[h] = dec.unescape(v, part.get_content_charset())
+        part = clean
     name = part.get_filename()  # handles RFC 2231 (name*=, continuations)
     if name is None:
         name = part.get_param("name")
         if isinstance(name, tuple):
             name = email.utils.collapse_rfc2231_value(name)
-    return decode_header_value(name, candidates) if name else None
+    return dec.text(name) if name else None
 
 
 # nh3 (html5ever) takes time quadratic in nesting depth: 20,000 nested <div> cost 1.3 s, 50,000 about
@@ -162,12 +173,13 @@ def walk(msg: Message, candidates: tuple[str, ...]) -> tuple[str, str | None, li
     htmls: list[str] = []
     atts: list[Attachment] = []
     enclosed: list[str] = []
+    dec = HeaderDecoder(msg, candidates)
     for part in msg.walk():
         if part.is_multipart():
             continue
         ctype = part.get_content_type()
         disp = (part.get_content_disposition() or "").lower()
-        fname = _filename(part, candidates)
+        fname = _filename(part, candidates, dec)
         if ctype == "message/rfc822" or (
             part.get_content_maintype() == "message" and ctype != "message/delivery-status"
         ):
@@ -251,7 +263,7 @@ def parse_email(
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     if not msg.keys() and not msg.get_payload():
         raise ValueError("no headers and no body: not an e-mail message")
-    subject = decode_header_value(msg.get("Subject"), candidates)
+    subject = HeaderDecoder(msg, candidates).text(raw_first(msg, "Subject"))
     text, body_html, atts, enclosed = walk(msg, candidates)
     automated, why = is_automated(msg, our_addresses or set())
     labels: dict[str, object] = {"automated_reason": why} if automated else {}
