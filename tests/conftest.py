@@ -71,7 +71,7 @@ def base_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, 
         "plugins": {
             "email": {
                 "from_address": "support@bridge.test",
-                "maildir": {"path": str(tmp_path / "maildir"), "interval": 0.05},
+                "maildir": {"path": str(tmp_path / "maildir"), "interval": 0.05, "settle": 0},
                 "outbound": {"transport": "spool", "spool_dir": str(tmp_path / "outgoing")},
             }
         },

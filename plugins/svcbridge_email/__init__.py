@@ -43,6 +43,7 @@ class MaildirSettings(BaseModel):
     after: Literal["move", "delete"] = "move"
     interval: float = Field(default=0.25, gt=0)
     max_size: int = Field(default=50 * 1024 * 1024, ge=1024, description="bigger mail: headers-only ticket")
+    settle: float = Field(default=1.0, ge=0, description="seconds a file in new/ must be unchanged")
 
 
 class SmtpSettings(BaseModel):
@@ -195,7 +196,7 @@ def register_sources(register: Any, settings: Any) -> None:
     cfg = _cfg(settings)
     if cfg and cfg.maildir:
         m = cfg.maildir
-        register(MaildirSource(m.name, m.path, m.after, m.interval, m.max_size))
+        register(MaildirSource(m.name, m.path, m.after, m.interval, m.max_size, m.settle))
     if cfg and cfg.imap:
         # imported only when a mailbox is configured: most installs never load imapclient
         from .imap import ImapSource
