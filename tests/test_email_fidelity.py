@@ -75,3 +75,25 @@ async def test_the_acknowledgement_carries_the_raw_8bit_subject(make_app, tmp_pa
     body = next(p for p in sent[0].walk() if p.get_content_type() == "text/plain").get_payload(decode=True)
     assert "打印机故障" in body.decode(sent[0].get_content_charset() or "utf-8")
     assert "customer@example.com" in str(make_header(decode_header(sent[0]["To"])))
+
+
+# item 6: (headers, expected contact name, expected contact e-mail)
+SENDERS = [
+    ("From: =?utf-8?Q?agent?=@example.com", None, None),
+    ("From: Agent <=?utf-8?Q?agent?=@example.com>", None, None),
+    ("From: =?utf-8?Q?agent?=@example.com\r\nReply-To: =?gbk?b?1cXI/Q==?= <zhang@example.cn>", "张三", "zhang@example.cn"),
+    ("From: =?utf-8?q?J=C3=BCrgen_M=C3=BCller?= <j@example.de>\r\nReply-To: =?utf-8?B?YWdlbnQ=?=@example.de",
+     "Jürgen Müller", "j@example.de"),
+    ("From: =?utf-8?q?J=C3=BCrgen_M=C3=BCller?= <j@example.de>\r\nReply-To: service@example.de",
+     "Jürgen Müller", "service@example.de"),
+    ("From: =?iso-2022-jp?b?GyRCOzNFRBsoQg==?= <yamada@example.jp>\r\nReply-To: <desk@example.jp>",
+     "山田", "desk@example.jp"),
+    ("From: =?koi8-r?b?6dfBzg==?= <ivan@example.ru>\r\nReply-To: =?koi8-r?b?8MXU0s/X?= <petrov@example.ru>",
+     "Петров", "petrov@example.ru"),
+]
+
+
+@pytest.mark.parametrize(("headers", "name", "addr"), SENDERS)
+def test_sender_encoded_word_addresses_and_reply_to_names(headers: str, name: str | None, addr: str | None) -> None:
+    d = parse_email(f"{headers}\r\nSubject: s\r\n\r\nbody\r\n".encode())
+    assert (d.contact.name, d.contact.email) == (name, addr)

@@ -31,6 +31,7 @@ from .quoting import trim_reply
 MAX_BODY = 1_500_000
 CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 AUTOMATED_SENDERS = re.compile(r"^(mailer-daemon|postmaster|noreply|no-reply|do-not-reply|donotreply)@", re.I)
+ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[bq]\?", re.I)
 TRAD_HINT = set("們這個來為會說對時麼樣還發經過點當頭實問題機體種電腦聯絡處請謝")
 
 
@@ -78,6 +79,11 @@ def sender(msg: Message, candidates: tuple[str, ...]) -> Contact:
         if len(pairs) != 1 or pairs[0][1].count("@") != 1:
             continue
         name, addr = pairs[0]
+        if ENCODED_WORD.search(addr):  # =?utf-8?Q?agent?=@example.com names no mailbox: refused, never stored
+            continue
+        if header == "Reply-To" and not name.strip():
+            # the reply address is the customer's, the name is on From
+            name = next((n for n, _a in getaddresses([dec.unescape(v) for v in raw_all(msg, "From")]) if n), "")
         try:
             return Contact(name=dec.text(name) or None, email=addr)
         except ValueError:
