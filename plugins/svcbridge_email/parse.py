@@ -83,7 +83,8 @@ def sender(msg: Message, candidates: tuple[str, ...]) -> Contact:
             continue
         if header == "Reply-To" and not name.strip():
             # the reply address is the customer's, the name is on From
-            name = next((n for n, _a in getaddresses([dec.unescape(v) for v in raw_all(msg, "From")]) if n), "")
+            froms = getaddresses([dec.unescape(v) for v in raw_all(msg, "From")])
+            name = next((n for n, _a in froms if n), "")
         try:
             return Contact(name=dec.text(name) or None, email=addr)
         except ValueError:
