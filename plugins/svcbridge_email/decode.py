@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import codecs
+import re
 
 import charset_normalizer
 
@@ -33,6 +34,7 @@ ALIASES = {
     "us-ascii": "ascii",
 }
 UNKNOWN = {"", "unknown-8bit", "x-unknown", "unknown", "8bit", "default", "x-user-defined", "none"}
+NOT_MAIL = {"idna", "punycode", "undefined", "unicode-escape", "raw-unicode-escape"}
 
 
 def normalize_charset(label: str | None) -> str | None:
@@ -44,9 +46,15 @@ def normalize_charset(label: str | None) -> str | None:
         return None
     name = ALIASES.get(name, name)
     try:
-        return codecs.lookup(name).name
+        info = codecs.lookup(name)
     except LookupError:
         return None
+    # only text encodings a mail can be written in: "zlib", "base64" or "rot13" are codecs.lookup-able
+    # but no text encoding (bytes.decode raises LookupError); "idna", "punycode" and "undefined" raise
+    # a bare UnicodeError; "unicode_escape" would interpret the customer's backslashes
+    if not getattr(info, "_is_text_encoding", True) or info.name in NOT_MAIL:
+        return None
+    return info.name
 
 
 # Undeclared 8-bit mail is guessed among these only: an open guess over every code page picks Korean
@@ -76,14 +84,23 @@ def decode_bytes(data: bytes, label: str | None, candidates: tuple[str, ...] = D
         codec = detect(data, candidates)
     try:
         text = data.decode(codec)
-    except (UnicodeDecodeError, LookupError):
+    except (UnicodeError, LookupError):
         # The label lied (e.g. UTF-8 declared as gb2312): trust detection, then replacement.
         guess = detect(data, candidates)
         try:
             text = data.decode(guess)
-        except (UnicodeDecodeError, LookupError):
-            text = data.decode(codec if _known(codec) else "utf-8", errors="replace")
+        except (UnicodeError, LookupError):
+            try:
+                text = data.decode(codec if _known(codec) else "utf-8", errors="replace")
+            except (UnicodeError, LookupError):  # a codec without "replace" support
+                text = data.decode("utf-8", errors="replace")
+    if _SURROGATE.search(text):
+        # UTF-7 decodes "+2D0-" to a lone surrogate, which no store and no nh3 takes
+        text = _SURROGATE.sub("\ufffd", text)
     return text.replace("\x00", "")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _valid_utf8(data: bytes) -> bool:

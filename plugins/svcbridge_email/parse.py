@@ -20,7 +20,7 @@ from typing import Any
 import nh3
 
 # html_to_text: the one HTML -> text of svcbridge (helpdesk connectors use it for agents' replies)
-from svcbridge import Attachment, Contact, ExternalLink, TicketDraft, html_to_text
+from svcbridge import Attachment, Contact, ExternalLink, ParseError, TicketDraft, html_to_text
 
 from . import msgid, tnef
 from .decode import DEFAULT_CANDIDATES, decode_bytes
@@ -30,6 +30,7 @@ from .quoting import trim_reply
 
 MAX_BODY = 1_500_000
 CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+NOT_IN_ADDRESS = re.compile(r"[\s\x00-\x1f\x7f\ud800-\udfff]")  # NUL, CR/LF, a lone surrogate: no address
 AUTOMATED_SENDERS = re.compile(r"^(mailer-daemon|postmaster|noreply|no-reply|do-not-reply|donotreply)@", re.I)
 ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[bq]\?", re.I)
 TRAD_HINT = set("們這個來為會說對時麼樣還發經過點當頭實問題機體種電腦聯絡處請謝")
@@ -52,8 +53,9 @@ def decode_header_value(value: Any, candidates: tuple[str, ...] = DEFAULT_CANDID
         else:
             out.append(_surrogates(chunk, candidates))
     text = "".join(out)
-    # no CR/LF or control characters survive into a subject or name (header injection on replies)
-    return re.sub(r"[\x00-\x1f\x7f]+", " ", text).strip()
+    # no CR/LF or control characters survive into a subject or name (header injection on replies),
+    # and no lone surrogate (no store takes one)
+    return re.sub(r"[\x00-\x1f\x7f\ud800-\udfff]+", " ", text).strip()
 
 
 def _surrogates(text: str, candidates: tuple[str, ...]) -> str:
@@ -76,7 +78,7 @@ def sender(msg: Message, candidates: tuple[str, ...]) -> Contact:
             continue
         pairs = [(n, a) for n, a in getaddresses(raw) if a]
         # CVE-2023-27043 style tricks yield several or broken addresses: refuse to guess
-        if len(pairs) != 1 or pairs[0][1].count("@") != 1:
+        if len(pairs) != 1 or pairs[0][1].count("@") != 1 or NOT_IN_ADDRESS.search(pairs[0][1]):
             continue
         name, addr = pairs[0]
         if ENCODED_WORD.search(addr):  # =?utf-8?Q?agent?=@example.com names no mailbox: refused, never stored
@@ -263,13 +265,35 @@ def guess_language(text: str, charsets: list[str]) -> str | None:
     return "zh-CN"
 
 
+# CPython's email.utils.decode_params sorts a parameter's RFC 2231 pieces by number, and a `name*=` beside
+# a `name*0=` (None beside 0) raises TypeError in message_from_bytes (a multipart boundary), get_param,
+# get_filename or get_charsets. Such a mail is read again with every unnumbered `name*=` as `name*0*=`.
+_MIME_PARAMS = re.compile(
+    rb"(?i)(?:^|(?<=[\r\n]))content-(?:type|disposition):[^\r\n]*(?:(?:\r\n|\r|\n)[ \t][^\r\n]*)*"
+)
+_UNNUMBERED = re.compile(rb"(;\s*[!#$%&'+.^_`{|}~0-9A-Za-z-]+)\*=")
+
+
+def message(raw: bytes) -> Message:
+    """The compat32 message of `raw`, read so that no parameter makes the stdlib raise later."""
+    try:
+        msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+        for part in msg.walk():
+            part.get_params()
+            part.get_params(header="content-disposition")
+        return msg
+    except TypeError:
+        fixed = _MIME_PARAMS.sub(lambda m: _UNNUMBERED.sub(rb"\1*0*=", m.group()), raw)
+        return email.message_from_bytes(fixed, policy=email.policy.compat32)
+
+
 def parse_email(
     raw: bytes, *, our_addresses: set[str] | None = None, candidates: tuple[str, ...] = DEFAULT_CANDIDATES
 ) -> TicketDraft:
-    """Parse raw RFC 5322 bytes into a draft (never raises on odd charsets; raises on non-mail)."""
-    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    """Parse raw RFC 5322 bytes into a draft (never raises on odd charsets; ParseError on non-mail)."""
+    msg = message(raw)
     if not msg.keys() and not msg.get_payload():
-        raise ValueError("no headers and no body: not an e-mail message")
+        raise ParseError("no headers and no body: not an e-mail message")
     subject = HeaderDecoder(msg, candidates).text(raw_first(msg, "Subject"))
     text, body_html, atts, enclosed = walk(msg, candidates)
     automated, why = is_automated(msg, our_addresses or set())
