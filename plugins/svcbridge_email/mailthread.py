@@ -1,7 +1,7 @@
 """Mail-specific threading, ahead of the core default (which is ``trylast``).
 
 - The same mail twice (two watched mailboxes, a redelivery with an extra ``Received:``) has the same
-  Message-ID *and* the same content: a duplicate, nothing new is stored.
+  Message-ID *and* the same sender and content: a duplicate, the ticket only notes it came again.
 - The same Message-ID with different content (a client that reuses ids, an edited resend) is never
   dropped silently: it is stored as a follow-up on that ticket.
 - A reply to, or a bounce of, a mail svcbridge sent threads onto the ticket that mail was about.
@@ -18,13 +18,24 @@ from svcbridge import ExternalLink, ThreadMatch, TicketDraft, TicketLookup
 
 
 def content_key(draft: TicketDraft) -> str:
-    """A hash of what the customer wrote and attached, blind to transport headers."""
+    """A hash of who wrote what and attached, blind to transport headers.
+
+    The sender is part of it: the same subject, text and attachments from someone else (a colleague's
+    copy, a form mail, a client reusing Message-IDs) are that person's own message, never a duplicate.
+    (The link it goes into, ``message_content``, carries the Message-ID as well.)
+    """
     h = hashlib.sha256()
+    h.update((draft.contact.email or draft.contact.phone or "").strip().lower().encode() + b"\0")
     h.update(draft.subject.encode())
     h.update(b"\0" + draft.body_text.strip().encode())
     for a in draft.attachments:
         h.update(b"\0" + a.sha256.encode())
     return h.hexdigest()[:32]
+
+
+def _other_sender(draft: TicketDraft, requester: str | None) -> bool:
+    mine = (draft.contact.email or "").lower()
+    return bool(mine and requester and mine != requester.lower())
 
 
 def add_content_link(draft: TicketDraft) -> None:
@@ -51,6 +62,8 @@ def thread(
             if other:
                 # keep it: a different message under a reused id is news, not a duplicate
                 draft.links = [x for x in draft.links if x.kind != "message_id"]
+                if _other_sender(draft, other.contact.email):
+                    break  # someone else's mail under that id: its own message, threaded on its own
                 return ThreadMatch(ticket_ref=other.ref, reason="same Message-ID, different content")
     for ref in draft.thread_refs:  # a reply to, or a bounce of, a mail svcbridge sent
         if ref.system == "email" and ref.kind == "message_id":

@@ -243,6 +243,7 @@ class EventType(enum.StrEnum):
 
     RECEIVED = "received"  # a new ticket from a customer's message
     MESSAGE_RECEIVED = "message_received"  # a follow-up message on a ticket
+    RECEIVED_AGAIN = "received_again"  # the same message once more (another mailbox, a redelivery)
     REOPENED = "reopened"  # a customer's message on a resolved or closed ticket
     STATUS_CHANGED = "status_changed"  # a helpdesk or vendor moved the state
     AGENT_REPLY = "agent_reply"  # a public reply from the helpdesk, for the customer

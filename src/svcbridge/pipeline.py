@@ -295,7 +295,7 @@ class Pipeline:
                 raise draft
             match = await self._thread(draft, raw, journal_id, overlay)
             if match and match.duplicate:
-                # a duplicate stores nothing but its journal status: the ticket row alone will do,
+                # a duplicate stores its journal status and one received_again event: the ticket row will do,
                 # not the trail, links and attachments a full load would read
                 same = overlay.by_ref(match.ticket_ref)
                 if same:

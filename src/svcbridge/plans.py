@@ -19,7 +19,7 @@ class PlanStatus(enum.StrEnum):
 
     CREATED = "created"  # a new ticket
     FOLLOWUP = "followup"  # a message on an existing ticket
-    DUPLICATE = "duplicate"  # the same message again: nothing stored but the journal status
+    DUPLICATE = "duplicate"  # the same message again: the journal status and one received_again event
     QUARANTINED = "quarantined"  # a stage failed: kept with the plugin, stage and error
 
 

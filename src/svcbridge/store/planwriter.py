@@ -107,6 +107,16 @@ class PlanWriter:
             return
         assert p.ticket is not None
         if p.status == PlanStatus.DUPLICATE:
+            # one cheap row, so the trail shows the message came again and through which source
+            again = TicketEvent(
+                type=EventType.RECEIVED_AGAIN,
+                data={
+                    "source": p.raw.source,
+                    "reason": p.reason,
+                    "text": f"received again via {p.raw.source}",
+                },
+            )
+            w.add_event(p.ticket.id, again, p.journal_id)
             w.mark_journal(p.journal_id, "duplicate", p.ticket.id)
             return
         assert p.draft is not None and p.event is not None
