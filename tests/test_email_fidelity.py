@@ -97,3 +97,48 @@ SENDERS = [
 def test_sender_encoded_word_addresses_and_reply_to_names(headers: str, name: str | None, addr: str | None) -> None:
     d = parse_email(f"{headers}\r\nSubject: s\r\n\r\nbody\r\n".encode())
     assert (d.contact.name, d.contact.email) == (name, addr)
+
+
+def jis(text: str) -> bytes:
+    return text.encode("iso2022_jp")
+
+
+# item 5: (id, Content-Type charset parameter or None, body bytes, expected body text)
+CHARSETS = [
+    ("iso-2022-jp-nec-circled", "iso-2022-jp",
+     jis("プリンター") + b"\x1b$B\x2d\x21\x2d\x22\x1b(B" + jis("が故障しました"), "プリンター①②が故障しました"),
+    ("iso-2022-jp-ibm-ext", "iso-2022-jp", jis("担当：") + b"\x1b$B\x7c\x62\x1b(B" + jis("橋さん"), "担当：髙橋さん"),
+    ("iso-2022-jp-halfwidth-kana", "iso-2022-jp", jis("件名 ") + b"\x1b(I123\x1b(B" + jis(" です"), "件名 ｱｲｳ です"),
+    ("iso-2022-jp-undeclared-nec", None, jis("番号") + b"\x1b$B\x2d\x23\x1b(B", "番号③"),
+    ("shift_jis-nec", "shift_jis", "プリンター①番が動きません。".encode("cp932"), "プリンター①番が動きません。"),
+    ("shift_jis-undeclared", None, "プリンターが動きません。至急対応をお願いします。".encode("cp932"),
+     "プリンターが動きません。至急対応をお願いします。"),
+    ("koi8-r-undeclared", None, "Принтер не печатает, бумага застряла. Пожалуйста, помогите.".encode("koi8_r"),
+     "Принтер не печатает, бумага застряла. Пожалуйста, помогите."),
+    ("koi8-r-labelled-utf-8", "utf-8", "Принтер не печатает, бумага застряла. Помогите.".encode("koi8_r"),
+     "Принтер не печатает, бумага застряла. Помогите."),
+    ("cp1251-undeclared", None, "Принтер не печатает, бумага застряла. Пожалуйста, помогите.".encode("cp1251"),
+     "Принтер не печатает, бумага застряла. Пожалуйста, помогите."),
+    ("cp1251-labelled-us-ascii", "us-ascii", "Здравствуйте! Принтер сломался, нужна помощь.".encode("cp1251"),
+     "Здравствуйте! Принтер сломался, нужна помощь."),
+    ("gbk-undeclared-short", None, "打印机故障".encode("gbk"), "打印机故障"),
+    ("gbk-undeclared", None, "打印机卡纸了，请尽快派人来维修。谢谢\uff01".encode("gbk"), "打印机卡纸了，请尽快派人来维修。谢谢\uff01"),
+    ("big5-undeclared", None, "印表機卡紙了，請盡快派人來維修。謝謝\uff01".encode("big5"), "印表機卡紙了，請盡快派人來維修。謝謝\uff01"),
+    ("latin-1-declared-kept", "iso-8859-1", "Grüße, Jürgen".encode("latin-1"), "Grüße, Jürgen"),
+    ("cp1252-undeclared", None, "Der Drucker kostet 120 € \u2013 bitte „schnell“ reparieren. Grüße".encode("cp1252"),
+     "Der Drucker kostet 120 € \u2013 bitte „schnell“ reparieren. Grüße"),
+]
+
+
+@pytest.mark.parametrize(("kind", "cs", "body", "text"), CHARSETS, ids=[c[0] for c in CHARSETS])
+def test_more_charsets(kind: str, cs: str | None, body: bytes, text: str) -> None:
+    ctype = b"Content-Type: text/plain" + (f"; charset={cs}".encode() if cs else b"")
+    raw = b"From: a@example.com\r\nSubject: s\r\nMIME-Version: 1.0\r\n" + ctype + b"\r\n\r\n" + body + b"\r\n"
+    assert parse_email(raw).body_text.strip() == text
+
+
+def test_shift_jis_raw_header_without_any_label() -> None:
+    subject, name = "プリンターが動きません", "山田太郎"
+    d = parse_email(raw_header_mail(None, subject, name, "報告書.txt", "cp932"))
+    assert (d.subject, d.contact.name, d.body_text.strip()) == (subject, name, subject)
+    assert d.attachments[0].original_name == "報告書.txt"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import codecs
 import re
 
-import charset_normalizer
+from .charsets import best_encoding, iso2022jp_ext
 
 ALIASES = {
     "gb2312": "gb18030",
@@ -32,6 +32,14 @@ ALIASES = {
     "unicode-1-1-utf-7": "utf-7",
     "x-mac-roman": "mac-roman",
     "us-ascii": "ascii",
+    # Shift_JIS mail is written by Windows: cp932 (NEC and IBM extensions), never read as GBK
+    "shift_jis": "cp932",
+    "shift-jis": "cp932",
+    "sjis": "cp932",
+    "x-sjis": "cp932",
+    "ms_kanji": "cp932",
+    "csshiftjis": "cp932",
+    "windows-31j": "cp932",
 }
 UNKNOWN = {"", "unknown-8bit", "x-unknown", "unknown", "8bit", "default", "x-user-defined", "none"}
 NOT_MAIL = {"idna", "punycode", "undefined", "unicode-escape", "raw-unicode-escape"}
@@ -62,12 +70,12 @@ def normalize_charset(label: str | None) -> str | None:
 DEFAULT_CANDIDATES = ("gb18030", "big5hkscs", "cp1252")
 
 
-def detect(data: bytes, candidates: tuple[str, ...] = DEFAULT_CANDIDATES) -> str:
-    """Best guess for undeclared bytes: UTF-8 when valid, else charset-normalizer among candidates."""
+def detect(data: bytes, candidates: tuple[str, ...] = DEFAULT_CANDIDATES, wide: bool = True) -> str:
+    """Best guess for undeclared bytes: UTF-8 when valid, else charset-normalizer (``charsets.py``):
+    the candidates first, and with `wide` regional code pages and the whole registry too."""
     if _valid_utf8(data):
         return "utf-8"
-    best = charset_normalizer.from_bytes(data, cp_isolation=list(candidates)).best()
-    enc = best.encoding if best is not None else "utf-8"
+    enc = best_encoding(data, candidates, wide) or "utf-8"
     return ALIASES.get(enc, enc)
 
 
@@ -82,6 +90,8 @@ def decode_bytes(data: bytes, label: str | None, candidates: tuple[str, ...] = D
         codec = "utf-8"
     elif codec is None or codec == "ascii":
         codec = detect(data, candidates)
+    if codec.startswith("iso2022_jp") and not _decodes(data, codec):
+        data, codec = iso2022jp_ext(data).encode("utf-8"), "utf-8"  # NEC / IBM extensions (cp50221)
     try:
         text = data.decode(codec)
     except (UnicodeError, LookupError):
@@ -101,6 +111,14 @@ def decode_bytes(data: bytes, label: str | None, candidates: tuple[str, ...] = D
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _decodes(data: bytes, codec: str) -> bool:
+    try:
+        data.decode(codec)
+        return True
+    except (UnicodeError, LookupError):
+        return False
 
 
 def _valid_utf8(data: bytes) -> bool:

@@ -60,7 +60,7 @@ class HeaderDecoder:
                 for _k, v in part.raw_items()
                 if isinstance(v, str) and _escaped(v)
             )
-            self._guess = detect(pool, self.candidates) if pool else "utf-8"
+            self._guess = detect(pool, self.candidates, wide=False) if pool else "utf-8"
         return self._guess
 
     def raw_bytes(self, data: bytes, charset: str | None = None) -> str:
@@ -71,7 +71,7 @@ class HeaderDecoder:
             codec = normalize_charset(label)
             if codec and codec != "ascii" and _valid(data, codec):
                 return decode_bytes(data, codec, self.candidates)
-        for codec in (self._guessed(), detect(data, self.candidates), *self.candidates):
+        for codec in (self._guessed(), detect(data, self.candidates, wide=False), *self.candidates):
             if _valid(data, codec):  # Latin-1 takes any bytes: never a replacement character
                 return decode_bytes(data, codec, self.candidates)
         return decode_bytes(data, None, self.candidates)
