@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email as stdlib_email
+from base64 import b64encode
 from email.header import decode_header, make_header
 
 import pytest
@@ -142,3 +143,84 @@ def test_shift_jis_raw_header_without_any_label() -> None:
     d = parse_email(raw_header_mail(None, subject, name, "報告書.txt", "cp932"))
     assert (d.subject, d.contact.name, d.body_text.strip()) == (subject, name, subject)
     assert d.attachments[0].original_name == "報告書.txt"
+
+
+# item 2: forwarded mails, attached items, delivery reports, uuencode
+def inner_mail(subject_header: bytes, body: bytes, charset: str) -> bytes:
+    return (b"From: orig@example.org\nTo: someone@example.com\nSubject: " + subject_header
+            + b"\nMessage-ID: <inner-1@example.org>\nMIME-Version: 1.0\nContent-Type: text/plain; charset="
+            + charset.encode() + b"\nContent-Transfer-Encoding: 8bit\n\n" + body + b"\n")
+
+
+def outer_mail(outer_text: bytes, charset: str, inner: bytes, disposition: bytes = b"inline") -> bytes:
+    return (b"From: customer@example.com\nSubject: Fwd\nMessage-ID: <outer-1@example.com>\nMIME-Version: 1.0\n"
+            b"Content-Type: multipart/mixed; boundary=XX\n\n--XX\nContent-Type: text/plain; charset="
+            + charset.encode() + b"\nContent-Transfer-Encoding: 8bit\n\n" + outer_text + b"\n--XX\n"
+            b"Content-Type: message/rfc822\nContent-Disposition: " + disposition + b"\n\n" + inner + b"\n--XX--\n")
+
+
+FORWARDS = [
+    ("gbk", "请看下面转发的邮件".encode("gbk"), "gbk", b"=?gbk?b?" + b64encode("打印机故障".encode("gbk")) + b"?=",
+     "打印机卡纸".encode("gbk"), "请看下面转发的邮件", "打印机故障.eml"),
+    ("big5-raw-subject", "請看轉寄的郵件".encode("big5"), "big5", "印表機故障".encode("big5"),
+     "印表機卡紙".encode("big5"), "請看轉寄的郵件", "印表機故障.eml"),
+    ("iso-2022-jp", jis("転送します"), "iso-2022-jp", b"=?ISO-2022-JP?B?" + b64encode(jis("故障")) + b"?=", jis("故障です"),
+     "転送します", "故障.eml"),
+    ("koi8-r", "Пересылаю письмо".encode("koi8_r"), "koi8-r", "Принтер".encode("koi8_r"),
+     "Сломан".encode("koi8_r"), "Пересылаю письмо", "Принтер.eml"),
+    ("latin-1-attachment", "Siehe Anhang, Grüße".encode("latin-1"), "iso-8859-1",
+     b"=?iso-8859-1?q?Drucker_f=FCr_K=F6ln?=", "Grüße".encode("latin-1"), "Siehe Anhang, Grüße",
+     "Drucker für Köln.eml"),
+]
+
+
+@pytest.mark.parametrize(("kind", "outer", "cs", "subj", "inner_body", "body", "name"), FORWARDS,
+                         ids=[f[0] for f in FORWARDS])
+def test_forwarded_mail_is_an_eml_attachment_and_the_body_stays_clean(
+    kind: str, outer: bytes, cs: str, subj: bytes, inner_body: bytes, body: str, name: str
+) -> None:
+    inner = inner_mail(subj, inner_body, cs)
+    disp = b"attachment" if kind.endswith("attachment") else b"inline"
+    d = parse_email(outer_mail(outer, cs, inner, disp))
+    assert d.subject == "Fwd" and d.contact.email == "customer@example.com"
+    assert d.body_text.strip() == body
+    assert [(a.original_name, a.content_type, a.data) for a in d.attachments] == [(name, "message/rfc822", inner)]
+
+
+def test_delivery_report_parts_are_txt_attachments() -> None:
+    status = (b"Reporting-MTA: dns; mx.example.ru\n\nFinal-Recipient: rfc822; ivan@example.ru\nAction: failed\n"
+              b"Status: 5.1.1\n")
+    headers = (b"From: support@bridge.test\nTo: ivan@example.ru\nSubject: =?koi8-r?b?8NLJztTF0g==?=\n"
+               b"Message-ID: <n1@bridge.test>\n")
+    raw = (b"From: MAILER-DAEMON@example.ru\nSubject: Undelivered Mail\nMIME-Version: 1.0\n"
+           b"Content-Type: multipart/report; report-type=delivery-status; boundary=R\n\n--R\n"
+           b"Content-Type: text/plain\n\nYour message could not be delivered.\n--R\n"
+           b"Content-Type: message/delivery-status\n\n" + status + b"--R\nContent-Type: text/rfc822-headers\n\n"
+           + headers + b"--R--\n")
+    d = parse_email(raw)
+    assert d.body_text.strip() == "Your message could not be delivered."
+    got = {a.original_name: (a.content_type, a.data) for a in d.attachments}
+    assert got["Принтер.txt"] == ("text/rfc822-headers", headers[:-1])  # the last newline is the boundary's
+    ctype, data = got["delivery-status.txt"]
+    assert ctype == "message/delivery-status"
+    assert b"Status: 5.1.1" in data and b"Reporting-MTA: dns; mx.example.ru" in data
+    assert "<n1@bridge.test>" in [r.value for r in d.thread_refs]
+
+
+UUENCODED = [
+    ("ja", "見積書を送ります。", "よろしくお願いします。", "見積.txt", "見積金額 120,000円".encode("cp932")),
+    ("zh", "附件是照片", "谢谢", "photo.jpg", bytes(range(256)) * 3),
+    ("de", "Anbei der Bericht.", "Grüße", "Bericht.pdf", b"%PDF-1.4\n" + bytes(range(200))),
+]
+
+
+@pytest.mark.parametrize(("kind", "before", "after", "name", "data"), UUENCODED, ids=[u[0] for u in UUENCODED])
+def test_uuencoded_blocks_become_attachments(kind: str, before: str, after: str, name: str, data: bytes) -> None:
+    import binascii
+
+    lines = "".join(binascii.b2a_uu(data[i : i + 45]).decode() for i in range(0, len(data), 45))
+    text = f"{before}\nbegin 644 {name}\n{lines}`\nend\n{after}\n"
+    raw = b"From: a@example.com\nSubject: s\nContent-Type: text/plain; charset=utf-8\n\n" + text.encode()
+    d = parse_email(raw)
+    assert d.body_text.strip() == f"{before}\n{after}"
+    assert [(a.original_name, a.data) for a in d.attachments] == [(name, data)]

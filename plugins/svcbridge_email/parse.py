@@ -24,8 +24,8 @@ from svcbridge import Attachment, Contact, ExternalLink, ParseError, TicketDraft
 
 from . import msgid, tnef
 from .decode import DEFAULT_CANDIDATES, decode_bytes
+from .enclosed import headers_part, leaves, message_part, uudecode
 from .headers import HeaderDecoder, raw_all, raw_first
-from .msgid import msgids
 from .quoting import trim_reply
 
 MAX_BODY = 1_500_000
@@ -183,21 +183,14 @@ def walk(msg: Message, candidates: tuple[str, ...]) -> tuple[str, str | None, li
     atts: list[Attachment] = []
     enclosed: list[str] = []
     dec = HeaderDecoder(msg, candidates)
-    for part in msg.walk():
-        if part.is_multipart():
-            continue
+    for part in leaves(msg):  # a message/* part is kept whole, never opened into the body
         ctype = part.get_content_type()
         disp = (part.get_content_disposition() or "").lower()
         fname = _filename(part, candidates, dec)
-        if ctype == "message/rfc822" or (
-            part.get_content_maintype() == "message" and ctype != "message/delivery-status"
-        ):
-            data = part.as_bytes() if not part.is_multipart() else b""
-            payload = part.get_payload()
-            if isinstance(payload, list) and payload:
-                data = payload[0].as_bytes()
-                enclosed += msgids(payload[0].get("Message-ID"))
-            atts.append(Attachment.from_bytes(data, original_name=fname or "message.eml", content_type=ctype))
+        if part.get_content_maintype() == "message" and part is not msg:
+            att, ids = message_part(part, fname, candidates)
+            atts.append(att)
+            enclosed += ids
             continue
         try:
             data = part.get_payload(decode=True) or b""
@@ -206,12 +199,15 @@ def walk(msg: Message, candidates: tuple[str, ...]) -> tuple[str, str | None, li
             data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
         if ctype in ("text/plain", "text/html") and disp != "attachment" and not fname:
             text = decode_bytes(data, part.get_content_charset(), candidates)
+            if ctype == "text/plain":
+                text, uu = uudecode(text)
+                atts += uu
             (plain if ctype == "text/plain" else htmls).append(text)
         elif ctype in ("message/delivery-status", "text/rfc822-headers"):
             plain_report = decode_bytes(data, part.get_content_charset(), candidates)
-            atts.append(Attachment.from_bytes(data, original_name=fname, content_type=ctype))
-            if ctype == "text/rfc822-headers":
-                enclosed += msgids(email.message_from_bytes(data).get("Message-ID"))
+            att, ids = headers_part(data, fname, candidates)
+            atts.append(att)
+            enclosed += ids
             if not plain:
                 plain.append(plain_report)
         elif tnef.is_tnef(ctype, fname) and (inner := tnef.unpack(data)) is not None:
