@@ -224,3 +224,49 @@ def test_uuencoded_blocks_become_attachments(kind: str, before: str, after: str,
     d = parse_email(raw)
     assert d.body_text.strip() == f"{before}\n{after}"
     assert [(a.original_name, a.data) for a in d.attachments] == [(name, data)]
+
+
+# item 3: broken header blocks: (id, raw mail, subject, sender, body, warning fragments)
+def b64(text: str, cs: str) -> str:
+    return f"=?{cs}?b?{b64encode(text.encode(cs)).decode()}?="
+
+
+BROKEN = [
+    ("gt-from-first-line", (">From zhang@example.cn Thu Dec  3 10:00:00 2026\nFrom: " + b64("张三", "gbk")
+     + " <zhang@example.cn>\nSubject: " + b64("打印机故障", "gbk") + "\nContent-Type: text/plain; charset=gbk\n\n")
+     .encode() + "打印机卡纸".encode("gbk") + b"\n", "打印机故障", ("张三", "zhang@example.cn"), "打印机卡纸",
+     ["header line skipped: >From zhang@example.cn"]),
+    ("line-without-colon", ("From: " + b64("山田太郎", "iso-2022-jp") + " <yamada@example.jp>\nX-Mailer Foo 1.0\n"
+     "Subject: " + b64("プリンター故障", "iso-2022-jp") + "\nMIME-Version: 1.0\n"
+     "Content-Type: text/plain; charset=iso-2022-jp\n\n").encode() + jis("動きません") + b"\n",
+     "プリンター故障", ("山田太郎", "yamada@example.jp"), "動きません", ["header line skipped: X-Mailer Foo 1.0"]),
+    ("subject-wrapped-without-indent", ("From: " + b64("Иван", "koi8-r") + " <ivan@example.ru>\nSubject: "
+     + b64("Принтер", "koi8-r") + "\n" + b64("сломан", "koi8-r") + "\nContent-Type: text/plain; charset=koi8-r\n"
+     "Content-Transfer-Encoding: base64\n\n" + b64encode("Помогите".encode("koi8_r")).decode() + "\n").encode(),
+     "Принтерсломан", ("Иван", "ivan@example.ru"), "Помогите", ["joined to the field before"]),
+    ("junk-first-line-base64-body", ("garbage line\r\nFrom: =?iso-8859-1?q?J=FCrgen?= <j@example.de>\r\n"
+     "Subject: =?iso-8859-1?q?Drucker_f=FCr_K=F6ln?=\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
+     "Content-Transfer-Encoding: base64\r\n\r\n" + b64encode("Grüße aus Köln".encode("latin-1")).decode()
+     + "\r\n").encode(), "Drucker für Köln", ("Jürgen", "j@example.de"), "Grüße aus Köln",
+     ["header line skipped: garbage line"]),
+    ("no-blank-line-before-body", b"From: Anne <anne@example.fr>\nSubject: Imprimante\nBonjour,\nelle ne marche pas\n",
+     "Imprimante", ("Anne", "anne@example.fr"), "Bonjour,\nelle ne marche pas", ["no blank line"]),
+]
+
+
+@pytest.mark.parametrize(("kind", "raw", "subject", "who", "body", "warnings"), BROKEN, ids=[b[0] for b in BROKEN])
+def test_broken_header_blocks_are_read_with_a_warning(
+    kind: str, raw: bytes, subject: str, who: tuple[str, str], body: str, warnings: list[str]
+) -> None:
+    d = parse_email(raw)
+    assert d.subject == subject
+    assert (d.contact.name, d.contact.email) == who
+    assert d.body_text.strip() == body
+    got = d.labels["parse_warnings"]
+    assert isinstance(got, list) and len(got) == len(warnings)
+    for w, g in zip(warnings, got, strict=True):
+        assert w in g
+
+
+def test_a_sound_header_block_has_no_warning() -> None:
+    assert "parse_warnings" not in parse_email(raw_header_mail("gbk", "打印机故障", "张三", "a.txt", "gb18030")).labels

@@ -17,6 +17,7 @@ from email.message import Message
 from .decode import DEFAULT_CANDIDATES, decode_bytes, detect, normalize_charset
 
 HEADER_CANDIDATES = ("gb18030", "big5hkscs", "cp932", "utf_8", "latin_1")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]+")
 
 
@@ -86,7 +87,7 @@ class HeaderDecoder:
         """One clean line of text from a raw header value: raw 8-bit bytes and RFC 2047 words decoded."""
         if not value:
             return ""
-        value = self.unescape(value, charset)
+        value = _FOLD.sub("", self.unescape(value, charset))  # unfolding (RFC 5322 2.2.3)
         out: list[str] = []
         try:
             parts = decode_header(value)

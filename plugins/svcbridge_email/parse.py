@@ -22,7 +22,7 @@ import nh3
 # html_to_text: the one HTML -> text of svcbridge (helpdesk connectors use it for agents' replies)
 from svcbridge import Attachment, Contact, ExternalLink, ParseError, TicketDraft, html_to_text
 
-from . import msgid, tnef
+from . import headerblock, msgid, tnef
 from .decode import DEFAULT_CANDIDATES, decode_bytes
 from .enclosed import headers_part, leaves, message_part, uudecode
 from .headers import HeaderDecoder, raw_all, raw_first
@@ -287,6 +287,7 @@ def parse_email(
     raw: bytes, *, our_addresses: set[str] | None = None, candidates: tuple[str, ...] = DEFAULT_CANDIDATES
 ) -> TicketDraft:
     """Parse raw RFC 5322 bytes into a draft (never raises on odd charsets; ParseError on non-mail)."""
+    raw, repairs = headerblock.repair(raw)
     msg = message(raw)
     if not msg.keys() and not msg.get_payload():
         raise ParseError("no headers and no body: not an e-mail message")
@@ -294,6 +295,8 @@ def parse_email(
     text, body_html, atts, enclosed = walk(msg, candidates)
     automated, why = is_automated(msg, our_addresses or set())
     labels: dict[str, object] = {"automated_reason": why} if automated else {}
+    if repairs:  # a broken header block was read anyway (headerblock.py): say what was repaired
+        labels["parse_warnings"] = repairs[:10]
     if len(text) > MAX_BODY:
         # like Zammad's 1,500,000-character cut; the whole mail stays in the journal
         labels["body_truncated_from"] = len(text)
