@@ -37,3 +37,11 @@ bench: $(VENV)/.dev-installed
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
+
+# The long kill -9 campaign (issue 12 item 3; a short version runs in `make test`); figures in
+# tests/reliability/results/ and docs/reliability.md
+.PHONY: chaos
+chaos: $(VENV)/.dev-installed
+	CHAOS_KILLS=$${CHAOS_KILLS:-60} CHAOS_MAILS=$${CHAOS_MAILS:-500} CHAOS_POINT_ROUNDS=$${CHAOS_POINT_ROUNDS:-3} \
+	CHAOS_RESULTS=$${CHAOS_RESULTS:-tests/reliability/results/chaos-last.json} \
+	$(BIN)/pytest -q -s -m chaos tests/reliability/test_chaos.py $(PYTEST_ARGS)
