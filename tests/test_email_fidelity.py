@@ -270,3 +270,41 @@ def test_broken_header_blocks_are_read_with_a_warning(
 
 def test_a_sound_header_block_has_no_warning() -> None:
     assert "parse_warnings" not in parse_email(raw_header_mail("gbk", "打印机故障", "张三", "a.txt", "gb18030")).labels
+
+
+# item 4: the right body
+def multipart(subtype: str, *parts: tuple[str, str, bytes]) -> bytes:
+    out = b"From: a@example.com\nSubject: s\nMIME-Version: 1.0\nContent-Type: multipart/" + subtype.encode() + b"; boundary=P\n\n"
+    for ctype, cs, data in parts:
+        out += b"--P\nContent-Type: " + ctype.encode() + b"; charset=" + cs.encode() + b"\n\n" + data + b"\n"
+    return out + b"--P--\n"
+
+
+def alternative(plain: bytes, cs: str, html: bytes) -> bytes:
+    return multipart("alternative", ("text/plain", cs, plain), ("text/html", cs, html))
+
+
+BODIES = [
+    ("empty-plain-zh", alternative(b"", "gbk", "<p>打印机<b>卡纸</b></p>".encode("gbk")), "打印机卡纸", "<b>卡纸</b>"),
+    ("whitespace-plain-ja", alternative(b"  \n\n", "iso-2022-jp", b"<div>" + jis("動きません") + b"</div>"),
+     "動きません", "<div>"),
+    ("stub-plain-en", alternative(b"To view this message in HTML, use a mail client that supports it.", "utf-8",
+                                  b"<p>The printer jams on <i>every</i> page</p>"),
+     "The printer jams on every page", "<i>every</i>"),
+    ("stub-plain-zh", alternative("您的邮件客户端不支持HTML格式".encode("gb18030"), "gb18030",
+                                  "<p>复印机无法启动</p>".encode("gb18030")), "复印机无法启动", "<p>"),
+    ("real-plain-kept-ru", alternative("Принтер сломан".encode("koi8_r"), "koi8-r",
+                                       "<p>Принтер <b>сломан</b></p>".encode("koi8_r")), "Принтер сломан", "<b>"),
+    ("html-in-mixed-de", multipart("mixed", ("text/html", "iso-8859-1", "<p>Drucker defekt, Grüße</p>".encode("latin-1"))),
+     "Drucker defekt, Grüße", "<p>"),
+    ("several-inline-parts-in-order", multipart(
+        "mixed", ("text/plain", "utf-8", "第一部分".encode()), ("text/html", "big5", "<p>第二部分</p>".encode("big5")),
+        ("text/plain", "shift_jis", "第三部分".encode("cp932"))), "第一部分\n\n第二部分\n\n第三部分", "<p>"),
+]
+
+
+@pytest.mark.parametrize(("kind", "raw", "body", "html_piece"), BODIES, ids=[b[0] for b in BODIES])
+def test_the_right_body(kind: str, raw: bytes, body: str, html_piece: str) -> None:
+    d = parse_email(raw)
+    assert d.body_text.strip() == body
+    assert d.body_html is not None and html_piece in d.body_html and "<script" not in d.body_html

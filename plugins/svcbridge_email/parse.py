@@ -19,10 +19,10 @@ from typing import Any
 
 import nh3
 
-# html_to_text: the one HTML -> text of svcbridge (helpdesk connectors use it for agents' replies)
-from svcbridge import Attachment, Contact, ExternalLink, ParseError, TicketDraft, html_to_text
+from svcbridge import Attachment, Contact, ExternalLink, ParseError, TicketDraft
 
 from . import headerblock, msgid, tnef
+from .body import alternative_groups, compose
 from .decode import DEFAULT_CANDIDATES, decode_bytes
 from .enclosed import headers_part, leaves, message_part, uudecode
 from .headers import HeaderDecoder, raw_all, raw_first
@@ -183,6 +183,8 @@ def walk(msg: Message, candidates: tuple[str, ...]) -> tuple[str, str | None, li
     atts: list[Attachment] = []
     enclosed: list[str] = []
     dec = HeaderDecoder(msg, candidates)
+    pieces: list[tuple[str, str, int | None]] = []  # the body's text parts in order (body.py)
+    groups = alternative_groups(msg)
     for part in leaves(msg):  # a message/* part is kept whole, never opened into the body
         ctype = part.get_content_type()
         disp = (part.get_content_disposition() or "").lower()
@@ -203,6 +205,7 @@ def walk(msg: Message, candidates: tuple[str, ...]) -> tuple[str, str | None, li
                 text, uu = uudecode(text)
                 atts += uu
             (plain if ctype == "text/plain" else htmls).append(text)
+            pieces.append((ctype, text, groups.get(id(part))))
         elif ctype in ("message/delivery-status", "text/rfc822-headers"):
             plain_report = decode_bytes(data, part.get_content_charset(), candidates)
             att, ids = headers_part(data, fname, candidates)
@@ -215,11 +218,7 @@ def walk(msg: Message, candidates: tuple[str, ...]) -> tuple[str, str | None, li
         else:
             atts.append(Attachment.from_bytes(data, original_name=fname, content_type=ctype))
     body_html = nh3.clean(flatten_deep_html("\n".join(htmls))) if htmls else None
-    text = (
-        "\n\n".join(p.strip("\r\n") for p in plain)
-        if plain
-        else (html_to_text(body_html) if body_html else "")
-    )
+    text = compose(pieces) or "\n\n".join(p.strip("\r\n") for p in plain)
     return text.replace("\r\n", "\n"), body_html, atts, enclosed
 
 
