@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from svcbridge import ParseError, PluginSettings, RawMessage, ThreadMatch, TicketDraft, hookimpl
 
-from . import mailthread
+from . import bounce, mailthread
 from .maildir import MaildirSource
 from .outbound import MailNotifier
 from .parse import parse_email
@@ -235,6 +235,7 @@ def classify_ticket(draft: TicketDraft, ticket: Any) -> None:
     if ticket is not None and draft.channel == "email" and reply:
         draft.labels["_full_text"] = draft.body_text  # "_": this message's, not kept on the ticket
         draft.body_text = reply
+    bounce.classify(draft, ticket)  # a bounce / auto-reply: its event text, email_failing; unmatched: raises
 
 
 @hookimpl
@@ -244,6 +245,8 @@ def parse_message(raw: RawMessage) -> TicketDraft | None:
     if raw.metadata.get("fetch_error") and not raw.raw:
         # a source journaled a message it could not fetch: quarantine it with the source's reason
         raise ParseError(f"the mail could not be fetched: {raw.metadata['fetch_error']}")
+    if not bounce.looks_like_mail(raw.raw):  # binary junk, no header block: never a ticket of garbage
+        raise ParseError(f"{bounce.NOT_MAIL}: no header block")
     size = raw.metadata.get("oversize")
     data = raw.raw
     if size:
@@ -257,10 +260,19 @@ def parse_message(raw: RawMessage) -> TicketDraft | None:
     draft = parse_email(data, our_addresses=_state["our"], candidates=_state["candidates"])
     if size:
         draft.labels["oversize"] = size
+    report = bounce.inspect(data)
+    if report is not None:  # a bounce or an auto-reply: an event on its ticket, never answered
+        bounce.mark(draft, report)
     mailthread.add_content_link(draft)
     return draft
 
 
 @hookimpl
 def thread_message(draft: TicketDraft, lookup: Any) -> ThreadMatch | None:
-    return mailthread.thread(draft, lookup, _state["patterns"])
+    match = mailthread.thread(draft, lookup, _state["patterns"])
+    if match is None and draft.channel == "email":
+        for ref in bounce.thread_refs(draft):  # a bounce quoting our [SB-000123] in its body
+            found = lookup.by_ref(ref)
+            if found:
+                return ThreadMatch(ticket_ref=found.ref, reason=f"bounce or auto-reply about {ref}")
+    return match
