@@ -48,7 +48,9 @@ def is_stub(text: str) -> bool:
 
 
 def rendered(html: str, clean: bool = True) -> str:
-    return html_to_text(nh3.clean(html) if clean else html)
+    from .parse import flatten_deep_html  # nh3 is quadratic in nesting depth (parse.py)
+
+    return html_to_text(nh3.clean(flatten_deep_html(html)) if clean else html)
 
 
 def compose(pieces: list[tuple[str, str, int | None]]) -> str:
