@@ -237,6 +237,12 @@ def configure(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(lvl, logging.INFO))
+    # a uvicorn configured elsewhere in the process (its default dictConfig) gives its loggers their own
+    # handlers and propagate=False: their lines would bypass the redaction and the repeat filter
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        lg = logging.getLogger(name)
+        lg.handlers.clear()
+        lg.propagate = True
     for noisy in ("httpx", "httpcore", "alembic.runtime.migration", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

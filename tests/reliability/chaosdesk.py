@@ -62,7 +62,7 @@ class ChaosDesk:
         self.fates: Counter[str] = Counter()
         self.port = free_port()
         app = Starlette(routes=[Route("/{path:path}", self._serve, methods=["GET", "POST", "PUT"])])
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", access_log=False,
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, access_log=False,
                                 timeout_keep_alive=5, lifespan="off")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="chaos-zammad", daemon=True)
