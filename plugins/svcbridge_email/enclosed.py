@@ -99,11 +99,11 @@ def uudecode(text: str) -> tuple[str, list[Attachment]]:
                 continue
             try:
                 out += binascii.a2b_uu(line)
-            except binascii.Error:
+            except ValueError:  # binascii.Error, or a non-ASCII line (a str a2b_uu refuses)
                 try:  # encoders that miscount the padding
                     nbytes = (((ord(line[0]) - 32) & 63) * 4 + 5) // 3
                     out += binascii.a2b_uu(line[:nbytes])
-                except (binascii.Error, IndexError):
+                except (ValueError, IndexError):
                     return m.group(0)  # not uuencode after all: the text stays
         name = m.group(1).strip() or None
         ctype = (mimetypes.guess_type(name)[0] if name else None) or "application/octet-stream"
