@@ -45,3 +45,9 @@ chaos: $(VENV)/.dev-installed
 	CHAOS_KILLS=$${CHAOS_KILLS:-60} CHAOS_MAILS=$${CHAOS_MAILS:-500} CHAOS_POINT_ROUNDS=$${CHAOS_POINT_ROUNDS:-3} \
 	CHAOS_RESULTS=$${CHAOS_RESULTS:-tests/reliability/results/chaos-last.json} \
 	$(BIN)/pytest -q -s -m chaos tests/reliability/test_chaos.py $(PYTEST_ARGS)
+
+# The long fuzz campaign (issue 12 item 11; `make test` runs 50 examples per property): 5,000
+# examples per property, failures kept in var/hypothesis and replayed first on the next run
+.PHONY: fuzz
+fuzz: $(VENV)/.dev-installed
+	SVCBRIDGE_FUZZ_EXAMPLES=$${SVCBRIDGE_FUZZ_EXAMPLES:-5000} $(BIN)/pytest -q -m fuzz tests/test_fuzz.py $(PYTEST_ARGS)

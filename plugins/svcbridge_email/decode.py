@@ -55,7 +55,7 @@ def normalize_charset(label: str | None) -> str | None:
     name = ALIASES.get(name, name)
     try:
         info = codecs.lookup(name)
-    except LookupError:
+    except (LookupError, ValueError):  # unknown, or a NUL in the label (ValueError)
         return None
     # only text encodings a mail can be written in: "zlib", "base64" or "rot13" are codecs.lookup-able
     # but no text encoding (bytes.decode raises LookupError); "idna", "punycode" and "undefined" raise

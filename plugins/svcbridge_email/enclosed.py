@@ -42,6 +42,15 @@ def _name(subject: str, ext: str, fallback: str | None) -> str:
     return f"{subject}{ext}" if subject else (fallback or f"message{ext}")
 
 
+def _bytes(msg: Message) -> bytes:
+    """A parsed message's bytes; the stdlib's generator refuses a non-ASCII character it did not read as
+    8-bit (UnicodeEncodeError, fuzzing found U+FFFD in a multipart with an empty boundary)."""
+    try:
+        return msg.as_bytes()
+    except UnicodeError:
+        return msg.as_string().encode("utf-8", "surrogateescape")
+
+
 def message_part(
     part: Message, fname: str | None, candidates: tuple[str, ...]
 ) -> tuple[Attachment, list[str]]:
@@ -50,12 +59,12 @@ def message_part(
     payload = part.get_payload()
     inner: Message | None = None
     if ctype == "message/delivery-status" and isinstance(payload, list):
-        data = b"\n".join(block.as_bytes() for block in payload if isinstance(block, Message))
+        data = b"\n".join(_bytes(block) for block in payload if isinstance(block, Message))
         name = fname or "delivery-status.txt"
         return Attachment.from_bytes(data, original_name=name, content_type=ctype), []
     if isinstance(payload, list) and payload and isinstance(payload[0], Message):
         inner = payload[0]
-        data = inner.as_bytes()
+        data = _bytes(inner)
     else:  # a base64 or quoted-printable message/rfc822 (not allowed, but written)
         try:
             decoded = part.get_payload(decode=True)

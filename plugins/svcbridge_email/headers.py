@@ -18,7 +18,9 @@ from .decode import DEFAULT_CANDIDATES, decode_bytes, detect, normalize_charset
 
 HEADER_CANDIDATES = ("gb18030", "big5hkscs", "cp932", "utf_8", "latin_1")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]+")
+# C0 and C1 controls and the Unicode line separators (str.splitlines breaks at U+0085, U+2028 and U+2029:
+# the stdlib refuses such a subject in the acknowledgement's header), lone surrogates
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]+")
 
 
 def raw_all(msg: Message, name: str) -> list[str]:

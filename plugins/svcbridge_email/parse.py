@@ -33,7 +33,7 @@ MAX_SUBJECT = 1000  # characters, as the generic webhook allows
 # parts read of one mail: each undeclared 8-bit part costs a charset detection (about 3 ms), and a
 # 256 KB mail of 6,000 one-byte parts took 20 s; real mail has a few dozen
 MAX_PARTS = 500
-UNSAFE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]+")
+UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]+")  # no line break in any sense
 CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 NOT_IN_ADDRESS = re.compile(r"[\s\x00-\x1f\x7f\ud800-\udfff]")  # NUL, CR/LF, a lone surrogate: no address
 AUTOMATED_SENDERS = re.compile(r"^(mailer-daemon|postmaster|noreply|no-reply|do-not-reply|donotreply)@", re.I)
@@ -60,7 +60,7 @@ def decode_header_value(value: Any, candidates: tuple[str, ...] = DEFAULT_CANDID
     text = "".join(out)
     # no CR/LF or control characters survive into a subject or name (header injection on replies),
     # and no lone surrogate (no store takes one)
-    return re.sub(r"[\x00-\x1f\x7f\ud800-\udfff]+", " ", text).strip()
+    return UNSAFE.sub(" ", text).strip()
 
 
 def _surrogates(text: str, candidates: tuple[str, ...]) -> str:
@@ -86,6 +86,10 @@ def sender(msg: Message, candidates: tuple[str, ...]) -> Contact:
         if len(pairs) != 1 or pairs[0][1].count("@") != 1 or NOT_IN_ADDRESS.search(pairs[0][1]):
             continue
         name, addr = pairs[0]
+        if addr not in "\n".join(raw):
+            # assembled from pieces, never written as such: getaddresses reads "a@b.example (=?utf-8?Q?)?=)"
+            # as the address "a@b.example?=" (found by fuzzing)
+            continue
         if ENCODED_WORD.search(addr):  # =?utf-8?Q?agent?=@example.com names no mailbox: refused, never stored
             continue
         if header == "Reply-To" and not name.strip():
@@ -131,11 +135,17 @@ def _filename(part: Message, candidates: tuple[str, ...], dec: HeaderDecoder | N
             if v:
                 clean[h] = dec.unescape(v, part.get_content_charset())
         part = clean
-    name = part.get_filename()  # handles RFC 2231 (name*=, continuations)
-    if name is None:
-        name = part.get_param("name")
-        if isinstance(name, tuple):
-            name = email.utils.collapse_rfc2231_value(name)
+    try:
+        name = part.get_filename()  # handles RFC 2231 (name*=, continuations)
+        if name is None:
+            name = part.get_param("name")
+            if isinstance(name, tuple):
+                name = email.utils.collapse_rfc2231_value(name)
+    except UnicodeError:  # an RFC 2231 charset that fails even with "replace" (idna, undefined): as UTF-8
+        found = part.get_param("filename", header="content-disposition") or part.get_param("name")
+        value = found[2] if isinstance(found, tuple) else found
+        raw8 = value.encode("latin-1", "replace") if isinstance(value, str) else b""
+        name = raw8.decode("utf-8", "replace") or None
     return dec.text(name) if name else None
 
 

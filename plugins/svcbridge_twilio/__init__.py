@@ -12,6 +12,7 @@ Outbound: a notifier for channel ``sms`` posting to the Messages API with Basic 
 from __future__ import annotations
 
 import json
+import re
 import urllib.parse
 from typing import Any
 
@@ -26,6 +27,7 @@ from svcbridge import (
     DeliveryResult,
     ExternalLink,
     IntakeContext,
+    ParseError,
     PluginSettings,
     RawMessage,
     StoreUnavailable,
@@ -72,7 +74,9 @@ class _Inbound:
             return raw_body
         body = raw_body.decode("utf-8", errors="replace")
         params = urllib.parse.parse_qsl(body, keep_blank_values=True)
-        url = self.url + (f"?{request.url.query}" if request.url.query else "")
+        # the raw query (request.url decodes it as strict UTF-8: a 0x80 byte was a 500 before the check)
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        url = self.url + (f"?{query}" if query else "")
         sig = request.headers.get("x-twilio-signature", "")
         if not validate(self.cfg.auth_token.get_secret_value(), url, params, sig):
             log.warning("twilio_signature_refused", client=request.client.host if request.client else None)
@@ -151,20 +155,51 @@ def register_notifiers(register: Any, settings: Any) -> None:
 def parse_message(raw: RawMessage) -> TicketDraft | None:
     if raw.channel != "sms" or not raw.source.startswith("twilio:") or raw.raw is None:
         return None
-    data = dict(json.loads(raw.raw))
+    data = _fields(raw.raw)
     body = data.get("Body", "")
     media = [data[k] for k in sorted(data) if k.startswith("MediaUrl")]
-    first_line = body.strip().splitlines()[0] if body.strip() else "SMS"
+    text = body + ("\n\n" + "\n".join(media) if media else "")
+    first_line = body.strip().splitlines()[0] if body.strip() else ""
+    try:
+        contact = Contact(phone=data.get("From"))
+    except ValueError:
+        raise ParseError(f"From is not a phone number: {data.get('From', '')[:40]!r}") from None
     return TicketDraft(
         channel="sms",
-        subject=first_line[:80],
-        body_text=body + ("\n\n" + "\n".join(media) if media else ""),
-        contact=Contact(phone=data.get("From")),
+        # one line without control characters (it becomes a mail subject on other channels)
+        subject=_CONTROL.sub(" ", first_line).strip()[:80] or "SMS",
+        body_text=_storable(text),
+        contact=contact,
         links=[
-            ExternalLink(system="twilio", kind="message_sid", value=data.get("MessageSid", raw.external_id))
+            ExternalLink(
+                system="twilio", kind="message_sid", value=_storable(data.get("MessageSid", raw.external_id))
+            )
         ],
-        labels={"sms_to": data.get("To"), "num_media": data.get("NumMedia", "0")},
+        labels={"sms_to": _storable(data.get("To")), "num_media": _storable(data.get("NumMedia", "0"))},
     )
+
+
+def _storable(text: Any) -> Any:
+    """No NUL (PostgreSQL refuses it, in JSON too) and no lone surrogate (no store takes one)."""
+    return _SURROGATE.sub("\ufffd", text.replace("\x00", "")) if isinstance(text, str) else text
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]+")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _fields(raw: bytes) -> dict[str, str]:
+    """The form fields as the route journaled them (a JSON list of [name, value]); else ParseError."""
+    try:
+        found = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nesting
+        raise ParseError(f"not the fields of a Twilio webhook: {type(exc).__name__}") from None
+    pairs = list(found.items()) if isinstance(found, dict) else found
+    if not isinstance(pairs, list) or not all(
+        isinstance(p, list | tuple) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in pairs
+    ):
+        raise ParseError("not the fields of a Twilio webhook: expected [name, value] string pairs")
+    return dict(pairs)
 
 
 @hookimpl

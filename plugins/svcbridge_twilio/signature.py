@@ -16,11 +16,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 
 def compute(auth_token: str, url: str, params: list[tuple[str, str]]) -> str:
-    data = url
-    for name in sorted({k for k, _ in params}):
-        for value in sorted({v for k, v in params if k == name}):  # repeated values once, as the SDK does
-            data += name + value
-    mac = hmac.new(auth_token.encode(), data.encode("utf-8"), hashlib.sha1).digest()
+    values: dict[str, set[str]] = {}
+    for k, v in params:  # one pass: a scan of every parameter per name was quadratic (8,000 took 4 s)
+        values.setdefault(k, set()).add(v)
+    # repeated values once, as the SDK does
+    data = url + "".join(name + value for name in sorted(values) for value in sorted(values[name]))
+    mac = hmac.new(auth_token.encode(), data.encode("utf-8", "surrogatepass"), hashlib.sha1).digest()
     return base64.b64encode(mac).decode()
 
 
@@ -38,6 +39,10 @@ def _variants(url: str) -> list[str]:
 
 
 def validate(auth_token: str, url: str, params: list[tuple[str, str]], signature: str) -> bool:
-    if not signature:
+    if not signature or not signature.isascii():  # compare_digest refuses non-ASCII str (TypeError)
         return False
-    return any(hmac.compare_digest(compute(auth_token, u, params), signature) for u in _variants(url))
+    try:
+        urls = _variants(url)
+    except ValueError:  # a port that is no number, an unclosed IPv6 bracket: nothing Twilio signed
+        return False
+    return any(hmac.compare_digest(compute(auth_token, u, params), signature) for u in urls)

@@ -15,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from typing import Any
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -27,6 +28,7 @@ from svcbridge import (
     Asset,
     Contact,
     IntakeContext,
+    ParseError,
     PluginSettings,
     Priority,
     RawMessage,
@@ -51,6 +53,23 @@ class WebhookSettings(PluginSettings):
     path: str = "generic"
 
 
+# a one-line field: nothing str.splitlines() breaks at (the stdlib refuses a subject it splits in a mail
+# header, and the notice is dead-lettered), no NUL, no lone surrogate; other control characters stay
+# (the CLI shows them inert) and are the helpdesk's to render
+_LINE_UNSAFE = re.compile(r"[\x00\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029\ud800-\udfff]+")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # JSON may escape a lone surrogate; no store takes one
+
+
+def _line(value: str | None) -> str | None:
+    """One line of text (a subject reaches mail headers), nothing a store refuses."""
+    return None if value is None else _LINE_UNSAFE.sub(" ", value).strip()
+
+
+def _text(value: str | None) -> str | None:
+    """Free text: no NUL (PostgreSQL refuses it) and no lone surrogate."""
+    return None if value is None else _SURROGATE.sub("\ufffd", value.replace("\x00", ""))
+
+
 class Payload(BaseModel):
     model_config = ConfigDict(extra="ignore")
     id: str = Field(min_length=1, max_length=300)
@@ -61,6 +80,20 @@ class Payload(BaseModel):
     asset: Asset = Field(default_factory=Asset)
     priority: Priority = Priority.P3
 
+    @model_validator(mode="after")
+    def _storable(self) -> Payload:
+        """What a sender writes is text for a ticket: one-line fields stay one line, nothing unstorable."""
+        c = self.contact
+        if c.email is not None and re.search(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", c.email):
+            raise ValueError("contact.email holds a control character")
+        self.subject = _line(self.subject) or ""
+        self.body = _text(self.body) or ""
+        self.customer = _line(self.customer)
+        self.contact = c.model_copy(update={"name": _line(c.name), "company": _line(c.company)})
+        a = self.asset
+        self.asset = a.model_copy(update={k: _line(getattr(a, k)) for k in ("vendor", "model", "serial")})
+        return self
+
 
 class StatusPayload(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -70,6 +103,12 @@ class StatusPayload(BaseModel):
     public_reply: str | None = None
     internal_note: str | None = None
     actor: str = "agent"
+
+    @model_validator(mode="after")
+    def _storable(self) -> StatusPayload:
+        self.public_reply, self.internal_note = _text(self.public_reply), _text(self.internal_note)
+        self.actor = _line(self.actor) or "agent"
+        return self
 
 
 def sign(secret: str, timestamp: int | str, body: bytes) -> str:
@@ -86,16 +125,25 @@ def verify(
     sig = headers.get("x-svcbridge-signature", "")
     if not ts or not sig:
         return "missing signature headers"
-    if not ts.isdigit():
+    # ASCII digits only, and a sane number of them: str.isdigit() accepts "²" (a Latin-1 header byte)
+    # that int() refuses, and 5,000 digits overflow int() or the float subtraction (a 500 before auth)
+    if not (ts.isascii() and ts.isdigit()) or len(ts) > 15:
         return "bad timestamp"
     if abs((now or time.time()) - int(ts)) > tolerance:
         return "timestamp outside tolerance"
-    offered = [p.strip() for p in sig.split(",") if p.strip().startswith("v1=")]
+    # ASCII only: hmac.compare_digest raises TypeError on a non-ASCII str (a Latin-1 header byte)
+    offered = [p.strip() for p in sig.split(",") if p.strip().startswith("v1=") and p.isascii()]
     for secret in secrets:
         expected = sign(secret, ts, body)
         if any(hmac.compare_digest(expected, o) for o in offered):
             return None
     return "signature mismatch"
+
+
+def _invalid(exc: ValidationError) -> Response:
+    # no context: a validator's ValueError in it is no JSON (the 422 became a 500)
+    detail = exc.errors(include_url=False, include_input=False, include_context=False)
+    return JSONResponse({"error": "invalid payload", "detail": detail}, status_code=422)
 
 
 class _Endpoint:
@@ -122,10 +170,7 @@ class _Endpoint:
         try:
             payload = Payload.model_validate_json(body)
         except ValidationError as exc:
-            return JSONResponse(
-                {"error": "invalid payload", "detail": exc.errors(include_url=False, include_input=False)},
-                status_code=422,
-            )
+            return _invalid(exc)
         raw = RawMessage(
             channel="webhook", source=f"webhook:{self.cfg.path}", external_id=payload.id, raw=body
         )
@@ -142,10 +187,7 @@ class _Endpoint:
         try:
             p = StatusPayload.model_validate_json(body)
         except ValidationError as exc:
-            return JSONResponse(
-                {"error": "invalid payload", "detail": exc.errors(include_url=False, include_input=False)},
-                status_code=422,
-            )
+            return _invalid(exc)
         upd = StatusUpdate(
             ticket_ref=p.ticket_ref,
             system=f"webhook:{self.cfg.path}",
@@ -182,7 +224,14 @@ def register_routes(register: Any, settings: Any) -> None:
 def parse_message(raw: RawMessage) -> TicketDraft | None:
     if raw.channel != "webhook" or raw.raw is None:
         return None
-    p = Payload.model_validate(json.loads(raw.raw))
+    try:
+        data = json.loads(raw.raw)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, deep nesting
+        raise ParseError(f"not JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
+    try:
+        p = Payload.model_validate(data)
+    except ValidationError as exc:  # pydantic quotes the offending values (shown inert by the CLI)
+        raise ParseError(f"not a webhook payload: {exc}") from None
     return TicketDraft(
         channel="webhook",
         subject=p.subject,
