@@ -30,34 +30,11 @@ from starlette.routing import Route
 from conftest import eml, free_port
 from svcbridge import httpguard
 from svcbridge.daemon import _Server
-from test_daemon import _STARTED, BIN, _no_stray_daemons, cli, stop, wait_for  # noqa: F401
+from test_daemon import _STARTED, BIN, _no_stray_daemons, cli, stop, wait_for, write_config  # noqa: F401
 
 PARTIAL = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
 FD_LIMIT = 400
 HEADER_TIMEOUT = 5
-
-
-def _config(tmp_path: Path, port: int, http: str = "") -> Path:
-    cfg = tmp_path / "svcbridge.toml"
-    cfg.write_text(
-        f"""
-data_dir = "{tmp_path}/var"
-shutdown_grace = 5
-[http]
-port = {port}
-{http}
-[log]
-format = "json"
-[plugins.email]
-from_address = "support@bridge.test"
-[plugins.email.maildir]
-path = "{tmp_path}/maildir"
-interval = 0.1
-[plugins.email.outbound]
-spool_dir = "{tmp_path}/outgoing"
-"""
-    )
-    return cfg
 
 
 def _start_limited(cfg: Path, log: Path, nofile: int) -> subprocess.Popen:
@@ -122,7 +99,7 @@ def _daemon_fds(pid: int) -> int:
 @pytest.mark.slow
 def test_slow_headers_do_not_take_the_daemon_down(tmp_path: Path) -> None:
     port = free_port()
-    cfg = _config(tmp_path, port, f"header_timeout = {HEADER_TIMEOUT}")
+    cfg = write_config(tmp_path, port, f"header_timeout = {HEADER_TIMEOUT}")
     log = tmp_path / "daemon.log"
     proc = _start_limited(cfg, log, FD_LIMIT)
     new = tmp_path / "maildir" / "new"
@@ -312,8 +289,8 @@ async def test_at_the_cap_the_longest_wait_for_headers_goes_then_a_503() -> None
 
 
 def test_connection_cap_leaves_descriptors_free_and_the_limit_is_raised() -> None:
-    assert httpguard.connection_cap(1000, 400) == 400 - 128 - httpguard.ACCEPT_BATCH
-    assert httpguard.connection_cap(1000, 1024) == 1024 - 256 - httpguard.ACCEPT_BATCH
+    assert httpguard.connection_cap(1000, 400) == 400 - 128 - 2 * httpguard.ACCEPT_BATCH
+    assert httpguard.connection_cap(1000, 1024) == 1024 - 256 - 2 * httpguard.ACCEPT_BATCH
     assert httpguard.connection_cap(1000, 1 << 20) == 1000
     assert httpguard.connection_cap(1000, 64) == 1
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -76,10 +76,17 @@ def raise_nofile_limit() -> int:
 
 
 def connection_cap(max_connections: int, nofile: int) -> int:
-    """``max_connections``, lowered so that a quarter of the descriptors (at least 128) and one
-    accept batch stay free for everything else."""
+    """``max_connections``, lowered so that a quarter of the descriptors (at least 128) and two
+    accept batches stay free for everything else.
+
+    Two: asyncio's accept callback takes up to a batch of sockets at once, and their
+    ``connection_made`` (where the oldest waiting connection is evicted) runs in the next loop
+    iteration, in which the next batch is already accepted before the evicted sockets are closed
+    (``transport.close`` closes them one iteration later still). One batch of headroom ran out under
+    attack: an ``accept()`` EMFILE at 400 descriptors.
+    """
     reserve = max(FD_RESERVE_MIN, nofile // 4)
-    return max(1, min(max_connections, nofile - reserve - ACCEPT_BATCH))
+    return max(1, min(max_connections, nofile - reserve - 2 * ACCEPT_BATCH))
 
 
 def bind(host: str, port: int) -> socket.socket:
