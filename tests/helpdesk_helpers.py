@@ -199,3 +199,43 @@ def crash_then_recover(cfg: Path, tmp_path: Path, faults: str, rows: int, crash_
         code = proc.wait(timeout=30)
     assert code == 0, log_tail(cfg)
     return took
+
+
+def sent(tmp_path: Path) -> list[email.message.Message]:
+    """The notices the spool transport wrote, oldest first."""
+    d = tmp_path / "outgoing"
+    return [email.message_from_bytes(p.read_bytes()) for p in sorted(d.glob("*.eml"))] if d.exists() else []
+
+
+def plugin(name: str, **hooks: Any) -> Any:
+    """A plugin object with the given hook implementations (a fresh plugin manager takes it in ``extra``)."""
+    import types
+
+    from svcbridge import hookimpl
+
+    mod = types.SimpleNamespace(__name__=name)
+    for hook, fn in hooks.items():
+        setattr(mod, hook, hookimpl(fn))
+    return mod
+
+
+class Recorder:
+    """A helpdesk sink (not inline) that records what it is sent: stands for a helpdesk."""
+
+    name = "desk"
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    async def deliver(self, item: Any) -> Any:
+        from svcbridge import DeliveryResult
+
+        self.items.append(item)
+        return DeliveryResult(detail="ok")
+
+    async def reconcile(self, item: Any) -> None:
+        return None
+
+
+def recorder_plugin(desk: Recorder) -> Any:
+    return plugin("deskplugin", register_sinks=lambda register: register(desk))

@@ -275,3 +275,30 @@ def test_commands_log_warnings_only_unless_verbose(cfg: Path) -> None:
     # warnings still show without -v
     res = run(cfg, "ingest", "--channel", "webhook", "-", input=b"{broken")
     assert '"level": "warning"' in res.stderr and "quarantined" in res.stderr
+
+
+def test_jobs_and_timers_commands(cfg: Path) -> None:
+    """list / show / retry of the durable work rows (cli_work.py), on a store with one of each."""
+    from datetime import UTC, datetime
+
+    from svcbridge.app import App
+    from svcbridge.settings import load_settings
+    from svcbridge.store import schema
+    from svcbridge.store.jobs import enqueue_job, schedule_timer
+
+    app = App.build(load_settings(str(cfg)))
+    with app.store.tx() as conn:
+        enqueue_job(conn, "w.lookup", "k1", None, {"serial": "SN1"})
+        schedule_timer(conn, "", "sla.warn", None, datetime(2030, 1, 1, tzinfo=UTC), {})
+        conn.execute(schema.jobs.update().values(status="dead", last_error="permanent: gone"))
+    listed = run(cfg, "jobs", "list")
+    assert listed.exit_code == 0 and "w.lookup" in listed.output and "dead" in listed.output
+    shown = json.loads(run(cfg, "jobs", "show", "1").output)
+    assert (shown["kind"], shown["data"], shown["ticket"]) == ("w.lookup", {"serial": "SN1"}, "-")
+    assert run(cfg, "jobs", "retry", "1").exit_code == 0
+    assert json.loads(run(cfg, "jobs", "show", "1").output)["status"] == "pending"
+    assert run(cfg, "jobs", "retry", "1").exit_code == 1  # pending already: nothing to retry
+    assert run(cfg, "jobs", "show", "99").exit_code == 1
+    assert "sla.warn" in run(cfg, "timers", "list").output
+    assert json.loads(run(cfg, "timers", "show", "1").output)["name"] == "sla.warn"
+    assert run(cfg, "timers", "retry", "1").exit_code == 1  # still pending

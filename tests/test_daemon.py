@@ -19,7 +19,8 @@ from conftest import eml, free_port
 BIN = Path(sys.executable).parent / "svcbridge"
 
 
-def write_config(tmp_path: Path, port: int) -> Path:
+def write_config(tmp_path: Path, port: int, http: str = "") -> Path:
+    """A daemon on loopback with a Maildir and the spool transport; ``http``: more [http] lines."""
     cfg = tmp_path / "svcbridge.toml"
     cfg.write_text(
         f"""
@@ -27,6 +28,7 @@ data_dir = "{tmp_path}/var"
 shutdown_grace = 5
 [http]
 port = {port}
+{http}
 [log]
 format = "json"
 [plugins.email]

@@ -25,7 +25,8 @@ import pytest
 
 import svcbridge
 from conftest import eml
-from svcbridge import DeliveryResult, Priority, StatusUpdate, TicketState, hookimpl, utcnow
+from helpdesk_helpers import Recorder, drop, plugin, recorder_plugin
+from svcbridge import Priority, StatusUpdate, TicketState, utcnow
 from svcbridge.plugins import make_plugin_manager
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
@@ -48,40 +49,6 @@ def load_example(name: str, module: str, monkeypatch: pytest.MonkeyPatch) -> typ
     # padded so a traceback's line number is the line in docs/plugins.md
     exec(compile("\n" * (line - 1) + code, str(GUIDE), "exec"), mod.__dict__)
     return mod
-
-
-def plugin(name: str, **hooks: Any) -> Any:
-    """A test-side plugin made of a few functions (the helpdesk recorder, a triage rule)."""
-    mod = types.SimpleNamespace(__name__=name)
-    for hook, fn in hooks.items():
-        setattr(mod, hook, hookimpl(fn))
-    return mod
-
-
-def drop(tmp_path: Path, name: str, data: bytes) -> None:
-    new = tmp_path / "maildir" / "new"
-    new.mkdir(parents=True, exist_ok=True)
-    (new / name).write_bytes(data)
-
-
-class Recorder:
-    """A helpdesk sink that records what it is sent."""
-
-    name = "desk"
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-
-    async def deliver(self, item: Any) -> DeliveryResult:
-        self.items.append(item)
-        return DeliveryResult(detail="ok")
-
-    async def reconcile(self, item: Any) -> None:
-        return None
-
-
-def recorder_plugin(desk: Recorder) -> Any:
-    return plugin("deskplugin", register_sinks=lambda register: register(desk))
 
 
 async def settle(app: Any, rounds: int = 40) -> None:

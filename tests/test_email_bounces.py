@@ -3,21 +3,10 @@
 
 from __future__ import annotations
 
-import email
 from pathlib import Path
 
 from conftest import eml
-
-
-def drop(tmp_path: Path, name: str, data: bytes) -> None:
-    new = tmp_path / "maildir" / "new"
-    new.mkdir(parents=True, exist_ok=True)
-    (new / name).write_bytes(data)
-
-
-def sent(tmp_path: Path) -> list[email.message.Message]:
-    d = tmp_path / "outgoing"
-    return [email.message_from_bytes(p.read_bytes()) for p in sorted(d.glob("*.eml"))] if d.exists() else []
+from helpdesk_helpers import drop, sent
 
 
 def rfc3464(notice_id: str) -> bytes:

@@ -8,7 +8,6 @@ a Python flag the handler reads.
 from __future__ import annotations
 
 import asyncio
-import types
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,51 +15,17 @@ from typing import Any
 import pytest
 
 from conftest import eml
+from helpdesk_helpers import Recorder, drop, plugin, recorder_plugin
 from svcbridge import (
     AuthFailed,
-    DeliveryResult,
     JobKind,
     NotReady,
     PermanentError,
     TicketChange,
     TimerKind,
-    hookimpl,
 )
 from svcbridge.jobs import WorkRunner
 from svcbridge.plugins import make_plugin_manager
-
-
-def drop(tmp_path: Path, name: str, data: bytes) -> None:
-    new = tmp_path / "maildir" / "new"
-    new.mkdir(parents=True, exist_ok=True)
-    (new / name).write_bytes(data)
-
-
-class Recorder:
-    """A sink (not inline) that records what it is sent: stands for a real helpdesk."""
-
-    name = "desk"
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-
-    async def deliver(self, item: Any) -> DeliveryResult:
-        self.items.append(item)
-        return DeliveryResult(detail="ok")
-
-    async def reconcile(self, item: Any) -> None:
-        return None
-
-
-def plugin(name: str = "warranty", **hooks: Any) -> Any:
-    mod = types.SimpleNamespace(__name__=name)
-    for hook, fn in hooks.items():
-        setattr(mod, hook, hookimpl(fn))
-    return mod
-
-
-def desk_plugin(desk: Recorder) -> Any:
-    return plugin("deskplugin", register_sinks=lambda register: register(desk))
 
 
 async def test_an_enrichment_whose_vendor_is_down_creates_the_ticket_at_once_and_the_answer_later(
@@ -87,7 +52,7 @@ async def test_an_enrichment_whose_vendor_is_down_creates_the_ticket_at_once_and
             JobKind("warranty.lookup", lookup, backoff_initial=0.5, backoff_max=0.5)
         ),
     )
-    pm = make_plugin_manager(extra=(kinds, desk_plugin(desk)))
+    pm = make_plugin_manager(extra=(kinds, recorder_plugin(desk)))
     app = make_app(pm=pm, routing={"default": ["desk"]})
     drop(tmp_path, "a", eml())
     res = await app.run_once()
@@ -290,7 +255,7 @@ async def test_a_follow_up_whose_enrichment_changes_the_category_is_stored_and_s
             draft.category = "power"
             draft.labels["symptom"] = "no power"
 
-    pm = make_plugin_manager(extra=(plugin("cat", classify_ticket=classify_ticket), desk_plugin(desk)))
+    pm = make_plugin_manager(extra=(plugin("cat", classify_ticket=classify_ticket), recorder_plugin(desk)))
     app = make_app(pm=pm, routing={"default": ["desk"]})
     drop(tmp_path, "1", eml())
     await app.run_once()
@@ -423,7 +388,7 @@ async def test_each_run_of_a_job_and_each_stage_of_a_plugin_reaches_the_helpdesk
         enrich_ticket=enrich_ticket,
         register_job_kinds=lambda register: register(JobKind("w.lookup", lookup)),
     )
-    app = make_app(pm=make_plugin_manager(extra=(kinds, desk_plugin(desk))), routing={"default": ["desk"]})
+    app = make_app(pm=make_plugin_manager(extra=(kinds, recorder_plugin(desk))), routing={"default": ["desk"]})
     drop(tmp_path, "1", eml())
     await app.run_once()
     t = app.store.get_ticket("SB-000001")

@@ -62,8 +62,32 @@ def _ref(app: Any, ticket_id: Any) -> str:
     return app.store.ref_for(int(ticket_id)) if ticket_id is not None else "-"
 
 
-def _dump(row: dict[str, Any]) -> str:
+def _dump(row: Any) -> str:
     return json.dumps(row, default=str, indent=2, ensure_ascii=False)
+
+
+def _rows(ctx: click.Context, table: str) -> tuple[Any, Any]:
+    app = _app(ctx)
+    return app, getattr(app.work, table)
+
+
+def _show(ctx: click.Context, table: str, what: str, row_id: int) -> None:
+    """One row as JSON, with its ticket's reference; exit 1 when there is none."""
+    app, rows = _rows(ctx, table)
+    row = rows.get(row_id)
+    if row is None:
+        err.print(f"no {what} {row_id}")
+        sys.exit(1)
+    click.echo(_dump({**row, "ticket": _ref(app, row["ticket_id"])}))
+
+
+def _retry(ctx: click.Context, table: str, what: str, row_id: int, done: str) -> None:
+    """A row that is not pending runs again; exit 1 when there is none."""
+    rows = _rows(ctx, table)[1]
+    if not rows.retry(row_id):
+        err.print(f"no {what} {row_id} that is not pending")
+        sys.exit(1)
+    out.print(f"{what} {row_id} {done}")
 
 
 @click.group()
@@ -77,10 +101,10 @@ def jobs() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def jobs_list(ctx: click.Context, status: str | None, limit: int, as_json: bool) -> None:
-    app = _app(ctx)
-    rows = app.work.jobs.list(status, limit)
+    app, table_rows = _rows(ctx, "jobs")
+    rows = table_rows.list(status, limit)
     if as_json:
-        click.echo(json.dumps(rows, default=str, indent=2, ensure_ascii=False))
+        click.echo(_dump(rows))
         return
     table = Table("id", "kind", "key", "ticket", "status", "attempts", "next attempt", "last error")
     for r in rows:
@@ -102,12 +126,7 @@ def jobs_list(ctx: click.Context, status: str | None, limit: int, as_json: bool)
 @click.pass_context
 def jobs_show(ctx: click.Context, job_id: int) -> None:
     """One job with its data, result and last error (JSON)."""
-    app = _app(ctx)
-    row = app.work.jobs.get(job_id)
-    if row is None:
-        err.print(f"no job {job_id}")
-        sys.exit(1)
-    click.echo(_dump({**row, "ticket": _ref(app, row["ticket_id"])}))
+    _show(ctx, "jobs", "job", job_id)
 
 
 @jobs.command("retry")
@@ -115,11 +134,7 @@ def jobs_show(ctx: click.Context, job_id: int) -> None:
 @click.pass_context
 def jobs_retry(ctx: click.Context, job_id: int) -> None:
     """Run a dead, parked or finished job again (its attempts start from zero)."""
-    app = _app(ctx)
-    if not app.work.jobs.retry(job_id):
-        err.print(f"no job {job_id} that is not pending")
-        sys.exit(1)
-    out.print(f"job {job_id} queued")
+    _retry(ctx, "jobs", "job", job_id, "queued")
 
 
 @click.group()
@@ -133,10 +148,10 @@ def timers() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def timers_list(ctx: click.Context, status: str | None, limit: int, as_json: bool) -> None:
-    app = _app(ctx)
-    rows = app.work.timers.list(status, limit)
+    table_rows = _rows(ctx, "timers")[1]
+    rows = table_rows.list(status, limit)
     if as_json:
-        click.echo(json.dumps(rows, default=str, indent=2, ensure_ascii=False))
+        click.echo(_dump(rows))
         return
     table = Table("id", "name", "ticket", "due", "status", "fired", "late s", "last error")
     for r in rows:
@@ -158,12 +173,7 @@ def timers_list(ctx: click.Context, status: str | None, limit: int, as_json: boo
 @click.pass_context
 def timers_show(ctx: click.Context, timer_id: int) -> None:
     """One timer (JSON)."""
-    app = _app(ctx)
-    row = app.work.timers.get(timer_id)
-    if row is None:
-        err.print(f"no timer {timer_id}")
-        sys.exit(1)
-    click.echo(_dump(row))
+    _show(ctx, "timers", "timer", timer_id)
 
 
 @timers.command("retry")
@@ -171,8 +181,4 @@ def timers_show(ctx: click.Context, timer_id: int) -> None:
 @click.pass_context
 def timers_retry(ctx: click.Context, timer_id: int) -> None:
     """Arm a dead, fired or cancelled timer again; it fires at once (its due time is kept)."""
-    app = _app(ctx)
-    if not app.work.timers.retry(timer_id):
-        err.print(f"no timer {timer_id} that is not pending")
-        sys.exit(1)
-    out.print(f"timer {timer_id} armed")
+    _retry(ctx, "timers", "timer", timer_id, "armed")

@@ -130,7 +130,7 @@ class WorkRunner:
         due = await asyncio.to_thread(rows.due, self.concurrency, now, names)
         if not due:
             return []
-        longest = max(lease(r["kind"] if "kind" in r else r["name"]) for r in due)
+        longest = max(lease(r[rows.name_col]) for r in due)
         got = await asyncio.to_thread(rows.claim, [r["id"] for r in due], now, longest + CLAIM_MARGIN)
         return [(r, got[r["id"]]) for r in due if r["id"] in got]
 

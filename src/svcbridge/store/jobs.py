@@ -131,6 +131,8 @@ class Rows:
 
     def __init__(self, store: Store, table: Table, worker_id: str) -> None:
         self.store, self.table, self.worker_id = store, table, worker_id
+        # what a row's handler is looked up by: a job's kind, a timer's name
+        self.name_col = "kind" if "kind" in table.c else "name"
 
     def due(self, limit: int, now: datetime, names: set[str] | None = None) -> list[dict[str, Any]]:
         c = self.table.c
@@ -145,7 +147,7 @@ class Rows:
             .limit(limit)
         )
         if names is not None:  # only kinds some plugin registered: the others wait for theirs
-            q = q.where((c.kind if "kind" in c else c.name).in_(sorted(names)))
+            q = q.where(c[self.name_col].in_(sorted(names)))
         with self.store.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
 
@@ -257,20 +259,16 @@ class Rows:
     def next_due_in(self, now: datetime, names: set[str]) -> float | None:
         """Seconds until the next row this runner can run is due (None: none waits); rows of kinds no
         plugin registers and rows another runner holds do not count (the daemon would spin on them)."""
+        if not names:
+            return None  # no plugin runs any: nothing this runner waits for (no query per idle second)
         c = self.table.c
         q = select(func.min(c.next_attempt_at)).where(
             c.status == "pending",
-            (c.kind if "kind" in c else c.name).in_(sorted(names)),
+            c[self.name_col].in_(sorted(names)),
             or_(c.claimed_until.is_(None), c.claimed_until < now),
         )
         with self.store.engine.connect() as conn:
             nxt = conn.execute(q).scalar()
         if nxt is None:
             return None
-        if isinstance(nxt, str):  # func.min bypasses the type decorator on SQLite
-            nxt = datetime.fromisoformat(nxt)
-        if nxt.tzinfo is None:
-            from datetime import UTC
-
-            nxt = nxt.replace(tzinfo=UTC)
-        return max(0.0, (nxt - now).total_seconds())
+        return max(0.0, (t.aware(nxt) - now).total_seconds())

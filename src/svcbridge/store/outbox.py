@@ -295,10 +295,4 @@ class Outbox:
             ).scalar()
         if nxt is None:
             return None
-        if isinstance(nxt, str):  # func.min bypasses the type decorator on SQLite
-            nxt = datetime.fromisoformat(nxt)
-        if nxt.tzinfo is None:
-            from datetime import UTC
-
-            nxt = nxt.replace(tzinfo=UTC)
-        return max(0.0, (nxt - utcnow()).total_seconds())
+        return max(0.0, (t.aware(nxt) - utcnow()).total_seconds())

@@ -53,6 +53,13 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 TS = UTCDateTime()
 
+
+def aware(value: datetime | str) -> datetime:
+    """A timestamp read past the type decorator (``func.min`` on SQLite gives text or a naive value)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
 journal = Table(
     "journal",
     metadata,
