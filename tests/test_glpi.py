@@ -126,3 +126,22 @@ def test_webhook_bodies_that_say_nothing_are_ignored() -> None:
     upd = to_update(cfg, {"event": "new", "item": {"itemtype": "Ticket", "items_id": 4, "is_private": 1,
                                                    "content": "&lt;p&gt;Part &amp; labour&lt;/p&gt;"}})
     assert upd is not None and upd.internal_note == "Part & labour" and upd.public_reply is None
+
+
+@pytest.mark.parametrize("good, want", [(4, "4"), ("17", "17"), ("0042", "42")])
+def test_webhook_ids_are_read_as_glpi_sends_them(good: Any, want: str) -> None:
+    cfg = GlpiSettings(url="https://glpi.example.com", user_token="t")
+    upd = to_update(cfg, {"item": {"id": good, "status": 5}})
+    assert upd is not None and upd.external_ticket_id == want
+    upd = to_update(cfg, {"item": {"itemtype": "Ticket", "items_id": good, "content": "hi"}})
+    assert upd is not None and upd.external_ticket_id == want
+
+
+@pytest.mark.parametrize("bad", [float("inf"), 1e300, 1.7, True, "１２", "²", "-1", "", 0, 2**70, None, [4], "1" * 40])
+def test_webhook_ids_glpi_never_sends_are_refused(bad: Any) -> None:
+    # int() took 1e999 to an OverflowError (a 500), 1.7 to ticket 1 and True to ticket 1
+    cfg = GlpiSettings(url="https://glpi.example.com", user_token="t")
+    with pytest.raises(ValueError, match="not a GLPI id"):
+        to_update(cfg, {"item": {"id": bad, "status": 5}})
+    with pytest.raises(ValueError, match="not a GLPI id"):
+        to_update(cfg, {"item": {"itemtype": "Ticket", "items_id": bad, "content": "hi"}})

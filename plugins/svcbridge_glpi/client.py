@@ -262,6 +262,19 @@ class GlpiSink(HelpdeskSink):
 
 
 # ---------------------------------------------------------------------- the webhook
+def _item_id(value: Any) -> str:
+    """A GLPI id as it arrives in a webhook: an int or a string of ASCII digits, nothing else.
+
+    ``int()`` would take 1e999 (OverflowError), 1.7 (silently 1) and True (1): a float or bool id is
+    not one GLPI sends, so it is refused with ValueError like any other unreadable payload.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
+        return str(value)
+    if isinstance(value, str) and value.isascii() and value.isdigit() and 0 < len(value) < 19:
+        return str(int(value))
+    raise ValueError(f"not a GLPI id: {type(value).__name__}")
+
+
 def to_update(cfg: GlpiSettings, data: Any) -> StatusUpdate | None:
     """One webhook body ``{event, item}`` as a StatusUpdate, or None when it says nothing to svcbridge."""
     event, item = data.get("event"), data.get("item")
@@ -276,7 +289,7 @@ def to_update(cfg: GlpiSettings, data: Any) -> StatusUpdate | None:
         who = item.get("users_id")
         return StatusUpdate(
             system=cfg.name,
-            external_ticket_id=str(int(item["items_id"])),
+            external_ticket_id=_item_id(item["items_id"]),
             public_reply=None if private else text,
             internal_note=text if private else None,
             actor=f"{cfg.name}:user{who}" if who else cfg.name,
@@ -286,7 +299,7 @@ def to_update(cfg: GlpiSettings, data: Any) -> StatusUpdate | None:
         if state is None:
             return None
         return StatusUpdate(
-            system=cfg.name, external_ticket_id=str(int(item["id"])), state=state, actor=cfg.name
+            system=cfg.name, external_ticket_id=_item_id(item["id"]), state=state, actor=cfg.name
         )
     return None
 

@@ -416,8 +416,11 @@ async def read_body(request: Any, limit: int = MAX_HOOK_BODY, timeout: float = B
     """
     from starlette.responses import JSONResponse
 
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    declared = request.headers.get("content-length", "").strip()
+    if declared and not (declared.isascii() and declared.isdigit()):
+        # '²' is isdigit() but not a number int() reads; a length nobody can read is a bad request
+        return JSONResponse({"error": "bad Content-Length"}, status_code=400)
+    if declared and int(declared) > limit:
         return JSONResponse({"error": "body too large"}, status_code=413)
     chunks: list[bytes] = []
     size = 0
@@ -480,7 +483,8 @@ def signed_webhook(
             return JSONResponse({"error": "no delivery id"}, status_code=400)
         try:
             update = parse(json.loads(body))
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError, RecursionError) as exc:
+            # a parser reading hostile JSON (int(1e999), deep nesting) is refused input, not a 500
             return JSONResponse({"error": f"unreadable payload: {type(exc).__name__}"}, status_code=400)
         if update is None:
             return JSONResponse({"applied": False, "ignored": True})
