@@ -4,6 +4,7 @@ This module is the public API. Plugins import only names listed in ``__all__`` (
 everything else is internal and may change.
 """
 
+from .assets import AssetLookup, AssetPart, AssetRecord, AssetRegister
 from .channels import ChannelDirectory
 from .connector import (
     HelpdeskSettings,
@@ -71,6 +72,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Asset",
+    "AssetLookup",
+    "AssetPart",
+    "AssetRecord",
+    "AssetRegister",
     "Attachment",
     "AuthFailed",
     "ChannelDirectory",

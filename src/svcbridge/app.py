@@ -16,6 +16,7 @@ import structlog
 from pydantic import BaseModel
 
 from . import metrics, parsepool
+from .assetlookup import HostAssets
 from .contracts import Notifier, Sink, Source, SubmitResult, WebhookRoute
 from .delivery import Delivery
 from .errors import ConfigError
@@ -90,6 +91,8 @@ class App:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     delivery_wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # Host.assets: the asset register for plugins' jobs and timers (assetlookup.py, inline=False)
+    assets: HostAssets | None = None
 
     @classmethod
     def build(cls, settings: Settings, pm: PluginManager | None = None, migrate: bool = True) -> App:
@@ -133,6 +136,7 @@ class App:
                 worker_id=f"{HOST}:{os.getpid()}",
             ),
         )
+        app.assets = HostAssets.build(pm, store, inline=False)
         for plugin, src in pm.register_objects("register_sources", settings):
             _unique(app.sources, src.name, src, plugin, "source")
         for _plugin, route in pm.register_objects("register_routes", settings):

@@ -25,7 +25,7 @@ from .store.repo import Store
 from .work import TicketChange
 
 # the fields a hook may set on a ticket and that are kept on it (and sent to its helpdesks)
-FIELDS = ("labels", "asset", "customer", "category", "priority", "fault_level")
+FIELDS = ("labels", "asset", "customer", "category", "priority", "fault_level", "sla_policy", "deadlines")
 UPDATE_TYPE = "ticket_updated"  # the outbox payload type sinks see
 
 
@@ -43,7 +43,13 @@ def snapshot(obj: TicketDraft | Ticket) -> dict[str, Any]:
         "category": obj.category,
         "priority": int(obj.priority),
         "fault_level": obj.fault_level.value if obj.fault_level else None,
+        "sla_policy": obj.sla_policy,
+        "deadlines": _deadlines(obj.deadlines),
     }
+
+
+def _deadlines(found: dict[str, Any]) -> dict[str, str]:
+    return {k: v.isoformat() for k, v in sorted(found.items())}
 
 
 def draft_change(before: dict[str, Any], draft: TicketDraft) -> TicketChange | None:
@@ -56,9 +62,11 @@ def draft_change(before: dict[str, Any], draft: TicketDraft) -> TicketChange | N
         found["labels"] = labels
     if after["asset"] != before["asset"]:
         found["asset"] = Asset(**{k: v for k, v in after["asset"].items() if before["asset"].get(k) != v})
-    for name in ("customer", "category", "priority", "fault_level"):
+    for name in ("customer", "category", "priority", "fault_level", "sla_policy"):
         if after[name] != before[name] and after[name] is not None:
             found[name] = getattr(draft, name)
+    if after["deadlines"] != before["deadlines"]:
+        found["deadlines"] = dict(draft.deadlines)
     return TicketChange(**found) if found else None
 
 
@@ -91,7 +99,7 @@ def apply(ticket: Ticket, change: TicketChange) -> dict[str, Any]:
         if new != old["asset"]:
             ticket.asset = Asset(**merged.model_dump())
             diff["asset"] = {"from": old["asset"], "to": new}
-    for name in ("customer", "category", "priority", "fault_level"):
+    for name in ("customer", "category", "priority", "fault_level", "sla_policy"):
         value = getattr(change, name)
         if value is None:
             continue
@@ -99,6 +107,9 @@ def apply(ticket: Ticket, change: TicketChange) -> dict[str, Any]:
         now = snapshot(ticket)[name]
         if now != old[name]:
             diff[name] = {"from": old[name], "to": now}
+    if change.deadlines is not None and _deadlines(change.deadlines) != old["deadlines"]:
+        ticket.deadlines = dict(change.deadlines)
+        diff["deadlines"] = {"from": old["deadlines"], "to": _deadlines(change.deadlines)}
     return diff
 
 
@@ -111,6 +122,8 @@ def column_values(ticket: Ticket) -> dict[str, Any]:
         "category": ticket.category,
         "priority": int(ticket.priority),
         "fault_level": ticket.fault_level.value if ticket.fault_level else None,
+        "sla_policy": ticket.sla_policy,
+        "deadlines": _deadlines(ticket.deadlines),
     }
 
 
@@ -149,9 +162,12 @@ def record(
 ) -> dict[str, Any]:
     """Apply ``change`` to ``ticket`` and write it (row, event, outbox) in ``conn``'s transaction.
 
-    Returns the diff; nothing is written when nothing changed and there is no note.
+    Returns the diff; nothing is written when nothing changed and there is no note. The change's own
+    ``events`` are written in any case (after the ``ticket_updated`` event, if any).
     """
     diff = apply(ticket, change)
+    for ev in change.events:
+        store.add_event(conn, ticket.id, ev)
     if not diff and not change.note:
         return diff
     if diff:

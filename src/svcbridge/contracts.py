@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from .assets import AssetLookup
 from .models import DeliveryItem, DeliveryResult, RawMessage, StatusUpdate, Ticket
 from .settings import Settings
 
@@ -96,6 +97,9 @@ class Host(Protocol):
     """
 
     settings: Settings
+    # the asset register for jobs and timers (``asset_lookup`` asked with inline=False): keep it
+    # from ``startup`` (svcbridge.assets)
+    assets: AssetLookup
 
     def plugin_config(self, section: str) -> Any:
         """The validated model of ``[plugins.<section>]``, or ``None`` when the section is absent."""

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Protocol
 import pluggy
 
 if TYPE_CHECKING:
+    from .assets import AssetLookup, AssetRecord, AssetRegister
     from .channels import ChannelDirectory
     from .contracts import Host, Notifier, Sink, Source, TicketLookup, WebhookRoute
     from .models import (
@@ -309,7 +310,7 @@ def thread_message(draft: TicketDraft, lookup: TicketLookup) -> ThreadMatch | No
 
 @hookspec
 def classify_ticket(
-    draft: TicketDraft, ticket: Ticket | None, settings: Settings, jobs: WorkQueue
+    draft: TicketDraft, ticket: Ticket | None, settings: Settings, jobs: WorkQueue, assets: AssetLookup
 ) -> None:
     """Set priority, fault level, SLA policy and deadlines on the draft, in place.
 
@@ -321,6 +322,9 @@ def classify_ticket(
     :param jobs: a ``svcbridge.WorkQueue`` for this ticket: ``jobs.enqueue(kind, data)`` asks for a
         durable job, ``jobs.schedule(name, at)`` / ``jobs.cancel(name)`` set timers; written with the
         ticket in the batch's commit.
+    :param assets: a ``svcbridge.AssetLookup``: ``await assets.get(serial)`` answers for a serial
+        (``asset_lookup`` with ``inline=True``, then the local register); ``assets.register`` is the
+        local register, read-only. Call it from an ``async def`` implementation.
 
     What a plugin sets here (priority, fault level, category, customer, asset, labels) is stored on
     the ticket, on a follow-up too: then a ``ticket_updated`` event names the plugin and the change
@@ -329,7 +333,9 @@ def classify_ticket(
 
 
 @hookspec
-def enrich_ticket(draft: TicketDraft, ticket: Ticket | None, settings: Settings, jobs: WorkQueue) -> None:
+def enrich_ticket(
+    draft: TicketDraft, ticket: Ticket | None, settings: Settings, jobs: WorkQueue, assets: AssetLookup
+) -> None:
     """Add outside knowledge in place: warranty per part, spare-parts stock, customer contract.
 
     Called for every plugin after classification, inside the pipeline's batch: never call a remote
@@ -342,6 +348,30 @@ def enrich_ticket(draft: TicketDraft, ticket: Ticket | None, settings: Settings,
     :param ticket: the existing ``svcbridge.Ticket`` for a follow-up, ``None`` for a new ticket.
     :param settings: the validated ``svcbridge.Settings``.
     :param jobs: the ``svcbridge.WorkQueue`` of this ticket (see ``classify_ticket``).
+    :param assets: the ``svcbridge.AssetLookup`` (see ``classify_ticket``): which unit a serial is,
+        whose, its parts and dates.
+    """
+
+
+@hookspec(firstresult=True)
+def asset_lookup(serial: str, register: AssetRegister, inline: bool) -> AssetRecord | None:
+    """Answer for a serial number instead of (or before) svcbridge's local asset register: an ERP or CMDB.
+
+    Called by the host's ``AssetLookup.get`` whenever a plugin asks for a unit: from the classify and
+    enrich stages (``inline=True``) and from jobs and timers through ``Host.assets`` (``inline=False``).
+    The first non-``None`` answer wins (firstresult); when every plugin answers ``None`` the local
+    register answers.
+
+    :param serial: the serial, normalised (upper case, no spaces; ``svcbridge.assets.normalize_serial``).
+    :param register: svcbridge's own register, read-only (``svcbridge.AssetRegister``): merge with it,
+        or fall back to it, as the source of truth demands.
+    :param inline: ``True`` inside the pipeline's batch: answer only from what the plugin holds
+        locally (a cache, a mirror) or return ``None``, never call a remote system (intake must not
+        wait for it). ``False`` inside a durable job: a remote call is fine (it is retried on failure).
+
+    Return a ``svcbridge.AssetRecord`` (its ``source`` naming the system, e.g. ``erp``) or ``None``.
+    An exception is logged with the plugin's name and the lookup goes on as if it answered ``None``
+    (inline, so intake never stops on it); in a job it propagates and the job is retried.
     """
 
 

@@ -137,6 +137,10 @@ class Asset(_Model):
     purchase_date: datetime | None = None
     production_date: datetime | None = None
     warranty_until: datetime | None = None
+    # from the asset register (svcbridge.assets): what warranty rules and routing need on the ticket
+    product_line: str | None = None
+    site: str | None = None
+    contract: str | None = None
 
 
 class Priority(enum.IntEnum):

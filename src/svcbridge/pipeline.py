@@ -27,6 +27,7 @@ from typing import Any
 import structlog
 
 from . import changes, metrics, parsepool
+from .assetlookup import HostAssets
 from .channels import ChannelDirectory
 from .compose import Composer
 from .errors import PipelineBusy
@@ -82,8 +83,11 @@ class Pipeline:
         writer: PlanWriter,
         composer: Composer,
         status: StatusApplier,
+        assets: HostAssets | None = None,
     ) -> None:
         self.pm, self.store, self.settings = pm, store, settings
+        # classify / enrich ask for units through it (inline: local answers only, assetlookup.py)
+        self.assets = assets or HostAssets.build(pm, store, inline=True, budget=settings.pipeline.hook_budget)
         self.lease = lease  # only its holder runs the pipeline; fences the commit
         self.writer = writer  # the store stage: a batch's plans in one transaction
         self.composer = composer  # compose_notifications, for the plan of each message
@@ -351,7 +355,13 @@ class Pipeline:
                     found.append((plugin, change))
                     state["before"] = changes.snapshot(draft)
 
-        kwargs: dict[str, Any] = {"draft": draft, "ticket": ticket, "settings": self.settings, "jobs": work}
+        kwargs: dict[str, Any] = {
+            "draft": draft,
+            "ticket": ticket,
+            "settings": self.settings,
+            "jobs": work,
+            "assets": self.assets,
+        }
         await self._stage(stage, hook, after=after, **kwargs)
 
     async def _thread(

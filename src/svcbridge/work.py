@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .models import Asset, FaultLevel, Priority, Ticket
+from .models import Asset, FaultLevel, Priority, Ticket, TicketEvent
 
 __all__ = ["Job", "JobKind", "TicketChange", "Timer", "TimerKind", "WorkQueue"]
 
@@ -48,7 +48,13 @@ class TicketChange(BaseModel):
     category: str | None = Field(default=None, max_length=100)
     priority: Priority | None = None
     fault_level: FaultLevel | None = None
+    # the SLA clock (svcbridge_sla): the policy's name and ALL deadlines (replaces the ticket's set;
+    # ``{}`` clears them, ``None`` leaves them)
+    sla_policy: str | None = Field(default=None, max_length=100)
+    deadlines: dict[str, datetime] | None = None
     note: str | None = None
+    # trail entries of the plugin's own types (sla_breached, survey_reply, ...), stored with the change
+    events: list[TicketEvent] = Field(default_factory=list)
 
     def is_empty(self) -> bool:
         return not self.model_dump(exclude_none=True, exclude_defaults=True)

@@ -261,7 +261,8 @@ class Store:
     def update_ticket(self, conn: Connection, ticket_id: int, **values: Any) -> None:
         values["updated_at"] = utcnow()
         if "deadlines" in values:
-            values["deadlines"] = {k: v.isoformat() for k, v in values["deadlines"].items()}
+            found = values["deadlines"]  # datetimes, or already ISO text (changes.column_values)
+            values["deadlines"] = {k: v if isinstance(v, str) else v.isoformat() for k, v in found.items()}
         conn.execute(update(t.tickets).where(t.tickets.c.id == ticket_id).values(**values))
 
     def sinks_of(self, conn: Connection, ticket_id: int) -> list[str]:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -284,3 +285,67 @@ timers = Table(
 )
 Index("ix_timers_due", timers.c.status, timers.c.next_attempt_at)
 Index("ix_timers_ticket", timers.c.ticket_id)
+
+# Asset register (svcbridge.assets, store/assets.py): units by serial, the parts installed in them,
+# warranty exclusions an agent applied, and remote systems' last answers per serial (vendor warranty
+# lookups: the TTL cache and the stale answer used while a vendor is down).
+assets = Table(
+    "assets",
+    metadata,
+    Column("serial", String(64), primary_key=True),  # normalised: upper case, no spaces
+    Column("vendor", String(100), nullable=True),
+    Column("model", String(200), nullable=True),
+    Column("model_key", String(200), nullable=True),  # lower-cased model, for by_model
+    Column("product_line", String(100), nullable=True),
+    Column("customer", String(300), nullable=True),
+    Column("site", String(300), nullable=True),
+    Column("region", String(100), nullable=True),
+    Column("contract", String(100), nullable=True),
+    Column("timezone", String(64), nullable=False, default="Asia/Shanghai"),
+    Column("invoice_date", Date, nullable=True),
+    Column("production_date", Date, nullable=True),
+    Column("contacts", JSON, nullable=False, default=list),
+    Column("extra", JSON, nullable=False, default=dict),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+Index("ix_assets_model_key", assets.c.model_key)
+Index("ix_assets_customer", assets.c.customer)
+
+asset_parts = Table(
+    "asset_parts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("serial", String(64), ForeignKey("assets.serial"), nullable=False),
+    Column("position", Integer, nullable=False),  # the order the import gave
+    Column("category", String(50), nullable=False),
+    Column("part_number", String(100), nullable=False, default=""),
+    Column("part_serial", String(100), nullable=True),
+    Column("installed", Date, nullable=True),
+    Column("replaced_from", String(100), nullable=True),
+    Column("paid_repair", Boolean, nullable=False, default=False),
+)
+Index("ix_asset_parts_serial", asset_parts.c.serial, asset_parts.c.position)
+
+asset_exclusions = Table(
+    "asset_exclusions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("serial", String(64), ForeignKey("assets.serial"), nullable=False),
+    Column("part", String(50), nullable=True),  # a part category, or NULL: the whole unit
+    Column("reason", String(50), nullable=False),  # misuse | unauthorised_repair | force_majeure | ...
+    Column("note", Text, nullable=True),
+    Column("actor", String(200), nullable=False),
+    Column("ticket_ref", String(40), nullable=True),
+    Column("at", TS, nullable=False),
+)
+Index("ix_asset_exclusions_serial", asset_exclusions.c.serial)
+
+asset_answers = Table(
+    "asset_answers",
+    metadata,
+    Column("system", String(100), primary_key=True),  # vendor:dell, erp, ...
+    Column("serial", String(64), primary_key=True),
+    Column("answer", JSON, nullable=False, default=dict),
+    Column("at", TS, nullable=False),
+)
