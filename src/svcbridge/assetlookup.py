@@ -32,7 +32,9 @@ class HostAssets:
         self.budget = budget
 
     @classmethod
-    def build(cls, pm: PluginManager, store: Store, *, inline: bool, budget: float | None = None) -> HostAssets:
+    def build(
+        cls, pm: PluginManager, store: Store, *, inline: bool, budget: float | None = None
+    ) -> HostAssets:
         return cls(pm, AssetStore(store), inline=inline, budget=budget)
 
     async def get(self, serial: str) -> AssetRecord | None:
@@ -42,7 +44,11 @@ class HostAssets:
             return None
         try:
             found = await self.pm.call_each(
-                "asset_lookup", firstresult=True, budget=self.budget, serial=key, register=self.register,
+                "asset_lookup",
+                firstresult=True,
+                budget=self.budget,
+                serial=key,
+                register=self.register,
                 inline=self.inline,
             )
         except HookFailed as exc:

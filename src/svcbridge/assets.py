@@ -157,4 +157,3 @@ class AssetLookup(Protocol):
     def keep_answer(self, system: str, serial: str, answer: dict[str, Any]) -> None:
         """Store a remote system's answer for the serial (plain JSON), replacing the last one."""
         ...
-

@@ -63,7 +63,11 @@ class AssetStore:
 
     def by_model(self, model: str) -> list[AssetRecord]:
         with self.store.engine.connect() as conn:
-            q = select(t.assets).where(t.assets.c.model_key == model.strip().lower()).order_by(t.assets.c.serial)
+            q = (
+                select(t.assets)
+                .where(t.assets.c.model_key == model.strip().lower())
+                .order_by(t.assets.c.serial)
+            )
             rows = [dict(r) for r in conn.execute(q).mappings()]
             found = self._records(conn, rows)
         return [found[r["serial"]] for r in rows]
@@ -73,7 +77,11 @@ class AssetStore:
             key = normalize_serial(serial)
         except ValueError:
             return []
-        q = select(t.asset_exclusions).where(t.asset_exclusions.c.serial == key).order_by(t.asset_exclusions.c.id)
+        q = (
+            select(t.asset_exclusions)
+            .where(t.asset_exclusions.c.serial == key)
+            .order_by(t.asset_exclusions.c.id)
+        )
         with self.store.engine.connect() as conn:
             rows = conn.execute(q).mappings().all()
         return [
@@ -89,7 +97,9 @@ class AssetStore:
         ]
 
     # ------------------------------------------------------------------ listing (CLI)
-    def list(self, limit: int = 200, customer: str | None = None, model: str | None = None) -> list[AssetRecord]:
+    def listing(
+        self, limit: int = 200, customer: str | None = None, model: str | None = None
+    ) -> list[AssetRecord]:
         q = select(t.assets).order_by(t.assets.c.serial).limit(limit)
         if customer:
             q = q.where(t.assets.c.customer == customer)
@@ -113,7 +123,9 @@ class AssetStore:
         values = _row(record)
         conn_cm = self.store.engine.connect() if dry_run else self.store.tx()
         with conn_cm as conn:
-            old_row = conn.execute(select(t.assets).where(t.assets.c.serial == record.serial)).mappings().first()
+            old_row = (
+                conn.execute(select(t.assets).where(t.assets.c.serial == record.serial)).mappings().first()
+            )
             now = utcnow()
             if old_row is None:
                 if not dry_run:
