@@ -150,6 +150,10 @@ class App:
         """``svcbridge.Host``: the App is what the ``startup`` / ``shutdown`` hooks are given."""
         return self.settings.plugin_config(section)
 
+    def attachment_data(self, ticket_id: int, safe_name: str) -> bytes | None:
+        """``svcbridge.Host``: a stored attachment's bytes (a job's thread reads a fax's pages)."""
+        return self.store.attachment_data(ticket_id, safe_name)
+
     async def poll_sources_once(self) -> int:
         """One pass over every source (``run --once``); a failing source is reported, the others run."""
         total = 0

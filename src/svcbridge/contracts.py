@@ -101,8 +101,19 @@ class Host(Protocol):
     # from ``startup`` (svcbridge.assets)
     assets: AssetLookup
 
+    # the ERP connectors of ``register_erps`` by name (svcbridge.PartsErp), for jobs and timers
+    erps: dict[str, Any]
+
     def plugin_config(self, section: str) -> Any:
         """The validated model of ``[plugins.<section>]``, or ``None`` when the section is absent."""
+        ...
+
+    def attachment_data(self, ticket_id: int, safe_name: str) -> bytes | None:
+        """The stored bytes of one of a ticket's attachments (``Attachment.safe_name``), or ``None``.
+
+        Blocking (a store read): call it from a job's thread or ``asyncio.to_thread``. For jobs that
+        read what a customer sent (OCR of a fax's pages, a virus scan).
+        """
         ...
 
 

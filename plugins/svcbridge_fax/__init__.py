@@ -1,0 +1,204 @@
+"""The fax channel: fax-to-mail becomes a ``fax`` ticket, its pages are read by Tesseract afterwards.
+
+Intake reuses the e-mail parser (``svcbridge_email`` parses the mail as it parses any other); this
+plugin's ``normalize_draft`` runs first (``tryfirst``) and turns a mail that a rule recognises as a
+fax (``detect.py``) into a draft of channel ``fax``: the contact is the sender's fax number in E.164
+(the fax server's own address is no way to reach the customer), so the customer directory
+(``svcbridge_customers``, ``phones``) finds the customer by it in the same stage. The ticket first says
+"fax received from +86..., N pages"; the pages stay attached.
+
+OCR is a durable job (``fax.ocr``) asked for in ``enrich_ticket``: it runs after the ticket is
+committed, so a 20-page fax never holds up the next mail's ticket. Its text is stored on the ticket
+as the label ``ocr_text`` (with ``ocr`` = languages, mean confidence, pages read and failed pages and
+their reasons), written with a ``ticket_updated`` event and sent to the helpdesks as an internal
+note. The job runs once per fax (its key is the ticket and the pages' hashes); a crash mid-OCR leaves
+the job claimed, and it runs again after the restart: nothing is lost, nothing is recorded twice.
+
+Settings (``[plugins.fax]``)::
+
+    default_region = "CN"               # for national numbers (0532 8888 1234)
+    builtin_rules = true                # HylaFAX faxrcvd, eFax, RingCentral, "Fax from <number>"
+    [[plugins.fax.rules]]
+    name = "carrier"
+    senders = ["fax2mail@carrier.example"]
+    attachment_types = ["application/pdf"]
+    [plugins.fax.ocr]
+    languages = ["chi_sim", "eng"]
+    page_limit = 20
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+
+from svcbridge import (
+    ExternalLink,
+    JobKind,
+    NotReady,
+    PluginSettings,
+    RawMessage,
+    TicketChange,
+    TicketDraft,
+    hookimpl,
+)
+
+from . import ocr
+from .detect import BUILTIN_RULES, FAX_TYPES, FaxRule, detect, header_sender
+
+__version__ = "0.1.0"
+log = structlog.get_logger("svcbridge.fax")
+JOB = "fax.ocr"
+MAX_OCR_TEXT = 50_000  # characters kept on the ticket; a 20-page fax of dense text is about 60,000
+
+
+class OcrSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    languages: list[str] = Field(default_factory=lambda: ["chi_sim", "eng"], min_length=1)
+    page_limit: int = Field(default=20, ge=1, le=500, description="pages read per fax; the rest are counted")
+    page_timeout: float = Field(default=120.0, gt=0, description="seconds Tesseract may take on one page")
+
+
+class FaxSettings(PluginSettings):
+    default_region: str | None = Field(default=None, description="ISO region for national numbers: CN, TW")
+    builtin_rules: bool = True
+    rules: list[FaxRule] = Field(default_factory=list)
+    ocr: OcrSettings = Field(default_factory=OcrSettings)
+
+    def all_rules(self) -> list[FaxRule]:
+        return [*self.rules, *(BUILTIN_RULES if self.builtin_rules else [])]
+
+
+_host: dict[str, Any] = {}  # the running App (``startup``): the OCR job reads the stored pages through it
+
+
+@hookimpl
+def register_settings(register: Any) -> None:
+    register("fax", FaxSettings)
+
+
+@hookimpl
+def startup(app: Any) -> None:
+    _host["app"] = app
+
+
+@hookimpl
+def shutdown(app: Any) -> None:
+    if _host.get("app") is app:
+        _host.pop("app", None)
+
+
+@hookimpl(tryfirst=True)  # before the customer directory, which then finds the customer by the fax number
+def normalize_draft(draft: TicketDraft, raw: RawMessage, settings: Any) -> None:
+    cfg: FaxSettings | None = settings.plugin_config("fax")
+    if cfg is None or draft.channel != "email" or raw.raw is None:
+        return
+    info = detect(
+        cfg.all_rules(),
+        header_sender(raw.raw),
+        draft.subject,
+        draft.body_text,
+        draft.attachments,
+        cfg.default_region,
+    )
+    if info is None:
+        return
+    pages = [a for a in draft.attachments if a.content_type.lower() in FAX_TYPES]
+    draft.channel = "fax"
+    # the mail's sender is the fax server, never the customer: answering it would mail the fax machine
+    draft.contact.email = None
+    # the mail's language is the fax server's template's, not the customer's: the directory or OCR says
+    draft.language = draft.contact.language = None
+    draft.contact.name = info.tsi if info.tsi and info.tsi != info.number else draft.contact.name
+    if info.number:
+        draft.contact.phone = info.number
+    who = info.number or info.tsi or "an unknown number"
+    count = f", {info.pages} page(s)" if info.pages else ""
+    draft.subject = f"Fax received from {who}{count}"
+    original = draft.body_text.strip()
+    draft.body_text = (
+        f"Fax received from {who}{count}. {len(pages)} document(s) attached; "
+        "the text read from the pages (OCR) follows as a note.\n\n" + original
+    ).strip()
+    draft.labels["fax"] = {**info.label(), "documents": len(pages)}
+    if info.comm_id:
+        draft.links.append(ExternalLink(system="fax", kind="comm_id", value=f"{info.rule}:{info.comm_id}"))
+    log.info("fax_detected", rule=info.rule, number=info.number, pages=info.pages)
+
+
+def ocr_pages(draft: TicketDraft) -> list[dict[str, str]]:
+    return [
+        {"safe_name": a.safe_name, "sha256": a.sha256, "content_type": a.content_type.lower()}
+        for a in draft.attachments
+        if a.content_type.lower() in FAX_TYPES and a.content_type.lower() != "application/postscript"
+    ]
+
+
+@hookimpl
+def enrich_ticket(draft: TicketDraft, settings: Any, jobs: Any) -> None:
+    cfg: FaxSettings | None = settings.plugin_config("fax")
+    if cfg is None or not cfg.ocr.enabled or draft.channel != "fax":
+        return
+    pages = ocr_pages(draft)
+    if not pages:
+        return
+    # one job per fax: a follow-up fax on the same ticket has other pages, hence another key
+    digest = hashlib.sha256("".join(p["sha256"] for p in pages).encode()).hexdigest()[:16]
+    jobs.enqueue(JOB, {"documents": pages}, key=f"{jobs.ticket_ref}:{digest}")
+
+
+def run_ocr(job: Any) -> TicketChange | None:
+    """The ``fax.ocr`` job: read the stored pages, return the text as a ticket change."""
+    app = _host.get("app")
+    if app is None:
+        raise NotReady("the fax plugin has not started")
+    cfg: FaxSettings = app.plugin_config("fax") or FaxSettings()
+    if job.ticket is None:
+        return None
+    documents: list[tuple[bytes, str]] = []
+    missing = []
+    for doc in job.data.get("documents", []):
+        data = app.attachment_data(job.ticket.id, doc["safe_name"])
+        if data is None:
+            missing.append(doc["safe_name"])
+        else:
+            documents.append((data, doc["content_type"]))
+    result = ocr.read_fax(documents, cfg.ocr.languages, cfg.ocr.page_limit, cfg.ocr.page_timeout)
+    text = result.text[:MAX_OCR_TEXT]
+    summary: dict[str, Any] = {
+        "languages": cfg.ocr.languages,
+        "confidence": result.confidence,
+        "pages_read": sum(1 for p in result.pages if not p.error),
+        "pages_failed": result.failed,
+        "pages_skipped": result.skipped,
+        "truncated": len(result.text) > MAX_OCR_TEXT,
+        "job": job.id,
+    }
+    if missing:
+        summary["documents_missing"] = missing
+    note = _note(result, summary)
+    return TicketChange(labels={"ocr_text": text, "ocr": summary}, note=note)
+
+
+def _note(result: ocr.FaxText, summary: dict[str, Any]) -> str:
+    conf = f"{summary['confidence']:.0f}%" if summary["confidence"] is not None else "n/a"
+    head = f"[OCR of the fax, {summary['pages_read']} page(s), mean confidence {conf}]"
+    lines = [head]
+    for f in result.failed:
+        lines.append(f"[page {f['page']} could not be read: {f['reason']}]")
+    if result.skipped:
+        lines.append(f"[{result.skipped} page(s) over the page limit were not read; see the attachment]")
+    return "\n".join(lines) + "\n\n" + (result.text[:MAX_OCR_TEXT] or "(no text found)")
+
+
+@hookimpl
+def register_job_kinds(register: Any, settings: Any) -> None:
+    cfg: FaxSettings | None = settings.plugin_config("fax")
+    if cfg is not None:
+        # a 20-page fax at a few seconds a page: the budget grows with the page limit
+        budget = cfg.ocr.page_limit * cfg.ocr.page_timeout + 60
+        register(JobKind(JOB, run_ocr, timeout=budget, max_attempts=5, backoff_initial=30.0))

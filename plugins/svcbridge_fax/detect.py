@@ -1,0 +1,182 @@
+"""Fax-to-mail detection: which mails are faxes, and whose fax number sent them.
+
+A fax server (HylaFAX's ``faxrcvd``) or a fax service (eFax, RingCentral, a carrier's fax2mail) mails
+each received fax as an ordinary message. A ``FaxRule`` says how to recognise such mail: the sender
+address (an exact address, or a pattern such as ``faxmaster*``), a subject pattern, and the type of
+the attachment that carries the pages. Every condition a rule gives must hold; the first rule that
+matches wins. The fax number comes, in order of trust, from the caller ID of the line (HylaFAX's
+``CallID1``), the transmitting station id (``Sender:``, the TSI the remote machine announces, also in
+HylaFAX's subject) or a number in the subject of a service's mail; it is normalised to E.164 with
+``phonenumbers`` (``default_region`` for national numbers such as ``0532 8888 1234``).
+
+Nothing here reads files or the network: it works on the header block and the parsed draft.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import getaddresses
+from typing import Any
+
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from svcbridge import Attachment
+
+# HylaFAX: 'Subject: Fax received from "<TSI>"' (etc/templates/en/faxrcvd-success.txt)
+HYLAFAX_SUBJECT = r'^Fax received from "(?P<tsi>[^"]*)"'
+# common fax-to-mail services' subjects; each names the number in the group "number"
+SERVICE_SUBJECTS = (
+    ("efax", r'^eFax message from "(?P<number>[^"]+)"'),
+    ("ringcentral", r"^New Fax Message (?:from|From) (?P<number>[+\d][\d ()./-]{4,})"),
+    (
+        "fax2mail",
+        r"^(?:Fax|FAX|Telefax|传真|傳真)\s*(?:from|von|来自|來自)[:：]?\s*(?P<number>[+\d][\d ()./-]{4,})",
+    ),
+)
+FAX_TYPES = ("image/tiff", "application/pdf", "image/tif", "application/postscript")
+_KV = re.compile(r"^\s*(Sender|Pages|CallID1|CallID2|CommID|Received|Quality)\s*:\s*(.*?)\s*$", re.M)
+
+
+class FaxRule(BaseModel):
+    """One ``[[plugins.fax.rules]]`` entry; conditions left out are not checked (at least one is given)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=60)
+    senders: list[str] = Field(
+        default_factory=list, description="sender addresses or shell patterns (faxmaster*, *@fax.example)"
+    )
+    subject: str | None = Field(default=None, description="regular expression searched in the subject")
+    attachment_types: list[str] = Field(
+        default_factory=list, description="MIME types of which one attachment must be (image/tiff...)"
+    )
+
+    @field_validator("subject")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"subject is not a regular expression: {exc}") from None
+        return v
+
+    @field_validator("senders", "attachment_types")
+    @classmethod
+    def _lower(cls, v: list[str]) -> list[str]:
+        return [s.strip().lower() for s in v if s.strip()]
+
+    def model_post_init(self, _ctx: Any) -> None:
+        if not (self.senders or self.subject or self.attachment_types):
+            raise ValueError(f"fax rule {self.name!r} has no condition: it would take every mail")
+
+    def matches(self, sender: str, subject: str, attachments: list[Attachment]) -> bool:
+        if self.senders and not any(_sender_matches(p, sender) for p in self.senders):
+            return False
+        if self.subject is not None and not re.search(self.subject, subject):
+            return False
+        return not self.attachment_types or any(
+            a.content_type.lower() in self.attachment_types for a in attachments
+        )
+
+
+def _sender_matches(pattern: str, sender: str) -> bool:
+    local = sender.partition("@")[0]
+    # 'faxmaster' matches HylaFAX's bare "<FaxMaster>" as well as faxmaster@host (sendmail may qualify it)
+    bare = "@" not in pattern and fnmatch.fnmatchcase(local, pattern)
+    return fnmatch.fnmatchcase(sender, pattern) or bare
+
+
+BUILTIN_RULES = [
+    FaxRule(name="hylafax", subject=HYLAFAX_SUBJECT),
+    *[FaxRule(name=n, subject=p, attachment_types=list(FAX_TYPES)) for n, p in SERVICE_SUBJECTS],
+]
+
+
+@dataclass
+class FaxInfo:
+    """What a fax mail says about the fax: who sent it and what the server recorded."""
+
+    rule: str
+    number: str | None = None  # E.164
+    tsi: str | None = None  # the station id the sending machine announced (free text)
+    caller_id: str | None = None
+    pages: int | None = None
+    comm_id: str | None = None
+    received: str | None = None
+    raw_numbers: list[str] = field(default_factory=list)
+
+    def label(self) -> dict[str, Any]:
+        out = {
+            "rule": self.rule,
+            "from": self.number,
+            "tsi": self.tsi,
+            "caller_id": self.caller_id,
+            "pages": self.pages,
+            "comm_id": self.comm_id,
+            "received": self.received,
+        }
+        return {k: v for k, v in out.items() if v not in (None, "")}
+
+
+def header_sender(raw: bytes) -> str:
+    """The From address of a mail's header block, lower-cased ('' when there is none)."""
+    try:
+        msg = BytesHeaderParser(policy=compat32).parsebytes(raw[:65536])
+        found = getaddresses([str(msg.get("From", ""))])
+    except Exception:  # a header the stdlib cannot read is no fax server's mail
+        return ""
+    return found[0][1].strip().lower() if found else ""
+
+
+def e164(text: str | None, region: str | None) -> str | None:
+    """``text`` as an E.164 number, or None (a TSI like 'ACME FAX' or 'anonymous' is no number)."""
+    if not text:
+        return None
+    digits = re.sub(r"[^\d+]", "", text)
+    if len(digits.lstrip("+")) < 5:
+        return None
+    try:
+        num = phonenumbers.parse(text, None if digits.startswith("+") else region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(num):
+        return None
+    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+
+
+def detect(
+    rules: list[FaxRule],
+    sender: str,
+    subject: str,
+    body: str,
+    attachments: list[Attachment],
+    region: str | None,
+) -> FaxInfo | None:
+    """The fax this mail carries, or None when no rule says it is one."""
+    rule = next((r for r in rules if r.matches(sender, subject, attachments)), None)
+    if rule is None:
+        return None
+    info = FaxInfo(rule=rule.name)
+    kv: dict[str, str] = {}
+    for key, value in _KV.findall(body):
+        kv.setdefault(key, value)
+    m = re.search(HYLAFAX_SUBJECT, subject)
+    info.tsi = (kv.get("Sender") or (m.group("tsi") if m else "")).strip() or None
+    info.caller_id = kv.get("CallID1", "").strip("= ") or None
+    info.comm_id = kv.get("CommID", "").split(" ", 1)[0] or None
+    info.received = kv.get("Received") or None
+    pages = kv.get("Pages", "")
+    info.pages = int(pages) if pages.isdigit() else None
+    candidates = [info.caller_id, info.tsi]
+    for _name, pattern in SERVICE_SUBJECTS:
+        sm = re.search(pattern, subject)
+        if sm:
+            candidates.append(sm.group("number"))
+    info.raw_numbers = [c for c in candidates if c]
+    info.number = next((n for n in (e164(c, region) for c in candidates) if n), None)
+    return info

@@ -1,0 +1,222 @@
+"""The fax channel (issue 17): real HylaFAX ``faxrcvd`` mails into a Maildir, a ``fax`` ticket with the
+sender's E.164 number and customer, and Tesseract OCR of the pages as a durable job afterwards.
+
+Faxes are generated here (fax_helpers.py): English and Chinese text with a serial number and a phone
+number, Noto CJK, skewed 1-2 degrees with noise, saved as G3 and G4 TIFF and as PDF. Under CI=true a
+missing HylaFAX, Tesseract or CJK font fails these tests instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import eml, require_binary, require_server
+from fax_helpers import HylaSpool, fax_page, save_pdf, save_tiff
+from svcbridge_fax.detect import BUILTIN_RULES, FaxRule, detect, e164
+
+CUSTOMERS = {"directory": [
+    {"name": "Qingdao Port Hospital", "phones": ["+8653288881234"], "language": "zh-CN"},
+    {"name": "ACME Taipei", "phones": ["+886227208889"], "language": "zh-TW"},
+]}
+SERIAL_EN, SERIAL_ZH = "SN: KX7-4410-QM93", "SN: HB2-9087-TZ51"
+PAGES_EN = ["Fault report / Service request", f"Serial number {SERIAL_EN}",
+            "Printer jams on every page, error E-302.", "Call back: +86 532 8888 1234"]
+PAGES_ZH = ["故障报修单", f"序列号 {SERIAL_ZH}", "打印机每页都卡纸，显示错误 E-302。", "回电：0532-8888-1234"]
+
+
+def fax_settings(**ocr: Any) -> dict[str, Any]:
+    return {"plugins": {"fax": {"default_region": "CN", "ocr": {"languages": ["eng", "chi_sim"], **ocr}},
+                        "customers": CUSTOMERS}}
+
+
+@pytest.fixture
+def tesseract() -> str:
+    return require_binary("tesseract")
+
+
+# ------------------------------------------------------------------------------ detection, unit level
+@pytest.mark.parametrize(("text", "region", "want"), [
+    ("+86 532 8888 1234", None, "+8653288881234"),
+    ("0532-8888-1234", "CN", "+8653288881234"),
+    ("(02) 2720-8889", "TW", "+886227208889"),
+    ("+1 650 555 0100", "CN", "+16505550100"),
+    ("ACME FAX", "CN", None),
+    ("anonymous", "CN", None),
+    ("1234", "CN", None),
+    ("", "CN", None),
+])
+def test_fax_numbers_are_normalised_to_e164(text, region, want) -> None:
+    assert e164(text, region) == want
+
+
+@pytest.mark.parametrize(("sender", "subject", "body", "types", "rule", "number"), [
+    ("faxmaster", 'Fax received from "+86 532 8888 1234"', "  Sender: +86 532 8888 1234\n Pages: 2\n", [],
+     "hylafax", "+8653288881234"),
+    # the caller id of the line wins over the station id the remote machine announces
+    ("faxmaster@fax.local", 'Fax received from "ACME"', "Sender: ACME\nCallID1: 0532 8888 1234\n", [],
+     "hylafax", "+8653288881234"),
+    ("message@inbound.efax.com", 'eFax message from "022 2720 8889" - 2 page(s)', "", ["application/pdf"],
+     "efax", "+862227208889"),
+    ("service@ringcentral.com", "New Fax Message from +886 2 2720 8889 on 12/03/2026", "", ["application/pdf"],
+     "ringcentral", "+886227208889"),
+    ("fax2mail@carrier.cn", "传真来自：0755-1234-5678", "", ["image/tiff"], "fax2mail", "+8675512345678"),
+])
+def test_builtin_rules_find_the_fax_number(sender, subject, body, types, rule, number) -> None:
+    from svcbridge import Attachment
+
+    atts = [Attachment.from_bytes(b"x", original_name="f", content_type=t) for t in types]
+    info = detect(BUILTIN_RULES, sender, subject, body, atts, "CN")
+    assert info is not None and (info.rule, info.number) == (rule, number)
+
+
+def test_a_rule_needs_every_condition_it_gives_and_at_least_one() -> None:
+    from svcbridge import Attachment
+
+    rule = FaxRule(name="gw", senders=["*@fax.example.cn"], attachment_types=["application/pdf"])
+    pdf = [Attachment.from_bytes(b"%PDF", original_name="a.pdf", content_type="application/pdf")]
+    assert rule.matches("gw@fax.example.cn", "anything", pdf)
+    assert not rule.matches("gw@fax.example.cn", "anything", [])  # a plain mail from the gateway host
+    assert not rule.matches("alice@example.cn", "anything", pdf)  # a customer's mail with a PDF
+    with pytest.raises(ValueError):
+        FaxRule(name="all")
+    with pytest.raises(ValueError):
+        FaxRule(name="bad", subject="(unclosed")
+    # an ordinary mail is no fax under the built-in rules
+    assert detect(BUILTIN_RULES, "alice@example.com", "Printer jams", "Pages: 2", pdf, "CN") is None
+
+
+# ------------------------------------------------------------------------------ real HylaFAX faxrcvd
+@pytest.mark.parametrize(("filetype", "compression"), [("pdf", "group3"), ("tif", "group4")])
+async def test_faxrcvd_mail_becomes_a_fax_ticket_of_the_customer(make_app, tmp_path: Path, filetype,
+                                                                    compression) -> None:
+    spool = HylaSpool(tmp_path / "hylafax", tmp_path / "maildir", filetype=filetype)
+    tiff = save_tiff([fax_page(PAGES_ZH, seed=2), fax_page(PAGES_EN, seed=3, skew=-1.2)], compression)
+    spool.receive(tiff, tsi="QDPH FAX", caller_id="0532 8888 1234")
+    app = make_app(**fax_settings(enabled=False))
+    res = await app.run_once()
+    assert res["processed"] == 1
+    (t,) = app.store.list_tickets()
+    assert t.channel == "fax" and t.contact.phone == "+8653288881234" and t.contact.email is None
+    assert t.customer == "Qingdao Port Hospital" and t.language == "zh-CN"
+    assert t.labels["fax"]["rule"] == "hylafax" and t.labels["fax"]["pages"] == 2
+    assert t.labels["fax"]["tsi"] == "QDPH FAX" and t.labels["fax"]["comm_id"] == "000000001"
+    assert t.subject == "Fax received from +8653288881234, 2 page(s)"
+    full = app.store.get_ticket(t.ref)
+    kinds = {a.content_type for a in full.attachments}
+    assert kinds == {"application/pdf" if filetype == "pdf" else "image/tiff"}  # the original pages stay
+    # the fax server's address is never answered: the acknowledgement has no mail to go to
+    assert not list((tmp_path / "outgoing").glob("*.eml")) if (tmp_path / "outgoing").exists() else True
+
+
+async def test_an_ordinary_mail_stays_a_mail_ticket(make_app, tmp_path: Path) -> None:
+    maildir = tmp_path / "maildir"
+    for sub in ("new", "cur", "tmp"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True)
+    (maildir / "new" / "m1").write_bytes(eml(subject="Fax machine broken", body="Pages: 3\nSender: me"))
+    app = make_app(**fax_settings())
+    await app.run_once()
+    (t,) = app.store.list_tickets()
+    assert t.channel == "email" and "fax" not in t.labels
+    assert app.work.jobs.list() == []
+
+
+# ------------------------------------------------------------------------------ OCR as a durable job
+def _norm(text: str) -> str:
+    return "".join(text.split())
+
+
+@pytest.mark.parametrize("fmt", ["group3", "group4", "pdf"])
+async def test_ocr_job_puts_the_exact_serial_on_the_ticket(make_app, tmp_path: Path, tesseract, fmt) -> None:
+    pages = [fax_page(PAGES_EN, seed=5, skew=1.7), fax_page(PAGES_ZH, seed=6, skew=-1.3)]
+    data = save_pdf(pages) if fmt == "pdf" else save_tiff(pages, fmt)
+    spool = HylaSpool(tmp_path / "hylafax", tmp_path / "maildir", filetype="tif")
+    if fmt == "pdf":  # a fax service's PDF, through the same mail path: HylaFAX sends TIFF, so build it here
+        spool = None
+        _drop_service_mail(tmp_path / "maildir", data)
+    else:
+        spool.receive(data, tsi="+86 532 8888 1234")
+    app = make_app(**fax_settings())
+    await app.run_once()
+    (t,) = app.store.list_tickets()
+    assert t.channel == "fax" and t.customer == "Qingdao Port Hospital"
+    (job,) = app.work.jobs.list()
+    assert job["kind"] == "fax.ocr" and job["status"] == "done"
+    t = app.store.get_ticket(t.ref)
+    text = t.labels["ocr_text"]
+    assert SERIAL_EN in text, text
+    assert _norm(SERIAL_ZH) in _norm(text), text
+    assert "序列号" in _norm(text) and "+86 532 8888 1234" in text
+    ocr = t.labels["ocr"]
+    assert ocr["pages_read"] == 2 and ocr["pages_failed"] == [] and 50 < ocr["confidence"] <= 100
+    (ev,) = [e for e in t.events if e.type == "ticket_updated" and e.actor == "fax"]
+    assert ev.data["note"].startswith("[OCR of the fax, 2 page(s), mean confidence")
+    # the original pages are still attached
+    assert len(t.attachments) == 1
+
+
+def _drop_service_mail(maildir: Path, pdf: bytes) -> None:
+    import base64
+
+    for sub in ("new", "cur", "tmp"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True)
+    b64 = base64.encodebytes(pdf).decode()
+    mail = (
+        "From: eFax <message@inbound.efax.com>\r\nTo: support@bridge.test\r\n"
+        'Subject: eFax message from "+86 532 8888 1234" - 2 page(s)\r\nMessage-ID: <efax1@efax.com>\r\n'
+        "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+        "--B\r\nContent-Type: text/plain\r\n\r\nYou have received a 2 page fax.\r\n"
+        "--B\r\nContent-Type: application/pdf; name=fax.pdf\r\nContent-Transfer-Encoding: base64\r\n"
+        "Content-Disposition: attachment; filename=fax.pdf\r\n\r\n" + b64 + "--B--\r\n"
+    )
+    (maildir / "tmp" / "efax1").write_text(mail)
+    (maildir / "tmp" / "efax1").rename(maildir / "new" / "efax1")
+
+
+async def test_a_page_that_fails_is_an_event_with_its_reason(make_app, tmp_path: Path, tesseract) -> None:
+    good = save_tiff([fax_page(PAGES_EN, seed=7)], "group4")
+    bad = b"%PDF-1.4\n" + b"\x00garbage" * 50
+    mail = _two_docs(good, bad)
+    maildir = tmp_path / "maildir"
+    for sub in ("new", "cur", "tmp"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True)
+    (maildir / "new" / "f2").write_bytes(mail)
+    app = make_app(**fax_settings(languages=["eng"]))
+    await app.run_once()
+    (t,) = app.store.list_tickets()
+    t = app.store.get_ticket(t.ref)
+    assert SERIAL_EN in t.labels["ocr_text"]
+    (failed,) = t.labels["ocr"]["pages_failed"]
+    assert failed["page"] == 2 and "not a readable PDF" in failed["reason"]
+    (ev,) = [e for e in t.events if e.type == "ticket_updated" and e.actor == "fax"]
+    assert "page 2 could not be read: not a readable PDF" in ev.data["note"]
+
+
+def _two_docs(tiff: bytes, pdf: bytes) -> bytes:
+    import base64
+
+    parts = []
+    for name, ctype, data in (("p1.tif", "image/tiff", tiff), ("p2.pdf", "application/pdf", pdf)):
+        parts.append(f"--B\r\nContent-Type: {ctype}; name={name}\r\nContent-Transfer-Encoding: base64\r\n"
+                     f"Content-Disposition: attachment; filename={name}\r\n\r\n" + base64.encodebytes(data).decode())
+    return (
+        "From: HylaFAX Agent <FaxMaster>\r\nTo: support@bridge.test\r\n"
+        'Subject: Fax received from "+86 532 8888 1234"\r\nMessage-ID: <f2@fax>\r\n'
+        "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+        "--B\r\nContent-Type: text/plain\r\n\r\n  Sender: +86 532 8888 1234\r\n  Pages: 2\r\n"
+        + "".join(parts) + "--B--\r\n"
+    ).encode()
+
+
+def test_fax_tools_present_under_ci() -> None:
+    """The packages .ci/run installs: missing ones fail here under CI=true."""
+    for tool in ("tesseract", "faxinfo", "tiff2pdf"):
+        require_binary(tool)
+    require_server("HylaFAX faxrcvd", Path("/var/spool/hylafax/bin/faxrcvd").exists())
+    langs = __import__("subprocess").run(["tesseract", "--list-langs"], capture_output=True, text=True).stdout
+    for lang in ("eng", "chi_sim", "chi_tra"):
+        require_server(f"tesseract language {lang}", lang in langs.split())
+    assert shutil.which("tesseract")
