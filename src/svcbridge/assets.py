@@ -24,7 +24,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .models import Asset
 
-__all__ = ["AssetLookup", "AssetPart", "AssetRecord", "AssetRegister", "normalize_serial"]
+__all__ = [
+    "EXCLUSION_REASONS",
+    "AssetLookup",
+    "AssetPart",
+    "AssetRecord",
+    "AssetRegister",
+    "normalize_serial",
+]
+
+# why the warranty does not apply, as an agent records it (``svcbridge assets exclude``, the helpdesk)
+EXCLUSION_REASONS = ("misuse", "unauthorised_repair", "modification", "force_majeure", "consumable")
 
 _SERIAL = re.compile(r"^[A-Z0-9][A-Z0-9-]{2,63}$")
 

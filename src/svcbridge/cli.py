@@ -467,3 +467,9 @@ from .cli_work import jobs, timers  # noqa: E402  (groups defined beside, attach
 
 main.add_command(jobs)
 main.add_command(timers)
+from .cli_users import users  # noqa: E402
+
+main.add_command(users)
+from .cli_assets import assets  # noqa: E402
+
+main.add_command(assets)

@@ -1,0 +1,239 @@
+"""The asset register (issue 14 item 1): import from CSV / XLSX with a per-row report, show, list,
+exclusions, the batch-defect owner notice, and the asset_lookup hook answering before the register."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import date
+from pathlib import Path
+
+import openpyxl
+import pytest
+from click.testing import CliRunner
+
+from svcbridge import AssetRecord, hookimpl
+from svcbridge.assetlookup import HostAssets
+from svcbridge.cli import main
+from svcbridge.plugins import make_plugin_manager
+from svcbridge.store import db
+from svcbridge.store.assets import AssetStore
+from svcbridge.store.repo import Store
+
+CONFIG = """
+data_dir = "{d}/var"
+[http]
+enabled = false
+[plugins.email]
+from_address = "support@bridge.test"
+[plugins.email.outbound]
+transport = "spool"
+spool_dir = "{d}/outgoing"
+"""
+
+HEADER = (
+    "serial,vendor,model,product_line,customer,region,timezone,invoice_date,production_date,contacts,"
+    "part_category,part_number,part_installed,part_replaced_from,part_paid_repair\n"
+)
+GOOD = (
+    HEADER
+    + "7XK2M9P,Dell,PowerEdge R750,server,华东电力,sh,Asia/Shanghai,2024-02-29,2023-12-01,ops@hd.example;+8613800138000,main,PSU-750,,,\n"
+    + "7xk2m9p,,,,,,,,,,chassis,CH-2U,,,\n"
+    + "FOC2231X0AB,Cisco,C9300-48P,network,台北銀行,tw,Asia/Taipei,,2022-05-10,net@tpb.example,,,,,\n"
+)
+BAD_ROWS = (
+    HEADER
+    + ",Dell,X,,,,,,,,,,,,\n"  # no serial
+    + "AB1234C,Dell,X,,,,,2023-02-29,,,,,,,\n"  # no such day
+    + "AB1234D,Dell,X,,,,Mars/Olympus,,,,,,,,\n"  # unknown zone
+    + "AB1234E,Dell,Latitude 7440,,acme,,,2025-01-15,,,main,P1,,,maybe\n"  # paid repair not yes/no
+    + "AB1234F,Dell,Latitude 7440,,acme,,,2025-01-15,,,,,,,\n"  # good
+    + "AB1234F,HP,,,,,,,,,,,,,\n"  # contradicts the vendor two lines up
+    + "序列号!,Dell,X,,,,,,,,,,,,\n"  # not a serial
+)
+
+
+@pytest.fixture
+def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    for k in [k for k in __import__("os").environ if k.startswith("SVCBRIDGE_")]:
+        monkeypatch.delenv(k)
+    p = tmp_path / "svcbridge.toml"
+    p.write_text(CONFIG.format(d=tmp_path))
+    return p
+
+
+def run(cfg: Path, *args: str):
+    return CliRunner().invoke(main, ["--config", str(cfg), *args])
+
+
+def report(res) -> list[dict]:
+    return [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+
+
+def test_import_csv_adds_groups_parts_and_reports_per_row(cfg: Path, tmp_path: Path) -> None:
+    f = tmp_path / "units.csv"
+    f.write_text(GOOD, encoding="utf-8")
+    res = run(cfg, "assets", "import", str(f), "--json")
+    assert res.exit_code == 0, res.output
+    assert [(r["line"], r["serial"], r["result"]) for r in report(res)] == [
+        (2, "7XK2M9P", "added"),
+        (3, "7XK2M9P", "added"),
+        (4, "FOC2231X0AB", "added"),
+    ]
+    shown = json.loads(run(cfg, "assets", "show", "7xk2m9p", "--json").stdout)
+    assert shown["customer"] == "华东电力" and shown["invoice_date"] == "2024-02-29"
+    assert [p["category"] for p in shown["parts"]] == ["main", "chassis"]
+    assert shown["contacts"] == ["ops@hd.example", "+8613800138000"]
+    # the same file again changes nothing; a new invoice date is a change, named
+    again = run(cfg, "assets", "import", str(f), "--json")
+    assert {r["result"] for r in report(again)} == {"unchanged"}
+    f.write_text(GOOD.replace("2024-02-29", "2024-03-01"), encoding="utf-8")
+    dry = run(cfg, "assets", "import", str(f), "--json", "--dry-run")
+    assert [r["detail"] for r in report(dry) if r["result"] == "changed"] == ["invoice_date", "invoice_date"]
+    assert json.loads(run(cfg, "assets", "show", "7XK2M9P", "--json").stdout)["invoice_date"] == "2024-02-29"
+    run(cfg, "assets", "import", str(f))
+    assert json.loads(run(cfg, "assets", "show", "7XK2M9P", "--json").stdout)["invoice_date"] == "2024-03-01"
+    listed = run(cfg, "assets", "list")
+    assert "FOC2231X0AB" in listed.stdout and "7XK2M9P" in listed.stdout
+
+
+def test_bad_rows_are_refused_with_line_and_reason_and_the_rest_imported(cfg: Path, tmp_path: Path) -> None:
+    f = tmp_path / "bad.csv"
+    f.write_text(BAD_ROWS, encoding="utf-8")
+    res = run(cfg, "assets", "import", str(f), "--json")
+    assert res.exit_code == 1  # a refused row is noticed by a scheduled import
+    rows = {r["line"]: r for r in report(res)}
+    assert rows[2]["result"] == "refused" and "serial" in rows[2]["detail"]
+    assert rows[3]["result"] == "refused" and "invoice_date" in rows[3]["detail"]
+    assert rows[4]["result"] == "refused" and "Mars/Olympus" in rows[4]["detail"]
+    assert rows[5]["result"] == "refused" and "part_paid_repair" in rows[5]["detail"]
+    assert rows[6]["result"] == "added"
+    assert rows[7]["result"] == "refused" and "contradicts line 6 on vendor" in rows[7]["detail"]
+    assert rows[8]["result"] == "refused"
+    assert run(cfg, "assets", "show", "AB1234F", "--json").exit_code == 0
+    assert run(cfg, "assets", "show", "AB1234E").exit_code == 1
+    assert "1 added" in res.stderr and "6 refused" in res.stderr
+
+
+def test_import_xlsx_with_chinese_headers_and_excel_dates(cfg: Path, tmp_path: Path) -> None:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["机身编号", "厂商", "型号", "客户", "发票日期", "生产日期", "部件类别", "部件号", "有偿维修"])
+    sheet.append(["PF3ABCD1", "Lenovo", "ThinkPad T14", "深圳分行", date(2025, 1, 31), None, "main", 5001, "否"])
+    sheet.append(["PF3ABCD1", None, None, None, None, None, "other", "KB-01", "是"])
+    sheet.append(["CN12345678", "HP", "LaserJet M507", "高雄門市", "2024/12/31", None, None, None, None])
+    f = tmp_path / "units.xlsx"
+    book.save(f)
+    res = run(cfg, "assets", "import", str(f), "--json")
+    assert res.exit_code == 0, res.output
+    assert [r["result"] for r in report(res)] == ["added", "added", "added"]
+    unit = json.loads(run(cfg, "assets", "show", "PF3ABCD1", "--json").stdout)
+    assert unit["invoice_date"] == "2025-01-31"
+    assert [(p["part_number"], p["paid_repair"]) for p in unit["parts"]] == [("5001", False), ("KB-01", True)]
+    assert json.loads(run(cfg, "assets", "show", "CN12345678", "--json").stdout)["invoice_date"] == "2024-12-31"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "why"),
+    [
+        ("x.pdf", b"%PDF", "not a .csv or .xlsx"),
+        ("no_serial.csv", b"model,vendor\nX,Dell\n", "no serial column"),
+        ("broken.xlsx", b"PK\x03\x04 not really", "not a readable XLSX"),
+    ],
+)
+def test_unreadable_files_are_refused_whole(cfg: Path, tmp_path: Path, name: str, content: bytes, why: str) -> None:
+    f = tmp_path / name
+    f.write_bytes(content)
+    res = run(cfg, "assets", "import", str(f))
+    assert res.exit_code == 2 and why in res.stderr
+
+
+def test_gbk_csv_from_excel_is_read(cfg: Path, tmp_path: Path) -> None:
+    f = tmp_path / "gbk.csv"
+    f.write_bytes("序列号,型号,客户\nJ1ABCDE,OptiPlex 7010,南京分公司\n".encode("gb18030"))
+    assert run(cfg, "assets", "import", str(f)).exit_code == 0
+    assert json.loads(run(cfg, "assets", "show", "J1ABCDE", "--json").stdout)["customer"] == "南京分公司"
+
+
+def test_exclusion_is_recorded_on_unit_and_ticket(cfg: Path, tmp_path: Path) -> None:
+    from conftest import eml
+
+    f = tmp_path / "u.csv"
+    f.write_text(GOOD, encoding="utf-8")
+    run(cfg, "assets", "import", str(f))
+    assert CliRunner().invoke(main, ["--config", str(cfg), "ingest", "-"], input=eml()).exit_code == 0
+    res = run(cfg, "assets", "exclude", "7XK2M9P", "misuse", "--ticket", "SB-000001", "--note", "dropped")
+    assert res.exit_code == 0, res.output
+    unit = json.loads(run(cfg, "assets", "show", "7XK2M9P", "--json").stdout)
+    assert [(e["reason"], e["ticket"]) for e in unit["exclusions"]] == [("misuse", "SB-000001")]
+    shown = json.loads(run(cfg, "tickets", "show", "SB-000001", "--json").stdout)
+    assert any(e["type"] == "warranty_exclusion" for e in shown["events"])
+    assert shown["labels"]["warranty_exclusions"][0]["reason"] == "misuse"
+    assert run(cfg, "assets", "exclude", "NOSUCH1", "misuse").exit_code == 1
+    assert run(cfg, "assets", "exclude", "7XK2M9P", "bored").exit_code == 2  # not a reason
+
+
+def test_notify_owners_once_per_contact(cfg: Path, tmp_path: Path) -> None:
+    from conftest import eml
+
+    f = tmp_path / "u.csv"
+    f.write_text(
+        HEADER
+        + "AAA1111,Dell,R750,,c1,,,,,a@one.example,,,,,\n"
+        + "AAA2222,Dell,R750,,c2,,,,,b@two.example;+8613800138000,,,,,\n"
+        + "AAA3333,Dell,R750,,c1,,,,,a@one.example,,,,,\n"
+        + "BBB1111,Dell,R650,,c3,,,,,c@three.example,,,,,\n",
+        encoding="utf-8",
+    )
+    run(cfg, "assets", "import", str(f))
+    CliRunner().invoke(main, ["--config", str(cfg), "ingest", "-"], input=eml())
+    args = ["assets", "notify-owners", "r750", "--ticket", "SB-000001", "--subject", "PSU recall", "--body", "x"]
+    res = run(cfg, *args)
+    assert res.exit_code == 0, res.output
+    assert "a@one.example (2 units)" in res.stdout and "b@two.example (1 units)" in res.stdout
+    assert "c@three.example" not in res.stdout
+    outbox = json.loads(run(cfg, "outbox", "list", "--json").stdout)
+    notices = [o for o in outbox if o["kind"] == "notify" and "batch_defect" in json.dumps(o["payload"])]
+    assert len(notices) == 2
+    again = run(cfg, *args)
+    assert "already notified" in again.stdout
+    shown = json.loads(run(cfg, "tickets", "show", "SB-000001", "--json").stdout)
+    assert sorted(e["data"]["to"] for e in shown["events"] if e["type"] == "batch_notice") == [
+        "a@one.example",
+        "b@two.example",
+    ]
+
+
+class ERP:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bool]] = []
+
+    @hookimpl
+    def asset_lookup(self, serial: str, register, inline: bool):
+        self.calls.append((serial, inline))
+        if serial == "ERP0001":
+            return AssetRecord(serial=serial, customer="from erp", source="erp")
+        if serial == "BOOM001":
+            raise ConnectionError("erp down")
+        return None
+
+
+def test_asset_lookup_hook_answers_before_the_register(tmp_path: Path) -> None:
+    engine = db.make_engine(f"sqlite:///{tmp_path}/s.db")
+    db.upgrade(engine)
+    register = AssetStore(Store(engine))
+    register.upsert(AssetRecord(serial="LOCAL01", customer="local"))
+    pm = make_plugin_manager(entrypoints=False)
+    erp = ERP()
+    pm.register(erp, name="erp")
+    inline = HostAssets(pm, register, inline=True)
+    job = HostAssets(pm, register, inline=False)
+    got = asyncio.run(inline.get(" erp0001 "))
+    assert got is not None and got.customer == "from erp" and got.source == "erp"
+    assert asyncio.run(inline.get("local01")).customer == "local"  # the ERP did not know it
+    assert asyncio.run(inline.get("BOOM001")) is None  # inline: the ERP's failure never stops intake
+    with pytest.raises(ConnectionError):  # in a job it propagates: the job is retried
+        asyncio.run(job.get("BOOM001"))
+    assert asyncio.run(inline.get("not a serial!")) is None
+    assert erp.calls == [("ERP0001", True), ("LOCAL01", True), ("BOOM001", True), ("BOOM001", False)]
