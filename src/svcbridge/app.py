@@ -27,6 +27,7 @@ from .pipeline import Outcome, Pipeline
 from .plugins import PluginManager, make_plugin_manager
 from .settings import Settings
 from .store import db, lease
+from .store.blobs import LocalBlobs
 from .store.repo import Store
 from .work import JobKind, TimerKind
 
@@ -113,9 +114,10 @@ class App:
 
         logmod.add_secrets(settings.secret_values())
         engine = db.make_engine(settings.db_url)
+        blobs = LocalBlobs(settings.blob_dir)
         if migrate:
-            db.upgrade(engine)
-        store = Store(engine, settings.ticket_prefix)
+            db.upgrade(engine, blobs=blobs)
+        store = Store(engine, settings.ticket_prefix, blobs)
         sinks: dict[str, Sink] = {}
         for plugin, sink in pm.register_objects("register_sinks", settings):
             _unique(sinks, sink.name, sink, plugin, "sink")

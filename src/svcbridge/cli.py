@@ -172,7 +172,9 @@ def db_upgrade(ctx: click.Context) -> None:
     except ConfigError as exc:
         _print_config_errors(exc)
         sys.exit(2)
-    dbmod.upgrade(engine)
+    from .store.blobs import LocalBlobs
+
+    dbmod.upgrade(engine, blobs=LocalBlobs(s.blob_dir))  # 0012 moves stored bytes into the blob store
     out.print(f"database at revision {dbmod.current_revision(engine)}")
 
 

@@ -32,6 +32,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import ConfigError
+from .storesettings import StoreSettings
 
 __all__ = ["PluginSettings", "Settings", "load_settings"]
 
@@ -216,6 +217,7 @@ class Settings(BaseSettings):
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -236,6 +238,10 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'svcbridge.db'}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.store.blob_dir or self.data_dir / "blobs"
 
     def plugin_config(self, section: str) -> Any:
         """The validated settings model of ``[plugins.<section>]`` (None when the section is absent)."""

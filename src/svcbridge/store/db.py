@@ -69,12 +69,13 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def alembic_config(engine: Engine) -> Config:
+def alembic_config(engine: Engine, blobs: Any = None) -> Config:
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine
+    cfg.attributes["blobs"] = blobs  # migration 0012 moves stored bytes into it (store/blobmove.py)
     return cfg
 
 
@@ -87,7 +88,7 @@ def head_revision() -> str:
     return max(p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("[0-9]*_*.py"))
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "head", blobs: Any = None) -> None:
     """Run migrations up to `revision` (idempotent; runs on every daemon start and every ``ingest``).
 
     A store already at the head is left alone without importing Alembic: that import is a fifth of
@@ -110,7 +111,30 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
                 raise
     from alembic import command
 
-    command.upgrade(alembic_config(engine), revision)
+    command.upgrade(alembic_config(engine, blobs), revision)
+    vacuum_for_retention(engine)
+
+
+def vacuum_for_retention(engine: Engine) -> None:
+    """SQLite: a store made before auto_vacuum=INCREMENTAL is rebuilt with it once (VACUUM, outside
+    any transaction), so what retention deletes is given back to the file system from then on."""
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect() as conn:
+        if conn.exec_driver_sql("PRAGMA auto_vacuum").scalar() == 2:
+            return
+    raw = engine.raw_connection()
+    try:
+        dbapi = raw.driver_connection
+        assert dbapi is not None
+        saved, dbapi.isolation_level = dbapi.isolation_level, None
+        try:
+            dbapi.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            dbapi.execute("VACUUM")
+        finally:
+            dbapi.isolation_level = saved
+    finally:
+        raw.close()
 
 
 def _empty(engine: Engine) -> bool:
@@ -156,6 +180,9 @@ def create_at_head(engine: Engine) -> None:
             saved, dbapi.isolation_level = dbapi.isolation_level, None  # we say BEGIN and COMMIT
             try:
                 cur = dbapi.cursor()
+                # a new file gives pages back (retention and erasure run incremental_vacuum); it
+                # must be said before the first table; an older store is rebuilt once by upgrade
+                cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
                 cur.execute("BEGIN IMMEDIATE")
                 try:
                     for sql in statements:

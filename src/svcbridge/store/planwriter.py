@@ -24,12 +24,14 @@ from ..models import DeliveryResult, EventType, OutboxKind, Ticket, TicketEvent
 from ..plans import Plan, PlanStatus, StageFailed, actor
 from ..routing import Router
 from .batch import BatchWriter
+from .blobs import Chunks, ensure
 from .jobs import write_work
 from .outbox import notification_rows
 from .pipelease import PipelineLease
 from .repo import Store
 
 log = structlog.get_logger("svcbridge.pipeline")
+ATTACHMENT_INLINE_MAX = 4096  # bytes: a smaller file stays in its attachments row
 
 
 class PlanWriter:
@@ -68,22 +70,44 @@ class PlanWriter:
 
     def write(self, plans: list[Plan]) -> None:
         """All plans in one transaction: rows collected per table, one statement per table (batch.py)."""
+        items = self._attachment_blobs(plans)  # on disk before the commit that names them
         with self.store.tx() as conn:
             self._fence(conn, [p.journal_id for p in plans])
             w = BatchWriter()
             for p in plans:
                 self._write(conn, w, p)
+            for row in w.attachments:  # the bytes are in the blob store: the row keeps metadata only
+                if row["sha256"] in items:
+                    row["data"] = None
             w.flush(conn)
             # jobs and timers the hooks asked for: after the flush, which inserts their tickets
             for p in plans:
                 if p.work and p.status in (PlanStatus.CREATED, PlanStatus.FOLLOWUP):
                     write_work(conn, self.store, p.work)
+        if items and self.store.blobs is not None:
+            ensure(self.store.blobs, items, items)
         # committed: log and count inline deliveries as the delivery loop does its own
         dlog = log.bind()
         for r in w.inline_done:
             metrics.DELIVERIES.labels(target=r["target"], result="ok").inc()
             ref = self.store.ref_for(r["ticket_id"])
             dlog.info("delivered", target=r["target"], ticket=ref, kind=r["kind"], inline=True)
+
+    def _attachment_blobs(self, plans: list[Plan]) -> dict[str, Chunks]:
+        """The attachment bytes of this batch as blobs, put now. A file cut out of its raw mail at
+        journal time (split.py) is the same blob (same sha256): only touched, not written again.
+        Files of a few KB stay in the row: a file each would cost more than it saves."""
+        blobs = self.store.blobs
+        if blobs is None:
+            return {}
+        items: dict[str, Chunks] = {}
+        for p in plans:
+            if p.draft is not None and p.status in (PlanStatus.CREATED, PlanStatus.FOLLOWUP):
+                for att in p.draft.attachments:
+                    if att.data is not None and len(att.data) > ATTACHMENT_INLINE_MAX:
+                        items[att.sha256] = att.data
+        blobs.put_many(items)
+        return items
 
     def _quarantine(self, plan: Plan, exc: BaseException) -> None:
         plan.quarantine(StageFailed("store", None, exc))

@@ -12,11 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
 from ..contracts import SubmitResult
 from ..errors import StoreUnavailable, clean_error
+from ..faults import fault
 from ..models import (
     Attachment,
     ExternalLink,
@@ -25,8 +26,11 @@ from ..models import (
     TicketEvent,
     utcnow,
 )
+from . import rawstore
 from . import schema as t
+from .attachments import AttachmentReads
 from .batch import MARK_JOURNAL, ticket_row
+from .blobs import BlobMissing, BlobStore, Chunks, ensure
 from .rows import attachment_model, journal_row, ticket_from_row
 
 # Statements built once; values go in as parameters, so SQLAlchemy reuses the compiled form instead of
@@ -40,12 +44,14 @@ _SEL_LINK = select(t.links.c.ticket_id).where(
 )
 
 
-class Store:
-    """One engine, one ticket prefix; safe to share between threads."""
+class Store(AttachmentReads):
+    """One engine, one ticket prefix, the blob store; safe to share between threads."""
 
-    def __init__(self, engine: Engine, prefix: str = "SB") -> None:
+    def __init__(self, engine: Engine, prefix: str = "SB", blobs: BlobStore | None = None) -> None:
         self.engine = engine
         self.prefix = prefix
+        # raw messages and attachment bytes (blobs.py); None keeps them in the rows (tests, tools)
+        self.blobs = blobs
 
     @contextmanager
     def tx(self) -> Iterator[Connection]:
@@ -70,9 +76,11 @@ class Store:
     def journal_insert(self, raw: RawMessage) -> SubmitResult:
         """Commit a raw message; an existing (source, external_id) returns ``new=False``."""
         row = journal_row(raw)
+        items = self._put_raw(row, raw)
         try:
             with self.tx() as conn:
                 jid = conn.execute(insert(t.journal).values(**row)).inserted_primary_key[0]  # type: ignore[index]
+            self._ensure(items)
             return SubmitResult(int(jid), True)
         except IntegrityError:
             with self.engine.connect() as conn:
@@ -91,19 +99,36 @@ class Store:
         except IntegrityError:  # another replica journaled one of them meanwhile: go one by one
             return [self.journal_insert(r) for r in raws]
 
+    def _put_raw(self, row: dict[str, Any], raw: RawMessage) -> dict[str, Chunks]:
+        """The row's stored form; its blobs on disk before the journal commit that names them."""
+        items = rawstore.stored_row(self.blobs, row, raw.raw, raw.content_hash)
+        if items and self.blobs is not None:
+            self.blobs.put_many(items)
+            fault("after_blobs")  # crash tests: blobs on disk, the journal row not yet committed
+        return items
+
+    def _ensure(self, items: dict[str, Chunks]) -> None:
+        if items and self.blobs is not None:
+            ensure(self.blobs, items, items)
+
     def _insert_many(self, raws: list[RawMessage], keys: list[tuple[str, str]]) -> list[SubmitResult]:
+        prepared: dict[tuple[str, str], dict[str, Any]] = {}
+        items: dict[str, Chunks] = {}
+        for r in raws:  # the same message twice in one batch is journaled once
+            if (r.source, r.external_id) not in prepared:
+                row = prepared[(r.source, r.external_id)] = journal_row(r)
+                items.update(rawstore.stored_row(self.blobs, row, r.raw, r.content_hash))
+        if items and self.blobs is not None:  # blobs first: a crash leaves orphans, never a dangling row
+            self.blobs.put_many(items)
+            fault("after_blobs")
         with self.tx() as conn:
             existing = self._journal_ids(conn, keys)
-            fresh = [r for r in raws if (r.source, r.external_id) not in existing]
-            seen: set[tuple[str, str]] = set()
-            rows = []
-            for r in fresh:  # the same message twice in one batch is journaled once
-                if (r.source, r.external_id) not in seen:
-                    seen.add((r.source, r.external_id))
-                    rows.append(journal_row(r))
+            seen = {k for k in prepared if k not in existing}
+            rows = [row for k, row in prepared.items() if k in seen]
             if rows:
                 conn.execute(insert(t.journal), rows)
             ids = self._journal_ids(conn, keys)
+        self._ensure(items)
         new_keys = set(seen)
         out = []
         for k in keys:
@@ -129,9 +154,8 @@ class Store:
         at most ``limit``, and no more than ``max_bytes`` of raw message (but always the first one),
         so a backlog of large mails makes smaller batches, not a larger process: a batch is held in
         memory several times over (raw, parsed, pickled to the workers)."""
-        q = select(t.journal.c.id, func.coalesce(func.length(t.journal.c.raw), 0)).where(
-            t.journal.c.status == "pending"
-        )
+        size = func.coalesce(t.journal.c.size, func.length(t.journal.c.raw), 0)
+        q = select(t.journal.c.id, size).where(t.journal.c.status == "pending")
         if exclude:
             q = q.where(t.journal.c.id.not_in(exclude))
         with self.engine.connect() as conn:
@@ -161,18 +185,23 @@ class Store:
     def load_raws(self, ids: list[int]) -> dict[int, RawMessage]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(t.journal).where(t.journal.c.id.in_(ids))).mappings().all()
-        return {
-            int(r["id"]): RawMessage(
+        out = {}
+        for r in rows:
+            meta = dict(r["meta"] or {})
+            try:
+                data = rawstore.load(self.blobs, r)
+            except BlobMissing as exc:  # quarantined by the parser with this reason, never guessed at
+                data, meta["fetch_error"] = None, str(exc)
+            out[int(r["id"])] = RawMessage(
                 channel=r["channel"],
                 source=r["source"],
                 external_id=r["external_id"],
                 received_at=r["received_at"],
-                raw=r["raw"],
+                raw=data,
                 blob_ref=r["blob_ref"],
-                metadata=dict(r["meta"] or {}),
+                metadata=meta,
             )
-            for r in rows
-        }
+        return out
 
     def journal_row(self, journal_id: int) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
@@ -331,54 +360,6 @@ class Store:
             for a in conn.execute(q.order_by(t.attachments.c.id)).mappings():
                 out[int(a["ticket_id"])].attachments.append(attachment_model(a))
         return out
-
-    def attachments_with_data(self, ticket_id: int, journal_id: int | None = None) -> list[Attachment]:
-        """Attachments including their bytes: the whole ticket's, or only one journaled message's."""
-        q = select(t.attachments).where(t.attachments.c.ticket_id == ticket_id).order_by(t.attachments.c.id)
-        if journal_id is not None:
-            q = q.where(t.attachments.c.journal_id == journal_id)
-        with self.engine.connect() as conn:
-            return [attachment_model(a, a["data"]) for a in conn.execute(q).mappings()]
-
-    def attachments_bulk(
-        self, ticket_ids: set[int], journal_ids: set[int]
-    ) -> tuple[dict[int, list[Attachment]], dict[int, list[Attachment]]]:
-        """Attachments with bytes, by ticket (for creates) and by journal entry (for updates).
-
-        A create carries the files of the message that opened the ticket only: a follow-up stored
-        before the create reached the helpdesk posts its own files with its own update, so each file
-        goes to the helpdesk once.
-        """
-        by_ticket: dict[int, list[Attachment]] = {i: [] for i in ticket_ids}
-        by_journal: dict[int, list[Attachment]] = {i: [] for i in journal_ids}
-        if not ticket_ids and not journal_ids:
-            return by_ticket, by_journal
-        cond = or_(t.attachments.c.ticket_id.in_(ticket_ids), t.attachments.c.journal_id.in_(journal_ids))
-        with self.engine.connect() as conn:
-            first: dict[int, int] = {}
-            if ticket_ids:
-                q = (
-                    select(t.journal.c.ticket_id, func.min(t.journal.c.id))
-                    .where(t.journal.c.ticket_id.in_(ticket_ids), t.journal.c.status == "processed")
-                    .group_by(t.journal.c.ticket_id)
-                )
-                first = {int(r[0]): int(r[1]) for r in conn.execute(q)}
-            for a in conn.execute(select(t.attachments).where(cond).order_by(t.attachments.c.id)).mappings():
-                att = attachment_model(a, a["data"])
-                tid, jid = a["ticket_id"], a["journal_id"]
-                if tid in by_ticket and (jid is None or tid not in first or jid == first[tid]):
-                    by_ticket[a["ticket_id"]].append(att)
-                if a["journal_id"] in by_journal:
-                    by_journal[a["journal_id"]].append(att)
-        return by_ticket, by_journal
-
-    def attachment_data(self, ticket_id: int, safe_name: str) -> bytes | None:
-        with self.engine.connect() as conn:
-            return conn.execute(
-                select(t.attachments.c.data).where(
-                    t.attachments.c.ticket_id == ticket_id, t.attachments.c.safe_name == safe_name
-                )
-            ).scalar()
 
     def list_tickets(self, state: str | None = None, limit: int = 100) -> list[Ticket]:
         q = select(t.tickets).order_by(t.tickets.c.id.desc()).limit(limit)

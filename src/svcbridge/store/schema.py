@@ -78,10 +78,27 @@ journal = Table(
     Column("ticket_id", Id, ForeignKey("tickets.id"), nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
     Column("processed_at", TS, nullable=True),
+    # blob store (store/blobs.py, migration 0012): the raw message's size, the part blobs its stored
+    # form references (space-separated sha256), when retention or erasure removed the raw message
+    Column("size", BigInteger, nullable=True),
+    Column("blob_parts", Text, nullable=True),
+    Column("purged_at", TS, nullable=True),
     UniqueConstraint("source", "external_id", name="uq_journal_source_extid"),
 )
 Index("ix_journal_status", journal.c.status, journal.c.id)
 Index("ix_journal_hash", journal.c.content_hash)
+
+# who erased a person's data and when (``svcbridge contacts erase``, store/erasure.py): the person
+# only as a keyed hash of the address, so the trail shows a request was carried out without naming them
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", TS, nullable=False),
+    Column("by", String(200), nullable=False),
+    Column("subject_hash", String(64), nullable=False),
+    Column("counts", JSON, nullable=False, default=dict),
+)
 
 tickets = Table(
     "tickets",

@@ -1,0 +1,185 @@
+"""Content-addressed blob store: raw messages and attachment bytes, each stored once, by sha256.
+
+The database holds metadata only (``journal.blob_ref``, ``attachments.sha256``); the bytes live here.
+The same scan sent twice, or the same file on ten tickets, is one blob.
+
+Durability: ``put_many`` returns only when every blob is on disk: written to a temporary file in the
+same file system, fsynced, renamed into place, and the directory fsynced. Callers put the blobs BEFORE
+the transaction that references them commits, so a ``kill -9`` in between leaves at most an orphan
+blob (``gc`` removes it later), never a row pointing to a missing blob. An existing blob is touched
+(its mtime renewed) instead of written again, which tells ``gc`` it is in use again; and the writer
+checks after its commit that the blob is still there (``ensure``), which closes the window of a
+``gc`` racing that reuse.
+
+A raw mail is stored as a *skeleton* (``split.py``): its base64 parts that re-encode byte for byte
+are cut out and stored decoded as blobs of their own (the attachment a parser decodes from that part
+has the same sha256, so it is stored once, not twice), and the raw blob keeps the rest plus a
+manifest. ``join`` rebuilds the original bytes exactly; ``split`` proves that before anything is
+written. The raw blob's key is the sha256 of the whole original message (the journal's
+``content_hash``).
+
+``BlobStore`` is the interface; ``LocalBlobs`` is the file-system implementation under
+``<data_dir>/blobs``. Replicas on several machines need a shared one (an S3-compatible object store
+would implement the same five methods); until then they share a directory (NFS) or run on one host.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Protocol
+
+Chunks = bytes | memoryview | list[bytes | memoryview]
+
+
+class BlobMissing(LookupError):
+    """A row names a blob the store does not hold (deleted by hand, or a store restored without it)."""
+
+
+class BlobStore(Protocol):
+    def put_many(self, items: dict[str, Chunks]) -> int:
+        """Store every blob durably (existing ones are touched); the number of bytes newly written."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def has(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> bool: ...
+
+    def keys(self, older_than: float = 0.0) -> Iterator[tuple[str, int]]:
+        """(key, size) of every blob last written or touched more than ``older_than`` seconds ago."""
+
+
+def _is_key(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
+class LocalBlobs:
+    """Blobs as files ``<root>/<first two hex digits>/<sha256>``, written atomically and fsynced."""
+
+    def __init__(self, root: Path | str, threads: int = 4) -> None:
+        self.root = Path(root)
+        self.tmp = self.root / "tmp"
+        self.threads = threads
+        self._made: set[str] = set()
+
+    def path(self, key: str) -> Path:
+        if not _is_key(key):
+            raise ValueError(f"not a blob key: {key[:80]!r}")
+        return self.root / key[:2] / key
+
+    def _dir(self, key: str) -> Path:
+        d = self.root / key[:2]
+        if key[:2] not in self._made:
+            d.mkdir(parents=True, exist_ok=True)
+            self._made.add(key[:2])
+        return d
+
+    def _write(self, key: str, chunks: Chunks) -> int:
+        final = self.path(key)
+        try:
+            os.utime(final)  # present: renew its mtime, so gc sees it in use again
+            return 0
+        except FileNotFoundError:
+            pass
+        self._dir(key)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        tmp = self.tmp / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        n = 0
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            for c in chunks if isinstance(chunks, list) else [chunks]:
+                view = memoryview(c)
+                while view:
+                    w = os.write(fd, view)
+                    view, n = view[w:], n + w
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+        return n
+
+    def put_many(self, items: dict[str, Chunks]) -> int:
+        if not items:
+            return 0
+        if len(items) == 1 or self.threads <= 1:
+            written = [self._write(k, v) for k, v in items.items()]
+        else:  # fsync releases the GIL: the file system groups the flushes of parallel writers
+            with ThreadPoolExecutor(min(self.threads, len(items))) as pool:
+                written = list(pool.map(lambda kv: self._write(*kv), items.items()))
+        if any(written):  # the renames are durable only once their directories are
+            for d in {k[:2] for k, w in zip(items, written, strict=True) if w}:
+                _fsync_dir(self.root / d)
+        return sum(written)
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self.path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def has(self, key: str) -> bool:
+        return self.path(key).exists()
+
+    def delete(self, key: str) -> bool:
+        try:
+            self.path(key).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    def keys(self, older_than: float = 0.0) -> Iterator[tuple[str, int]]:
+        limit = time.time() - older_than
+        if not self.root.is_dir():
+            return
+        for d in sorted(self.root.iterdir()):
+            if len(d.name) != 2 or not d.is_dir():
+                continue
+            for f in d.iterdir():
+                if not _is_key(f.name):
+                    continue
+                try:
+                    st = f.stat()
+                except FileNotFoundError:
+                    continue
+                if st.st_mtime <= limit:
+                    yield f.name, st.st_size
+
+    def clean_tmp(self, older_than: float = 3600.0) -> int:
+        """Temporary files of writers that died before their rename; how many were removed."""
+        n, limit = 0, time.time() - older_than
+        for f in self.tmp.iterdir() if self.tmp.is_dir() else ():
+            try:
+                if f.stat().st_mtime <= limit:
+                    f.unlink()
+                    n += 1
+            except FileNotFoundError:
+                continue
+        return n
+
+    def usage(self) -> tuple[int, int]:
+        """(blobs, bytes) held."""
+        count = total = 0
+        for _, size in self.keys():
+            count, total = count + 1, total + size
+        return count, total
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def ensure(blobs: BlobStore, items: dict[str, Chunks], keys: Iterable[str]) -> None:
+    """After a commit: every key it references is still there (a gc between our touch and our commit
+    may have taken a reused blob); put back what is missing from the bytes still in hand."""
+    missing = {k: items[k] for k in keys if k in items and not blobs.has(k)}
+    if missing:
+        blobs.put_many(missing)
