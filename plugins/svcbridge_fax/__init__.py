@@ -33,7 +33,7 @@ import hashlib
 from typing import Any
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from svcbridge import (
     ExternalLink,
@@ -43,11 +43,13 @@ from svcbridge import (
     RawMessage,
     TicketChange,
     TicketDraft,
+    WebhookRoute,
     hookimpl,
 )
 
 from . import ocr
-from .detect import BUILTIN_RULES, FAX_TYPES, FaxRule, detect, header_sender
+from .detect import BUILTIN_RULES, FAX_TYPES, FaxRule, detect, e164, header_sender
+from .gateways import SinchFaxRoute, TelnyxFaxRoute, parse_gateway_fax
 
 __version__ = "0.1.0"
 log = structlog.get_logger("svcbridge.fax")
@@ -63,11 +65,40 @@ class OcrSettings(BaseModel):
     page_timeout: float = Field(default=120.0, gt=0, description="seconds Tesseract may take on one page")
 
 
+class TelnyxFaxSettings(BaseModel):
+    """``[plugins.fax.telnyx]``: Telnyx Programmable Fax (inbound webhook, outbound faxes)."""
+
+    model_config = ConfigDict(extra="forbid")
+    public_key: str = Field(description="the account's Ed25519 public key, base64 (Mission Control portal)")
+    api_key: SecretStr = Field(description="API v2 key: media downloads from Telnyx hosts, sending faxes")
+    path: str = "telnyx/fax"
+    tolerance: float = Field(default=300.0, gt=0, le=3600, description="seconds a timestamp may be off")
+    max_media: int = Field(default=20 * 1024 * 1024, ge=1024, description="largest fax document fetched")
+    api_base: str = "https://api.telnyx.com"
+    connection_id: str | None = Field(default=None, description="fax application id, for sending faxes")
+    from_number: str | None = Field(default=None, description="our fax number in E.164, for sending")
+
+
+class SinchFaxSettings(BaseModel):
+    """``[plugins.fax.sinch]``: Sinch Fax v2.1 (Phaxio) callbacks and sending."""
+
+    model_config = ConfigDict(extra="forbid")
+    callback_token: SecretStr = Field(description="the callback (webhook) token that signs callbacks")
+    public_url: str = Field(description="base URL Sinch calls, e.g. https://bridge.example.com")
+    path: str = "sinch/fax"
+    max_media: int = Field(default=20 * 1024 * 1024, ge=1024)
+    api_base: str = "https://api.phaxio.com"
+    api_key: str | None = None
+    api_secret: SecretStr | None = None
+
+
 class FaxSettings(PluginSettings):
     default_region: str | None = Field(default=None, description="ISO region for national numbers: CN, TW")
     builtin_rules: bool = True
     rules: list[FaxRule] = Field(default_factory=list)
     ocr: OcrSettings = Field(default_factory=OcrSettings)
+    telnyx: TelnyxFaxSettings | None = None
+    sinch: SinchFaxSettings | None = None
 
     def all_rules(self) -> list[FaxRule]:
         return [*self.rules, *(BUILTIN_RULES if self.builtin_rules else [])]
@@ -79,6 +110,29 @@ _host: dict[str, Any] = {}  # the running App (``startup``): the OCR job reads t
 @hookimpl
 def register_settings(register: Any) -> None:
     register("fax", FaxSettings)
+
+
+
+
+@hookimpl
+def register_routes(register: Any, settings: Any) -> None:
+    cfg: FaxSettings | None = settings.plugin_config("fax")
+    if cfg is None:
+        return
+    if cfg.telnyx is not None:
+        t = cfg.telnyx
+        route = TelnyxFaxRoute(t, settings.outbound_allow, transport=cfg.transport)
+        register(WebhookRoute(path=t.path, endpoint=route, name=f"telnyx:{t.path}"))
+    if cfg.sinch is not None:
+        route_s = SinchFaxRoute(cfg.sinch)
+        register(WebhookRoute(path=cfg.sinch.path, endpoint=route_s, name=f"sinch:{cfg.sinch.path}"))
+
+
+@hookimpl
+def parse_message(raw: RawMessage) -> TicketDraft | None:
+    if raw.channel != "fax" or not raw.source.startswith(("telnyx:", "sinch:")):
+        return None
+    return parse_gateway_fax(raw)
 
 
 @hookimpl
@@ -95,7 +149,14 @@ def shutdown(app: Any) -> None:
 @hookimpl(tryfirst=True)  # before the customer directory, which then finds the customer by the fax number
 def normalize_draft(draft: TicketDraft, raw: RawMessage, settings: Any) -> None:
     cfg: FaxSettings | None = settings.plugin_config("fax")
-    if cfg is None or draft.channel != "email" or raw.raw is None:
+    if cfg is None or raw.raw is None:
+        return
+    if draft.channel == "fax":  # from a gateway: a national number is read in the configured region
+        number = (draft.labels.get("fax") or {}).get("raw_from")
+        if not draft.contact.phone and number:
+            draft.contact.phone = e164(str(number), cfg.default_region)
+        return
+    if draft.channel != "email":
         return
     info = detect(
         cfg.all_rules(),
