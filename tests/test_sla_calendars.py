@@ -17,7 +17,9 @@ from svcbridge_sla.calendars import (
     CalendarDataMissing,
     add_business_time,
     business_elapsed,
+    open_time,
     parse_duration,
+    parse_span,
 )
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -26,9 +28,15 @@ DUTY = BusinessCalendar(name="duty", days=[1, 2, 3, 4, 5, 6, 7], windows=["08:00
 NIGHT = BusinessCalendar(name="night", days=[1, 2, 3, 4, 5, 6, 7], windows=["22:00-06:00"])
 ALWAYS = BusinessCalendar(name="24x7", always=True)
 HK = BusinessCalendar(name="hk", timezone="Asia/Hong_Kong", holidays="HK")
-BERLIN = BusinessCalendar(name="berlin", timezone="Europe/Berlin", days=[1, 2, 3, 4, 5, 6, 7], windows=["01:00-05:00"])
-NY_ALL = BusinessCalendar(name="ny", timezone="America/New_York", days=[1, 2, 3, 4, 5, 6, 7], windows=["00:00-24:00"])
-NY_OFFICE = BusinessCalendar(name="ny_office", timezone="America/New_York", holidays="US", windows=["09:00-17:00"])
+BERLIN = BusinessCalendar(
+    name="berlin", timezone="Europe/Berlin", days=[1, 2, 3, 4, 5, 6, 7], windows=["01:00-05:00"]
+)
+NY_ALL = BusinessCalendar(
+    name="ny", timezone="America/New_York", days=[1, 2, 3, 4, 5, 6, 7], windows=["00:00-24:00"]
+)
+NY_OFFICE = BusinessCalendar(
+    name="ny_office", timezone="America/New_York", holidays="US", windows=["09:00-17:00"]
+)
 
 
 def sh(*a: int) -> datetime:
@@ -43,6 +51,13 @@ ADD_CASES = [
     ("make-up Saturday 14 Feb is worked", CN_OFFICE, sh(2026, 2, 13, 17, 0), "2h", sh(2026, 2, 14, 10, 0)),
     ("Spring Festival closed 15-23 Feb", CN_OFFICE, sh(2026, 2, 14, 17, 0), "2h", sh(2026, 2, 24, 10, 0)),
     ("make-up Saturday 28 Feb is worked", CN_OFFICE, sh(2026, 2, 27, 17, 0), "2h", sh(2026, 2, 28, 10, 0)),
+    (
+        "24h on office hours is 24 open hours",
+        CN_OFFICE,
+        sh(2026, 3, 6, 17, 55),
+        "24h",
+        sh(2026, 3, 11, 14, 55),
+    ),
     ("one working day over the festival", CN_OFFICE, sh(2026, 2, 14, 17, 30), "1d", sh(2026, 2, 24, 17, 30)),
     ("5 working days span it", CN_OFFICE, sh(2026, 2, 12, 10, 0), "5d", sh(2026, 2, 26, 10, 0)),
     ("New Year closed, Sunday 4 Jan worked", CN_OFFICE, sh(2025, 12, 31, 17, 0), "2h", sh(2026, 1, 4, 10, 0)),
@@ -93,24 +108,46 @@ ADD_CASES = [
 
 
 @pytest.mark.parametrize(("what", "cal", "start", "dur", "want"), ADD_CASES, ids=[c[0] for c in ADD_CASES])
-def test_add_business_time(what: str, cal: BusinessCalendar, start: datetime, dur: str, want: datetime) -> None:
-    got = add_business_time(start, parse_duration(dur), cal)
+def test_add_business_time(
+    what: str, cal: BusinessCalendar, start: datetime, dur: str, want: datetime
+) -> None:
+    d = open_time(dur, cal)
+    got = add_business_time(start, d, cal)
     assert got == want, f"{what}: {got.astimezone(want.tzinfo)}"
     assert got.tzinfo is not None
-    # and back: the open time between them is the duration (days scaled to the calendar's day)
-    d = parse_duration(dur)
-    if d.days and not cal.always:
-        d = cal.day_length * d.days + (d - timedelta(days=d.days))
-    assert business_elapsed(start, got, cal) == d
+    assert business_elapsed(start, got, cal) == d  # and back: the open time between them
 
 
 ELAPSED_CASES = [
-    ("NY spring forward Sunday is 23 h", NY_ALL, "2026-03-08T00:00-05:00", "2026-03-09T00:00-04:00", timedelta(hours=23)),
-    ("NY fall back Sunday is 25 h", NY_ALL, "2026-11-01T00:00-04:00", "2026-11-02T00:00-05:00", timedelta(hours=25)),
-    ("Berlin fall back window 01-05 is 5 h", BERLIN, "2026-10-25T00:00+02:00", "2026-10-25T12:00+01:00", timedelta(hours=5)),
+    (
+        "NY spring forward Sunday is 23 h",
+        NY_ALL,
+        "2026-03-08T00:00-05:00",
+        "2026-03-09T00:00-04:00",
+        timedelta(hours=23),
+    ),
+    (
+        "NY fall back Sunday is 25 h",
+        NY_ALL,
+        "2026-11-01T00:00-04:00",
+        "2026-11-02T00:00-05:00",
+        timedelta(hours=25),
+    ),
+    (
+        "Berlin fall back window 01-05 is 5 h",
+        BERLIN,
+        "2026-10-25T00:00+02:00",
+        "2026-10-25T12:00+01:00",
+        timedelta(hours=5),
+    ),
     # open days: 14 (make-up), 24, 25, 26, 27 and 28 (make-up) February
-    ("over the festival six working days", CN_OFFICE, "2026-02-14T00:00+08:00", "2026-02-28T23:59+08:00",
-     timedelta(hours=9 * 6)),
+    (
+        "over the festival six working days",
+        CN_OFFICE,
+        "2026-02-14T00:00+08:00",
+        "2026-02-28T23:59+08:00",
+        timedelta(hours=9 * 6),
+    ),
     ("end before start is zero", CN_OFFICE, "2026-03-05T10:00+08:00", "2026-03-04T10:00+08:00", timedelta(0)),
 ]
 
@@ -134,8 +171,12 @@ def test_pauses_and_resumptions() -> None:
     assert add_business_time(start, timedelta(hours=2), ALWAYS, pauses) == sh(2026, 3, 4, 14, 30)
     # a pause in closed time takes nothing off twice: Friday 17:00 paused until Monday 10:00
     pauses = [(sh(2026, 3, 6, 17, 0), sh(2026, 3, 9, 10, 0))]
-    assert add_business_time(sh(2026, 3, 6, 16, 0), timedelta(hours=2), CN_OFFICE, pauses) == sh(2026, 3, 9, 11, 0)
-    assert business_elapsed(sh(2026, 3, 6, 16, 0), sh(2026, 3, 9, 11, 0), CN_OFFICE, pauses) == timedelta(hours=2)
+    assert add_business_time(sh(2026, 3, 6, 16, 0), timedelta(hours=2), CN_OFFICE, pauses) == sh(
+        2026, 3, 9, 11, 0
+    )
+    assert business_elapsed(sh(2026, 3, 6, 16, 0), sh(2026, 3, 9, 11, 0), CN_OFFICE, pauses) == timedelta(
+        hours=2
+    )
     # still paused (no end): elapsed counts up to the pause, a deadline cannot be known
     open_pause = [(sh(2026, 3, 4, 11, 0), None)]
     assert business_elapsed(start, sh(2026, 3, 5, 0, 0), ALWAYS, open_pause) == timedelta(hours=1)
@@ -187,11 +228,19 @@ def test_bad_calendars_are_refused(kwargs: dict, error: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "want"),
-    [("10m", timedelta(minutes=10)), ("1h30m", timedelta(minutes=90)), ("5d", timedelta(days=5)),
-     ("90s", timedelta(seconds=90)), (300, timedelta(minutes=5)), ("2 h", timedelta(hours=2))],
+    [
+        ("10m", timedelta(minutes=10)),
+        ("1h30m", timedelta(minutes=90)),
+        ("5d", timedelta(days=5)),
+        ("90s", timedelta(seconds=90)),
+        (300, timedelta(minutes=5)),
+        ("2 h", timedelta(hours=2)),
+    ],
 )
 def test_parse_duration(text: str | int, want: timedelta) -> None:
     assert parse_duration(text) == want
+    days, rest = parse_span(text)
+    assert timedelta(days=days) + rest == want and (days == 0) == (want.days == 0 or "d" not in str(text))
 
 
 @pytest.mark.parametrize("text", ["", "ten minutes", "5x", "h", "-5m", "5m junk"])

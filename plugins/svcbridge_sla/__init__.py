@@ -1,1 +1,232 @@
-"""SLA engine (issue 15): calendars, classification, policies, timers, escalation, follow-up."""
+"""The SLA engine (issue 15): fault levels, business calendars, deadlines, warnings, escalation.
+
+What no helpdesk models, as a plugin (``[plugins.sla]``, docs/sla.md):
+
+- ``classify_ticket`` (last, after the customer directory and the categoriser): priority P1-P3 and
+  fault level 1-4 from the rules (``classify.py``), unless the helpdesk overrode them; the policy
+  (``policy.py``) and its deadlines from ``draft.received_at`` on the business calendars
+  (``calendars.py``); the warning and breach timers. A technician's SMS ``ONSITE SB-000123 14:05``
+  (到场 / 恢复 / 解决 ...) from a registered phone records a milestone.
+- ``status_updated``: every state change (and an agent's ``#priority P1`` / ``#fault 2`` note, an
+  override that wins) asks for the ``sla.recompute`` job, which recomputes the deadlines from the
+  trail (pauses in waiting states), records what was met and moves or cancels the timers.
+- timers ``sla_warn:<target>``, ``sla_breach:<target>``, ``sla_escalate:<target>``
+  (``escalation.py``): durable rows, fired once even with several replicas, late ones say so.
+- ``compose_notifications``: the satisfaction survey when a ticket is resolved (``followup.py``).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from svcbridge import (
+    Job,
+    JobKind,
+    Priority,
+    Settings,
+    StatusUpdate,
+    Ticket,
+    TicketChange,
+    TicketDraft,
+    TicketEvent,
+    Timer,
+    TimerKind,
+    WorkQueue,
+    hookimpl,
+    utcnow,
+)
+
+from .classify import FAULT_LEVELS, classify, facts_of, level_of, parse_priority
+from .clock import ACTOR, plan, timer_names
+from .engine import MILESTONES, policy_facts
+from .escalation import base_change, fire
+from .policy import TARGETS, select_policy
+from .settings import SlaSettings
+
+__version__ = "0.1.0"
+__all__ = ["SECTION", "SlaSettings"]
+
+SECTION = "sla"
+RECOMPUTE = "sla.recompute"
+log = structlog.get_logger("svcbridge_sla")
+_OVERRIDE = re.compile(r"#(priority|fault)\s*[:=]?\s*([A-Za-z0-9]+)", re.IGNORECASE)
+_SMS_MILESTONE = re.compile(
+    r"^\s*(onsite|on site|到场|到場|restored|恢复|恢復|resolved|解决|解決)\s+(SB-\d{1,12})"
+    r"(?:\s+(\d{1,2}):(\d{2}))?\s*$",
+    re.IGNORECASE,
+)
+_SMS_WORDS = {
+    "onsite": "onsite", "on site": "onsite", "到场": "onsite", "到場": "onsite",
+    "restored": "restored", "恢复": "restored", "恢復": "restored",
+    "resolved": "resolved", "解决": "resolved", "解決": "resolved",
+}  # fmt: skip
+
+_cfg: dict[str, SlaSettings] = {}
+
+
+def _settings(settings: Settings | None) -> SlaSettings | None:
+    cfg = settings.plugin_config(SECTION) if settings is not None else None
+    if isinstance(cfg, SlaSettings):
+        _cfg["current"] = cfg  # timers and jobs get no Settings: the last loaded table serves them
+        return cfg
+    return None
+
+
+@hookimpl
+def register_settings(register: Any) -> None:
+    register(SECTION, SlaSettings)
+
+
+@hookimpl(trylast=True)
+def classify_ticket(draft: TicketDraft, ticket: Ticket | None, settings: Settings, jobs: WorkQueue) -> None:
+    cfg = _settings(settings)
+    if cfg is None:
+        return
+    if ticket is not None:
+        _followup(draft, ticket, cfg, jobs)
+        return
+    labels = draft.labels
+    facts = facts_of(draft.subject, draft.body_text, draft.customer, draft.channel, draft.category, labels)
+    got = classify(facts, cfg.rules, min(cfg.default_priority, draft.priority), cfg.default_fault_level)
+    draft.priority = min(draft.priority, got.priority)
+    draft.fault_level = got.fault
+    labels["sla_class"] = {
+        "rules": got.matched,
+        "fault_level": got.fault_level,
+        "priority": int(draft.priority),
+    }
+    site = getattr(draft.asset, "site", None)
+    pf = policy_facts(draft.customer, int(draft.priority), got.fault_level, draft.channel, labels, site)
+    policy = select_policy(cfg.policies, pf)
+    if policy is None:
+        return
+    draft.sla_policy = policy.name
+    start = draft.received_at or utcnow()
+    shadow = Ticket(
+        id=0,
+        ref=jobs.ticket_ref or "",
+        channel=draft.channel,
+        priority=draft.priority,
+        created_at=start,
+        events=[TicketEvent(type="received", at=start)],
+    )
+    p = plan(shadow, policy, cfg, start)
+    if p.error:
+        labels["sla_error"] = p.error
+    draft.deadlines = dict(p.deadlines)
+    p.apply_timers(jobs)
+
+
+def _followup(draft: TicketDraft, ticket: Ticket, cfg: SlaSettings, jobs: WorkQueue) -> None:
+    """A follow-up: a technician's milestone SMS, or words that make the ticket more urgent."""
+    m = _SMS_MILESTONE.match(draft.body_text or draft.subject or "")
+    phone = draft.contact.phone
+    if m and phone and phone in cfg.technicians and m.group(2).upper() == ticket.ref:
+        at = draft.received_at or utcnow()
+        if m.group(3):  # "14:05": the technician's local time today, in the ticket's calendar zone
+            at = _local_time(ticket, cfg, at, int(m.group(3)), int(m.group(4)))
+        data = {"milestone": _SMS_WORDS[m.group(1).lower()], "at": at.isoformat(), "source": f"sms:{phone}"}
+        jobs.enqueue(
+            RECOMPUTE, {"milestone": data}, key=f"{ticket.ref}:ms:{data['milestone']}:{at.isoformat()}"
+        )
+        return
+    if ticket.labels.get("sla_override"):
+        return  # the helpdesk decided: the rules no longer move priority or level
+    facts = facts_of(
+        draft.subject, draft.body_text, ticket.customer, ticket.channel, ticket.category, ticket.labels
+    )
+    got = classify(facts, cfg.rules, ticket.priority, level_of(ticket.fault_level) or cfg.default_fault_level)
+    if got.priority < ticket.priority:  # a follow-up can make it more urgent, never less
+        draft.priority = got.priority
+    old_level = level_of(ticket.fault_level)
+    if old_level is None or got.fault_level < old_level:
+        draft.fault_level = got.fault
+
+
+def _local_time(ticket: Ticket, cfg: SlaSettings, received: datetime, hh: int, mm: int) -> datetime:
+    policy = cfg.policy(ticket.sla_policy)
+    tgt = policy.targets.get("onsite") if policy else None
+    tz = cfg.calendar(tgt.calendar if tgt else "24x7")._tz
+    local = received.astimezone(tz).replace(hour=min(hh, 23), minute=min(mm, 59), second=0, microsecond=0)
+    return local if local <= received.astimezone(tz) else received
+
+
+@hookimpl
+def status_updated(ticket: Ticket, update: StatusUpdate, jobs: WorkQueue) -> None:
+    cfg = _cfg.get("current")
+    if cfg is None:
+        return
+    data: dict[str, Any] = {}
+    override = _override(update.internal_note or "")
+    if override:
+        data["override"] = {**override, "by": update.actor, "system": update.system}
+    key = update.external_event_id or f"{update.at.isoformat()}:{update.state}:{bool(override)}"
+    jobs.enqueue(RECOMPUTE, data, key=f"{ticket.ref}:sla:{key}")
+
+
+def _override(note: str) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for what, value in _OVERRIDE.findall(note):
+        try:
+            if what.lower() == "priority":
+                found["priority"] = int(parse_priority(value))
+            elif value.isdigit() and 1 <= int(value) <= 4:
+                found["fault_level"] = int(value)
+        except ValueError:
+            continue
+    return found
+
+
+def recompute(job: Job, work: WorkQueue) -> TicketChange | None:
+    """The ``sla.recompute`` job: milestone, override, then the plan from the trail."""
+    cfg, ticket = _cfg.get("current"), job.ticket
+    if cfg is None or ticket is None:
+        return None
+    now = utcnow()
+    events: list[TicketEvent] = []
+    change_fields: dict[str, Any] = {}
+    ms = job.data.get("milestone")
+    if ms and ms.get("milestone") in MILESTONES:
+        events.append(TicketEvent(type="sla_milestone", at=now, actor=str(ms.get("source", ACTOR)), data=ms))
+    ov = job.data.get("override")
+    if ov:
+        events.append(TicketEvent(type="sla_override", at=now, actor=str(ov.get("by", "agent")), data=ov))
+        if "priority" in ov:
+            change_fields["priority"] = Priority(int(ov["priority"]))
+        if "fault_level" in ov:
+            change_fields["fault_level"] = FAULT_LEVELS[int(ov["fault_level"])]
+    shadow = ticket.model_copy(update={"events": [*ticket.events, *events], **change_fields})
+    p = plan(shadow, cfg.policy(ticket.sla_policy), cfg, now, events)
+    p.apply_timers(work)
+    change = base_change(shadow, p, events)
+    for k, v in change_fields.items():
+        setattr(change, k, v)
+    if ov:
+        change.labels = {**change.labels, "sla_override": {k: v for k, v in ov.items() if k != "system"}}
+    return change
+
+
+@hookimpl
+def register_job_kinds(register: Any, settings: Settings) -> None:
+    _settings(settings)
+    register(JobKind(RECOMPUTE, recompute, timeout=30.0))
+
+
+def _handler(kind: str) -> Any:
+    def handler(timer: Timer, work: WorkQueue) -> TicketChange | None:
+        cfg = _cfg.get("current")
+        return fire(kind, timer, work, cfg) if cfg is not None else None
+
+    return handler
+
+
+@hookimpl
+def register_timer_kinds(register: Any, settings: Settings) -> None:
+    _settings(settings)
+    for target in TARGETS:
+        for kind, name in zip(("warn", "breach", "escalate"), timer_names(target), strict=True):
+            register(TimerKind(name, _handler(kind), timeout=30.0))

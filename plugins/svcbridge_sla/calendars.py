@@ -40,6 +40,7 @@ __all__ = [
     "Interval",
     "add_business_time",
     "business_elapsed",
+    "open_time",
     "parse_duration",
 ]
 
@@ -53,29 +54,42 @@ class CalendarDataMissing(ValueError):
     """The holiday data of a calendar does not cover a year (too early, or not yet published)."""
 
 
-def parse_duration(text: str | int | float) -> timedelta:
-    """``"10m"``, ``"1h30m"``, ``"2d"``, ``"90s"`` or a number of seconds, as a timedelta.
+def parse_span(text: str | int | float) -> tuple[float, timedelta]:
+    """``"10m"``, ``"1h30m"``, ``"5d"``, ``"90s"`` or a number of seconds: (days, the rest).
 
-    ``d`` is 24 hours of *business* time on the target's calendar (a 9:00-18:00 calendar's working
-    day is 9 h: ``add_business_time`` scales days, see ``BusinessCalendar.day_length``).
+    Days stay apart because a day means a *working day* of a calendar (``open_time``): ``24h`` on a
+    9:00-18:00 calendar is 24 open hours, ``1d`` is 9.
     """
     if isinstance(text, int | float):
         if text < 0:
             raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=float(text))
+        return 0.0, timedelta(seconds=float(text))
     s = text.strip()
-    pos, total = 0, timedelta(0)
+    pos, days, rest = 0, 0.0, timedelta(0)
     for m in _DURATION.finditer(s):
         if s[pos : m.start()].strip():
             break
         n, unit = float(m.group(1)), m.group(2).lower()
-        total += {"d": timedelta(days=n), "h": timedelta(hours=n), "m": timedelta(minutes=n)}.get(
-            unit, timedelta(seconds=n)
-        )
+        if unit == "d":
+            days += n
+        else:
+            rest += {"h": timedelta(hours=n), "m": timedelta(minutes=n)}.get(unit, timedelta(seconds=n))
         pos = m.end()
     if not s or pos != len(s):
         raise ValueError(f"not a duration: {text!r} (use e.g. 10m, 4h, 1h30m, 5d)")
-    return total
+    return days, rest
+
+
+def parse_duration(text: str | int | float) -> timedelta:
+    """A duration in plain time (``d`` = 24 h), e.g. an escalation step's delay."""
+    days, rest = parse_span(text)
+    return timedelta(days=days) + rest
+
+
+def open_time(text: str | int | float, calendar: BusinessCalendar) -> timedelta:
+    """How much open time ``text`` promises on ``calendar``: ``5d`` is five of its working days."""
+    days, rest = parse_span(text)
+    return calendar.day_length * days + rest
 
 
 class BusinessCalendar(BaseModel):
@@ -260,20 +274,15 @@ def add_business_time(
     duration: timedelta,
     calendar: BusinessCalendar,
     pauses: Sequence[Interval] = (),
-    *,
-    days_scale: bool = True,
 ) -> datetime:
     """The moment ``duration`` of open, unpaused time has passed after ``start`` (UTC).
 
-    With ``days_scale`` a whole-day part of ``duration`` counts working days of the calendar
-    (``2d`` on 9:00-18:00 is 18 open hours), so "5 working days" means what a contract means.
-    An open-ended pause (still waiting) that the remaining time would run into raises ValueError:
-    the deadline is unknown until the clock runs again.
+    ``open_time`` turns a contract's "5d" into open time first. An open-ended pause (still
+    waiting) that the remaining time would run into raises ValueError: the deadline is unknown
+    until the clock runs again.
     """
     if duration < timedelta(0):
         raise ValueError("a duration cannot be negative")
-    if days_scale and duration.days and not calendar.always:
-        duration = calendar.day_length * duration.days + (duration - timedelta(days=duration.days))
     left = duration
     cut = _pauses(pauses)
     start = _utc(start)

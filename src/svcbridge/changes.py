@@ -163,11 +163,13 @@ def record(
     """Apply ``change`` to ``ticket`` and write it (row, event, outbox) in ``conn``'s transaction.
 
     Returns the diff; nothing is written when nothing changed and there is no note. The change's own
-    ``events`` are written in any case (after the ``ticket_updated`` event, if any).
+    ``events`` and ``notifications`` (outbox rows) are written in any case.
     """
     diff = apply(ticket, change)
     for ev in change.events:
         store.add_event(conn, ticket.id, ev)
+    if change.notifications:  # keyed by origin: a re-run of the same firing sends nothing twice
+        ob.enqueue_notifications(conn, ticket, change.notifications, f"chg:{origin}:{plugin or ''}")
     if not diff and not change.note:
         return diff
     if diff:

@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .models import Asset, FaultLevel, Priority, Ticket, TicketEvent
+from .models import Asset, FaultLevel, Notification, Priority, Ticket, TicketEvent
 
 __all__ = ["Job", "JobKind", "TicketChange", "Timer", "TimerKind", "WorkQueue"]
 
@@ -55,6 +55,8 @@ class TicketChange(BaseModel):
     note: str | None = None
     # trail entries of the plugin's own types (sla_breached, survey_reply, ...), stored with the change
     events: list[TicketEvent] = Field(default_factory=list)
+    # notices through the outbox (an escalation to a supervisor, a survey): sent once per origin
+    notifications: list[Notification] = Field(default_factory=list)
 
     def is_empty(self) -> bool:
         return not self.model_dump(exclude_none=True, exclude_defaults=True)

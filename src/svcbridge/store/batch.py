@@ -173,7 +173,7 @@ class BatchWriter:
         if result.detail:
             data["detail"] = result.detail
         done = EventType.NOTIFIED if kind == OutboxKind.NOTIFY else EventType.DELIVERED
-        self.add_event(ticket_id, TicketEvent(type=done, data=data))
+        self.add_event(ticket_id, TicketEvent(type=done, at=self.now, data=data))
 
     def mark_journal(self, journal_id: int, status: str, ticket_id: int | None) -> None:
         self.marks.append({"jid": journal_id, "st": status, "tid": ticket_id, "at": self.now})
