@@ -156,6 +156,10 @@ class App:
         """``svcbridge.Host``: a stored attachment's bytes (a job's thread reads a fax's pages)."""
         return self.store.attachment_data(ticket_id, safe_name)
 
+    def lookup(self) -> Any:
+        """``svcbridge.Host``: read-only ticket queries (the store answers ``TicketLookup``)."""
+        return self.store
+
     async def poll_sources_once(self) -> int:
         """One pass over every source (``run --once``); a failing source is reported, the others run."""
         total = 0

@@ -116,6 +116,12 @@ class Host(Protocol):
         """
         ...
 
+    def lookup(self) -> TicketLookup:
+        """Read-only ticket queries (by reference, by link, a contact's open ticket), as the
+        ``thread_message`` hook gets them. Blocking: from a thread or ``asyncio.to_thread`` (a phone
+        route asks whether an answered caller has an open ticket before it journals the call)."""
+        ...
+
 
 class TicketLookup(Protocol):
     """Read-only queries the `thread_message` hook may use."""

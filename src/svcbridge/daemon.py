@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -77,6 +78,7 @@ async def _source_loop(app: App, name: str) -> None:
             failures += 1
             delay = source_retry_delay(exc, src.interval, failures)
             ctx.report(False, f"{type(exc).__name__}: {exc}")
+            app.health[name].retry_at = time.time() + delay  # the console shows the backoff
             log.error("source_failed", source=name, error=f"{type(exc).__name__}: {exc}", retry_in=delay)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(app.stopping.wait(), timeout=delay)
