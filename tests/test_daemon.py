@@ -123,7 +123,9 @@ def _healthy(port: int) -> bool:
 
 
 def _ready_tickets(port: int) -> bool:
-    return "SB-000001" in httpx.get(f"http://127.0.0.1:{port}/", timeout=2).text
+    # "/" is the console behind a login now; the metrics say when the first ticket is created
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    return 'outcome="created"} 1.0' in metrics
 
 
 @pytest.mark.parametrize("point", ["after_journal", "after_store", "after_remote_commit"])

@@ -75,6 +75,11 @@ class SourceHealth:
     ok: bool = True
     detail: str = ""
     last_success: float | None = None
+    # for the console and /readyz: since when it fails, how often in a row, when it is tried again
+    failing_since: float | None = None
+    failures: int = 0
+    last_error_at: float | None = None
+    retry_at: float | None = None
 
 
 @dataclass
@@ -87,6 +92,7 @@ class App:
     work: WorkRunner
     sources: dict[str, Source] = field(default_factory=dict)
     routes: list[WebhookRoute] = field(default_factory=list)
+    erps: dict[str, Any] = field(default_factory=dict)  # name -> svcbridge.PartsErp (register_erps)
     health: dict[str, SourceHealth] = field(default_factory=dict)
     # replaced by fresh events inside the running loop by daemon.serve()
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -143,6 +149,8 @@ class App:
             _unique(app.sources, src.name, src, plugin, "source")
         for _plugin, route in pm.register_objects("register_routes", settings):
             app.routes.append(route)
+        for plugin, erp in pm.register_objects("register_erps", settings):
+            _unique(app.erps, erp.name, erp, plugin, "ERP")
         return app
 
     def context(self, name: str) -> IntakeCtx:
@@ -301,4 +309,10 @@ class IntakeCtx:
         metrics.SOURCE_UP.labels(source=self.name).set(1 if ok else 0)
         if ok:
             h.last_success = time.time()
+            h.failing_since, h.failures, h.retry_at = None, 0, None
             metrics.LAST_SUCCESS.labels(source=self.name).set(h.last_success)
+        else:
+            h.last_error_at = time.time()
+            h.failures += 1
+            if h.failing_since is None:
+                h.failing_since = h.last_error_at

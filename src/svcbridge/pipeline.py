@@ -442,6 +442,8 @@ def _msg_data(raw: RawMessage, draft: TicketDraft) -> dict[str, Any]:
         "external_id": raw.external_id,
         "subject": draft.subject,
         "body": draft.body_text[:20000],
+        # the parser's nh3-sanitised HTML, for the console's sandboxed view (never executed there)
+        "body_html": draft.body_html[:200_000] if draft.body_html else None,
         "automated": draft.automated,
         "attachments": [a.safe_name for a in draft.attachments],
         "stored_at": utcnow().isoformat(),

@@ -92,6 +92,32 @@ class HttpSettings(BaseModel):
     )
 
 
+class ConsoleSettings(BaseModel):
+    """The operator console (console/, docs/console.md), served on the [http] listener."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    admin_token: SecretStr | None = Field(
+        default=None, description="bearer token for scripts (admin rights); prefer admin_token_file or env"
+    )
+    admin_token_file: Path | None = Field(default=None, description="file holding the admin token")
+    session_hours: float = Field(default=12.0, gt=0, description="a console session lasts this long")
+    login_attempts: int = Field(default=5, ge=1, description="failed logins per user or address per window")
+    login_window: float = Field(default=300.0, gt=0, description="seconds of the login rate-limit window")
+    timezone: str = Field(default="UTC", description="dates for operators without a time zone of their own")
+    source_fail_threshold: float = Field(
+        default=300.0, ge=0, description="seconds a source may fail before /readyz says not ready"
+    )
+    refresh_seconds: float = Field(default=3.0, gt=0, description="how often an open page asks for news")
+
+    def token(self) -> str | None:
+        """The admin token (the file wins over the value); None when none is configured."""
+        if self.admin_token_file is not None:
+            value = self.admin_token_file.read_text(encoding="utf-8").strip()
+            return value or None
+        return self.admin_token.get_secret_value() if self.admin_token else None
+
+
 class LogSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     format: Literal["auto", "json", "console"] = "auto"
@@ -213,6 +239,7 @@ class Settings(BaseSettings):
     trace_hooks: bool = False
     shutdown_grace: float = Field(default=10.0, ge=0)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)

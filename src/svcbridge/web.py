@@ -1,13 +1,14 @@
-"""The daemon's HTTP side (Starlette): plugin webhooks under /hooks/, health, metrics, a read-only page.
+"""The daemon's HTTP side (Starlette): plugin webhooks under /hooks/, health, metrics, the operator console.
 
-Loopback by default. ``/healthz`` says the process is alive; ``/readyz`` says the store answers and lists
-failing sources and parked targets (503 when the store does not answer); ``/metrics`` is Prometheus.
+Loopback by default. ``/healthz`` says the process is alive; ``/readyz`` says whether the daemon can do
+its work: 503 when the store does not answer, or with the list of problems (a routed sink not configured,
+notices without a notifier, a parked target, a source failing past its threshold; console/facts.py).
+``/metrics`` is Prometheus. Everything else is the console (console/routes.py), behind a login.
 """
 
 from __future__ import annotations
 
 import asyncio
-from html import escape
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -15,10 +16,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from . import metrics
+from .console import facts
+from .console.routes import console_routes, make_console
 
 if TYPE_CHECKING:
     from .app import App
@@ -37,35 +40,32 @@ def build_web(app: App) -> Starlette:
             return JSONResponse({"status": "store unavailable", "error": type(exc).__name__}, status_code=503)
         failing = {n: h.detail for n, h in app.health.items() if not h.ok}
         alerts = {**app.delivery.alerts, **app.work.alerts}
-        body = {"status": "ok", "failing_sources": failing, "alerts": alerts}
-        return JSONResponse(body)
+        # the console's overview shows the same list, with what to do about each (console/facts.py)
+        found = await asyncio.to_thread(facts.problems, app)
+        body = {
+            "status": "not ready" if found else "ok",
+            "failing_sources": failing,
+            "alerts": alerts,
+            "problems": [p.as_dict() for p in found],
+        }
+        return JSONResponse(body, status_code=503 if found else 200)
 
     async def metrics_view(_: Request) -> Response:
         await asyncio.to_thread(_refresh_gauges, app)
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
-    async def index(_: Request) -> Response:
-        tickets = await asyncio.to_thread(app.store.list_tickets, None, 200)
-        rows = []
-        for t in tickets:
-            nxt = min(t.deadlines.values()).isoformat(timespec="minutes") if t.deadlines else "-"
-            rows.append(
-                f"<tr><td>{escape(t.ref)}</td><td>{escape(t.state.value)}</td><td>P{int(t.priority)}</td>"
-                f"<td>{escape(nxt)}</td><td>{escape(t.channel)}</td><td>{escape(t.subject)}</td>"
-                f"<td>{escape(t.contact.email or t.contact.phone or '')}</td></tr>"
-            )
-        html = _PAGE.format(rows="\n".join(rows) or '<tr><td colspan="7">no tickets yet</td></tr>')
-        return HTMLResponse(html)
-
-    routes = [
-        Route("/", index),
+    routes: list[Any] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics_view),
     ]
     for r in app.routes:
         routes.append(_hook_route(app, r))
-    return Starlette(routes=routes)
+    if app.settings.console.enabled:  # the operator console (console/, docs/console.md)
+        routes += console_routes()
+    web = Starlette(routes=routes)
+    web.state.console = make_console(app)
+    return web
 
 
 def _hook_route(app: App, r: Any) -> Route:
@@ -93,11 +93,3 @@ def _refresh_gauges(app: App) -> None:
     for status, n in app.delivery.outbox.counts().items():
         metrics.QUEUE.labels(queue="outbox", status=status).set(n)
 
-
-_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>svcbridge tickets</title>
-<style>body{{font:14px system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}}</style></head>
-<body><h1>svcbridge tickets</h1><table><thead><tr><th>Ref</th><th>State</th><th>Priority</th>
-<th>Next deadline</th><th>Channel</th><th>Subject</th><th>Contact</th></tr></thead><tbody>
-{rows}
-</tbody></table></body></html>"""

@@ -303,6 +303,43 @@ timers = Table(
 Index("ix_timers_due", timers.c.status, timers.c.next_attempt_at)
 Index("ix_timers_ticket", timers.c.ticket_id)
 
+# Operator console (console/): accounts, their sessions and the audit trail of every console action.
+# Passwords are argon2id hashes; a session row keeps only the SHA-256 of its cookie value.
+operators = Table(
+    "operators",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("username", String(100), nullable=False, unique=True),
+    Column("password_hash", String(300), nullable=False),
+    Column("role", String(20), nullable=False, default="admin"),  # admin | readonly
+    Column("tz", String(64), nullable=True),  # the operator's time zone for dates on the pages
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("operator_id", Id, ForeignKey("operators.id"), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=False),
+)
+Index("ix_console_sessions_operator", console_sessions.c.operator_id)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", TS, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(100), nullable=False),
+    Column("target", String(300), nullable=True),
+    Column("detail", JSON, nullable=False, default=dict),
+)
+Index("ix_audit_log_at", audit_log.c.at)
+
 # Asset register (svcbridge.assets, store/assets.py): units by serial, the parts installed in them,
 # warranty exclusions an agent applied, and remote systems' last answers per serial (vendor warranty
 # lookups: the TTL cache and the stale answer used while a vendor is down).

@@ -1,0 +1,123 @@
+"""Who is asking: session cookies, the admin token, CSRF checks and login rate limiting.
+
+- The session cookie is HttpOnly and SameSite=Strict (a cross-site form post does not carry it), Secure
+  when the console is served over https. Its value is random; the store keeps its hash.
+- Every state-changing request needs the session's CSRF token in the form *and*, when the browser sends
+  an Origin (or Referer), the console's own origin: a stale token (an old session, a password change) or
+  a foreign page is refused with 403 and nothing happens.
+- Scripts use ``Authorization: Bearer <admin token>`` (``[console] admin_token_file`` or the env); the
+  token is compared in constant time and never logged (it is added to the log redaction).
+- Login failures are counted per user name and per client address in a sliding window; over
+  ``login_attempts`` the login answers 429 without checking the password.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..settings import ConsoleSettings
+from .accounts import Accounts, Session
+
+COOKIE = "sb_session"
+LOGIN_COOKIE = "sb_login"  # double-submit token of the login form (no session exists yet)
+TOKEN_ACTOR = "token"  # noqa: S105  (the audit name of the admin token, not a secret)
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    role: str
+    tz: str | None
+    csrf: str | None  # None for the admin token: no cookie, nothing a foreign page could ride on
+
+    @property
+    def can_act(self) -> bool:
+        return self.role == "admin"
+
+
+class RateLimiter:
+    """Failed attempts per key in a sliding window (in memory: one daemon serves the console)."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit, self.window = limit, window
+        self._fails: dict[str, deque[float]] = {}
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        q = self._fails.setdefault(key, deque())
+        while q and now - q[0] > self.window:
+            q.popleft()
+        return q
+
+    def blocked(self, *keys: str) -> bool:
+        now = time.monotonic()
+        return any(len(self._recent(k, now)) >= self.limit for k in keys)
+
+    def failed(self, *keys: str) -> None:
+        now = time.monotonic()
+        for k in keys:
+            self._recent(k, now).append(now)
+        if len(self._fails) > 10_000:  # a spray of names must not grow memory without bound
+            for k in [k for k, q in self._fails.items() if not q]:
+                del self._fails[k]
+
+    def clear(self, *keys: str) -> None:
+        for k in keys:
+            self._fails.pop(k, None)
+
+
+class Guard:
+    def __init__(self, accounts: Accounts, cfg: ConsoleSettings) -> None:
+        self.accounts, self.cfg = accounts, cfg
+        self.limiter = RateLimiter(cfg.login_attempts, cfg.login_window)
+
+    def principal(self, request: Request) -> Principal | None:
+        auth = request.headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            token = self.cfg.token()
+            given = auth[7:].strip()
+            if token and hmac.compare_digest(given.encode(), token.encode()):
+                return Principal(TOKEN_ACTOR, "admin", None, None)
+            return None
+        s: Session | None = self.accounts.session(request.cookies.get(COOKIE))
+        if s is None:
+            return None
+        return Principal(s.operator.username, s.operator.role, s.operator.tz, s.csrf)
+
+    @staticmethod
+    def same_origin(request: Request) -> bool:
+        """False when the browser says the request comes from another origin."""
+        origin = request.headers.get("origin") or request.headers.get("referer")
+        if not origin or origin == "null":
+            return origin != "null"  # "null": a sandboxed or opaque origin is never ours
+        parts = urlsplit(origin)
+        return f"{parts.scheme}://{parts.netloc}" == f"{request.url.scheme}://{request.url.netloc}"
+
+    def csrf_ok(self, request: Request, who: Principal, form: dict[str, str]) -> bool:
+        if who.csrf is None:  # bearer token: no ambient credential to abuse
+            return True
+        given = form.get("csrf", "")
+        return self.same_origin(request) and hmac.compare_digest(given.encode(), who.csrf.encode())
+
+
+def cookie(response: Response, request: Request, name: str, value: str, max_age: int | None) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+
+
+def new_login_token() -> str:
+    return secrets.token_urlsafe(24)

@@ -1,0 +1,189 @@
+"""What the overview shows and what ``/readyz`` reports: the same facts, computed in one place.
+
+``problems`` is the truth behind readiness: a routed sink that is not configured, notices waiting for a
+channel no notifier serves, a parked target, a source failing for longer than its threshold, and the
+alerts delivery and jobs raised. Each problem names what to do (``hint``, a key the console translates;
+``/readyz`` gives the English text). Everything here is a handful of grouped counts: cheap enough for a
+page that polls every few seconds all day.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+
+from ..models import Target, utcnow
+from ..store import schema as t
+
+if TYPE_CHECKING:
+    from ..app import App
+
+HINTS = {
+    "sink_not_configured": "configure the sink's plugin section (or fix [routing]); see Plugins for a failed "
+    "plugin; its items wait in the outbox and go out once it exists",
+    "no_notifier": "configure the channel's outbound side (e.g. [plugins.email.outbound]) or [notifications] "
+    "fallback_channels, restart, then replay the parked notices",
+    "target_parked": "fix the target's credentials or address, then unpark it on the Outbox page "
+    "(or restart): its items go out again",
+    "source_failing": "check the source's server, address and credentials; the error says what failed",
+    "alert": "see the error; the Outbox or Jobs list shows the affected items",
+}
+
+
+@dataclass
+class Problem:
+    kind: str
+    subject: str
+    detail: str
+    hint: str
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def outbox_by_target(app: App) -> dict[str, dict[str, Any]]:
+    """target -> {pending, parked, dead, last_error}; done items are not counted (they are history)."""
+    q = (
+        select(t.outbox.c.target, t.outbox.c.status, func.count(), func.max(t.outbox.c.id))
+        .where(t.outbox.c.status != "done")
+        .group_by(t.outbox.c.target, t.outbox.c.status)
+    )
+    out: dict[str, dict[str, Any]] = {}
+    last_ids: list[int] = []
+    with app.store.engine.connect() as conn:
+        for target, status, n, last_id in conn.execute(q):
+            row = out.setdefault(target, {"pending": 0, "parked": 0, "dead": 0, "last_error": None})
+            row[status] = int(n)
+            if status in ("parked", "dead", "pending"):
+                last_ids.append(int(last_id))
+        if last_ids:  # the newest error per target, from the newest item of each state
+            errs = conn.execute(
+                select(t.outbox.c.target, t.outbox.c.last_error)
+                .where(t.outbox.c.id.in_(last_ids), t.outbox.c.last_error.is_not(None))
+                .order_by(t.outbox.c.id)
+            )
+            for target, err in errs:
+                out[target]["last_error"] = err
+    return out
+
+
+def problems(app: App, by_target: dict[str, dict[str, Any]] | None = None) -> list[Problem]:
+    """Why the daemon is not ready; an empty list when it is."""
+    by_target = outbox_by_target(app) if by_target is None else by_target
+    found: list[Problem] = []
+    sinks = app.delivery.sinks
+    for path, msg in app.settings.routing_errors(set(sinks)):
+        found.append(Problem("sink_not_configured", path, msg, HINTS["sink_not_configured"]))
+    for target, row in sorted(by_target.items()):
+        waiting = row["pending"] + row["parked"]
+        tgt = Target(target)
+        if tgt.is_notify and tgt.channel not in app.delivery.notifiers and waiting:
+            found.append(Problem("no_notifier", target, f"{waiting} notices waiting", HINTS["no_notifier"]))
+        elif not tgt.is_notify and target not in sinks and waiting:
+            found.append(
+                Problem(
+                    "sink_not_configured", target, f"{waiting} items waiting", HINTS["sink_not_configured"]
+                )
+            )
+        elif row["parked"]:
+            detail = f"{row['parked']} parked: {row['last_error'] or ''}".strip()
+            found.append(Problem("target_parked", target, detail, HINTS["target_parked"]))
+    threshold = app.settings.console.source_fail_threshold
+    now = time.time()
+    for name, h in sorted(app.health.items()):
+        if not h.ok and h.failing_since is not None and now - h.failing_since >= threshold:
+            mins = int((now - h.failing_since) // 60)
+            found.append(
+                Problem(
+                    "source_failing", name, f"failing for {mins} min: {h.detail}", HINTS["source_failing"]
+                )
+            )
+    seen = {p.subject for p in found}
+    for key, msg in sorted({**app.delivery.alerts, **app.work.alerts}.items()):
+        if key not in seen:
+            found.append(Problem("alert", key, msg, HINTS["alert"]))
+    return found
+
+
+def sources(app: App) -> list[dict[str, Any]]:
+    """Each source: ok / failing, last success, last error, backoff, lag (seconds since last success)."""
+    now = time.time()
+    threshold = app.settings.console.source_fail_threshold
+    rows = []
+    for name in sorted(set(app.sources) | set(app.health)):
+        h = app.health.get(name)
+        ok = h.ok if h else None
+        row: dict[str, Any] = {
+            "name": name,
+            "state": "unknown" if h is None else "ok" if h.ok else "failing",
+            "last_success": h.last_success if h else None,
+            "last_error": None if h is None or h.ok else h.detail,
+            "last_error_at": h.last_error_at if h else None,
+            "failures": h.failures if h else 0,
+            "retry_in": max(0.0, h.retry_at - now) if h and h.retry_at else None,
+            "lag": now - h.last_success if h and h.last_success else None,
+        }
+        if ok is False and h and h.failing_since and now - h.failing_since >= threshold:
+            row["state"] = "down"  # failing past its threshold: /readyz says not ready
+        rows.append(row)
+    return rows
+
+
+def breakers(app: App) -> dict[str, str]:
+    """Targets whose circuit breaker is open (half-opens in N s) or counting failures."""
+    out = {}
+    for target, b in app.delivery.breakers.items():
+        left = b.allow()
+        if left > 0:
+            out[target] = f"open ({int(left)} s)"
+        elif b.failures:
+            out[target] = f"closed, {b.failures} failures"
+    return out
+
+
+def overview(app: App) -> dict[str, Any]:
+    by_target = outbox_by_target(app)
+    now = utcnow()
+    since = now - timedelta(hours=24)
+    with app.store.engine.connect() as conn:
+        journal = {
+            r[0]: int(r[1])
+            for r in conn.execute(
+                select(t.journal.c.status, func.count())
+                .where(t.journal.c.status.in_(("pending", "quarantined")))
+                .group_by(t.journal.c.status)
+            )
+        }
+        oldest = conn.execute(
+            select(func.min(t.journal.c.received_at)).where(t.journal.c.status == "pending")
+        ).scalar()
+        quarantined = conn.execute(
+            select(func.count()).select_from(t.quarantine).where(t.quarantine.c.resolved.is_(False))
+        ).scalar_one()
+        created = [
+            t.aware(r[0])
+            for r in conn.execute(select(t.tickets.c.created_at).where(t.tickets.c.created_at >= since))
+        ]
+        total = conn.execute(select(func.count()).select_from(t.tickets)).scalar_one()
+    hours = [0] * 24
+    for c in created:
+        idx = 23 - int((now - c).total_seconds() // 3600)
+        if 0 <= idx < 24:
+            hours[idx] += 1
+    probs = problems(app, by_target)
+    return {
+        "ready": not probs,
+        "problems": [p.as_dict() for p in probs],
+        "sources": sources(app),
+        "journal_pending": journal.get("pending", 0),
+        "journal_oldest_age": (now - t.aware(oldest)).total_seconds() if oldest is not None else None,
+        "quarantined": int(quarantined),
+        "outbox": by_target,
+        "breakers": breakers(app),
+        "tickets_per_hour": hours,
+        "tickets_total": int(total),
+    }

@@ -1,0 +1,236 @@
+"""The console's pages (GET): overview and its live fragment, tickets, a ticket, quarantine, outbox,
+plugins and configuration, the audit trail, and the places kept for SLA, assets, RMA and reports.
+
+Every page needs a logged-in operator (or the admin token); what a customer wrote is autoescaped text,
+and a mail's HTML is shown only nh3-cleaned inside an iframe with an empty ``sandbox`` (no script, no
+same origin, no forms) under a CSP without inline script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from typing import Any
+
+import nh3
+from pydantic import BaseModel, SecretStr
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..models import TRANSITIONS, TicketState
+from . import facts, queries
+from .guarded import Console, page
+from .render import render, secure
+
+_SAFE_INLINE = re.compile(r"[^A-Za-z0-9._-]")
+# downloads keep their type only when a browser cannot run it; anything else is a plain byte stream
+_KEEP_TYPES = {"application/pdf", "image/png", "image/jpeg", "image/gif", "text/plain", "text/csv"}
+
+
+@page()
+async def overview(request: Request, con: Console, who: Any) -> Response:
+    data = await asyncio.to_thread(facts.overview, con.app)
+    return render(request, "overview.html", who=who, active="overview", o=data)
+
+
+@page()
+async def overview_live(request: Request, con: Console, who: Any) -> Response:
+    """The overview's facts as a fragment; 304 when nothing changed since the page's last ask."""
+    data = await asyncio.to_thread(facts.overview, con.app)
+    resp = render(request, "overview_live.html", who=who, o=data)
+    body = bytes(resp.body)
+    tag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    if request.headers.get("if-none-match") == tag:
+        return secure(Response(status_code=304, headers={"ETag": tag}))
+    resp.headers["ETag"] = tag
+    return resp
+
+
+@page()
+async def overview_json(request: Request, con: Console, who: Any) -> Response:
+    data = await asyncio.to_thread(facts.overview, con.app)
+    return secure(JSONResponse(json.loads(json.dumps(data, default=str))))
+
+
+@page()
+async def tickets(request: Request, con: Console, who: Any) -> Response:
+    q = queries.TicketQuery.from_params(request.query_params)
+    res = await asyncio.to_thread(queries.search_tickets, con.app.store, q)
+    return render(
+        request,
+        "tickets.html",
+        who=who,
+        active="tickets",
+        q=q,
+        res=res,
+        states=[s.value for s in TicketState],
+    )
+
+
+@page()
+async def ticket(request: Request, con: Console, who: Any) -> Response:
+    ref = request.path_params["ref"]
+    t = await asyncio.to_thread(con.app.store.get_ticket, ref)
+    if t is None:
+        return render(request, "error.html", status=404, who=who, message=f"no ticket {ref}")
+    atts = await asyncio.to_thread(queries.attachments, con.app.store, t.id)
+    messages = []
+    for ev in t.events:
+        if ev.type in queries.MESSAGE_EVENTS and ("body" in ev.data or "subject" in ev.data):
+            html = ev.data.get("body_html")
+            # cleaned again here: what the store holds is trusted no more than what the parser saw
+            clean = nh3.clean(html, link_rel="noopener noreferrer nofollow") if html else None
+            messages.append({"ev": ev, "html": clean})
+    allowed = sorted(s.value for s in TRANSITIONS[t.state])
+    asset = {k: v for k, v in t.asset.model_dump(mode="json").items() if v not in (None, "", [], {})}
+    return render(
+        request,
+        "ticket.html",
+        who=who,
+        active="tickets",
+        t=t,
+        atts=atts,
+        messages=messages,
+        allowed=allowed,
+        asset=asset,
+        msg=request.query_params.get("msg"),
+    )
+
+
+@page()
+async def attachment(request: Request, con: Console, who: Any) -> Response:
+    ref = request.path_params["ref"]
+    tid = con.app.store.id_for_ref(ref)
+    row = await asyncio.to_thread(
+        queries.attachment, con.app.store, tid or -1, int(request.path_params["aid"])
+    )
+    if tid is None or row is None or row["data"] is None:
+        return secure(Response("not found", status_code=404, media_type="text/plain"))
+    await asyncio.to_thread(con.accounts.audit, who.name, "attachment_downloaded", ref, name=row["safe_name"])
+    return download(bytes(row["data"]), row["safe_name"], row["content_type"])
+
+
+def download(data: bytes, name: str, content_type: str) -> Response:
+    """Always an attachment, never rendered inline; a type a browser could run becomes a byte stream."""
+    ctype = content_type.split(";")[0].strip().lower()
+    safe = _SAFE_INLINE.sub("_", name)[:100].lstrip(".") or "download.bin"
+    headers = {
+        "Content-Disposition": f'attachment; filename="{safe}"',
+        "Content-Security-Policy": "sandbox; default-src 'none'",
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "no-store",
+    }
+    media = ctype if ctype in _KEEP_TYPES else "application/octet-stream"
+    return Response(data, media_type=media, headers=headers)
+
+
+@page()
+async def quarantine(request: Request, con: Console, who: Any) -> Response:
+    rows = await asyncio.to_thread(queries.quarantine_page, con.app.store)
+    return render(
+        request,
+        "quarantine.html",
+        who=who,
+        active="quarantine",
+        rows=rows,
+        msg=request.query_params.get("msg"),
+    )
+
+
+@page()
+async def quarantine_raw(request: Request, con: Console, who: Any) -> Response:
+    row = await asyncio.to_thread(con.app.store.quarantine_get, int(request.path_params["qid"]))
+    raw = await asyncio.to_thread(queries.raw_message, con.app.store, row["journal_id"]) if row else None
+    if raw is None:
+        return secure(Response("not found", status_code=404, media_type="text/plain"))
+    await asyncio.to_thread(
+        con.accounts.audit, who.name, "quarantine_raw_downloaded", str(row["id"]) if row else ""
+    )
+    ext = "eml" if row and row["channel"] == "email" else "bin"
+    return download(raw, f"quarantine-{request.path_params['qid']}.{ext}", "application/octet-stream")
+
+
+@page()
+async def outbox(request: Request, con: Console, who: Any) -> Response:
+    target = request.query_params.get("target", "")[:200]
+    status = request.query_params.get("status", "")
+    status = status if status in ("pending", "parked", "dead", "done") else ""
+    by_target = await asyncio.to_thread(facts.outbox_by_target, con.app)
+    items = await asyncio.to_thread(queries.outbox_items, con.app.store, target, status)
+    refs = {i["ticket_id"]: con.app.store.ref_for(i["ticket_id"]) for i in items}
+    return render(
+        request,
+        "outbox.html",
+        who=who,
+        active="outbox",
+        by_target=by_target,
+        items=items,
+        refs=refs,
+        target=target,
+        state_filter=status,
+        msg=request.query_params.get("msg"),
+    )
+
+
+def _settings_view(model: Any) -> list[tuple[str, str]]:
+    """(name, shown value); secrets as set / unset only, never their value."""
+    if model is None:
+        return []
+    out = []
+    for name in type(model).model_fields:
+        if name == "transport":
+            continue
+        value = getattr(model, name)
+        if isinstance(value, SecretStr) or any(w in name for w in ("password", "secret", "token", "key")):
+            out.append((name, "set" if value else "unset"))
+        elif isinstance(value, BaseModel):
+            out += [(f"{name}.{k}", v) for k, v in _settings_view(value)]
+        else:
+            out.append((name, str(value)[:200]))
+    return out
+
+
+@page()
+async def plugins(request: Request, con: Console, who: Any) -> Response:
+    infos = list(con.app.pm.infos.values())
+    sections = {
+        s: _settings_view(con.app.settings.plugin_config(s)) for s in sorted(con.app.settings.plugins)
+    }
+    core = _settings_view(con.app.settings.console) + [
+        ("http." + k, v) for k, v in _settings_view(con.app.settings.http)
+    ]
+    return render(
+        request,
+        "plugins.html",
+        who=who,
+        active="plugins",
+        infos=infos,
+        sections=sections,
+        core=core,
+        sinks=sorted(con.app.delivery.sinks),
+        notifiers=sorted(con.app.delivery.notifiers),
+        sources=sorted(con.app.sources),
+    )
+
+
+@page()
+async def audit(request: Request, con: Console, who: Any) -> Response:
+    rows = await asyncio.to_thread(con.accounts.audit_list, 200)
+    return render(request, "audit.html", who=who, active="audit", rows=rows)
+
+
+PLACEHOLDERS = {
+    "sla": "SLA clocks, breaches and pauses per policy will be shown here once the SLA engine lands; "
+    "deadlines already filled show on each ticket.",
+    "assets": "The asset register (serial numbers, warranty, sites) will be browsable here once it lands.",
+    "rma": "Return merchandise authorisations and their shipments will be listed here once RMA lands.",
+    "reports": "Reports (volumes, response times, SLA compliance) will be made here once reporting lands.",
+}
+
+
+@page()
+async def placeholder(request: Request, con: Console, who: Any) -> Response:
+    key = request.url.path.strip("/")
+    return render(request, "placeholder.html", who=who, active=key, text=PLACEHOLDERS[key])

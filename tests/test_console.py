@@ -1,0 +1,470 @@
+"""The operator console in process (Starlette TestClient): accounts and the users CLI, login, sessions,
+CSRF, the read-only role, the admin token, rate limiting, hostile mail HTML, attachments, search, the
+actions, /readyz telling the truth, and both languages. The browser tests (test_console_browser.py) drive
+the same pages in Chromium against a running daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select, update
+from starlette.testclient import TestClient
+
+from conftest import eml
+from console_helpers import PASSWORD, csrf, login
+from svcbridge.cli import main
+from svcbridge.console import i18n
+from svcbridge.console.accounts import AccountError, Accounts
+from svcbridge.store import schema as t
+from svcbridge.web import build_web
+
+HOSTILE = (
+    "From: Mallory <m@example.com>\r\nTo: support@bridge.test\r\nSubject: =?utf-8?b?5omT5Y2w5py6?=\r\n"
+    "Message-ID: <hostile@example.com>\r\nMIME-Version: 1.0\r\n"
+    'Content-Type: multipart/alternative; boundary="b"\r\n\r\n'
+    "--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n打印机坏了 printer broken\r\n"
+    "--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+    "<p>打印机坏了<script>document.title='pwned'</script>"
+    '<img src="x" onerror="document.title=\'pwned\'"><a href="javascript:alert(1)">click</a></p>\r\n'
+    "--b--\r\n"
+).encode()
+
+
+@pytest.fixture
+def app(make_app, tmp_path):
+    return make_app(console={"source_fail_threshold": 0})
+
+
+def deliver(app, tmp_path: Path, *mails: bytes) -> None:
+    new = tmp_path / "maildir" / "new"
+    new.mkdir(parents=True, exist_ok=True)
+    for i, m in enumerate(mails):  # unique names: the journal is unique on (source, file name)
+        (new / f"{i:03d}-{uuid.uuid4().hex}.eml").write_bytes(m)
+    asyncio.run(app.run_once())
+
+
+@pytest.fixture
+def client(app):
+    Accounts(app.store.engine).add("ops", PASSWORD)
+    Accounts(app.store.engine).add("viewer", PASSWORD, "readonly")
+    return TestClient(build_web(app))
+
+
+# ---------------------------------------------------------------------------------------------- accounts
+def test_accounts_hash_with_argon2id_and_password_change_ends_sessions(app) -> None:
+    acc = Accounts(app.store.engine)
+    op = acc.add("li.wei", PASSWORD, "admin", "Asia/Shanghai")
+    with app.store.engine.connect() as conn:
+        stored = conn.execute(select(t.operators.c.password_hash)).scalar_one()
+    assert stored.startswith("$argon2id$") and PASSWORD not in stored
+    assert acc.verify("li.wei", PASSWORD) == op and acc.verify("li.wei", "wrong password!") is None
+    assert acc.verify("nobody", PASSWORD) is None
+    token, _ = acc.open_session(op, 60)
+    assert acc.session(token).operator.username == "li.wei"
+    acc.passwd("li.wei", "another long password")
+    assert acc.session(token) is None  # a stolen cookie dies with the old password
+    acc.remove("li.wei")
+    assert acc.get("li.wei") is None
+    actions = [r["action"] for r in acc.audit_list()]
+    assert actions == ["user_removed", "user_password_changed", "user_added"]
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (("a", "short"), "too short"),
+        (("a b", PASSWORD), "user names"),
+        (("a", PASSWORD, "root"), "role must be"),
+        (("a", PASSWORD, "admin", "Mars/Olympus"), "unknown time zone"),
+    ],
+)
+def test_refused_accounts(app, args, error) -> None:
+    with pytest.raises(AccountError, match=error):
+        Accounts(app.store.engine).add(*args)
+
+
+def test_users_cli(tmp_path, base_settings, monkeypatch) -> None:
+    cfg = tmp_path / "svcbridge.toml"
+    cfg.write_text(f'data_dir = "{tmp_path}/var"\n[http]\nenabled = false\n')
+    run = CliRunner().invoke
+    res = run(main, ["--config", str(cfg), "users", "add", "zhang", "--role", "readonly", "--tz", "Asia/Shanghai",
+                     "--password-stdin"], input=PASSWORD + "\n")
+    assert res.exit_code == 0, res.output
+    assert PASSWORD not in res.output
+    res = run(main, ["--config", str(cfg), "users", "add", "zhang", "--password-stdin"], input=PASSWORD + "\n")
+    assert res.exit_code == 1 and "exists" in res.output
+    rows = json.loads(run(main, ["--config", str(cfg), "users", "list", "--json"]).output)
+    assert [(r["username"], r["role"], r["tz"]) for r in rows] == [("zhang", "readonly", "Asia/Shanghai")]
+    res = run(main, ["--config", str(cfg), "users", "passwd", "zhang", "--password-stdin"], input="short\n")
+    assert res.exit_code == 1 and "too short" in res.output
+    assert run(main, ["--config", str(cfg), "users", "passwd", "zhang", "--password-stdin"],
+               input="a new long password\n").exit_code == 0
+    assert run(main, ["--config", str(cfg), "users", "remove", "zhang"]).exit_code == 0
+    assert run(main, ["--config", str(cfg), "users", "remove", "zhang"]).exit_code == 1
+
+
+# ---------------------------------------------------------------------------------------------- authentication
+GETS = ["/", "/tickets", "/tickets/SB-000001", "/tickets/SB-000001/attachments/1", "/quarantine",
+        "/quarantine/1/raw", "/outbox", "/plugins", "/audit", "/sla", "/overview/live"]
+POSTS = ["/tickets/SB-000001/state", "/tickets/SB-000001/reply", "/tickets/SB-000001/note",
+         "/quarantine/1/retry", "/quarantine/1/drop", "/outbox/1/replay", "/outbox/target/unpark",
+         "/outbox/target/replay", "/logout"]
+
+
+def _state(app) -> tuple:
+    """Everything an action could change."""
+    with app.store.engine.connect() as conn:
+        return (
+            [tuple(r) for r in conn.execute(select(t.tickets.c.state, t.tickets.c.updated_at))],
+            conn.execute(select(t.events.c.id)).all(),
+            [tuple(r) for r in conn.execute(select(t.outbox.c.id, t.outbox.c.status))],
+            [tuple(r) for r in conn.execute(select(t.quarantine.c.id, t.quarantine.c.resolved))],
+        )
+
+
+def test_unauthenticated_requests_do_nothing(app, client, tmp_path) -> None:
+    deliver(app, tmp_path, eml(), b"not a mail at all")
+    before = _state(app)
+    for path in GETS:
+        r = client.get(path, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"].startswith("/login?next="), path
+        assert "SB-000001" not in r.text
+    assert client.get("/api/overview").status_code == 401
+    for path in POSTS:
+        r = client.post(path, data={"state": "closed", "text": "x", "confirm": "yes", "target": "notify:email"})
+        assert r.status_code == 401, path
+    assert _state(app) == before
+    assert client.get("/healthz").status_code == 200  # probes and metrics stay open
+    assert client.get("/metrics").status_code == 200
+
+
+def test_cross_site_posts_and_stale_tokens_do_nothing(app, client, tmp_path) -> None:
+    deliver(app, tmp_path, eml())
+    login(client)
+    page = client.get("/tickets/SB-000001")
+    token = csrf(page.text)
+    before = _state(app)
+    evil = {"Origin": "http://evil.example"}
+    cases = [
+        ({"state": "closed", "csrf": token}, evil),  # a foreign page, even knowing the token
+        ({"state": "closed"}, {}),  # no token
+        ({"state": "closed", "csrf": "x" * 43}, {}),  # a guessed token
+        ({"state": "closed", "csrf": token}, {"Origin": "null"}),  # sandboxed frame
+    ]
+    for data, headers in cases:
+        r = client.post("/tickets/SB-000001/state", data=data, headers=headers)
+        assert r.status_code == 403, (data, headers)
+    # a stale token: the session it belonged to ended (log out, log in again)
+    client.post("/logout", data={"csrf": token})
+    login(client)
+    r = client.post("/tickets/SB-000001/state", data={"state": "closed", "csrf": token})
+    assert r.status_code == 403
+    assert _state(app) == before
+    refused = [r["action"] for r in Accounts(app.store.engine).audit_list()].count("refused_csrf")
+    assert refused == 5
+    # and with the fresh token it works: the refusals were about the token, not the action
+    fresh = csrf(client.get("/tickets/SB-000001").text)
+    r = client.post("/tickets/SB-000001/state", data={"state": "closed", "csrf": fresh})
+    assert r.status_code == 200 and app.store.get_ticket("SB-000001").state == "closed"
+
+
+def test_cookie_flags_and_security_headers(app, client) -> None:
+    r = login(client, follow=False)
+    cookie = next(v for k, v in r.headers.multi_items() if k == "set-cookie" and v.startswith("sb_session="))
+    low = cookie.lower()
+    assert "httponly" in low and "samesite=strict" in low and "secure" not in low
+    https = TestClient(build_web(app), base_url="https://console.test")
+    r = login(https, follow=False)
+    cookie = next(v for k, v in r.headers.multi_items() if k == "set-cookie" and v.startswith("sb_session="))
+    assert "secure" in cookie.lower()
+    page = client.get("/")
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
+    assert page.headers["x-frame-options"] == "DENY"
+
+
+def test_readonly_role_sees_but_cannot_act(app, client, tmp_path) -> None:
+    deliver(app, tmp_path, eml())
+    login(client, "viewer")
+    page = client.get("/tickets/SB-000001")
+    assert page.status_code == 200 and 'id="state-form"' not in page.text
+    before = _state(app)
+    r = client.post("/tickets/SB-000001/state", data={"state": "closed", "csrf": csrf(page.text)})
+    assert r.status_code == 403 and _state(app) == before
+
+
+def test_login_rate_limit(app, client) -> None:
+    for _ in range(5):
+        assert login(client, password="wrong password").status_code == 401
+    r = login(client)  # the right password, too late
+    assert r.status_code == 429 and client.get("/", follow_redirects=False).status_code == 303
+    actions = [r["action"] for r in Accounts(app.store.engine).audit_list()]
+    assert actions.count("login_failed") == 5 and "login_throttled" in actions
+
+
+def test_login_form_from_elsewhere_is_refused(client) -> None:
+    r = client.post("/login", data={"username": "ops", "password": PASSWORD, "login_token": "forged"})
+    assert r.status_code == 403 and "sb_session" not in r.headers.get("set-cookie", "")
+
+
+def test_admin_token_for_scripts(make_app, tmp_path, caplog) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("tok-0123456789abcdef\n")
+    app = make_app(console={"admin_token_file": str(secret)})
+    client = TestClient(build_web(app))
+    deliver(app, tmp_path, eml())
+    ok = {"Authorization": "Bearer tok-0123456789abcdef"}
+    assert client.get("/api/overview", headers=ok).json()["tickets_total"] == 1
+    assert client.get("/api/overview", headers={"Authorization": "Bearer nope"}).status_code == 401
+    r = client.post("/tickets/SB-000001/note", data={"text": "from a script"}, headers=ok, follow_redirects=False)
+    assert r.status_code == 303
+    ev = app.store.get_ticket("SB-000001").events[-1]
+    assert (ev.type, ev.actor, ev.data["body"]) == ("internal_note", "console:token", "from a script")
+    audit = Accounts(app.store.engine).audit_list()[0]
+    assert (audit["actor"], audit["action"], audit["target"]) == ("token", "ticket_note", "SB-000001")
+    assert "tok-0123456789abcdef" not in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------- pages
+def test_hostile_mail_html_is_never_executable(app, client, tmp_path) -> None:
+    deliver(app, tmp_path, HOSTILE)
+    login(client)
+    page = client.get("/tickets/SB-000001")
+    assert "打印机坏了" in page.text
+    frame = re.search(r'<iframe class="html-body" sandbox="" [^>]*srcdoc="([^"]*)"', page.text)
+    assert frame, "the HTML is shown only inside a sandboxed iframe"
+    inner = frame.group(1)
+    for bad in ("<script", "onerror", "javascript:", "&lt;script"):
+        assert bad not in inner, bad
+    assert "<script>document" not in page.text and "onerror=" not in page.text
+    assert "javascript:alert" not in page.text
+
+
+def test_attachments_download_as_files_never_inline(app, client, tmp_path) -> None:
+    mail = (
+        "From: a@example.com\r\nTo: support@bridge.test\r\nSubject: files\r\nMessage-ID: <f@x>\r\n"
+        'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nsee files\r\n"
+        '--b\r\nContent-Type: text/html; name="x.html"\r\nContent-Disposition: attachment; filename="../x.html"\r\n\r\n'
+        "<script>alert(1)</script>\r\n"
+        '--b\r\nContent-Type: application/pdf; name="报告.pdf"\r\nContent-Transfer-Encoding: base64\r\n'
+        'Content-Disposition: attachment; filename="=?utf-8?b?5oql5ZGKLnBkZg==?="\r\n\r\nJVBERi0xLjQKJSVFT0YK\r\n'
+        "--b--\r\n"
+    ).encode()
+    deliver(app, tmp_path, mail)
+    login(client)
+    page = client.get("/tickets/SB-000001").text
+    links = re.findall(r'href="(/tickets/SB-000001/attachments/\d+)"', page)
+    assert len(links) == 2
+    seen = {}
+    for link in links:
+        r = client.get(link)
+        assert r.headers["content-disposition"].startswith("attachment; filename=")
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert "/" not in r.headers["content-disposition"].split("filename=")[1]
+        seen[r.headers["content-type"].split(";")[0]] = r.content
+    assert seen["application/pdf"].startswith(b"%PDF-1.4")
+    assert b"<script>" in seen["application/octet-stream"]  # the HTML file: bytes, never text/html
+    assert client.get("/tickets/SB-000001/attachments/999999").status_code == 404
+
+
+def test_search_filters_and_paging(app, client, tmp_path) -> None:
+    mails = [eml(subject=f"Fault {i}", msgid=f"<p{i}@x>", sender=f"c{i}@example.com") for i in range(53)]
+    mails.append(eml(subject="打印机 100%_done", msgid="<zh@x>", sender="王 <wang@example.cn>"))
+    deliver(app, tmp_path, *mails)
+    login(client)
+    by_subject = {t_.subject: t_.ref for t_ in app.store.list_tickets(None, 100)}
+    zh = by_subject["打印机 100%_done"]
+    faults_1 = {by_subject[f"Fault {i}"] for i in [1, *range(10, 20)]}
+    cases = [
+        ({"q": "wang@example"}, {zh}),
+        ({"q": "打印机"}, {zh}),
+        ({"q": "100%_"}, {zh}),  # LIKE wildcards are plain characters
+        ({"q": "%"}, {zh}),
+        ({"q": by_subject["Fault 7"]}, {by_subject["Fault 7"]}),
+        ({"state": "closed"}, set()),
+        ({"q": "Fault 1"}, faults_1),  # 1, 10-19
+        ({"q": "Fault 1", "channel": "email", "priority": "3"}, faults_1),
+        ({"q": "Fault 1", "channel": "sms"}, set()),
+    ]
+    for params, expected in cases:
+        html = client.get("/tickets", params=params).text
+        assert re.search(rf"<p>{len(expected)} · ", html), params
+        assert set(re.findall(r'<a href="/tickets/(SB-\d+)">', html)) == expected, params
+    first = re.findall(r'<a href="/tickets/(SB-\d+)">', client.get("/tickets").text)
+    page2 = re.findall(r'<a href="/tickets/(SB-\d+)">', client.get("/tickets", params={"page": "2"}).text)
+    assert len(first) == 50 and first[0] == "SB-000054"  # newest first, 50 a page
+    assert page2 == ["SB-000004", "SB-000003", "SB-000002", "SB-000001"]
+    assert 'id="next"' not in client.get("/tickets", params={"page": "99"}).text  # past the end: the last page
+
+
+def test_ticket_actions_reach_the_customer_and_the_audit(app, client, tmp_path) -> None:
+    deliver(app, tmp_path, eml())
+    login(client)
+    token = csrf(client.get("/tickets/SB-000001").text)
+    client.post("/tickets/SB-000001/reply", data={"csrf": token, "text": "换一个新的硒鼓即可。"})
+    client.post("/tickets/SB-000001/note", data={"csrf": token, "text": "called the customer"})
+    client.post("/tickets/SB-000001/state", data={"csrf": token, "state": "resolved"})
+    t_ = app.store.get_ticket("SB-000001")
+    assert t_.state == "resolved"
+    kinds = [(e.type, e.actor) for e in t_.events][-3:]
+    assert kinds == [("agent_reply", "console:ops"), ("internal_note", "console:ops"), ("status_changed", "console:ops")]
+    asyncio.run(app.delivery.drain())
+    sent = b"".join(p.read_bytes() for p in (tmp_path / "outgoing").rglob("*") if p.is_file())
+    assert "换一个新的硒鼓即可".encode() in sent or b"=?utf-8?" in sent
+    audit = [(r["actor"], r["action"], r["target"]) for r in Accounts(app.store.engine).audit_list()][:3]
+    assert audit == [("ops", "ticket_state", "SB-000001"), ("ops", "ticket_note", "SB-000001"),
+                     ("ops", "ticket_reply", "SB-000001")]
+
+
+def test_quarantine_retry_drop_and_outbox_replay(app, client, tmp_path) -> None:
+    deliver(app, tmp_path, b"garbage without headers", b"more garbage")
+    login(client)
+    page = client.get("/quarantine").text
+    qids = re.findall(r'data-qid="(\d+)"', page)
+    assert len(qids) == 2
+    token = csrf(page)
+    raw = client.get(f"/quarantine/{qids[0]}/raw")
+    assert raw.content == b"garbage without headers" and raw.headers["content-disposition"].startswith("attachment")
+    confirm = client.post(f"/quarantine/{qids[0]}/drop", data={"csrf": token})
+    assert 'id="confirm-drop"' in confirm.text and len(app.store.quarantine_list()) == 2  # asked, not dropped
+    client.post(f"/quarantine/{qids[0]}/drop", data={"csrf": token, "confirm": "yes"})
+    assert [q["id"] for q in app.store.quarantine_list()] == [int(qids[1])]
+    client.post(f"/quarantine/{qids[1]}/retry", data={"csrf": token})
+    assert app.store.journal_row(app.store.quarantine_get(int(qids[1]))["journal_id"])["status"] == "pending"
+    # outbox: a dead letter replayed by id, and a parked target unparked
+    deliver(app, tmp_path, eml())
+    with app.store.tx() as conn:
+        conn.execute(update(t.outbox).values(status="dead", last_error="boom"))
+    dead = [r["id"] for r in app.delivery.outbox.list("dead")]
+    assert len(dead) >= 2
+    client.post(f"/outbox/{dead[0]}/replay", data={"csrf": token})
+    assert [r["id"] for r in app.delivery.outbox.list("dead")] == dead[1:]
+    client.post("/outbox/target/replay", data={"csrf": token, "target": "notify:email"})
+    assert app.delivery.outbox.list("dead") == []
+    with app.store.tx() as conn:
+        conn.execute(update(t.outbox).values(status="parked", last_error="auth failed: 401"))
+    assert "auth failed: 401" in client.get("/outbox").text
+    client.post("/outbox/target/unpark", data={"csrf": token, "target": "notify:email"})
+    assert {r["target"] for r in app.delivery.outbox.list("parked")} == {"local"}  # only that target
+
+
+# ---------------------------------------------------------------------------------------------- readiness
+def _no_notifier(make_app, tmp_path):
+    app = make_app(plugins={"email": {"outbound": None}})
+    deliver(app, tmp_path, eml())
+    asyncio.run(app.delivery.run_once())
+    return app
+
+
+def _unrouted(make_app, tmp_path):
+    return make_app(routing={"default": ["zammad-main"]})
+
+
+def _parked(make_app, tmp_path):
+    app = make_app()
+    deliver(app, tmp_path, eml())
+    with app.store.tx() as conn:
+        conn.execute(update(t.outbox).values(status="parked", last_error="auth failed: 401 Unauthorized"))
+    return app
+
+
+def _failing_source(make_app, tmp_path):
+    app = make_app(console={"source_fail_threshold": 0})
+    app.context("imap:support").report(False, "OSError: connection refused")
+    return app
+
+
+def _failing_briefly(make_app, tmp_path):
+    app = make_app(console={"source_fail_threshold": 300})
+    app.context("imap:support").report(False, "OSError: connection refused")
+    return app
+
+
+@pytest.mark.parametrize(
+    ("build", "kind", "subject"),
+    [
+        (_no_notifier, "no_notifier", "notify:email"),
+        (_unrouted, "sink_not_configured", "routing.default.0"),
+        (_parked, "target_parked", "notify:email"),
+        (_failing_source, "source_failing", "imap:support"),
+        (_failing_briefly, None, None),  # under its threshold: still ready
+    ],
+)
+def test_readyz_tells_the_truth(make_app, tmp_path, build, kind, subject) -> None:
+    app = build(make_app, tmp_path)
+    client = TestClient(build_web(app))
+    r = client.get("/readyz")
+    if kind is None:
+        assert r.status_code == 200 and r.json()["problems"] == []
+        return
+    assert r.status_code == 503 and r.json()["status"] == "not ready"
+    found = [(p["kind"], p["subject"]) for p in r.json()["problems"]]
+    assert (kind, subject) in found
+    # the console shows the same list, each with what to do
+    Accounts(app.store.engine).add("ops", PASSWORD)
+    login(client)
+    overview = client.get("/", headers={"Accept-Language": "en"}).text
+    assert "Not ready" in overview and f'data-kind="{kind}"' in overview
+
+
+def test_healthy_daemon_is_ready(app, tmp_path) -> None:
+    deliver(app, tmp_path, eml())
+    asyncio.run(app.delivery.drain())
+    r = TestClient(build_web(app)).get("/readyz")
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+
+
+# ---------------------------------------------------------------------------------------------- languages
+@pytest.mark.parametrize(
+    ("header", "lang"),
+    [
+        ("zh-CN,zh;q=0.9,en;q=0.8", "zh-CN"),
+        ("en-US,en;q=0.9,zh-CN;q=0.8", "en"),
+        ("zh-TW", "zh-CN"),
+        ("de-DE,zh;q=0.5", "zh-CN"),
+        ("de-DE", "en"),
+        ("", "en"),
+        ("en;q=0.1,zh;q=0.2", "zh-CN"),
+        ("zh;q=0", "en"),
+        ("zh;q=abc,en", "en"),
+    ],
+)
+def test_language_choice(header, lang) -> None:
+    assert i18n.pick(header) == lang
+
+
+def test_pages_in_chinese_and_english_with_the_operators_time_zone(app, tmp_path) -> None:
+    Accounts(app.store.engine).add("wang", PASSWORD, tz="Asia/Shanghai")
+    client = TestClient(build_web(app))
+    deliver(app, tmp_path, eml())
+    login(client, "wang")
+    zh = client.get("/tickets", headers={"Accept-Language": "zh-CN,zh;q=0.9"}).text
+    en = client.get("/tickets", headers={"Accept-Language": "en"}).text
+    assert "工单" in zh and "下一页" not in zh and "Tickets" in en and "工单" not in en
+    created = app.store.get_ticket("SB-000001").created_at
+    from zoneinfo import ZoneInfo
+
+    local = created.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M")
+    assert local in zh and "Asia/Shanghai" in zh
+
+
+def test_every_template_text_has_a_chinese_translation() -> None:
+    root = Path(i18n.__file__).parent
+    used = set()
+    for f in (root / "templates").glob("*.html"):
+        used |= set(re.findall(r'_\("([^"]+)"\)', f.read_text()))
+        used |= set(re.findall(r"_\('([^']+)'\)", f.read_text()))
+    from svcbridge.console import views
+
+    used |= set(views.PLACEHOLDERS.values())
+    used |= {"Wrong user name or password.", "Too many failed logins; try again later.", "Not allowed.",
+             "The form expired; reload the page and try again.", "ok", "failing", "down", "unknown"}
+    missing = sorted(u for u in used if u not in i18n.ZH)
+    assert not missing, missing
