@@ -65,6 +65,7 @@ from .models import (
     safe_filename,
     utcnow,
 )
+from .parts import DepotStock, PartsErp, PartStock, Reservation, order_depots, reservation_key
 from .settings import PluginSettings, Settings
 from .work import Job, JobKind, TicketChange, Timer, TimerKind, WorkQueue
 
@@ -83,6 +84,7 @@ __all__ = [
     "Contact",
     "DeliveryItem",
     "DeliveryResult",
+    "DepotStock",
     "EventType",
     "ExternalLink",
     "FaultLevel",
@@ -100,10 +102,13 @@ __all__ = [
     "OutboundGuard",
     "OutboxKind",
     "ParseError",
+    "PartStock",
+    "PartsErp",
     "PermanentError",
     "PluginSettings",
     "Priority",
     "RawMessage",
+    "Reservation",
     "Settings",
     "Sink",
     "Source",
@@ -133,7 +138,9 @@ __all__ = [
     "html_to_text",
     "http_request",
     "make_client",
+    "order_depots",
     "read_body",
+    "reservation_key",
     "safe_filename",
     "signed_webhook",
     "utcnow",

@@ -92,6 +92,7 @@ class App:
     work: WorkRunner
     sources: dict[str, Source] = field(default_factory=dict)
     routes: list[WebhookRoute] = field(default_factory=list)
+    erps: dict[str, Any] = field(default_factory=dict)  # name -> svcbridge.PartsErp (register_erps)
     health: dict[str, SourceHealth] = field(default_factory=dict)
     # replaced by fresh events inside the running loop by daemon.serve()
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -148,6 +149,8 @@ class App:
             _unique(app.sources, src.name, src, plugin, "source")
         for _plugin, route in pm.register_objects("register_routes", settings):
             app.routes.append(route)
+        for plugin, erp in pm.register_objects("register_erps", settings):
+            _unique(app.erps, erp.name, erp, plugin, "ERP")
         return app
 
     def context(self, name: str) -> IntakeCtx:

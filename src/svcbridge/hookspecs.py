@@ -50,6 +50,7 @@ if TYPE_CHECKING:
         TicketDraft,
         TicketEvent,
     )
+    from .parts import PartsErp
     from .settings import PluginSettings, Settings
     from .work import JobKind, TimerKind, WorkQueue
 
@@ -97,6 +98,12 @@ class RegisterTimerKind(Protocol):
     """``register(kind)`` of ``register_timer_kinds``."""
 
     def __call__(self, kind: TimerKind, /) -> None: ...
+
+
+class RegisterErp(Protocol):
+    """``register(erp)`` of ``register_erps``."""
+
+    def __call__(self, erp: PartsErp, /) -> None: ...
 
 
 class RegisterNotifier(Protocol):
@@ -180,6 +187,24 @@ def register_notifiers(register: RegisterNotifier, settings: Settings) -> None:
     :param settings: the validated ``svcbridge.Settings``.
 
     An exception here marks the plugin failed; its notifications wait in the outbox.
+    """
+
+
+@hookspec
+def register_erps(register: RegisterErp, settings: Settings) -> None:
+    """Contribute ERP connectors that answer for spare parts: stock per depot, reservations.
+
+    Called once at start-up. The connectors are kept by the host (``Host.erps``, by name) for the
+    durable jobs and the ``svcbridge parts`` commands; nothing calls an ERP inside the pipeline.
+
+    :param register: ``register(erp)``; ``erp`` follows ``svcbridge.PartsErp``: ``lookup(part)``,
+        ``find_parts(model, category)``, and ``reserve(key, part, qty, depot)`` / ``release(key)`` /
+        ``consume(key)``, idempotent on ``key`` (a re-run after a crash between the ERP's commit and
+        the host's record finds the reservation by its key and makes no second one). Names are
+        unique across plugins; a duplicate is reported and the second one is ignored.
+    :param settings: the validated ``svcbridge.Settings``.
+
+    An exception here marks the plugin failed; parts jobs that need its ERP wait and retry.
     """
 
 
