@@ -191,7 +191,7 @@ def test_argument_the_spec_lacks_is_refused() -> None:
 
     pm = make_plugin_manager(extra=(_plugin("argtypo", enrich_ticket=hookimpl(enrich_ticket)),))
     reason = _refused(pm, "argtypo")
-    assert reason == "enrich_ticket has no argument 'tiket' (it offers draft, ticket, settings, jobs)"
+    assert reason == "enrich_ticket has no argument 'tiket' (it offers draft, ticket, settings, jobs, assets)"
     assert pm.infos["local"].status == "loaded"
 
 

@@ -4,7 +4,7 @@ This module is the public API. Plugins import only names listed in ``__all__`` (
 everything else is internal and may change.
 """
 
-from .assets import AssetLookup, AssetPart, AssetRecord, AssetRegister
+from .assets import EXCLUSION_REASONS, AssetLookup, AssetPart, AssetRecord, AssetRegister
 from .channels import ChannelDirectory
 from .connector import (
     HelpdeskSettings,
@@ -72,6 +72,7 @@ from .work import Job, JobKind, TicketChange, Timer, TimerKind, WorkQueue
 __version__ = "0.1.0"
 
 __all__ = [
+    "EXCLUSION_REASONS",
     "Asset",
     "AssetLookup",
     "AssetPart",

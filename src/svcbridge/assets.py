@@ -141,6 +141,11 @@ class AssetRegister(Protocol):
         """Warranty exclusions applied to the unit: ``{reason, part, actor, ticket, at, note}`` each."""
         ...
 
+    def faults(self, category: str, since: datetime) -> list[dict[str, Any]]:
+        """Tickets of that fault category created since ``since`` (aware), oldest first:
+        ``{ticket, serial, model, customer, at}`` each (repeat-failure and batch-defect rules)."""
+        ...
+
 
 @runtime_checkable
 class AssetLookup(Protocol):

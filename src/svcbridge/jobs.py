@@ -31,7 +31,7 @@ from typing import Any
 
 import structlog
 
-from . import changes
+from . import changes, metrics
 from .errors import AuthFailed, NotReady, PermanentError, clean_error
 from .faults import fault
 from .models import Ticket, TicketEvent, utcnow
@@ -43,6 +43,7 @@ from .work import Job, JobKind, TicketChange, Timer, TimerKind, WorkQueue
 log = structlog.get_logger("svcbridge.jobs")
 LATE_AFTER = 60.0  # seconds: a timer firing later than this is logged as late (downtime, overload)
 CLAIM_MARGIN = 60.0  # seconds a claim outlives the handler's time budget
+ALERT_AFTER = 2  # failed attempts of one job that raise an alert for its kind (/readyz) until one is done
 
 
 async def call_handler(fn: Callable[..., Any], *args: Any, executor: Executor | None = None) -> Any:
@@ -173,6 +174,7 @@ class WorkRunner:
             delay = self._backoff(kind, row["attempts"], exc)
             return await self._job_failed(row, until, kind, "retry", "recording: " + _error(exc), delay)
         self.alerts.pop(f"job:{row['kind']}", None)
+        metrics.JOBS.labels(kind=row["kind"], outcome="done").inc()
         log.info("job_done", job=row["id"], kind=row["kind"], ticket=ticket.ref if ticket else None)
         return Outcome("jobs", row["id"], row["kind"], "done")
 
@@ -214,10 +216,13 @@ class WorkRunner:
             await asyncio.to_thread(write)
         except LostClaim:
             return Outcome("jobs", row["id"], row["kind"], "lost", error)
+        metrics.JOBS.labels(kind=row["kind"], outcome=final).inc()
         if final == "parked":
             self.alerts[f"job:{row['kind']}"] = error
             log.error("job_kind_parked", kind=row["kind"], job=row["id"], error=error)
         else:
+            if attempts >= ALERT_AFTER or final == "dead":  # a kind that keeps failing (a vendor down) shows
+                self.alerts[f"job:{row['kind']}"] = f"failing ({attempts} attempts): {error}"
             log.warning(
                 "job_failed",
                 job=row["id"],

@@ -43,3 +43,9 @@ SOURCE_UP = Gauge(
 BREAKER_OPEN = Gauge(
     "svcbridge_circuit_open", "1 while a target's circuit breaker is open", ["target"], registry=REGISTRY
 )
+JOBS = Counter(
+    "svcbridge_jobs_total",
+    "Durable job runs by kind and outcome (done, retry, dead, parked): a vendor that fails shows here",
+    ["kind", "outcome"],
+    registry=REGISTRY,
+)

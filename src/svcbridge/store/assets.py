@@ -96,6 +96,28 @@ class AssetStore:
             for r in rows
         ]
 
+    def faults(self, category: str, since: datetime) -> list[dict[str, Any]]:
+        q = (
+            select(t.tickets.c.ref, t.tickets.c.asset, t.tickets.c.customer, t.tickets.c.created_at)
+            .where(t.tickets.c.category == category, t.tickets.c.created_at >= since)
+            .order_by(t.tickets.c.created_at, t.tickets.c.id)
+        )
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        out = []
+        for ref, asset, customer, at in rows:
+            asset = asset or {}
+            out.append(
+                {
+                    "ticket": ref,
+                    "serial": str(asset.get("serial") or "").upper() or None,
+                    "model": asset.get("model"),
+                    "customer": customer,
+                    "at": t.aware(at),
+                }
+            )
+        return out
+
     # ------------------------------------------------------------------ listing (CLI)
     def listing(
         self, limit: int = 200, customer: str | None = None, model: str | None = None

@@ -1,0 +1,236 @@
+"""Assets and warranty at intake: which unit, whose, in or out of warranty per part, repeat or batch.
+
+Active when ``[plugins.warranty]`` is in the configuration (``docs/warranty.md``). Hooks:
+
+- ``classify_ticket``: the **fault category** from keyword rules (``category.py``), unless an agent
+  overrode it; the **serial** from subject, body, attachment names and OCR text (``serials.py``):
+  every candidate kept in the label ``serial_candidates``, the one the register (or the
+  ``asset_lookup`` hook: an ERP) knows preferred; its unit lands on ``draft.asset`` and its customer
+  on ``draft.customer`` when the sender is unknown.
+- ``enrich_ticket``: the **local warranty answer** (``rules.py``) per part and for the unit as the
+  label ``warranty`` (out -> label ``paid_service``), then durable jobs, never a remote call inline:
+  ``warranty.vendor`` (the vendor's answer, ``vendors.py``) and ``warranty.rules`` (repeat failure,
+  batch defect: ``ops.py``).
+- ``compose_notifications``: the notice to the sales contact for an out-of-warranty unit.
+- ``status_updated``: an agent's ``#category NAME`` or ``#exclude REASON [PART]`` note from the
+  helpdesk becomes a ``warranty.command`` job: an event, the label, the warranty answered again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from typing import Any
+
+from svcbridge import (
+    AssetLookup,
+    ChannelDirectory,
+    EventType,
+    Host,
+    JobKind,
+    Notification,
+    Settings,
+    StatusUpdate,
+    Ticket,
+    TicketDraft,
+    TicketEvent,
+    WorkQueue,
+    hookimpl,
+)
+
+from . import ops
+from .category import categorize, override_command
+from .rules import unit_answer
+from .settings import WarrantySettings
+
+__version__ = "0.1.0"
+SECTION = "warranty"
+_EXCLUDE = re.compile(r"^\s*[/#]exclude\s+(?P<reason>[a-z_]+)(?:\s+(?P<part>[a-z0-9_-]+))?\s*$", re.I | re.M)
+MAX_LOOKUPS = 8  # candidates asked of the register per message: a long OCR text may hold many
+
+
+def _cfg(settings: Settings | None) -> WarrantySettings | None:
+    cfg = settings.plugin_config(SECTION) if settings is not None else None
+    return cfg if isinstance(cfg, WarrantySettings) else None
+
+
+@hookimpl
+def register_settings(register: Any) -> None:
+    register(SECTION, WarrantySettings)
+
+
+@hookimpl
+def register_job_kinds(register: Any, settings: Settings) -> None:
+    if _cfg(settings) is None:
+        return
+    for vendor in _cfg(settings).vendors:  # type: ignore[union-attr]
+        # one kind per vendor: refused credentials park that vendor's lookups, not the others'
+        register(
+            JobKind(
+                ops.vendor_kind(vendor), ops.vendor_job, timeout=60.0, max_attempts=12, backoff_initial=30.0
+            )
+        )
+    register(JobKind(ops.RULES_JOB, ops.rules_job, timeout=30.0))
+    register(JobKind(ops.COMMAND_JOB, ops.command_job, timeout=30.0))
+
+
+@hookimpl
+def startup(app: Host) -> None:
+    cfg = app.plugin_config(SECTION)
+    if isinstance(cfg, WarrantySettings):
+        ops.configure(app, cfg)
+
+
+@hookimpl
+def shutdown(app: Host) -> None:
+    ops.configure(None, None)
+
+
+@hookimpl
+async def classify_ticket(
+    draft: TicketDraft, ticket: Ticket | None, settings: Settings, assets: AssetLookup
+) -> None:
+    cfg = _cfg(settings)
+    if cfg is None or draft.automated:
+        return
+    if not (ticket is not None and ticket.labels.get("category_override")):
+        category, hits = categorize(draft.subject, draft.body_text, cfg.categories)
+        if category and (ticket is None or ticket.category != category):
+            draft.category = category
+            draft.labels["category_keywords"] = hits
+    if ticket is not None and ticket.asset.serial:
+        return  # the unit is known; a follow-up does not move the ticket to another one
+    await _identify(draft, cfg, settings, assets)
+
+
+async def _identify(
+    draft: TicketDraft, cfg: WarrantySettings, settings: Settings, assets: AssetLookup
+) -> None:
+    texts = [("subject", draft.subject), ("body", draft.body_text)]
+    texts += [("attachment", a.original_name) for a in draft.attachments if a.original_name]
+    if isinstance(draft.labels.get("ocr_text"), str):
+        texts.append(("ocr", draft.labels["ocr_text"]))
+    extractor = cfg.extractor(settings.ticket_prefix)
+    candidates = extractor.find(texts)
+    if not candidates:
+        return
+    chosen, record = None, None
+    for c in candidates[:MAX_LOOKUPS]:
+        record = await assets.get(c.serial)
+        if record is not None:
+            chosen = c
+            break
+    labels = [c.as_label() | ({"known": True} if c is chosen else {}) for c in candidates]
+    draft.labels["serial_candidates"] = labels
+    if record is not None:
+        asset = record.as_asset()
+        for name, value in asset.model_dump(exclude_none=True).items():
+            setattr(draft.asset, name, value)
+        draft.labels["asset"] = {
+            k: v
+            for k, v in {
+                "serial": record.serial,
+                "customer": record.customer,
+                "site": record.site,
+                "region": record.region,
+                "contract": record.contract,
+                "source": record.source,
+            }.items()
+            if v
+        }
+        if record.customer:
+            if draft.customer is None:
+                draft.customer = record.customer  # the unit says whose it is when the sender does not
+            elif draft.customer != record.customer:
+                draft.labels["asset_customer_mismatch"] = {"sender": draft.customer, "unit": record.customer}
+        return
+    # nobody knows it: a labelled serial or an open vendor pattern is kept, a bare 7-character word is not
+    for c in candidates:
+        if c.how == "label" or (c.vendor in cfg.extraction.open_vendors):
+            draft.asset.serial = c.serial
+            draft.asset.vendor = draft.asset.vendor or c.vendor or extractor.vendor_word(texts)
+            draft.asset.model = draft.asset.model or extractor.model(texts)
+            break
+
+
+@hookimpl
+async def enrich_ticket(
+    draft: TicketDraft, ticket: Ticket | None, settings: Settings, jobs: WorkQueue, assets: AssetLookup
+) -> None:
+    cfg = _cfg(settings)
+    if cfg is None or draft.automated:
+        return
+    serial = draft.asset.serial or (ticket.asset.serial if ticket is not None else None)
+    if not serial:
+        return
+    record = await assets.get(serial)
+    vendor = ((record.vendor if record else None) or draft.asset.vendor or "").strip().lower()
+    if record is not None:
+        excluded = await asyncio.to_thread(assets.register.exclusions, record.serial)
+        excluded += ticket.labels.get("warranty_exclusions", []) if ticket is not None else []
+        at = draft.received_at or (ticket.created_at if ticket is not None else None)
+        answer = unit_answer(record, cfg.terms_model(), at or _now(), excluded)
+        draft.labels["warranty"] = answer
+        if answer["end"]:
+            draft.asset.warranty_until = _midnight(answer["end"])
+        if answer["status"] in ("out", "excluded"):
+            draft.labels["paid_service"] = {"why": answer["status"], "expired_parts": answer["expired_parts"]}
+    if vendor in ops.VENDORS and vendor in cfg.vendors and cfg.vendors[vendor].enabled:
+        data = {"vendor": vendor, "serial": serial}
+        jobs.enqueue(ops.vendor_kind(vendor), data, key=f"{jobs.ticket_ref}:{vendor}:{serial}")
+    category = draft.category or (ticket.category if ticket is not None else None)
+    if category:
+        jobs.enqueue(
+            ops.RULES_JOB,
+            {"serial": serial, "category": category},
+            key=f"{jobs.ticket_ref}:{serial}:{category}",
+        )
+
+
+@hookimpl
+def compose_notifications(
+    ticket: Ticket,
+    event: TicketEvent,
+    draft: TicketDraft | None,
+    settings: Settings,
+    channels: ChannelDirectory,
+) -> list[Notification] | None:
+    cfg = _cfg(settings)
+    if cfg is None or event.type != EventType.RECEIVED or (draft is not None and draft.automated):
+        return None
+    if not ticket.labels.get("paid_service") or cfg.alerts.sales is None:
+        return None
+    return [ops.sales_notice(ticket, cfg.alerts.sales, ticket.labels.get("warranty") or {}, "rules")]
+
+
+@hookimpl
+def status_updated(ticket: Ticket, update: StatusUpdate, jobs: WorkQueue) -> None:
+    cfg = ops.current_cfg()
+    note = update.internal_note or ""
+    if cfg is None or not note:
+        return
+    data: dict[str, Any] = {"by": update.actor, "system": update.system}
+    category = override_command(note, cfg.categories)
+    if category:
+        data["category"] = category
+    m = _EXCLUDE.search(note)
+    if m:
+        data["exclude"] = {"reason": m["reason"].lower(), "part": (m["part"] or "").lower() or None}
+    if "category" in data or "exclude" in data:
+        digest = hashlib.sha256(note.encode()).hexdigest()[:12]
+        key = update.external_event_id or f"{update.at.isoformat()}:{digest}"
+        jobs.enqueue(ops.COMMAND_JOB, data, key=f"{ticket.ref}:warranty-cmd:{key}")
+
+
+def _now() -> Any:
+    from svcbridge import utcnow
+
+    return utcnow()
+
+
+def _midnight(day: str) -> Any:
+    from datetime import UTC, datetime
+
+    d = datetime.fromisoformat(day)
+    return d.replace(tzinfo=UTC)

@@ -1,0 +1,294 @@
+"""The warranty plugin's durable jobs and notices: vendor lookups, repeat / batch rules, agents' commands.
+
+Jobs run after the ticket is committed (never inside intake), retried with backoff, their answer
+stored once on the ticket (a ``ticket_updated`` event, a note to its helpdesks):
+
+- ``warranty.vendor:<vendor>``: the vendor's answer (``vendors.py``), cached per serial for the
+  vendor's ``ttl`` in the store (``Host.assets.keep_answer``). Each vendor has a circuit breaker; while
+  it is down (or the breaker open) the last known answer is used, **marked stale**, and a re-check job
+  is queued; without one the job fails and is retried (the failure is an alert on ``/readyz`` and
+  ``svcbridge_jobs_total``): never a silent "out of warranty". One kind per vendor, so a vendor whose
+  credentials are refused parks only its own jobs.
+- ``warranty.rules``: repeat failure (same unit and category within ``repeat_days``: flag
+  ``replace_unit``, notice to the service manager) and batch defect (same model and category from
+  ``batch_customers`` distinct customers within ``batch_days``: label ``batch_defect``, alert to
+  quality; ``svcbridge assets notify-owners`` then writes to every owner).
+- ``warranty.command``: an agent's ``#category`` / ``#exclude`` note from the helpdesk.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+import structlog
+
+from svcbridge import (
+    EXCLUSION_REASONS,
+    Host,
+    Job,
+    Notification,
+    NotReady,
+    Ticket,
+    TicketChange,
+    TicketEvent,
+    WorkQueue,
+    utcnow,
+)
+
+from .rules import today_in, unit_answer
+from .settings import Contact, WarrantySettings
+from .vendors import CLIENTS, Breaker, VendorClient, VendorDown
+
+log = structlog.get_logger("svcbridge.warranty")
+VENDORS = tuple(CLIENTS)
+VENDOR_JOB = "warranty.vendor"  # + ":<vendor>"
+RULES_JOB = "warranty.rules"
+COMMAND_JOB = "warranty.command"
+_state: dict[str, Any] = {}
+
+
+def configure(app: Host | None, cfg: WarrantySettings | None) -> None:
+    """Keep the Host (its ``assets``) and settings for the jobs; build one client and breaker per vendor."""
+    _state.clear()
+    if app is None or cfg is None:
+        return
+    allow = tuple(getattr(app.settings, "outbound_allow", ()) or ())
+    _state.update(app=app, cfg=cfg, clients={}, breakers={})
+    for name, vs in cfg.vendors.items():
+        if vs.enabled:
+            _state["clients"][name] = CLIENTS[name](name, vs, allow=allow)
+            _state["breakers"][name] = Breaker(vs.breaker_threshold, vs.breaker_cooldown)
+
+
+def current() -> tuple[Host, WarrantySettings]:
+    if "app" not in _state:
+        raise NotReady("the warranty plugin has not started yet")
+    return _state["app"], _state["cfg"]
+
+
+def current_cfg() -> WarrantySettings | None:
+    return _state.get("cfg")
+
+
+def vendor_kind(vendor: str) -> str:
+    return f"{VENDOR_JOB}:{vendor}"
+
+
+# ---------------------------------------------------------------------------------------------- vendor
+async def vendor_job(job: Job, work: WorkQueue) -> TicketChange | None:
+    app, cfg = current()
+    vendor, serial = job.data["vendor"], job.data["serial"]
+    client: VendorClient = _state["clients"][vendor]
+    breaker: Breaker = _state["breakers"][vendor]
+    ttl = cfg.vendors[vendor].ttl
+    ticket = job.ticket
+    today = today_in(cfg.default_timezone, utcnow())
+    system = f"vendor:{vendor}"
+    cached = app.assets.last_answer(system, serial)
+    if cached and (utcnow() - cached[1]).total_seconds() < ttl and not job.data.get("recheck"):
+        return _vendor_change(ticket, cfg, {**cached[0], "cached_at": cached[1].isoformat()}, vendor)
+    now = time.monotonic()
+    try:
+        if not breaker.allow(now):
+            raise VendorDown(f"{vendor}: circuit open for {breaker.retry_in(now):.0f} s more")
+        try:
+            answer = await client.lookup(serial, today, job.data.get("part_number"))
+        finally:
+            await client.close()
+    except VendorDown as exc:
+        breaker.failure(now)  # a failed trial after the cool-down opens it again
+        log.warning(
+            "vendor_lookup_failed", vendor=vendor, serial=serial, error=str(exc), breaker_open=breaker.open
+        )
+        if cached is None:  # nothing to fall back on: retried with backoff; the kind shows as failing
+            raise NotReady(str(exc), retry_after=breaker.retry_in(time.monotonic()) or None) from exc
+        stale = {**cached[0], "stale": True, "as_of": cached[1].isoformat(), "error": str(exc)[:200]}
+        # the stale answer now, a fresh one when the vendor is back (the re-check retries until then)
+        attempt = int(job.data.get("recheck", 0)) + 1
+        work.enqueue(vendor_kind(vendor), {**job.data, "recheck": attempt}, key=f"{job.key}:recheck{attempt}")
+        return _vendor_change(ticket, cfg, stale, vendor)
+    breaker.success()
+    app.assets.keep_answer(system, serial, answer)
+    return _vendor_change(ticket, cfg, {**answer, "at": utcnow().isoformat()}, vendor)
+
+
+def _vendor_change(
+    ticket: Ticket | None, cfg: WarrantySettings, answer: dict[str, Any], vendor: str
+) -> TicketChange:
+    labels: dict[str, Any] = {"vendor_warranty": answer}
+    stale = " (STALE: vendor unavailable, last known answer)" if answer.get("stale") else ""
+    until = answer.get("end") or "-"
+    note = f"{vendor} warranty for {answer['serial']}: {answer['status']}, until {until}{stale}"
+    notices: list[Notification] = []
+    local = (ticket.labels.get("warranty") or {}) if ticket is not None else {}
+    # the vendor decides only where the local rules could not (no register entry or no start date)
+    undecided = ticket is not None and local.get("status") in (None, "unknown") and not answer.get("stale")
+    if (
+        undecided
+        and ticket is not None
+        and answer["status"] == "out"
+        and not ticket.labels.get("paid_service")
+    ):
+        labels["paid_service"] = {"why": "out", "expired_parts": ["unit"], "source": answer["source"]}
+        if cfg.alerts.sales is not None:
+            notices.append(sales_notice(ticket, cfg.alerts.sales, answer, answer["source"]))
+    return TicketChange(labels=labels, note=note, notifications=notices)
+
+
+# ---------------------------------------------------------------------------------------------- notices
+def sales_notice(ticket: Ticket, to: Contact, answer: dict[str, Any], source: str) -> Notification:
+    """The out-of-warranty notice for the sales contact: unit, customer, expired parts."""
+    expired = ", ".join(answer.get("expired_parts") or ["unit"])
+    body = (
+        f"Ticket {ticket.ref}: unit {ticket.asset.serial or '-'}"
+        f" ({ticket.asset.vendor or ''} {ticket.asset.model or ''})"
+        f" of {ticket.customer or 'an unknown customer'} is out of warranty ({source}).\n"
+        f"Expired or excluded: {expired}. Warranty end: {answer.get('end') or '-'}.\n"
+        "The ticket is flagged for paid service."
+    )
+    return _notice(to, "warranty_out", f"[{ticket.ref}] out of warranty: {ticket.asset.serial or ''}", body)
+
+
+def _notice(
+    to: Contact, template: str, subject: str, body: str, data: dict[str, Any] | None = None
+) -> Notification:
+    return Notification(
+        channel=to.channel,
+        template=template,
+        to=to.to,
+        subject=subject,
+        body=body,
+        data={"language": to.language, **(data or {})},
+        automatic=False,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- rules
+def rules_job(job: Job, work: WorkQueue) -> TicketChange | None:
+    app, cfg = current()
+    ticket = job.ticket
+    if ticket is None:
+        return None
+    serial, category = job.data["serial"], job.data["category"]
+    since = ticket.created_at - timedelta(days=max(cfg.alerts.repeat_days, cfg.alerts.batch_days))
+    history = [f for f in app.assets.register.faults(category, since) if f["ticket"] != ticket.ref]
+    labels: dict[str, Any] = {}
+    events: list[TicketEvent] = []
+    notices: list[Notification] = []
+    notes: list[str] = []
+    repeat_since = ticket.created_at - timedelta(days=cfg.alerts.repeat_days)
+    earlier = [
+        f
+        for f in history
+        if f["serial"] == serial and f["at"] >= repeat_since and f["at"] <= ticket.created_at
+    ]
+    if earlier:
+        info = {
+            "serial": serial,
+            "category": category,
+            "earlier": [f["ticket"] for f in earlier][:20],
+            "days": cfg.alerts.repeat_days,
+        }
+        labels["replace_unit"] = info
+        events.append(TicketEvent(type="repeat_failure", data=info))
+        notes.append(
+            f"repeat failure: {category} on {serial} again (earlier: {', '.join(info['earlier'])}):"
+            " replace the unit"
+        )
+        if cfg.alerts.service_manager is not None:
+            notices.append(
+                _notice(
+                    cfg.alerts.service_manager,
+                    "repeat_failure",
+                    f"[{ticket.ref}] replace unit {serial}",
+                    f"Unit {serial} of {ticket.customer or '-'} failed again ({category}) within "
+                    f"{cfg.alerts.repeat_days} days: {', '.join(info['earlier'])} and {ticket.ref}. "
+                    "The contract promises a replacement unit after repeated failures.",
+                    info,
+                )
+            )
+    model = ticket.asset.model
+    if model:
+        batch_since = ticket.created_at - timedelta(days=cfg.alerts.batch_days)
+        same = [f for f in history if (f["model"] or "").lower() == model.lower() and f["at"] >= batch_since]
+        customers = {f["customer"] or f["serial"] for f in same} | {ticket.customer or serial}
+        if len(customers) >= cfg.alerts.batch_customers:
+            info = {
+                "model": model,
+                "category": category,
+                "customers": len(customers),
+                "days": cfg.alerts.batch_days,
+                "tickets": sorted({f["ticket"] for f in same} | {ticket.ref})[:50],
+            }
+            labels["batch_defect"] = info
+            events.append(TicketEvent(type="batch_defect", data=info))
+            notes.append(
+                f"batch defect: {category} on {model} from {len(customers)} customers"
+                f" in {cfg.alerts.batch_days} days"
+            )
+            first = len({f["customer"] or f["serial"] for f in same}) < cfg.alerts.batch_customers
+            if first and cfg.alerts.quality is not None:  # the ticket that crossed the line alerts, once
+                notices.append(
+                    _notice(
+                        cfg.alerts.quality,
+                        "batch_defect",
+                        f"batch defect: {model} / {category}",
+                        f"{len(customers)} customers reported {category} on {model} within"
+                        f" {cfg.alerts.batch_days} days ({', '.join(info['tickets'])}). To notify every"
+                        f" owner: svcbridge assets notify-owners '{model}' --ticket {ticket.ref}"
+                        " --subject ... --body ...",
+                        info,
+                    )
+                )
+    if not labels:
+        return None
+    return TicketChange(labels=labels, events=events, notifications=notices, note="\n".join(notes))
+
+
+# ---------------------------------------------------------------------------------------------- commands
+async def command_job(job: Job, work: WorkQueue) -> TicketChange | None:
+    app, cfg = current()
+    ticket = job.ticket
+    if ticket is None:
+        return None
+    by = str(job.data.get("by") or "agent")
+    change = TicketChange()
+    notes = []
+    if job.data.get("category"):
+        cat = job.data["category"]
+        change.category = cat
+        change.labels["category_override"] = {"category": cat, "by": by, "system": job.data.get("system")}
+        change.events.append(
+            TicketEvent(type="category_override", actor=by, data={"from": ticket.category, "to": cat})
+        )
+        notes.append(f"fault category set to {cat} by {by}")
+        if ticket.asset.serial:  # the repeat / batch rules count the agent's category
+            work.enqueue(
+                RULES_JOB,
+                {"serial": ticket.asset.serial, "category": cat},
+                key=f"{ticket.ref}:{ticket.asset.serial}:{cat}",
+            )
+    ex = job.data.get("exclude")
+    if ex and ticket.asset.serial:
+        if ex["reason"] not in EXCLUSION_REASONS:
+            notes.append(f"unknown exclusion {ex['reason']!r}: one of {', '.join(EXCLUSION_REASONS)}")
+        else:
+            entry = {**ex, "actor": by, "ticket": ticket.ref, "at": utcnow().isoformat(), "note": None}
+            excluded = [*ticket.labels.get("warranty_exclusions", []), entry]
+            change.labels["warranty_exclusions"] = excluded
+            change.events.append(TicketEvent(type="warranty_exclusion", actor=by, data=entry))
+            notes.append(f"warranty exclusion {ex['reason']} ({ex['part'] or 'whole unit'}) by {by}")
+            record = await app.assets.get(ticket.asset.serial)
+            if record is not None:
+                own = app.assets.register.exclusions(record.serial)
+                answer = unit_answer(record, cfg.terms_model(), ticket.created_at, own + excluded)
+                change.labels["warranty"] = answer
+                if answer["status"] in ("out", "excluded"):
+                    change.labels["paid_service"] = {
+                        "why": answer["status"],
+                        "expired_parts": answer["expired_parts"],
+                    }
+    change.note = "\n".join(notes) or None
+    return None if change.is_empty() else change
