@@ -19,7 +19,7 @@ def test_migrations_and_concurrent_journal_inserts(pg_url: str) -> None:
     engine = db.make_engine(pg_url)
     db.upgrade(engine)
     db.upgrade(engine)  # idempotent
-    assert db.current_revision(engine) == db.head_revision() == "0006"
+    assert db.current_revision(engine) == db.head_revision() >= "0012"
     store = Store(engine)
     raw = RawMessage(channel="sms", source="twilio", external_id="SM123", raw=b"Body=hi")
 

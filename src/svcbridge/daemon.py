@@ -23,6 +23,7 @@ from . import httpguard
 from . import log as logmod
 from .app import App, recover
 from .errors import AuthFailed, NotReady
+from .maintenance import maintenance_loop
 from .store import lease
 
 log = structlog.get_logger("svcbridge.daemon")
@@ -231,6 +232,7 @@ async def serve(app: App) -> int:
         asyncio.create_task(_delivery_loop(app), name="delivery"),
         asyncio.create_task(_work_loop(app), name="work"),
         asyncio.create_task(_log_flush_loop(app), name="log-flush"),
+        asyncio.create_task(maintenance_loop(app), name="store-maintenance"),  # retention, blob gc
     ]
     for name, sink in app.delivery.sinks.items():
         if hasattr(sink, "poll_changes"):

@@ -62,6 +62,9 @@ def make_engine(url: str) -> Engine:
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
+    # a new file gives pages back (retention and erasure run incremental_vacuum): said before
+    # anything writes the file (WAL does); on an existing file a no-op, upgrade rebuilds it once
+    cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -121,12 +124,14 @@ def vacuum_for_retention(engine: Engine) -> None:
     if engine.dialect.name != "sqlite":
         return
     with engine.connect() as conn:
-        if conn.exec_driver_sql("PRAGMA auto_vacuum").scalar() == 2:
-            return
+        incremental = conn.exec_driver_sql("PRAGMA auto_vacuum").scalar() == 2
     raw = engine.raw_connection()
     try:
         dbapi = raw.driver_connection
         assert dbapi is not None
+        if incremental:  # what a migration freed (0012: the bytes moved out) goes back now
+            dbapi.executescript("PRAGMA incremental_vacuum;")
+            return
         saved, dbapi.isolation_level = dbapi.isolation_level, None
         try:
             dbapi.execute("PRAGMA auto_vacuum=INCREMENTAL")
@@ -180,9 +185,6 @@ def create_at_head(engine: Engine) -> None:
             saved, dbapi.isolation_level = dbapi.isolation_level, None  # we say BEGIN and COMMIT
             try:
                 cur = dbapi.cursor()
-                # a new file gives pages back (retention and erasure run incremental_vacuum); it
-                # must be said before the first table; an older store is rebuilt once by upgrade
-                cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
                 cur.execute("BEGIN IMMEDIATE")
                 try:
                     for sql in statements:
