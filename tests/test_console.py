@@ -262,15 +262,18 @@ def test_attachments_download_as_files_never_inline(app, client, tmp_path) -> No
     page = client.get("/tickets/SB-000001").text
     links = re.findall(r'href="(/tickets/SB-000001/attachments/\d+)"', page)
     assert len(links) == 2
-    seen = {}
+    seen, names = {}, {}
     for link in links:
         r = client.get(link)
         assert r.headers["content-disposition"].startswith("attachment; filename=")
         assert r.headers["x-content-type-options"] == "nosniff"
-        assert "/" not in r.headers["content-disposition"].split("filename=")[1]
+        assert "/" not in r.headers["content-disposition"].split("filename=")[1].split(";")[0]
         seen[r.headers["content-type"].split(";")[0]] = r.content
+        names[r.headers["content-type"].split(";")[0]] = r.headers["content-disposition"].split("filename*=")[-1]
     assert seen["application/pdf"].startswith(b"%PDF-1.4")
     assert b"<script>" in seen["application/octet-stream"]  # the HTML file: bytes, never text/html
+    assert names["application/pdf"] == "UTF-8''%E6%8A%A5%E5%91%8A.pdf"  # the customer's name, encoded
+    assert names["application/octet-stream"] == "UTF-8''x.html"  # "../" is gone
     assert client.get("/tickets/SB-000001/attachments/999999").status_code == 404
 
 
@@ -468,3 +471,40 @@ def test_every_template_text_has_a_chinese_translation() -> None:
              "The form expired; reload the page and try again.", "ok", "failing", "down", "unknown"}
     missing = sorted(u for u in used if u not in i18n.ZH)
     assert not missing, missing
+
+
+@pytest.mark.parametrize(
+    ("original", "ctype", "star", "media"),
+    [
+        ("故障报告.pdf", "application/pdf", "UTF-8''%E6%95%85%E9%9A%9C%E6%8A%A5%E5%91%8A.pdf", "application/pdf"),
+        ("..\\..\\boot.ini", "text/plain", "UTF-8''boot.ini", "text/plain"),
+        ("invoice\u202egpj.exe", "application/x-msdownload", "UTF-8''invoicegpj.exe", "application/octet-stream"),
+        ('a"b\r\nSet-Cookie: x=1.txt', "text/plain", "UTF-8''abSet-Cookie%20x%3D1.txt", "text/plain"),
+        ("page.html", "text/html; charset=utf-8", "UTF-8''page.html", "application/octet-stream"),
+        ("pic.svg", "image/svg+xml", "UTF-8''pic.svg", "application/octet-stream"),
+        ("att-1.pdf", "application/pdf", None, "application/pdf"),  # the same as the safe name
+        (None, "application/pdf", None, "application/pdf"),
+        ("...", "application/pdf", None, "application/pdf"),
+    ],
+)
+def test_download_headers(original, ctype, star, media) -> None:
+    from svcbridge.console.views import download
+
+    r = download(b"x", "att-1.pdf", ctype, original)
+    disp = r.headers["content-disposition"]
+    assert disp.startswith('attachment; filename="att-1.pdf"')
+    assert (disp.split("filename*=")[1] if "filename*=" in disp else None) == star
+    assert r.media_type == media and "\n" not in disp and "\r" not in disp
+    assert r.headers["content-security-policy"].startswith("sandbox")
+
+
+def test_plugins_page_shows_secrets_as_set_or_unset_only(make_app, tmp_path) -> None:
+    app = make_app(plugins={"webhook": {"secret": "whsec-very-secret-value"}})
+    Accounts(app.store.engine).add("ops", PASSWORD)
+    client = TestClient(build_web(app))
+    login(client)
+    page = client.get("/plugins").text
+    assert "whsec-very-secret-value" not in page
+    assert re.search(r"<td>secret</td><td>set</td>", page)
+    assert "svcbridge_email" in page or "email" in page
+    assert re.search(r"<td>admin_token</td><td>unset</td>", page)

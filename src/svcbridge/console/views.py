@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 from typing import Any
+from urllib.parse import quote
 
 import nh3
 from pydantic import BaseModel, SecretStr
@@ -25,6 +26,7 @@ from .guarded import Console, page
 from .render import render, secure
 
 _SAFE_INLINE = re.compile(r"[^A-Za-z0-9._-]")
+_NOT_IN_NAME = re.compile(r'[\x00-\x1f\x7f-\x9f<>:"/\\|?*\u2028\u2029\u202a-\u202e\u2066-\u2069]')
 # downloads keep their type only when a browser cannot run it; anything else is a plain byte stream
 _KEEP_TYPES = {"application/pdf", "image/png", "image/jpeg", "image/gif", "text/plain", "text/csv"}
 
@@ -109,15 +111,24 @@ async def attachment(request: Request, con: Console, who: Any) -> Response:
     if tid is None or row is None or row["data"] is None:
         return secure(Response("not found", status_code=404, media_type="text/plain"))
     await asyncio.to_thread(con.accounts.audit, who.name, "attachment_downloaded", ref, name=row["safe_name"])
-    return download(bytes(row["data"]), row["safe_name"], row["content_type"])
+    return download(bytes(row["data"]), row["safe_name"], row["content_type"], row["original_name"])
 
 
-def download(data: bytes, name: str, content_type: str) -> Response:
-    """Always an attachment, never rendered inline; a type a browser could run becomes a byte stream."""
+def download(data: bytes, name: str, content_type: str, original: str | None = None) -> Response:
+    """Always an attachment, never rendered inline; a type a browser could run becomes a byte stream.
+
+    ``filename`` is the ASCII safe name; ``filename*`` (RFC 6266) offers the customer's own name
+    with every path, control and shell-special character removed, percent-encoded: a browser can
+    neither place it outside its download folder nor read markup in it.
+    """
     ctype = content_type.split(";")[0].strip().lower()
     safe = _SAFE_INLINE.sub("_", name)[:100].lstrip(".") or "download.bin"
+    disposition = f'attachment; filename="{safe}"'
+    nice = _NOT_IN_NAME.sub("", (original or "").replace("\\", "/").rsplit("/", 1)[-1]).strip(" .")[:150]
+    if nice and nice != safe:
+        disposition += f"; filename*=UTF-8''{quote(nice, safe='')}"
     headers = {
-        "Content-Disposition": f'attachment; filename="{safe}"',
+        "Content-Disposition": disposition,
         "Content-Security-Policy": "sandbox; default-src 'none'",
         "X-Content-Type-Options": "nosniff",
         "Cache-Control": "no-store",
