@@ -289,6 +289,11 @@ def tickets_show(ctx: click.Context, ref: str, as_json: bool) -> None:
     out.print(Text(t.ref, "bold"), f"{t.state.value} P{int(t.priority)} via {t.channel}")
     out.print(f"subject: {t.subject}", highlight=False, markup=False)
     out.print(f"contact: {t.contact.model_dump(exclude_none=True)}", highlight=False, markup=False)
+    if t.sla_policy or t.deadlines:  # the SLA engine's policy and the deadlines still open
+        by_time = sorted(t.deadlines.items(), key=lambda x: x[1])
+        due = ", ".join(f"{k} {v.isoformat(timespec='minutes')}" for k, v in by_time) or "-"
+        fault = t.fault_level.value if t.fault_level else "-"
+        out.print(f"sla: {t.sla_policy or '-'}  fault: {fault}  due: {due}", highlight=False, markup=False)
     if t.category or t.labels:
         found = json.dumps(t.labels, ensure_ascii=False)
         out.print(f"category: {t.category or '-'}  labels: {found}", highlight=False, markup=False)
@@ -480,3 +485,8 @@ from .cli_store import contacts, purge, store  # noqa: E402
 main.add_command(purge)
 main.add_command(contacts)
 main.add_command(store)
+from .cli_sla import followups, report, sla  # noqa: E402  (SLA milestones, follow-up calls, reports)
+
+main.add_command(sla)
+main.add_command(followups)
+main.add_command(report)
