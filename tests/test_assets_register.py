@@ -119,8 +119,12 @@ def test_bad_rows_are_refused_with_line_and_reason_and_the_rest_imported(cfg: Pa
 def test_import_xlsx_with_chinese_headers_and_excel_dates(cfg: Path, tmp_path: Path) -> None:
     book = openpyxl.Workbook()
     sheet = book.active
-    sheet.append(["机身编号", "厂商", "型号", "客户", "发票日期", "生产日期", "部件类别", "部件号", "有偿维修"])
-    sheet.append(["PF3ABCD1", "Lenovo", "ThinkPad T14", "深圳分行", date(2025, 1, 31), None, "main", 5001, "否"])
+    sheet.append(
+        ["机身编号", "厂商", "型号", "客户", "发票日期", "生产日期", "部件类别", "部件号", "有偿维修"]
+    )
+    sheet.append(
+        ["PF3ABCD1", "Lenovo", "ThinkPad T14", "深圳分行", date(2025, 1, 31), None, "main", 5001, "否"]
+    )
     sheet.append(["PF3ABCD1", None, None, None, None, None, "other", "KB-01", "是"])
     sheet.append(["CN12345678", "HP", "LaserJet M507", "高雄門市", "2024/12/31", None, None, None, None])
     f = tmp_path / "units.xlsx"
@@ -131,7 +135,9 @@ def test_import_xlsx_with_chinese_headers_and_excel_dates(cfg: Path, tmp_path: P
     unit = json.loads(run(cfg, "assets", "show", "PF3ABCD1", "--json").stdout)
     assert unit["invoice_date"] == "2025-01-31"
     assert [(p["part_number"], p["paid_repair"]) for p in unit["parts"]] == [("5001", False), ("KB-01", True)]
-    assert json.loads(run(cfg, "assets", "show", "CN12345678", "--json").stdout)["invoice_date"] == "2024-12-31"
+    assert (
+        json.loads(run(cfg, "assets", "show", "CN12345678", "--json").stdout)["invoice_date"] == "2024-12-31"
+    )
 
 
 @pytest.mark.parametrize(
@@ -142,7 +148,9 @@ def test_import_xlsx_with_chinese_headers_and_excel_dates(cfg: Path, tmp_path: P
         ("broken.xlsx", b"PK\x03\x04 not really", "not a readable XLSX"),
     ],
 )
-def test_unreadable_files_are_refused_whole(cfg: Path, tmp_path: Path, name: str, content: bytes, why: str) -> None:
+def test_unreadable_files_are_refused_whole(
+    cfg: Path, tmp_path: Path, name: str, content: bytes, why: str
+) -> None:
     f = tmp_path / name
     f.write_bytes(content)
     res = run(cfg, "assets", "import", str(f))
@@ -188,7 +196,17 @@ def test_notify_owners_once_per_contact(cfg: Path, tmp_path: Path) -> None:
     )
     run(cfg, "assets", "import", str(f))
     CliRunner().invoke(main, ["--config", str(cfg), "ingest", "-"], input=eml())
-    args = ["assets", "notify-owners", "r750", "--ticket", "SB-000001", "--subject", "PSU recall", "--body", "x"]
+    args = [
+        "assets",
+        "notify-owners",
+        "r750",
+        "--ticket",
+        "SB-000001",
+        "--subject",
+        "PSU recall",
+        "--body",
+        "x",
+    ]
     res = run(cfg, *args)
     assert res.exit_code == 0, res.output
     assert "a@one.example (2 units)" in res.stdout and "b@two.example (1 units)" in res.stdout

@@ -49,8 +49,10 @@ def test_bad_terms_refused(bad: str) -> None:
 
 
 def unit(**kw) -> AssetRecord:
-    base = {"serial": "7XK2M9P", "parts": [AssetPart(category="main"), AssetPart(category="other"),
-                                           AssetPart(category="chassis")]}
+    base = {
+        "serial": "7XK2M9P",
+        "parts": [AssetPart(category="main"), AssetPart(category="other"), AssetPart(category="chassis")],
+    }
     return AssetRecord(**{**base, **kw})
 
 
@@ -60,37 +62,123 @@ def statuses(answer: dict) -> dict[str, str]:
 
 # (name, unit kwargs, now, unit status, unit end, part statuses, start_source)
 CASES = [
-    ("invoice: day before the main end", {"invoice_date": date(2024, 2, 29)}, at("2027-02-27"),
-     "in", "2027-02-28", {"main": "in", "other": "out", "chassis": "out"}, "invoice"),
-    ("invoice: on the last covered day", {"invoice_date": date(2024, 2, 29)}, at("2027-02-28"),
-     "in", "2027-02-28", {"main": "in", "other": "out", "chassis": "out"}, "invoice"),
-    ("invoice: the day after", {"invoice_date": date(2024, 2, 29)}, at("2027-03-01"),
-     "out", "2027-02-28", {"main": "out", "other": "out", "chassis": "out"}, "invoice"),
-    ("chassis 6 months from a leap day: last day", {"invoice_date": date(2024, 2, 29)}, at("2024-08-29"),
-     "in", "2027-02-28", {"main": "in", "other": "in", "chassis": "in"}, "invoice"),
-    ("chassis 6 months from a leap day: next day", {"invoice_date": date(2024, 2, 29)}, at("2024-08-30"),
-     "in", "2027-02-28", {"main": "in", "other": "in", "chassis": "out"}, "invoice"),
-    ("other 1 year from a leap day: 2025-02-28 in", {"invoice_date": date(2024, 2, 29)}, at("2025-02-28"),
-     "in", "2027-02-28", {"main": "in", "other": "in", "chassis": "out"}, "invoice"),
-    ("other 1 year from a leap day: 2025-03-01 out", {"invoice_date": date(2024, 2, 29)}, at("2025-03-01"),
-     "in", "2027-02-28", {"main": "in", "other": "out", "chassis": "out"}, "invoice"),
-    ("no invoice: production + 90 days grace", {"production_date": date(2023, 12, 1)}, at("2027-02-28"),
-     "in", "2027-02-28", {"main": "in", "other": "out", "chassis": "out"}, "production+90d"),
-    ("no invoice: the day after production + grace + 3y", {"production_date": date(2023, 12, 1)},
-     at("2027-03-01"), "out", "2027-02-28", {"main": "out", "other": "out", "chassis": "out"}, "production+90d"),
-    ("invoice wins over production", {"invoice_date": date(2025, 1, 10), "production_date": date(2020, 1, 1)},
-     at("2027-01-01"), "in", "2028-01-10", {"main": "in", "other": "out", "chassis": "out"}, "invoice"),
-    ("no dates at all: unknown, never out", {}, at("2030-01-01"),
-     "unknown", None, {"main": "unknown", "other": "unknown", "chassis": "unknown"}, "unknown"),
-    ("product line terms (server: main 5y, other 2y; chassis from default)",
-     {"invoice_date": date(2022, 6, 30), "product_line": "Server"}, at("2026-07-01"),
-     "in", "2027-06-30", {"main": "in", "other": "out", "chassis": "out"}, "invoice"),
+    (
+        "invoice: day before the main end",
+        {"invoice_date": date(2024, 2, 29)},
+        at("2027-02-27"),
+        "in",
+        "2027-02-28",
+        {"main": "in", "other": "out", "chassis": "out"},
+        "invoice",
+    ),
+    (
+        "invoice: on the last covered day",
+        {"invoice_date": date(2024, 2, 29)},
+        at("2027-02-28"),
+        "in",
+        "2027-02-28",
+        {"main": "in", "other": "out", "chassis": "out"},
+        "invoice",
+    ),
+    (
+        "invoice: the day after",
+        {"invoice_date": date(2024, 2, 29)},
+        at("2027-03-01"),
+        "out",
+        "2027-02-28",
+        {"main": "out", "other": "out", "chassis": "out"},
+        "invoice",
+    ),
+    (
+        "chassis 6 months from a leap day: last day",
+        {"invoice_date": date(2024, 2, 29)},
+        at("2024-08-29"),
+        "in",
+        "2027-02-28",
+        {"main": "in", "other": "in", "chassis": "in"},
+        "invoice",
+    ),
+    (
+        "chassis 6 months from a leap day: next day",
+        {"invoice_date": date(2024, 2, 29)},
+        at("2024-08-30"),
+        "in",
+        "2027-02-28",
+        {"main": "in", "other": "in", "chassis": "out"},
+        "invoice",
+    ),
+    (
+        "other 1 year from a leap day: 2025-02-28 in",
+        {"invoice_date": date(2024, 2, 29)},
+        at("2025-02-28"),
+        "in",
+        "2027-02-28",
+        {"main": "in", "other": "in", "chassis": "out"},
+        "invoice",
+    ),
+    (
+        "other 1 year from a leap day: 2025-03-01 out",
+        {"invoice_date": date(2024, 2, 29)},
+        at("2025-03-01"),
+        "in",
+        "2027-02-28",
+        {"main": "in", "other": "out", "chassis": "out"},
+        "invoice",
+    ),
+    (
+        "no invoice: production + 90 days grace",
+        {"production_date": date(2023, 12, 1)},
+        at("2027-02-28"),
+        "in",
+        "2027-02-28",
+        {"main": "in", "other": "out", "chassis": "out"},
+        "production+90d",
+    ),
+    (
+        "no invoice: the day after production + grace + 3y",
+        {"production_date": date(2023, 12, 1)},
+        at("2027-03-01"),
+        "out",
+        "2027-02-28",
+        {"main": "out", "other": "out", "chassis": "out"},
+        "production+90d",
+    ),
+    (
+        "invoice wins over production",
+        {"invoice_date": date(2025, 1, 10), "production_date": date(2020, 1, 1)},
+        at("2027-01-01"),
+        "in",
+        "2028-01-10",
+        {"main": "in", "other": "out", "chassis": "out"},
+        "invoice",
+    ),
+    (
+        "no dates at all: unknown, never out",
+        {},
+        at("2030-01-01"),
+        "unknown",
+        None,
+        {"main": "unknown", "other": "unknown", "chassis": "unknown"},
+        "unknown",
+    ),
+    (
+        "product line terms (server: main 5y, other 2y; chassis from default)",
+        {"invoice_date": date(2022, 6, 30), "product_line": "Server"},
+        at("2026-07-01"),
+        "in",
+        "2027-06-30",
+        {"main": "in", "other": "out", "chassis": "out"},
+        "invoice",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("name", "kw", "now", "status", "end", "parts", "source"), CASES, ids=[c[0] for c in CASES])
-def test_unit_and_parts(name: str, kw: dict, now: datetime, status: str, end: str | None, parts: dict,
-                        source: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "kw", "now", "status", "end", "parts", "source"), CASES, ids=[c[0] for c in CASES]
+)
+def test_unit_and_parts(
+    name: str, kw: dict, now: datetime, status: str, end: str | None, parts: dict, source: str
+) -> None:
     answer = unit_answer(unit(**kw), TERMS, now, [])
     assert (answer["status"], answer["end"], answer["start_source"]) == (status, end, source)
     assert statuses(answer) == parts
@@ -112,22 +200,58 @@ REPLACED = [
     # (mode, minimum days, installed, now, status, end, rule suffix)
     ("new", 0, date(2026, 5, 1), at("2027-04-30"), "in", "2027-05-01", "default.other.replacement_new"),
     ("new", 0, date(2026, 5, 1), at("2027-05-02"), "out", "2027-05-01", "default.other.replacement_new"),
-    ("remaining", 0, date(2024, 6, 1), at("2025-02-28"), "in", "2025-02-28", "default.other.replacement_remaining"),
-    ("remaining", 0, date(2024, 6, 1), at("2025-03-01"), "out", "2025-02-28", "default.other.replacement_remaining"),
+    (
+        "remaining",
+        0,
+        date(2024, 6, 1),
+        at("2025-02-28"),
+        "in",
+        "2025-02-28",
+        "default.other.replacement_remaining",
+    ),
+    (
+        "remaining",
+        0,
+        date(2024, 6, 1),
+        at("2025-03-01"),
+        "out",
+        "2025-02-28",
+        "default.other.replacement_remaining",
+    ),
     # replaced a week before the old term ended: the 90-day floor extends it from the install date
-    ("remaining", 90, date(2025, 2, 21), at("2025-05-22"), "in", "2025-05-22",
-     "default.other.replacement_remaining+min90d"),
-    ("remaining", 90, date(2025, 2, 21), at("2025-05-23"), "out", "2025-05-22",
-     "default.other.replacement_remaining+min90d"),
+    (
+        "remaining",
+        90,
+        date(2025, 2, 21),
+        at("2025-05-22"),
+        "in",
+        "2025-05-22",
+        "default.other.replacement_remaining+min90d",
+    ),
+    (
+        "remaining",
+        90,
+        date(2025, 2, 21),
+        at("2025-05-23"),
+        "out",
+        "2025-05-22",
+        "default.other.replacement_remaining+min90d",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("mode", "floor", "installed", "now", "status", "end", "rule"), REPLACED)
-def test_replaced_part(mode: str, floor: int, installed: date, now: datetime, status: str, end: str,
-                       rule: str) -> None:
+def test_replaced_part(
+    mode: str, floor: int, installed: date, now: datetime, status: str, end: str, rule: str
+) -> None:
     terms = WarrantySettings(replacement=mode, replacement_minimum_days=floor).terms_model()
-    u = unit(invoice_date=date(2024, 2, 29), parts=[
-        AssetPart(category="main"), AssetPart(category="other", installed=installed, replaced_from="KB-OLD")])
+    u = unit(
+        invoice_date=date(2024, 2, 29),
+        parts=[
+            AssetPart(category="main"),
+            AssetPart(category="other", installed=installed, replaced_from="KB-OLD"),
+        ],
+    )
     part = unit_answer(u, terms, now, [])["parts"][1]
     assert (part["status"], part["end"], part["rule"]) == (status, end, rule)
 
@@ -137,13 +261,21 @@ def test_replaced_part(mode: str, floor: int, installed: date, now: datetime, st
     [(at("2026-08-31"), "in"), (at("2026-09-01"), "out")],  # 3 months from 2026-05-31 ends 08-31
 )
 def test_paid_repair_part_carries_three_months(now: datetime, status: str) -> None:
-    u = unit(invoice_date=date(2020, 1, 1), parts=[
-        AssetPart(category="main"), AssetPart(category="main", part_number="PSU-2", installed=date(2026, 5, 31),
-                                              paid_repair=True)])
+    u = unit(
+        invoice_date=date(2020, 1, 1),
+        parts=[
+            AssetPart(category="main"),
+            AssetPart(category="main", part_number="PSU-2", installed=date(2026, 5, 31), paid_repair=True),
+        ],
+    )
     answer = unit_answer(u, TERMS, now, [])
     psu = answer["parts"][1]
-    assert (psu["status"], psu["end"], psu["rule"], psu["start"]) == (status, "2026-08-31", "paid_repair.3m",
-                                                                     "2026-05-31")
+    assert (psu["status"], psu["end"], psu["rule"], psu["start"]) == (
+        status,
+        "2026-08-31",
+        "paid_repair.3m",
+        "2026-05-31",
+    )
     assert answer["status"] == "out"  # the unit (its original main part) ran out in 2023
 
 
@@ -151,11 +283,21 @@ def test_paid_repair_part_carries_three_months(now: datetime, status: str) -> No
     ("exclusions", "unit_status", "parts"),
     [
         ([], "in", {"main": "in", "other": "in", "chassis": "in"}),
-        ([{"reason": "misuse", "part": None}], "excluded", {"main": "excluded", "other": "excluded",
-                                                            "chassis": "excluded"}),
-        ([{"reason": "consumable", "part": "other"}], "in", {"main": "in", "other": "excluded", "chassis": "in"}),
-        ([{"reason": "force_majeure", "part": "main"}], "excluded", {"main": "excluded", "other": "in",
-                                                                     "chassis": "in"}),
+        (
+            [{"reason": "misuse", "part": None}],
+            "excluded",
+            {"main": "excluded", "other": "excluded", "chassis": "excluded"},
+        ),
+        (
+            [{"reason": "consumable", "part": "other"}],
+            "in",
+            {"main": "in", "other": "excluded", "chassis": "in"},
+        ),
+        (
+            [{"reason": "force_majeure", "part": "main"}],
+            "excluded",
+            {"main": "excluded", "other": "in", "chassis": "in"},
+        ),
     ],
 )
 def test_exclusions(exclusions: list, unit_status: str, parts: dict) -> None:
@@ -167,7 +309,9 @@ def test_exclusions(exclusions: list, unit_status: str, parts: dict) -> None:
 
 
 def test_unit_without_parts_is_answered_for_its_main_term() -> None:
-    answer = unit_answer(AssetRecord(serial="ABC1234", invoice_date=date(2024, 1, 15)), TERMS, at("2027-01-15"), [])
+    answer = unit_answer(
+        AssetRecord(serial="ABC1234", invoice_date=date(2024, 1, 15)), TERMS, at("2027-01-15"), []
+    )
     assert (answer["status"], answer["end"], answer["rule"]) == ("in", "2027-01-15", "default.main")
 
 

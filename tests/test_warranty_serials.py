@@ -33,7 +33,10 @@ def found(text: str, where: str = "body") -> list[tuple[str, str]]:
         ),
         ("印表機序號 CND1234XYZ 一直卡紙，訂單編號 TW20241231001", [("CND1234XYZ", "label")]),
         # en: "serial SN12345" keeps the whole token; PO, ticket ref and date ignored
-        ("Hi, serial SN12345 won't power on. Our PO# 4500012345, ref SB-000123, since 2024-03-01", [("SN12345", "label")]),
+        (
+            "Hi, serial SN12345 won't power on. Our PO# 4500012345, ref SB-000123, since 2024-03-01",
+            [("SN12345", "label")],
+        ),
         ("S/N: CND1234XYZ printer jams. Tracking No. 1Z999AA10123456784", [("CND1234XYZ", "label")]),
         ("Service Tag 5CD2XY1 keeps rebooting", [("5CD2XY1", "label")]),
         ("SN:12345678 fan noise", [("12345678", "label")]),
@@ -82,7 +85,7 @@ def test_every_candidate_recorded_labelled_first_and_places_named() -> None:
         ("PF3ABCD1", "subject", "vendor:lenovo"),
         ("CND1234XYZ", "attachment", "vendor:hp"),
     ]
-    assert [c.as_label() for c in cands][0] == {"serial": "7XK2M9P", "where": "body", "how": "label"}
+    assert cands[0].as_label() == {"serial": "7XK2M9P", "where": "body", "how": "label"}
 
 
 def test_model_and_vendor_words() -> None:

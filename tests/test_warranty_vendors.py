@@ -1,0 +1,208 @@
+"""Vendor warranty lookups (issue 14 item 5): Dell, Lenovo, HP Inc and Cisco through one table-driven harness
+against fakes built from the contract (tests/fakes/vendors.py): the auth flow and token reuse, 401 -> one token
+refresh, refused credentials, 429 / over-QPS, an outage -> the stale last known answer (marked stale, a re-check
+queued) or a retry when there is none, the circuit breaker, the TTL cache, never a silent "out"."""
+
+from __future__ import annotations
+
+import asyncio
+import types
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fakes.vendors import CLIENT_ID, CLIENT_SECRET, LENOVO_KEY, VendorFake
+from svcbridge import AuthFailed, Job, NotReady, Ticket, WorkQueue, utcnow
+from svcbridge.assetlookup import HostAssets
+from svcbridge.plugins import make_plugin_manager
+from svcbridge.store import db
+from svcbridge.store.repo import Store
+from svcbridge_warranty import ops
+from svcbridge_warranty.settings import WarrantySettings
+
+VENDORS = ["dell", "lenovo", "hp", "cisco"]
+SERIAL = {"dell": "7XK2M9P", "lenovo": "PF3ABCD1", "hp": "CND1234XYZ", "cisco": "FOC2231X0AB"}
+FAR = (utcnow() + timedelta(days=800)).date().isoformat()
+PAST = (utcnow() - timedelta(days=400)).date().isoformat()
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("TEST_VENDOR_SECRET", CLIENT_SECRET)
+    monkeypatch.setenv("TEST_LENOVO_KEY", LENOVO_KEY)
+    fake = VendorFake()
+    vendors = {}
+    for v in VENDORS:
+        token = {
+            "dell": "auth/oauth/v2/token",
+            "hp": "oauth/v1/token",
+            "cisco": "oauth2/default/v1/token",
+        }.get(v)
+        vendors[v] = {
+            "base_url": f"http://vendors.test/{v}",
+            "client_id": CLIENT_ID,
+            "client_secret_env": "TEST_LENOVO_KEY" if v == "lenovo" else "TEST_VENDOR_SECRET",
+            "breaker_threshold": 2,
+            "breaker_cooldown": 3600,
+            "ttl": 3600,
+        } | ({"token_url": f"http://vendors.test/{v}/{token}"} if token else {})
+    cfg = WarrantySettings.model_validate(
+        {"vendors": vendors, "alerts": {"sales": {"to": "sales@bridge.test"}}}
+    )
+    engine = db.make_engine(f"sqlite:///{tmp_path}/s.db")
+    db.upgrade(engine)
+    assets = HostAssets.build(make_plugin_manager(entrypoints=False), Store(engine), inline=False)
+    host = types.SimpleNamespace(
+        settings=types.SimpleNamespace(outbound_allow=["vendors.test"]),
+        assets=assets,
+        plugin_config=lambda s: cfg,
+    )
+    ops.configure(host, cfg)  # type: ignore[arg-type]
+    for client in ops._state["clients"].values():
+        client.transport = httpx.ASGITransport(app=fake.app)
+    yield types.SimpleNamespace(fake=fake, assets=assets, cfg=cfg)
+    ops.configure(None, None)
+
+
+def run(vendor: str, serial: str | None = None, labels: dict | None = None, data: dict | None = None) -> Any:
+    ticket = Ticket(id=1, ref="SB-000001", channel="email", labels=labels or {})
+    ticket.asset.serial = serial or SERIAL[vendor]
+    job = Job(
+        id=1,
+        kind=ops.vendor_kind(vendor),
+        key="k1",
+        data={"vendor": vendor, "serial": serial or SERIAL[vendor], **(data or {})},
+        ticket=ticket,
+    )
+    work = WorkQueue("SB-000001", 1)
+    change = asyncio.run(ops.vendor_job(job, work))
+    return change, work
+
+
+def api_calls(fake: VendorFake, vendor: str) -> int:
+    return sum(1 for v, what in fake.calls if v == vendor and what != "token")
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_in_warranty_answer_and_token_reused(world: Any, vendor: str) -> None:
+    world.fake.units[vendor][SERIAL[vendor]] = [
+        ("2024-01-10", "2025-01-10", "base"),
+        ("2024-01-10", FAR, "care"),
+    ]
+    change, _ = run(vendor)
+    answer = change.labels["vendor_warranty"]
+    assert (answer["status"], answer["end"], answer["start"]) == ("in", FAR, "2024-01-10")
+    assert answer["source"] == f"vendor:{vendor}" and not answer.get("stale")
+    assert f"{vendor} warranty for {SERIAL[vendor]}: in" in change.note
+    assert "paid_service" not in change.labels
+    # the answer is kept: within its TTL the next job asks nobody
+    calls = api_calls(world.fake, vendor)
+    again, _ = run(vendor)
+    assert again.labels["vendor_warranty"]["status"] == "in" and api_calls(world.fake, vendor) == calls
+    # a re-check asks again, with the same token (client credentials fetched once)
+    run(vendor, data={"recheck": 1})
+    assert api_calls(world.fake, vendor) == calls + 1
+    if vendor != "lenovo":
+        assert world.fake.tokens_issued[vendor] == 1
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_out_of_warranty_flags_paid_service_only_when_local_rules_could_not(world: Any, vendor: str) -> None:
+    world.fake.units[vendor][SERIAL[vendor]] = [("2020-01-01", PAST, "base")]
+    change, _ = run(vendor, labels={"warranty": {"status": "unknown"}})
+    assert change.labels["vendor_warranty"]["status"] == "out"
+    assert change.labels["paid_service"]["source"] == f"vendor:{vendor}"
+    assert [n.to for n in change.notifications] == ["sales@bridge.test"]
+    assert "out of warranty" in change.notifications[0].body
+    # the local rules said "in": the vendor's word is recorded, the local answer stands
+    local, _ = run(vendor, labels={"warranty": {"status": "in"}}, data={"recheck": 1})
+    assert "paid_service" not in local.labels and local.notifications == []
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_unknown_serial_is_unknown_never_out(world: Any, vendor: str) -> None:
+    change, _ = run(vendor, serial="ZZZ9999")
+    assert change.labels["vendor_warranty"]["status"] == "unknown"
+    assert "paid_service" not in change.labels
+
+
+@pytest.mark.parametrize("vendor", ["dell", "hp", "cisco"])
+def test_401_renews_the_token_once(world: Any, vendor: str) -> None:
+    world.fake.units[vendor][SERIAL[vendor]] = [("2024-01-10", FAR, "base")]
+    run(vendor)
+    world.fake.mode[vendor] = "revoke"
+    change, _ = run(vendor, data={"recheck": 1})
+    assert change.labels["vendor_warranty"]["status"] == "in"
+    assert world.fake.tokens_issued[vendor] == 2
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_refused_credentials_are_auth_failed(
+    world: Any, vendor: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.fake.mode[vendor] = "badcreds"
+    if vendor == "lenovo":
+        monkeypatch.setenv("TEST_LENOVO_KEY", "wrong")
+    with pytest.raises(AuthFailed):
+        run(vendor)
+
+
+@pytest.mark.parametrize(("vendor", "retry_after"), [("dell", 7), ("lenovo", 7), ("hp", 7), ("cisco", 60)])
+def test_rate_limited_is_not_ready_with_retry_after(world: Any, vendor: str, retry_after: float) -> None:
+    world.fake.mode[vendor] = "429"
+    with pytest.raises(NotReady) as exc:
+        run(vendor)
+    assert exc.value.retry_after == retry_after
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_outage_without_a_known_answer_retries_and_opens_the_breaker(world: Any, vendor: str) -> None:
+    world.fake.mode[vendor] = "down"
+    for _ in range(2):
+        with pytest.raises(NotReady):
+            run(vendor)
+    asked = api_calls(world.fake, vendor)
+    with pytest.raises(NotReady, match="circuit open"):  # the breaker is open: the vendor is spared
+        run(vendor)
+    assert api_calls(world.fake, vendor) == asked
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_outage_gives_the_stale_answer_marked_and_a_recheck(world: Any, vendor: str) -> None:
+    world.fake.units[vendor][SERIAL[vendor]] = [("2024-01-10", FAR, "base")]
+    run(vendor)
+    world.fake.mode[vendor] = "down"
+    change, work = run(vendor, data={"recheck": 0, "force": True} | {"recheck": 1})
+    answer = change.labels["vendor_warranty"]
+    assert answer["stale"] is True and answer["status"] == "in" and "as_of" in answer
+    assert "STALE" in change.note
+    assert [(j.kind, j.key) for j in work.jobs] == [(ops.vendor_kind(vendor), "k1:recheck2")]
+    # the vendor is back: the re-check gives the fresh answer
+    world.fake.mode[vendor] = "ok"
+    world.fake.units[vendor][SERIAL[vendor]] = [("2020-01-10", PAST, "base")]
+    ops._state["breakers"][vendor].success()
+    fresh, _ = run(vendor, data={"recheck": 2})
+    assert fresh.labels["vendor_warranty"]["status"] == "out" and not fresh.labels["vendor_warranty"].get(
+        "stale"
+    )
+
+
+@pytest.mark.parametrize("error", [httpx.ReadTimeout, httpx.ConnectError])
+def test_timeouts_and_refused_connections_are_an_outage(world: Any, error: type[Exception]) -> None:
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise error("injected", request=request)
+
+    ops._state["clients"]["dell"].transport = httpx.MockTransport(fail)
+    with pytest.raises(NotReady, match="dell"):
+        run("dell")
+    assert ops._state["breakers"]["dell"].failures == 1
+
+
+def test_secrets_never_in_the_answer_or_calls(world: Any) -> None:
+    world.fake.units["dell"][SERIAL["dell"]] = [("2024-01-10", FAR, "base")]
+    change, _ = run("dell")
+    text = repr(change.model_dump()) + repr(ops._state["clients"]["dell"].calls)
+    assert CLIENT_SECRET not in text and LENOVO_KEY not in text
