@@ -21,7 +21,9 @@ import svcbridge.store.jobs
 import svcbridge_sla
 from helpdesk_helpers import sent
 from sla_helpers import Clock, raw_mail, settings, sh
-from svcbridge import FaultLevel, Priority, RawMessage, StatusUpdate, TicketState
+from svcbridge import FaultLevel, Priority, StatusUpdate, TicketState
+from svcbridge.cli_sla import record_milestone
+from svcbridge.reports import build
 from svcbridge_sla.classify import classify, facts_of
 from svcbridge_sla.settings import SlaSettings
 
@@ -165,19 +167,8 @@ async def test_friday_urgent_mail_outside_the_city(make_app, tmp_path: Path, clo
     await app.run_once()
     assert len([m for m in sent(tmp_path) if m["To"] == "lead@bridge.test"]) == 2  # once each
 
-    # a technician texts from the registered phone: on site at 11:30 (a real time, reported at 11:42)
+    # the agent reports the technician on site at 11:30 (a real time, recorded at 11:42)
     clock.now = sh(2026, 3, 9, 11, 42)
-    sms = RawMessage(
-        channel="sms",
-        source="twilio",
-        external_id="SM1",
-        received_at=clock.now,
-        raw=b"",
-        metadata={},
-    )
-    del sms  # SMS intake is covered in test_sla_milestones; here the CLI path stands for it
-    from svcbridge.cli_sla import record_milestone
-
     record_milestone(app.store, ref, "onsite", sh(2026, 3, 9, 11, 30), actor="cli:test")
     await app.run_once()
     (ms,) = events(app, ref, "sla_milestone")
@@ -205,6 +196,14 @@ async def test_friday_urgent_mail_outside_the_city(make_app, tmp_path: Path, clo
     t = app.store.get_ticket(ref)
     assert t.deadlines["unsolved_by"] == utc(2026, 3, 9, 7, 55)  # 15:55: 3 h later than before
     assert timers(app)["sla_breach:unsolved"]["due_at"] == utc(2026, 3, 9, 7, 55)
+
+    # the month's report, from the trail: the breaches are there, the timeliness rate is 0 %
+    report = build(app.store, "sla", "2026-03", tz="Asia/Shanghai", now=clock.now)
+    assert report["tickets"] == 1 and report["timeliness"]["rate"] == 0.0
+    assert not report["timeliness"]["meets_promise"]
+    missed = {b["target"]: b for b in report["breaches"]}
+    assert set(missed) == {"resolution", "solution"} and missed["solution"]["escalated"]
+    assert report["by_target"]["acknowledge"]["met"] == 1 and report["by_target"]["onsite"]["met"] == 1
 
 
 async def test_helpdesk_override_wins_and_is_an_event(make_app, clock: Clock) -> None:

@@ -108,6 +108,7 @@ class BusinessCalendar(BaseModel):
     data_until: int | None = Field(default=None, description="last year the holiday data may be trusted")
     _tz: ZoneInfo = PrivateAttr()
     _windows: list[tuple[time, timedelta]] = PrivateAttr(default_factory=list)
+    _open_days: dict[date, bool] = PrivateAttr(default_factory=dict)  # answers per date, the config is frozen
 
     @field_validator("days")
     @classmethod
@@ -150,7 +151,10 @@ class BusinessCalendar(BaseModel):
 
     def is_working_day(self, day: date) -> bool:
         """Whether ``day`` (local date) opens; raises ``CalendarDataMissing`` for a year without data."""
-        return _is_working(self, day)
+        found = self._open_days.get(day)
+        if found is None:
+            found = self._open_days[day] = _is_working(self, day)
+        return found
 
     def open_intervals(self, start: datetime) -> Iterator[tuple[datetime, datetime]]:
         """Open intervals (UTC) that end after ``start``, in order, clipped to begin at ``start``."""

@@ -128,16 +128,23 @@ def followups(ctx: click.Context, due: bool, record: tuple[str, str] | None, not
 @click.option("--customer", default=None)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "html", "json"]), default="table")
 @click.option("--output", "output", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--tz", default="UTC", show_default=True, help="time zone of the month, e.g. Asia/Shanghai")
 @click.pass_context
 def report(
-    ctx: click.Context, kind: str, month: str, customer: str | None, fmt: str, output: Path | None
+    ctx: click.Context,
+    kind: str,
+    month: str,
+    customer: str | None,
+    fmt: str,
+    output: Path | None,
+    tz: str,
 ) -> None:
     """A monthly report computed from the event trail: SLA compliance, faults or satisfaction."""
     from .reports import build, render
 
     app = _app(ctx)
     try:
-        data = build(app.store, kind, month, customer)
+        data = build(app.store, kind, month, customer, tz)
     except ValueError as exc:
         err.print(str(exc))
         sys.exit(2)

@@ -14,6 +14,7 @@ charts are inline SVG drawn by matplotlib (no script, no CDN, nothing fetched wh
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from ..models import utcnow
@@ -27,13 +28,19 @@ KINDS = {"sla": sla_report, "faults": faults_report, "satisfaction": satisfactio
 
 
 def build(
-    store: Store, kind: str, month: str, customer: str | None = None, tz: str = "UTC"
+    store: Store,
+    kind: str,
+    month: str,
+    customer: str | None = None,
+    tz: str = "UTC",
+    now: datetime | None = None,
 ) -> dict[str, Any]:
-    """The report ``kind`` for ``month`` (``YYYY-MM``); ValueError for a bad month or kind."""
+    """The report ``kind`` for ``month`` (``YYYY-MM``) as of ``now`` (an open target past its deadline
+    counts as missed); ValueError for a bad month or kind."""
     if kind not in KINDS:
         raise ValueError(f"no report {kind!r}: one of {', '.join(KINDS)}")
     from .trail import month_tickets
 
     tickets = month_tickets(store, month, customer, tz)
-    data = KINDS[kind](tickets, utcnow())
+    data = KINDS[kind](tickets, now or utcnow())
     return {"report": kind, "month": month, "customer": customer, "tz": tz, "tickets": len(tickets), **data}
