@@ -417,6 +417,17 @@ def test_readyz_tells_the_truth(make_app, tmp_path, build, kind, subject) -> Non
     assert "Not ready" in overview and f'data-kind="{kind}"' in overview
 
 
+def test_a_job_alert_is_shown_but_leaves_the_daemon_ready(app) -> None:
+    app.work.alerts["job:warranty.lookup"] = "ConnectError: vendor API unreachable"
+    client = TestClient(build_web(app))
+    r = client.get("/readyz")
+    assert r.status_code == 200 and r.json()["alerts"] == {"job:warranty.lookup": "ConnectError: vendor API unreachable"}
+    Accounts(app.store.engine).add("ops", PASSWORD)
+    login(client)
+    zh = client.get("/", headers={"Accept-Language": "zh-CN"}).text
+    assert 'id="alerts"' in zh and "vendor API unreachable" in zh and "查看错误信息" in zh and "就绪" in zh
+
+
 def test_healthy_daemon_is_ready(app, tmp_path) -> None:
     deliver(app, tmp_path, eml())
     asyncio.run(app.delivery.drain())
@@ -467,6 +478,9 @@ def test_every_template_text_has_a_chinese_translation() -> None:
     from svcbridge.console import views
 
     used |= set(views.PLACEHOLDERS.values())
+    from svcbridge.console import facts
+
+    used |= set(facts.HINTS) | set(facts.HINTS.values())
     used |= {"Wrong user name or password.", "Too many failed logins; try again later.", "Not allowed.",
              "The form expired; reload the page and try again.", "ok", "failing", "down", "unknown"}
     missing = sorted(u for u in used if u not in i18n.ZH)

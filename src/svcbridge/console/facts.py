@@ -1,9 +1,9 @@
 """What the overview shows and what ``/readyz`` reports: the same facts, computed in one place.
 
 ``problems`` is the truth behind readiness: a routed sink that is not configured, notices waiting for a
-channel no notifier serves, a parked target, a source failing for longer than its threshold, and the
-alerts delivery and jobs raised. Each problem names what to do (``hint``, a key the console translates;
-``/readyz`` gives the English text). Everything here is a handful of grouped counts: cheap enough for a
+channel no notifier serves, a parked target, a source failing for longer than its threshold. ``alerts``
+are what delivery and jobs raised besides. Each names what to do (``hint``: English, the key the
+console translates). Everything here is a handful of grouped counts: cheap enough for a
 page that polls every few seconds all day.
 """
 
@@ -102,11 +102,15 @@ def problems(app: App, by_target: dict[str, dict[str, Any]] | None = None) -> li
                     "source_failing", name, f"failing for {mins} min: {h.detail}", HINTS["source_failing"]
                 )
             )
-    seen = {p.subject for p in found}
-    for key, msg in sorted({**app.delivery.alerts, **app.work.alerts}.items()):
-        if key not in seen:
-            found.append(Problem("alert", key, msg, HINTS["alert"]))
     return found
+
+
+def alerts(app: App, found: list[Problem]) -> list[Problem]:
+    """Alerts delivery and jobs raised that no problem already covers. Shown, but not a reason to be
+    unready: a job kind failing now and then must not take the webhooks out of a load balancer."""
+    seen = {p.subject for p in found}
+    items = sorted({**app.delivery.alerts, **app.work.alerts}.items())
+    return [Problem("alert", key, msg, HINTS["alert"]) for key, msg in items if key not in seen]
 
 
 def sources(app: App) -> list[dict[str, Any]]:
@@ -178,6 +182,7 @@ def overview(app: App) -> dict[str, Any]:
     return {
         "ready": not probs,
         "problems": [p.as_dict() for p in probs],
+        "alerts": [p.as_dict() for p in alerts(app, probs)],
         "sources": sources(app),
         "journal_pending": journal.get("pending", 0),
         "journal_oldest_age": (now - t.aware(oldest)).total_seconds() if oldest is not None else None,

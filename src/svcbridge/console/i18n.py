@@ -133,6 +133,16 @@ ZH: dict[str, str] = {
     "no messages": "没有消息",
     "Download raw": "下载原始消息",
     "All": "全部",
+    "sink_not_configured": "服务台未配置",
+    "no_notifier": "无通知渠道",
+    "target_parked": "目标已暂停",
+    "source_failing": "接入源故障",
+    "alert": "告警",
+    "configure the sink's plugin section (or fix [routing]); see Plugins for a failed plugin; its items wait in the outbox and go out once it exists": "配置该服务台插件的设置（或修正 [routing]）；在“插件”页查看失败的插件。其待发项保留在发件箱中，配置好后自动发送。",
+    "configure the channel's outbound side (e.g. [plugins.email.outbound]) or [notifications] fallback_channels, restart, then replay the parked notices": "配置该渠道的发送端（如 [plugins.email.outbound]）或 [notifications] fallback_channels，重启后重新发送已暂停的通知。",
+    "fix the target's credentials or address, then unpark it on the Outbox page (or restart): its items go out again": "修正该目标的凭据或地址，然后在“发件箱”页恢复该目标（或重启），其待发项将重新发送。",
+    "check the source's server, address and credentials; the error says what failed": "检查接入源的服务器、地址和凭据；错误信息说明了失败原因。",
+    "see the error; the Outbox or Jobs list shows the affected items": "查看错误信息；发件箱或任务列表中可以看到受影响的条目。",
 }
 
 
