@@ -112,8 +112,6 @@ def register_settings(register: Any) -> None:
     register("fax", FaxSettings)
 
 
-
-
 @hookimpl
 def register_routes(register: Any, settings: Any) -> None:
     cfg: FaxSettings | None = settings.plugin_config("fax")

@@ -35,13 +35,12 @@ from svcbridge import (
     Contact,
     ExternalLink,
     IntakeContext,
-    NotReady,
+    MediaError,
     ParseError,
-    PermanentError,
     RawMessage,
     StoreUnavailable,
     TicketDraft,
-    make_client,
+    fetch_media,
     read_body,
 )
 
@@ -50,51 +49,10 @@ from .signatures import ReplayGuard, phaxio_verify, telnyx_public_key, telnyx_ve
 
 log = structlog.get_logger("svcbridge.fax.gateways")
 MAX_EVENT = 256 * 1024  # a Telnyx event is a few KiB; the fax itself comes by URL
-FETCH_BUDGET = 15.0  # seconds for the media download (Telnyx expects an answer within a few seconds)
 
 
 def _client_host(request: Request) -> str | None:
     return request.client.host if request.client else None
-
-
-async def fetch_media(
-    url: str,
-    *,
-    limit: int,
-    allow: list[str],
-    transport: httpx.AsyncBaseTransport | None = None,
-    auth: Any = None,
-    headers: dict[str, str] | None = None,
-    timeout: float = FETCH_BUDGET,
-) -> tuple[bytes, str]:
-    """GET ``url`` through the SSRF guard, at most ``limit`` bytes; (data, content type) or ValueError."""
-    parts = urllib.parse.urlsplit(url)
-    local = parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost")  # test servers only
-    if parts.scheme != "https" and not local:
-        raise ValueError(f"media URL must be https: {url[:100]!r}")
-    client = make_client("", auth=auth, headers=headers, timeout=timeout, transport=transport, allow=allow)
-    async with client as c:
-        try:
-            async with c.stream("GET", url) as resp:
-                if resp.status_code != 200:
-                    raise ValueError(f"media fetch answered HTTP {resp.status_code}")
-                declared = resp.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > limit:
-                    raise ValueError(f"media of {declared} bytes is over the limit of {limit}")
-                chunks, size = [], 0
-                async for chunk in resp.aiter_bytes():
-                    size += len(chunk)
-                    if size > limit:
-                        raise ValueError(f"media is over the limit of {limit} bytes")
-                    chunks.append(chunk)
-                ctype = resp.headers.get("content-type", "application/octet-stream").split(";")[0].strip()
-                return b"".join(chunks), ctype.lower()
-        except httpx.HTTPError as exc:
-            raise ValueError(f"media fetch failed: {type(exc).__name__}: {exc}"[:300]) from None
-        except PermanentError as exc:  # the SSRF guard refused the address
-            raise ValueError(f"media URL refused: {exc}"[:300]) from None
-        except NotReady as exc:  # the host does not resolve
-            raise ValueError(f"media fetch failed: {exc}"[:300]) from None
 
 
 class TelnyxFaxRoute:
@@ -142,7 +100,7 @@ class TelnyxFaxRoute:
                     headers=auth_header,
                 )
                 doc["media"] = [{"content_type": ctype or "application/pdf", "data": _b64(data_bytes)}]
-            except ValueError as exc:
+            except MediaError as exc:
                 doc["media_error"] = str(exc)
                 log.warning("telnyx_fax_media_failed", id=event_id[:80], error=str(exc))
         raw = RawMessage(

@@ -22,12 +22,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from svcbridge import (
+    Attachment,
     Contact,
     DeliveryItem,
     DeliveryResult,
     ExternalLink,
     IntakeContext,
+    MediaError,
     ParseError,
+    PermanentError,
     PluginSettings,
     RawMessage,
     StoreUnavailable,
@@ -35,6 +38,7 @@ from svcbridge import (
     TicketDraft,
     TicketLookup,
     WebhookRoute,
+    fetch_media,
     hookimpl,
     http_request,
     make_client,
@@ -57,14 +61,16 @@ class TwilioSettings(PluginSettings):
     messaging_service_sid: str | None = None
     api_base: str = "https://api.twilio.com"
     status_callback: str | None = None
+    max_media: int = Field(default=5 * 1024 * 1024, ge=1024, description="largest MMS file fetched")
+    max_media_count: int = Field(default=10, ge=0, le=10)
 
 
 MAX_BODY = 1024 * 1024  # an inbound SMS/MMS webhook is a few KiB of form fields; media come as URLs
 
 
 class _Inbound:
-    def __init__(self, cfg: TwilioSettings) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: TwilioSettings, allow: list[str] | None = None) -> None:
+        self.cfg, self.allow = cfg, allow or []
         self.url = cfg.public_url.rstrip("/") + "/hooks/" + cfg.path.lstrip("/")
 
     async def __call__(self, request: Request, ctx: IntakeContext) -> Response:
@@ -85,6 +91,9 @@ class _Inbound:
         sid = data.get("MessageSid") or data.get("SmsSid")
         if not sid or data.get("AccountSid") != self.cfg.account_sid:
             return Response("unexpected payload", status_code=400)
+        # MMS: the files are fetched now (Basic auth, size limit, SSRF guard) and journaled with the
+        # message, named svcbridge.media.N.* (a sender's own field of that name is dropped first)
+        params = [p for p in params if not p[0].startswith("svcbridge.")] + await self._media(data)
         raw = RawMessage(
             channel="sms",
             source=f"twilio:{self.cfg.path}",
@@ -96,6 +105,33 @@ class _Inbound:
         except StoreUnavailable:
             return Response("store unavailable", status_code=503)
         return Response(TWIML_EMPTY, media_type="application/xml")
+
+    async def _media(self, data: dict[str, str]) -> list[tuple[str, str]]:
+        count = data.get("NumMedia", "0")
+        out: list[tuple[str, str]] = []
+        n = min(int(count), self.cfg.max_media_count) if count.isascii() and count.isdigit() else 0
+        for i in range(n):
+            url = data.get(f"MediaUrl{i}", "")
+            try:
+                content, ctype = await fetch_media(
+                    url,
+                    limit=self.cfg.max_media,
+                    allow=self.allow,
+                    transport=self.cfg.transport,
+                    auth=(self.cfg.account_sid, self.cfg.auth_token.get_secret_value()),
+                )
+            except MediaError as exc:
+                out.append((f"svcbridge.media.{i}.error", str(exc)))
+                continue
+            ctype = data.get(f"MediaContentType{i}") or ctype
+            out += [(f"svcbridge.media.{i}.type", ctype), (f"svcbridge.media.{i}.data", _b64(content))]
+        return out
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode("ascii")
 
 
 class SmsNotifier:
@@ -117,6 +153,9 @@ class SmsNotifier:
 
     async def send(self, item: DeliveryItem) -> DeliveryResult:
         n = item.payload["notification"]
+        stopped = item.ticket.labels.get("sms_opt_out")
+        if stopped:  # recorded by svcbridge_sms when the customer texted STOP / 退订
+            raise PermanentError(f"{n['to']} opted out of SMS ({stopped}); not sent")
         form = {"To": n["to"], "Body": (n.get("body") or n.get("subject") or "")[:1600]}
         if self.cfg.messaging_service_sid:
             form["MessagingServiceSid"] = self.cfg.messaging_service_sid
@@ -141,7 +180,8 @@ def register_settings(register: Any) -> None:
 def register_routes(register: Any, settings: Any) -> None:
     cfg = settings.plugin_config("twilio")
     if cfg is not None:
-        register(WebhookRoute(path=cfg.path, endpoint=_Inbound(cfg), name=f"twilio:{cfg.path}"))
+        route = _Inbound(cfg, settings.outbound_allow)
+        register(WebhookRoute(path=cfg.path, endpoint=route, name=f"twilio:{cfg.path}"))
 
 
 @hookimpl
@@ -157,7 +197,8 @@ def parse_message(raw: RawMessage) -> TicketDraft | None:
         return None
     data = _fields(raw.raw)
     body = data.get("Body", "")
-    media = [data[k] for k in sorted(data) if k.startswith("MediaUrl")]
+    attachments, missing = _attachments(data)
+    media = [data[f"MediaUrl{i}"] for i in missing if f"MediaUrl{i}" in data]  # not fetched: keep the URL
     text = body + ("\n\n" + "\n".join(media) if media else "")
     first_line = body.strip().splitlines()[0] if body.strip() else ""
     try:
@@ -176,7 +217,30 @@ def parse_message(raw: RawMessage) -> TicketDraft | None:
             )
         ],
         labels={"sms_to": _storable(data.get("To")), "num_media": _storable(data.get("NumMedia", "0"))},
+        attachments=attachments,
     )
+
+
+def _attachments(data: dict[str, str]) -> tuple[list[Attachment], list[int]]:
+    """The MMS files the route fetched, and the numbers of those it could not (or older entries)."""
+    import base64
+    import binascii
+
+    out: list[Attachment] = []
+    missing: list[int] = []
+    count = data.get("NumMedia", "0")
+    for i in range(min(int(count), 10) if count.isascii() and count.isdigit() else 0):
+        b64 = data.get(f"svcbridge.media.{i}.data")
+        try:
+            content = base64.b64decode(b64 or "", validate=True) if b64 else None
+        except (binascii.Error, ValueError):
+            content = None
+        if content is None:
+            missing.append(i)
+            continue
+        ctype = _storable(data.get(f"svcbridge.media.{i}.type") or "application/octet-stream")[:100]
+        out.append(Attachment.from_bytes(content, original_name=f"mms-{i + 1}", content_type=ctype))
+    return out, missing
 
 
 def _storable(text: Any) -> Any:
@@ -204,9 +268,9 @@ def _fields(raw: bytes) -> dict[str, str]:
 
 @hookimpl
 def thread_message(draft: TicketDraft, lookup: TicketLookup) -> ThreadMatch | None:
-    """An SMS has no thread headers: it continues the sender's open SMS ticket, if there is one.
-
-    A resolved or closed ticket is not reopened by a new text; that starts a new ticket.
+    """A Twilio message stored already is a duplicate. Conversations (the sender's open SMS ticket
+    within a window, a ticket reference in the text) are threaded by ``svcbridge_sms`` for every
+    provider; a resolved or closed ticket is not reopened by a new text.
     """
     if draft.channel != "sms" or not draft.contact.phone:
         return None
@@ -214,5 +278,4 @@ def thread_message(draft: TicketDraft, lookup: TicketLookup) -> ThreadMatch | No
         seen = lookup.by_link(link.system, link.kind, link.value)
         if seen is not None:
             return ThreadMatch(ticket_ref=seen.ref, duplicate=True, reason=f"{link.kind} already stored")
-    current = lookup.open_by_contact(phone=draft.contact.phone, channel="sms")
-    return ThreadMatch(ticket_ref=current.ref, reason="open SMS conversation") if current else None
+    return None

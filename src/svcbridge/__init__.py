@@ -42,6 +42,7 @@ from .hookspecs import hookimpl
 from .http import OutboundGuard, make_client
 from .http import classify as classify_response
 from .http import request as http_request
+from .media import MediaError, fetch_media
 from .models import (
     Asset,
     Attachment,
@@ -97,6 +98,7 @@ __all__ = [
     "Job",
     "JobKind",
     "LoopClient",
+    "MediaError",
     "NotReady",
     "Notification",
     "Notifier",
@@ -134,6 +136,7 @@ __all__ = [
     "can_transition",
     "check_priorities",
     "classify_response",
+    "fetch_media",
     "hmac_matches",
     "hookimpl",
     "html_to_text",
