@@ -62,15 +62,21 @@ def register_settings(register: Any) -> None:
 
 @hookimpl
 def register_job_kinds(register: Any, settings: Settings) -> None:
-    if _cfg(settings) is None:
+    cfg = _cfg(settings)
+    if cfg is None:
         return
-    for vendor in _cfg(settings).vendors:  # type: ignore[union-attr]
+    ops.remember(cfg)
+    for vendor, vs in cfg.vendors.items():
         # one kind per vendor: refused credentials park that vendor's lookups, not the others'
-        register(
-            JobKind(
-                ops.vendor_kind(vendor), ops.vendor_job, timeout=60.0, max_attempts=12, backoff_initial=30.0
-            )
+        kind = JobKind(
+            ops.vendor_kind(vendor),
+            ops.vendor_job,
+            timeout=vs.timeout * 3,
+            max_attempts=vs.max_attempts,
+            backoff_initial=vs.retry_initial,
+            backoff_max=vs.retry_max,
         )
+        register(kind)
     register(JobKind(ops.RULES_JOB, ops.rules_job, timeout=30.0))
     register(JobKind(ops.COMMAND_JOB, ops.command_job, timeout=30.0))
 

@@ -50,9 +50,13 @@ _state: dict[str, Any] = {}
 
 
 def configure(app: Host | None, cfg: WarrantySettings | None) -> None:
-    """Keep the Host (its ``assets``) and settings for the jobs; build one client and breaker per vendor."""
+    """Keep the Host (its ``assets``) and settings for the jobs; build one client and breaker per vendor.
+    ``configure(None, None)`` at shutdown drops the Host; the settings stay for ``status_updated``."""
+    kept = _state.get("cfg")
     _state.clear()
     if app is None or cfg is None:
+        if kept is not None:
+            _state["cfg"] = kept
         return
     allow = tuple(getattr(app.settings, "outbound_allow", ()) or ())
     _state.update(app=app, cfg=cfg, clients={}, breakers={})
@@ -70,6 +74,11 @@ def current() -> tuple[Host, WarrantySettings]:
 
 def current_cfg() -> WarrantySettings | None:
     return _state.get("cfg")
+
+
+def remember(cfg: WarrantySettings) -> None:
+    """The settings as the App was built with them (``status_updated`` has no settings argument)."""
+    _state["cfg"] = cfg
 
 
 def vendor_kind(vendor: str) -> str:
@@ -254,22 +263,20 @@ async def command_job(job: Job, work: WorkQueue) -> TicketChange | None:
     if ticket is None:
         return None
     by = str(job.data.get("by") or "agent")
-    change = TicketChange()
-    notes = []
-    if job.data.get("category"):
-        cat = job.data["category"]
-        change.category = cat
-        change.labels["category_override"] = {"category": cat, "by": by, "system": job.data.get("system")}
-        change.events.append(
-            TicketEvent(type="category_override", actor=by, data={"from": ticket.category, "to": cat})
+    # built as plain values and made a TicketChange at the end: the runner keeps only the fields SET
+    labels: dict[str, Any] = {}
+    events: list[TicketEvent] = []
+    notes: list[str] = []
+    category = job.data.get("category")
+    if category:
+        labels["category_override"] = {"category": category, "by": by, "system": job.data.get("system")}
+        events.append(
+            TicketEvent(type="category_override", actor=by, data={"from": ticket.category, "to": category})
         )
-        notes.append(f"fault category set to {cat} by {by}")
+        notes.append(f"fault category set to {category} by {by}")
         if ticket.asset.serial:  # the repeat / batch rules count the agent's category
-            work.enqueue(
-                RULES_JOB,
-                {"serial": ticket.asset.serial, "category": cat},
-                key=f"{ticket.ref}:{ticket.asset.serial}:{cat}",
-            )
+            data = {"serial": ticket.asset.serial, "category": category}
+            work.enqueue(RULES_JOB, data, key=f"{ticket.ref}:{ticket.asset.serial}:{category}")
     ex = job.data.get("exclude")
     if ex and ticket.asset.serial:
         if ex["reason"] not in EXCLUSION_REASONS:
@@ -277,18 +284,21 @@ async def command_job(job: Job, work: WorkQueue) -> TicketChange | None:
         else:
             entry = {**ex, "actor": by, "ticket": ticket.ref, "at": utcnow().isoformat(), "note": None}
             excluded = [*ticket.labels.get("warranty_exclusions", []), entry]
-            change.labels["warranty_exclusions"] = excluded
-            change.events.append(TicketEvent(type="warranty_exclusion", actor=by, data=entry))
+            labels["warranty_exclusions"] = excluded
+            events.append(TicketEvent(type="warranty_exclusion", actor=by, data=entry))
             notes.append(f"warranty exclusion {ex['reason']} ({ex['part'] or 'whole unit'}) by {by}")
             record = await app.assets.get(ticket.asset.serial)
             if record is not None:
                 own = app.assets.register.exclusions(record.serial)
                 answer = unit_answer(record, cfg.terms_model(), ticket.created_at, own + excluded)
-                change.labels["warranty"] = answer
+                labels["warranty"] = answer
                 if answer["status"] in ("out", "excluded"):
-                    change.labels["paid_service"] = {
+                    labels["paid_service"] = {
                         "why": answer["status"],
                         "expired_parts": answer["expired_parts"],
                     }
-    change.note = "\n".join(notes) or None
-    return None if change.is_empty() else change
+    if not (labels or events or notes):
+        return None
+    return TicketChange(
+        labels=labels, events=events, category=category or None, note="\n".join(notes) or None
+    )

@@ -93,6 +93,9 @@ class VendorSettings(BaseModel):
     breaker_cooldown: float = Field(
         default=300.0, gt=0, description="seconds before the vendor is tried again"
     )
+    retry_initial: float = Field(default=30.0, gt=0, description="first retry of a failed lookup after (s)")
+    retry_max: float = Field(default=3600.0, gt=0, description="retries back off up to this (s)")
+    max_attempts: int = Field(default=12, ge=1, description="then the lookup is dead (svcbridge jobs retry)")
 
     def secret(self) -> str | None:
         """The client secret (Lenovo: the ClientID key) from the environment or a file, never the TOML."""
