@@ -158,12 +158,17 @@ class Source(Protocol):
 
 @dataclass(frozen=True)
 class WebhookRoute:
-    """An HTTP endpoint under /hooks/; `endpoint(request, ctx)` returns a Starlette Response."""
+    """An HTTP endpoint under /hooks/; `endpoint(request, ctx)` returns a Starlette Response.
+
+    ``mount`` is the prefix it is served under: ``/hooks/`` for machine webhooks, ``/`` for a page
+    people open (a web form at ``/form/<name>``).
+    """
 
     path: str
     endpoint: Callable[[Any, IntakeContext], Awaitable[Any]]
     methods: tuple[str, ...] = ("POST",)
     name: str = ""
+    mount: str = "/hooks/"
 
 
 @runtime_checkable

@@ -78,7 +78,7 @@ def _hook_route(app: App, r: Any) -> Route:
             log.error("webhook_failed", path=r.path, error=f"{type(exc).__name__}: {exc}")
             return PlainTextResponse("internal error", status_code=500)
 
-    path = "/hooks/" + r.path.lstrip("/")
+    path = getattr(r, "mount", "/hooks/") + r.path.lstrip("/")  # "/" for pages such as /form/<name>
     return Route(path, endpoint, methods=list(r.methods))
 
 

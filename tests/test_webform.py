@@ -1,0 +1,159 @@
+"""The public web form /form/<name> (issue 17): zh-CN / zh-TW / en pages, CSRF token with a double-submit
+cookie, honeypot, size limits, per-address rate limit; an accepted post is one ``web`` ticket with the
+serial number, the files and the contact, journaled once even when the browser sends it twice."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+from starlette.testclient import TestClient
+
+from svcbridge.web import build_web
+
+FORM = {"secret": "form-secret", "default_region": "CN", "rate_limit": 5, "max_file": 2000, "max_files": 2,
+        "max_request": 20_000, "forms": [{"name": "service", "title": "ACME 售后报修", "language": "zh-CN"}]}
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app(plugins={"webform": FORM, "customers": {"directory": [
+        {"name": "ACME Taipei", "emails": ["it@acme.example.tw"]}]}})
+
+
+def open_form(c: TestClient, lang: str | None = None, accept: str = "") -> tuple[str, str]:
+    r = c.get("/form/service" + (f"?lang={lang}" if lang else ""), headers={"accept-language": accept})
+    assert r.status_code == 200 and "<script" not in r.text.lower()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', r.text).group(1)
+    return r.text, token
+
+
+def multipart(fields: dict[str, str], files: list[tuple[str, bytes]] = ()) -> tuple[bytes, str]:
+    b = uuid.uuid4().hex
+    out = b"".join(f'--{b}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items())
+    for name, data in files:
+        out += (f'--{b}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+                "Content-Type: image/jpeg\r\n\r\n").encode() + data + b"\r\n"
+    return out + f"--{b}--\r\n".encode(), f"multipart/form-data; boundary={b}"
+
+
+def submit(c: TestClient, token: str, **fields):
+    files = fields.pop("files", [])
+    body, ctype = multipart({"csrf_token": token, **fields}, files)
+    return c.post("/form/service?lang=zh-CN", content=body, headers={"content-type": ctype})
+
+
+GOOD = {"name": "王小明", "email": "it@acme.example.tw", "phone": "", "serial": "SN-7731-KQ92",
+        "description": "打印机每页都卡纸，错误 E-302。"}
+
+
+@pytest.mark.parametrize(("lang", "accept", "want"), [
+    ("en", "", "Report a fault"), (None, "zh-TW,zh;q=0.8", "故障報修"), (None, "en-US,en", "Report a fault"),
+    (None, "", "故障报修"), ("zh-CN", "en", "故障报修"), (None, "zh-Hant-HK", "故障報修"),
+])
+def test_the_form_speaks_three_languages(app, lang, accept, want) -> None:
+    c = TestClient(build_web(app))
+    html, _ = open_form(c, lang, accept)
+    assert want in html or "ACME 售后报修" in html
+    assert ("description" in html) and 'class="hp"' in html
+
+
+async def test_an_accepted_report_is_one_ticket_with_serial_files_and_contact(app) -> None:
+    c = TestClient(build_web(app))
+    _, token = open_form(c)
+    r = submit(c, token, **GOOD, files=[("photo.jpg", b"\xff\xd8jpeg"), ("../../etc/passwd", b"x")])
+    assert r.status_code == 200 and "我们已收到您的报修" in r.text
+    again = submit(c, token, **GOOD)  # the browser sends it again: the cookie is gone after success
+    assert again.status_code == 403
+    await app.run_once()
+    (t,) = app.store.list_tickets()
+    assert (t.channel, t.asset.serial, t.contact.email, t.customer) == (
+        "web", "SN-7731-KQ92", "it@acme.example.tw", "ACME Taipei")
+    assert t.subject.startswith("[SN-7731-KQ92] 打印机每页都卡纸") and t.language == "zh-CN"
+    full = app.store.get_ticket(t.ref)
+    assert sorted(a.original_name for a in full.attachments) == ["../../etc/passwd", "photo.jpg"]
+    assert all("/" not in a.safe_name for a in full.attachments)
+
+
+async def test_the_same_token_posted_twice_is_journaled_once(app) -> None:
+    c = TestClient(build_web(app))
+    _, token = open_form(c)
+    cookie = c.cookies.get("sbform_service")
+    assert submit(c, token, **GOOD).status_code == 200
+    c.cookies.set("sbform_service", cookie, path="/form/service")  # a resend with the old cookie
+    assert submit(c, token, **GOOD).status_code == 200
+    assert app.store.journal_counts() == {"pending": 1}
+
+
+@pytest.mark.parametrize(("case", "status", "message"), [
+    ("no_token", 403, "表单已过期"),
+    ("forged_token", 403, "表单已过期"),
+    ("no_cookie", 403, "表单已过期"),
+    ("other_form_token", 403, "表单已过期"),
+    ("no_contact", 422, "请填写电子邮箱或手机号码"),
+    ("bad_email", 422, "电子邮箱格式不正确"),
+    ("bad_phone", 422, "手机号码格式不正确"),
+    ("no_description", 422, "请填写故障描述"),
+    ("big_file", 422, "文件过多或过大"),
+    ("too_many_files", 422, "文件过多或过大"),
+    ("huge_request", 413, "提交内容过大"),
+])
+def test_refusals_store_nothing_and_keep_what_was_typed(app, case, status, message) -> None:
+    c = TestClient(build_web(app))
+    _, token = open_form(c)
+    fields = dict(GOOD, description='<script>alert(1)</script> "x"')
+    files = []
+    if case == "no_token":
+        token = ""
+    elif case == "forged_token":
+        ts, nonce, mac = token.split(".")
+        token = f"{ts}.{nonce}.{'0' * len(mac)}"
+    elif case == "no_cookie":
+        c.cookies.clear()
+    elif case == "other_form_token":
+        token = token.replace(token.split(".")[0], str(int(token.split(".")[0]) - 1))
+    elif case == "no_contact":
+        fields["email"] = ""
+    elif case == "bad_email":
+        fields["email"] = "not-an-address"
+    elif case == "bad_phone":
+        fields["phone"] = "12"
+    elif case == "no_description":
+        fields["description"] = "  "
+    elif case == "big_file":
+        files = [("a.jpg", b"x" * 3000)]
+    elif case == "too_many_files":
+        files = [("a.jpg", b"x"), ("b.jpg", b"y"), ("c.jpg", b"z")]
+    elif case == "huge_request":
+        files = [("a.jpg", b"x" * 30_000)]
+    r = submit(c, token, **fields, files=files)
+    assert r.status_code == status and message in r.text
+    assert "<script>alert(1)" not in r.text  # what was typed comes back escaped
+    assert app.store.journal_counts() == {}
+
+
+def test_the_honeypot_thanks_a_bot_and_stores_nothing(app) -> None:
+    c = TestClient(build_web(app))
+    _, token = open_form(c)
+    r = submit(c, token, **GOOD, website="http://spam.example")
+    assert r.status_code == 200 and "我们已收到" in r.text and app.store.journal_counts() == {}
+
+
+def test_rate_limit_per_address(app) -> None:
+    c = TestClient(build_web(app))
+    codes = []
+    for _ in range(7):
+        _, token = open_form(c)
+        codes.append(submit(c, token, **dict(GOOD, email="")).status_code)  # refused posts count too
+    assert codes[:5] == [422] * 5 and codes[5:] == [429, 429]
+
+
+def test_mobile_numbers_are_normalised(app) -> None:
+    c = TestClient(build_web(app))
+    _, token = open_form(c)
+    assert submit(c, token, **dict(GOOD, email="", phone="138 0013 8000")).status_code == 200
+    import json
+
+    (raw,) = [app.store.load_raw(1)]
+    assert json.loads(raw.raw)["fields"]["phone"] == "+8613800138000"
