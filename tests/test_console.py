@@ -21,6 +21,7 @@ from console_helpers import PASSWORD, csrf, login
 from svcbridge.cli import main
 from svcbridge.console import i18n
 from svcbridge.console.accounts import AccountError, Accounts
+from svcbridge.models import TicketEvent
 from svcbridge.store import schema as t
 from svcbridge.web import build_web
 
@@ -285,6 +286,12 @@ def test_search_filters_and_paging(app, client, tmp_path) -> None:
     by_subject = {t_.subject: t_.ref for t_ in app.store.list_tickets(None, 100)}
     zh = by_subject["打印机 100%_done"]
     faults_1 = {by_subject[f"Fault {i}"] for i in [1, *range(10, 20)]}
+    with app.store.tx() as conn:  # what the SLA engine records on a breach (plugins/svcbridge_sla)
+        for subject in ("Fault 3", "Fault 5"):
+            tid = app.store.id_for_ref(by_subject[subject])
+            app.store.add_event(conn, tid, TicketEvent(type="sla_breached", actor="sla", data={"target": "response"}))
+        conn.execute(update(t.tickets).where(t.tickets.c.id == app.store.id_for_ref(by_subject["Fault 5"]))
+                     .values(state="resolved"))
     cases = [
         ({"q": "wang@example"}, {zh}),
         ({"q": "打印机"}, {zh}),
@@ -295,6 +302,8 @@ def test_search_filters_and_paging(app, client, tmp_path) -> None:
         ({"q": "Fault 1"}, faults_1),  # 1, 10-19
         ({"q": "Fault 1", "channel": "email", "priority": "3"}, faults_1),
         ({"q": "Fault 1", "channel": "sms"}, set()),
+        ({"breach": "1"}, {by_subject["Fault 3"]}),  # Fault 5 was breached too, but is resolved now
+        ({"breach": "1", "q": "Fault 5"}, set()),
     ]
     for params, expected in cases:
         html = client.get("/tickets", params=params).text

@@ -133,6 +133,7 @@ ZH: dict[str, str] = {
     "no messages": "没有消息",
     "Download raw": "下载原始消息",
     "All": "全部",
+    "SLA breached": "已违反 SLA",
     "sink_not_configured": "服务台未配置",
     "no_notifier": "无通知渠道",
     "target_parked": "目标已暂停",

@@ -28,6 +28,7 @@ class TicketQuery:
     priority: str = ""
     channel: str = ""
     source: str = ""
+    breach: str = ""  # "1": open tickets the SLA engine recorded a breach on
     page: int = 1
 
     @classmethod
@@ -42,6 +43,7 @@ class TicketQuery:
             priority=(params.get("priority") or "")[:2],
             channel=(params.get("channel") or "")[:50],
             source=(params.get("source") or "")[:200],
+            breach="1" if params.get("breach") == "1" else "",
             page=page,
         )
 
@@ -83,6 +85,13 @@ def search_tickets(store: Store, q: TicketQuery) -> TicketPage:
         cond.append(t.tickets.c.channel == q.channel)
     if q.source:
         cond.append(t.tickets.c.source == q.source)
+    if q.breach:
+        # the SLA engine's sla_breached event (plugins/svcbridge_sla): portable, unlike comparing the
+        # JSON deadlines column; a resolved or closed ticket is no longer "in breach"
+        breached = select(t.events.c.id).where(
+            t.events.c.ticket_id == t.tickets.c.id, t.events.c.type == "sla_breached"
+        )
+        cond.append(and_(breached.exists(), t.tickets.c.state.not_in(("resolved", "closed"))))
     where = and_(*cond) if cond else None
     base = select(t.tickets)
     count = select(func.count()).select_from(t.tickets)
