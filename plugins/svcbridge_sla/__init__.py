@@ -24,15 +24,19 @@ from typing import Any
 import structlog
 
 from svcbridge import (
+    ChannelDirectory,
     Job,
     JobKind,
+    Notification,
     Priority,
     Settings,
     StatusUpdate,
+    ThreadMatch,
     Ticket,
     TicketChange,
     TicketDraft,
     TicketEvent,
+    TicketLookup,
     Timer,
     TimerKind,
     WorkQueue,
@@ -44,6 +48,7 @@ from .classify import FAULT_LEVELS, classify, facts_of, level_of, parse_priority
 from .clock import ACTOR, plan, timer_names
 from .engine import MILESTONES, policy_facts
 from .escalation import base_change, fire
+from .followup import read_reply, reply_event, survey_for, survey_open
 from .policy import TARGETS, select_policy
 from .settings import SlaSettings
 
@@ -59,6 +64,7 @@ _SMS_MILESTONE = re.compile(
     r"(?:\s+(\d{1,2}):(\d{2}))?\s*$",
     re.IGNORECASE,
 )
+_REF = re.compile(r"^\s*(SB-\d{1,12})\b", re.IGNORECASE)
 _SMS_WORDS = {
     "onsite": "onsite", "on site": "onsite", "到场": "onsite", "到場": "onsite",
     "restored": "restored", "恢复": "restored", "恢復": "restored",
@@ -122,7 +128,15 @@ def classify_ticket(draft: TicketDraft, ticket: Ticket | None, settings: Setting
 
 
 def _followup(draft: TicketDraft, ticket: Ticket, cfg: SlaSettings, jobs: WorkQueue) -> None:
-    """A follow-up: a technician's milestone SMS, or words that make the ticket more urgent."""
+    """A follow-up: a survey answer, a technician's milestone SMS, or words that make it more urgent."""
+    if ticket.state.is_closed and survey_open(ticket):
+        answer = read_reply(draft.body_text or draft.subject, ticket.ref)
+        if answer is not None:
+            draft.labels["_keep_closed"] = True  # an answer to the survey is no new problem
+            who = draft.contact.email or draft.contact.phone or "customer"
+            at = (draft.received_at or utcnow()).isoformat()
+            jobs.enqueue(RECOMPUTE, {"survey": {**answer, "by": who}}, key=f"{ticket.ref}:survey:{at}")
+            return
     m = _SMS_MILESTONE.match(draft.body_text or draft.subject or "")
     phone = draft.contact.phone
     if m and phone and phone in cfg.technicians and m.group(2).upper() == ticket.ref:
@@ -145,6 +159,42 @@ def _followup(draft: TicketDraft, ticket: Ticket, cfg: SlaSettings, jobs: WorkQu
     old_level = level_of(ticket.fault_level)
     if old_level is None or got.fault_level < old_level:
         draft.fault_level = got.fault
+
+
+@hookimpl(tryfirst=True)
+def thread_message(draft: TicketDraft, lookup: TicketLookup) -> ThreadMatch | None:
+    """A technician's milestone text and a survey answer quoting ``SB-000123`` belong to that ticket
+    (SMS has no In-Reply-To; a mail answer threads by its headers already)."""
+    cfg = _cfg.get("current")
+    if cfg is None or draft.channel == "email":
+        return None
+    text = draft.body_text or draft.subject or ""
+    m = _SMS_MILESTONE.match(text)
+    if m and draft.contact.phone in cfg.technicians:
+        ref = m.group(2).upper()
+    else:
+        found = _REF.match(text)
+        if not found or read_reply(text, found.group(1).upper()) is None:
+            return None
+        ref = found.group(1).upper()
+    ticket = lookup.by_ref(ref)
+    if ticket is None:
+        return None
+    if not m and ticket.contact.phone != draft.contact.phone:
+        return None  # a score for someone else's ticket is not taken from a stranger
+    return ThreadMatch(ticket_ref=ticket.ref, reason="technician milestone" if m else "survey answer")
+
+
+@hookimpl
+def compose_notifications(
+    ticket: Ticket, event: TicketEvent, channels: ChannelDirectory
+) -> list[Notification]:
+    """The satisfaction survey once a ticket is resolved (``[plugins.sla] survey``)."""
+    cfg = _cfg.get("current")
+    if cfg is None or not cfg.survey or event.type != "status_changed" or event.data.get("to") != "resolved":
+        return []
+    note = survey_for(ticket, channels)
+    return [note] if note is not None else []
 
 
 def _local_time(ticket: Ticket, cfg: SlaSettings, received: datetime, hh: int, mm: int) -> datetime:
@@ -189,6 +239,11 @@ def recompute(job: Job, work: WorkQueue) -> TicketChange | None:
     now = utcnow()
     events: list[TicketEvent] = []
     change_fields: dict[str, Any] = {}
+    survey = job.data.get("survey")
+    if survey and isinstance(survey.get("score"), int):
+        events.append(
+            reply_event({k: survey[k] for k in ("score", "comment") if k in survey}, str(survey["by"]))
+        )
     ms = job.data.get("milestone")
     if ms and ms.get("milestone") in MILESTONES:
         events.append(TicketEvent(type="sla_milestone", at=now, actor=str(ms.get("source", ACTOR)), data=ms))

@@ -391,7 +391,8 @@ class Pipeline:
             event = TicketEvent(type=EventType.RECEIVED, at=raw.received_at, actor=actor(draft), data=data)
             plan = Plan(journal_id, raw, PlanStatus.CREATED, ticket=ticket, draft=draft, event=event)
         else:
-            reopen = ticket.state.is_closed
+            # a survey answer (the SLA plugin's draft label) does not reopen the ticket it rates
+            reopen = ticket.state.is_closed and not draft.labels.get("_keep_closed")
             if reopen:
                 ticket.state = TicketState.IN_PROGRESS
             event = TicketEvent(type=EventType.MESSAGE_RECEIVED, actor=actor(draft), data=data)

@@ -1,0 +1,99 @@
+"""After the repair: the satisfaction survey, and reading the customer's answer.
+
+When a ticket is resolved the customer gets one survey on their own channel (``channels.reach``):
+an SMS "reply 1-5" or a mail whose reply is the answer (first line: a score 1-5, then any comment).
+No link, no tracking pixel, no HTML: the answer is a reply, threaded like any other message (a mail
+by its Message-ID, an SMS by the ticket reference it quotes: ``SB-000123 5 很好``).
+
+A reply on a resolved ticket is recognised in the classify stage (``read_reply``): it keeps the
+ticket closed (the draft label ``_keep_closed``) and asks for the ``sla.recompute`` job with the
+score and comment, which records a ``survey_reply`` event (what the satisfaction report counts).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from svcbridge import ChannelDirectory, Notification, Ticket, TicketEvent
+
+__all__ = ["read_reply", "survey_for", "survey_open"]
+
+_SCORE = re.compile(
+    # full-width punctuation is what Chinese keyboards type (4分，很好; U+FF0F, U+FF01)
+    r"^\s*(?:(SB-\d{1,12})\s*[:：,，]?\s*)?([1-5])(?:\s*分)?(?:\s*[/\uff0f]\s*5)?(?:[\s,，.。:：!\uff01-]+(.*))?$",
+    re.S,
+)
+_TEXT = {
+    "zh-CN": (
+        "{ref} 已处理完毕。请为本次服务打分：直接回复 1-5（5 = 非常满意，1 = 很不满意），"
+        "可在分数后附上意见。",
+        "[{ref}] 服务满意度调查",
+    ),
+    "zh-TW": (
+        "{ref} 已處理完畢。請為本次服務評分：直接回覆 1-5（5 = 非常滿意，1 = 很不滿意），"
+        "可在分數後附上意見。",
+        "[{ref}] 服務滿意度調查",
+    ),
+    "en": (
+        "{ref} is resolved. How did we do? Reply with a score from 1 to 5 (5 = very satisfied, "
+        "1 = very dissatisfied), optionally followed by a comment.",
+        "[{ref}] How did we do?",
+    ),
+}
+_SMS_TAIL = {
+    "zh-CN": "（回复时请以 {ref} 开头）",
+    "zh-TW": "（回覆時請以 {ref} 開頭）",
+    "en": " (start your reply with {ref})",
+}
+
+
+def _lang(ticket: Ticket) -> str:
+    lang = (ticket.language or ticket.contact.language or "").lower()
+    if lang.startswith("zh"):
+        return "zh-TW" if any(x in lang for x in ("tw", "hk", "hant", "mo")) else "zh-CN"
+    return "en"
+
+
+def survey_for(ticket: Ticket, channels: ChannelDirectory) -> Notification | None:
+    """The survey for a resolved ticket, on the customer's channel (None: no way to reach them)."""
+    reach = channels.reach(ticket)
+    if reach is None:
+        return None
+    lang = _lang(ticket)
+    body, subject = (x.format(ref=ticket.ref) for x in _TEXT[lang])
+    if reach.channel != "email":  # a text message threads by the reference it quotes
+        body += _SMS_TAIL[lang].format(ref=ticket.ref)
+    return Notification(
+        channel=reach.channel,
+        template="survey",
+        to=reach.to,
+        subject=subject,
+        body=body,
+        data={"ref": ticket.ref},
+        key=f"{ticket.ref}:survey:{sum(1 for e in ticket.events if e.type == 'status_changed')}",
+    )
+
+
+def survey_open(ticket: Ticket) -> bool:
+    """A survey went out and no answer was recorded after it."""
+    sent = [e.at for e in ticket.events if e.type == "notified" and e.data.get("template") == "survey"]
+    if not sent:
+        return False
+    return not any(e.type == "survey_reply" and e.at >= sent[-1] for e in ticket.events)
+
+
+def read_reply(text: str, ref: str) -> dict[str, Any] | None:
+    """``{"score": 1-5, "comment": ...}`` from a reply's first non-quoted line, else None."""
+    lines = [ln for ln in text.strip().splitlines() if ln.strip() and not ln.lstrip().startswith(">")]
+    if not lines:
+        return None
+    m = _SCORE.match(lines[0])  # the answer's first line; what follows is often the quoted survey
+    if not m or (m.group(1) and m.group(1).upper() != ref):
+        return None
+    comment = (m.group(3) or "").strip()[:1000]
+    return {"score": int(m.group(2)), "comment": comment}
+
+
+def reply_event(data: dict[str, Any], actor: str) -> TicketEvent:
+    return TicketEvent(type="survey_reply", actor=actor, data=data)
