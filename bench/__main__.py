@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-BENCHES = ["delivery", "webhook", "pipeline", "intake", "latency", "scale", "sla"]
+BENCHES = ["delivery", "webhook", "pipeline", "intake", "latency", "scale", "sla", "store"]
 
 
 def main(argv: list[str] | None = None) -> int:
