@@ -190,6 +190,30 @@ def test_cookie_flags_and_security_headers(app, client) -> None:
     assert page.headers["x-frame-options"] == "DENY"
 
 
+def test_behind_a_tls_proxy_the_public_origin_is_ours_and_cookies_are_secure(make_app, tmp_path) -> None:
+    app = make_app(http={"public_url": "https://bridge.example.com/"})
+    Accounts(app.store.engine).add("ops", PASSWORD)
+    deliver(app, tmp_path, eml())
+    client = TestClient(build_web(app))  # plain HTTP from the proxy on loopback
+    ours, evil = {"Origin": "https://bridge.example.com"}, {"Origin": "https://bridge.example.com.evil.test"}
+    page = client.get("/login")
+    token = re.search(r'name="login_token" value="([^"]+)"', page.text).group(1)
+    form = {"username": "ops", "password": PASSWORD, "login_token": token}
+    assert client.post("/login", data=form, headers=evil, follow_redirects=False).status_code == 403
+    page = client.get("/login")
+    form["login_token"] = re.search(r'name="login_token" value="([^"]+)"', page.text).group(1)
+    # Secure cookies: httpx keeps them off plain HTTP; the browser sends them over the proxy's https
+    client.cookies.set("sb_login", page.cookies["sb_login"])
+    r = client.post("/login", data=form, headers=ours, follow_redirects=False)
+    assert r.status_code == 303 and "secure" in r.headers["set-cookie"].lower()
+    client.cookies.set("sb_session", r.cookies["sb_session"])
+    token = csrf(client.get("/tickets/SB-000001").text)
+    bad = client.post("/tickets/SB-000001/note", data={"csrf": token, "text": "x"}, headers=evil)
+    assert bad.status_code == 403
+    ok = client.post("/tickets/SB-000001/note", data={"csrf": token, "text": "x"}, headers=ours)
+    assert ok.status_code == 200 and app.store.get_ticket("SB-000001").events[-1].type == "internal_note"
+
+
 def test_readonly_role_sees_but_cannot_act(app, client, tmp_path) -> None:
     deliver(app, tmp_path, eml())
     login(client, "viewer")

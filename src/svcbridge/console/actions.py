@@ -9,6 +9,7 @@ decides, the customer is notified through the outbox, the helpdesks get the chan
 from __future__ import annotations
 
 import asyncio
+import hmac
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -58,7 +59,11 @@ async def login(request: Request) -> Response:
         return resp
 
     # login CSRF: the form must come from our own login page (double-submit cookie, same origin)
-    if not expected or given != expected or not con.guard.same_origin(request):
+    if (
+        not expected
+        or not hmac.compare_digest(given.encode(), expected.encode())
+        or not con.guard.same_origin(request)
+    ):
         return again("The form expired; reload the page and try again.", 403)
     keys = (f"user:{user.lower()}", f"addr:{_client(request)}")
     if con.guard.limiter.blocked(*keys):

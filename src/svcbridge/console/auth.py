@@ -1,7 +1,7 @@
 """Who is asking: session cookies, the admin token, CSRF checks and login rate limiting.
 
 - The session cookie is HttpOnly and SameSite=Strict (a cross-site form post does not carry it), Secure
-  when the console is served over https. Its value is random; the store keeps its hash.
+  when the console is served over https (directly, or behind a proxy whose ``[http] public_url`` is https). Its value is random; the store keeps its hash.
 - Every state-changing request needs the session's CSRF token in the form *and*, when the browser sends
   an Origin (or Referer), the console's own origin: a stale token (an old session, a password change) or
   a foreign page is refused with 403 and nothing happens.
@@ -74,9 +74,13 @@ class RateLimiter:
 
 
 class Guard:
-    def __init__(self, accounts: Accounts, cfg: ConsoleSettings) -> None:
+    def __init__(self, accounts: Accounts, cfg: ConsoleSettings, public_url: str | None = None) -> None:
         self.accounts, self.cfg = accounts, cfg
         self.limiter = RateLimiter(cfg.login_attempts, cfg.login_window)
+        # behind a TLS reverse proxy the browser's origin is [http] public_url, not the loopback address
+        # uvicorn sees; that origin is ours too, and https there means Secure cookies
+        parts = urlsplit(public_url or "")
+        self.public_origin = f"{parts.scheme}://{parts.netloc}".lower() if parts.netloc else None
 
     def principal(self, request: Request) -> Principal | None:
         auth = request.headers.get("authorization", "")
@@ -91,14 +95,17 @@ class Guard:
             return None
         return Principal(s.operator.username, s.operator.role, s.operator.tz, s.csrf)
 
-    @staticmethod
-    def same_origin(request: Request) -> bool:
+    def same_origin(self, request: Request) -> bool:
         """False when the browser says the request comes from another origin."""
         origin = request.headers.get("origin") or request.headers.get("referer")
         if not origin or origin == "null":
             return origin != "null"  # "null": a sandboxed or opaque origin is never ours
         parts = urlsplit(origin)
-        return f"{parts.scheme}://{parts.netloc}" == f"{request.url.scheme}://{request.url.netloc}"
+        theirs = f"{parts.scheme}://{parts.netloc}".lower()
+        return theirs in (f"{request.url.scheme}://{request.url.netloc}".lower(), self.public_origin)
+
+    def secure_cookies(self, request: Request) -> bool:
+        return request.url.scheme == "https" or (self.public_origin or "").startswith("https://")
 
     def csrf_ok(self, request: Request, who: Principal, form: dict[str, str]) -> bool:
         if who.csrf is None:  # bearer token: no ambient credential to abuse
@@ -108,13 +115,14 @@ class Guard:
 
 
 def cookie(response: Response, request: Request, name: str, value: str, max_age: int | None) -> None:
+    guard: Guard = request.app.state.console.guard
     response.set_cookie(
         name,
         value,
         max_age=max_age,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=guard.secure_cookies(request),
         path="/",
     )
 

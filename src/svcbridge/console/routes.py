@@ -28,7 +28,7 @@ def make_console(app: App) -> Console:
     if token:
         logmod.add_secrets([token])  # never in a log line, whatever prints it
     accounts = Accounts(app.store.engine)
-    return Console(app, accounts, Guard(accounts, cfg))
+    return Console(app, accounts, Guard(accounts, cfg, app.settings.http.public_url))
 
 
 def console_routes() -> list[Any]:
