@@ -1,7 +1,8 @@
 """Who is asking: session cookies, the admin token, CSRF checks and login rate limiting.
 
 - The session cookie is HttpOnly and SameSite=Strict (a cross-site form post does not carry it), Secure
-  when the console is served over https (directly, or behind a proxy whose ``[http] public_url`` is https). Its value is random; the store keeps its hash.
+  when the console is served over https (directly, or behind a proxy whose ``[http] public_url`` is
+  https). Its value is random; the store keeps its hash.
 - Every state-changing request needs the session's CSRF token in the form *and*, when the browser sends
   an Origin (or Referer), the console's own origin: a stale token (an old session, a password change) or
   a foreign page is refused with 403 and nothing happens.
