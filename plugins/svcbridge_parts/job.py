@@ -72,10 +72,17 @@ class PartsJobs:
                 items.append({"part": part, "known": False})
                 continue
             stock.depots = order_depots(stock.depots, region, self.cfg.regions)
-            res = await self.reserve(erp, ticket.ref, stock) if self.cfg.reserve else None
+            qty = float(job.data.get("qty") or self.cfg.quantity)
+            wanted = job.data.get("reserve", self.cfg.reserve)
+            res = await self.reserve(erp, ticket.ref, stock, qty, job.data.get("depot")) if wanted else None
             items.append(_item(stock, res))
         label = {"erp": erp.name, "region": region, "items": items}
-        return TicketChange(labels={"parts": label}, note=render(label))
+        # a later lookup (the CLI, an agent's command) adds its parts to the ticket's, never drops one
+        earlier = [
+            i for i in (ticket.labels.get("parts") or {}).get("items") or [] if i.get("part") not in parts
+        ]
+        merged = {**label, "items": earlier + items}
+        return TicketChange(labels={"parts": merged}, note=render(label))
 
     async def part_numbers(self, erp: PartsErp, ticket: Ticket, data: dict[str, Any]) -> list[str]:
         found = [str(p) for p in data.get("parts") or []]
@@ -106,8 +113,11 @@ class PartsJobs:
         except (ValueError, LookupError):
             return None
 
-    async def reserve(self, erp: PartsErp, ref: str, stock: PartStock) -> Reservation | None:
-        qty = self.cfg.quantity
+    async def reserve(
+        self, erp: PartsErp, ref: str, stock: PartStock, qty: float, depot: str | None = None
+    ) -> Reservation | None:
+        if depot:  # asked for by name (CLI): that depot or nothing
+            return await erp.reserve(reservation_key(ref, stock.part), stock.part, qty, depot.upper())
         # the nearest depot that has it; none has: back-order at the nearest (the ERP waits for stock).
         # A re-run after a crash may see less stock (its own reservation): the key finds that one.
         depot = next((d.depot for d in stock.depots if d.available >= qty), None)

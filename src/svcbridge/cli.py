@@ -490,3 +490,6 @@ from .cli_sla import followups, report, sla  # noqa: E402  (SLA milestones, foll
 main.add_command(sla)
 main.add_command(followups)
 main.add_command(report)
+from .cli_parts import parts  # noqa: E402  (spare parts from the ERP)
+
+main.add_command(parts)
