@@ -30,10 +30,11 @@ Settings (``[plugins.fax]``)::
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from svcbridge import (
     ExternalLink,
@@ -50,6 +51,7 @@ from svcbridge import (
 from . import ocr
 from .detect import BUILTIN_RULES, FAX_TYPES, FaxRule, detect, e164, header_sender
 from .gateways import SinchFaxRoute, TelnyxFaxRoute, parse_gateway_fax
+from .outbound import FaxMediaRoute, FaxNotifier
 
 __version__ = "0.1.0"
 log = structlog.get_logger("svcbridge.fax")
@@ -77,6 +79,7 @@ class TelnyxFaxSettings(BaseModel):
     api_base: str = "https://api.telnyx.com"
     connection_id: str | None = Field(default=None, description="fax application id, for sending faxes")
     from_number: str | None = Field(default=None, description="our fax number in E.164, for sending")
+    public_url: str | None = Field(default=None, description="base URL Telnyx fetches outgoing faxes from")
 
 
 class SinchFaxSettings(BaseModel):
@@ -99,6 +102,24 @@ class FaxSettings(PluginSettings):
     ocr: OcrSettings = Field(default_factory=OcrSettings)
     telnyx: TelnyxFaxSettings | None = None
     sinch: SinchFaxSettings | None = None
+    outbound: Literal["telnyx", "sinch"] | None = Field(
+        default=None, description="gateway that sends notices to fax customers as a fax"
+    )
+    font: str | None = Field(default=None, description="TrueType/OpenType font for fax notices (CJK)")
+
+    @model_validator(mode="after")
+    def _outbound(self) -> FaxSettings:
+        if self.outbound == "telnyx":
+            t = self.telnyx
+            if t is None or not (t.connection_id and t.from_number and t.public_url):
+                raise ValueError(
+                    "outbound = telnyx needs [plugins.fax.telnyx] connection_id, from_number, public_url"
+                )
+        if self.outbound == "sinch" and (
+            self.sinch is None or not (self.sinch.api_key and self.sinch.api_secret)
+        ):
+            raise ValueError("outbound = sinch needs [plugins.fax.sinch] api_key and api_secret")
+        return self
 
     def all_rules(self) -> list[FaxRule]:
         return [*self.rules, *(BUILTIN_RULES if self.builtin_rules else [])]
@@ -121,9 +142,37 @@ def register_routes(register: Any, settings: Any) -> None:
         t = cfg.telnyx
         route = TelnyxFaxRoute(t, settings.outbound_allow, transport=cfg.transport)
         register(WebhookRoute(path=t.path, endpoint=route, name=f"telnyx:{t.path}"))
+        if cfg.outbound == "telnyx":  # the rendered outgoing faxes Telnyx fetches
+            media = FaxMediaRoute(Path(settings.data_dir) / "fax-outbox")
+            path = t.path.strip("/") + "/media/{name}"
+            register(WebhookRoute(path=path, endpoint=media, methods=("GET",), name=f"telnyx-media:{t.path}"))
     if cfg.sinch is not None:
         route_s = SinchFaxRoute(cfg.sinch)
         register(WebhookRoute(path=cfg.sinch.path, endpoint=route_s, name=f"sinch:{cfg.sinch.path}"))
+
+
+@hookimpl
+def register_notifiers(register: Any, settings: Any) -> None:
+    cfg: FaxSettings | None = settings.plugin_config("fax")
+    if cfg is not None and cfg.outbound is not None:
+        register(FaxNotifier(cfg, Path(settings.data_dir), settings.outbound_allow, cfg.transport))
+
+
+@hookimpl
+def classify_ticket(draft: TicketDraft, ticket: Any, settings: Any) -> None:
+    """A fax customer without a fax gateway to answer on is answered on the fallback channel: the
+    directory's e-mail address of their customer becomes the contact's (the fax server's never does)."""
+    if draft.channel != "fax" or ticket is not None or draft.contact.email or not draft.customer:
+        return
+    directory = settings.plugin_config("customers")
+    for entry in getattr(directory, "directory", None) or []:
+        if entry.name == draft.customer and entry.emails:
+            draft.contact.email = entry.emails[0]
+            draft.labels["fax_reply_email"] = entry.emails[0]
+            return
+    if not draft.contact.phone:
+        # nobody to tell: agents see it (and the helpdesk), instead of a notice that never leaves
+        draft.labels["notify_unreachable"] = "fax from an unknown number and no customer e-mail"
 
 
 @hookimpl
