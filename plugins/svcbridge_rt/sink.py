@@ -28,7 +28,7 @@ the cursor (the last transaction id seen; ``None`` starts at RT's newest transac
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -58,6 +58,7 @@ class RtSink(HelpdeskSink):
     """A Request Tracker 5 instance as a svcbridge sink with transaction polling."""
 
     label = "RT"
+    fields = frozenset({"note", "due"})  # the SLA engine's earliest open deadline is RT's Due
 
     def __init__(
         self,
@@ -105,6 +106,8 @@ class RtSink(HelpdeskSink):
         priority = self.cfg.priorities.get(t.priority.name)
         if priority is not None:
             body["Priority"] = priority
+        if t.deadlines:  # the earliest SLA deadline: RT sorts and escalates on Due
+            body["Due"] = _rt_date(min(t.deadlines.values()))
         if self.cfg.ref_custom_field:
             body["CustomFields"] = {self.cfg.ref_custom_field: t.ref}
         if files:
@@ -145,6 +148,10 @@ class RtSink(HelpdeskSink):
         subject = f"{marker} svcbridge: ticket updated"
         body = {"Subject": subject, "Content": text, "ContentType": "text/plain"}
         return await self.client.add_message(remote_id, "comment", body)
+
+    async def set_due(self, remote_id: str, due: datetime | None) -> None:
+        # RT keeps "not set" as its epoch date; REST2 takes that text to clear Due
+        await self.client.update_ticket(remote_id, {"Due": _rt_date(due) if due else "1970-01-01 00:00:00"})
 
     async def remote_state(self, remote_id: str) -> TicketState | None:
         return self.state_map.state(str((await self.client.get_ticket(remote_id)).get("Status", "")))
@@ -251,3 +258,9 @@ def _when(value: Any) -> datetime:
         return datetime.fromisoformat(str(value))
     except ValueError:
         return utcnow()
+
+
+def _rt_date(at: datetime) -> str:
+    """A time as RT stores it: ``YYYY-MM-DD HH:MM:SS`` in UTC. RT 5.0.3 reports an update to an ISO
+    ``...T...Z`` value as made, then reads it back as 1970 (found against the real RT in tests)."""
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -29,6 +29,7 @@ import hmac
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, ClassVar
 
 import httpx
@@ -199,6 +200,12 @@ def _marker(key: str) -> str:
     return MARK_PREFIX + re.sub(r"[^A-Za-z0-9:._@-]+", "_", key)[:120] + "]"
 
 
+def earliest(deadlines: dict[str, Any]) -> datetime | None:
+    """The earliest of a ticket's open deadlines (datetimes or their ISO text), None when there is none."""
+    found = [v if isinstance(v, datetime) else datetime.fromisoformat(str(v)) for v in deadlines.values()]
+    return min(found) if found else None
+
+
 class HelpdeskSink:
     """``deliver`` / ``reconcile`` for a helpdesk reached by reference lookup; subclasses do the calls."""
 
@@ -302,6 +309,11 @@ class HelpdeskSink:
         """Set the remote ticket's priority (connectors listing "priority" in ``fields``)."""
         raise NotImplementedError
 
+    async def set_due(self, remote_id: str, due: datetime | None) -> None:
+        """Set the remote ticket's due date to the earliest open SLA deadline, or clear it (connectors
+        listing "due" in ``fields``; RT's ``Due``)."""
+        raise NotImplementedError
+
     async def _ticket_updated(self, item: DeliveryItem) -> DeliveryResult:
         rid = await self.remote_id(item.ticket)
         if not rid:
@@ -312,6 +324,11 @@ class HelpdeskSink:
         if prio and "priority" in self.fields:
             await self.set_priority(rid, Priority(int(prio["to"])))
             detail += f": priority P{prio['to']}"
+        moved = (p.get("changes") or {}).get("deadlines")
+        if moved is not None and "due" in self.fields:
+            due = earliest(moved.get("to") or {})
+            await self.set_due(rid, due)
+            detail += f": due {due.isoformat(timespec='minutes') if due else 'cleared'}"
         if type(self).add_note is HelpdeskSink.add_note:  # no internal notes: never post it publicly
             return DeliveryResult(detail=detail + ": no internal notes, the change is kept in svcbridge")
         mark = _marker(item.idempotency_key)
