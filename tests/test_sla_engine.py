@@ -233,3 +233,15 @@ async def test_helpdesk_override_wins_and_is_an_event(make_app, clock: Clock) ->
     )
     await app.run_once()
     assert app.store.get_ticket(t.ref).priority == Priority.P1
+
+
+def test_the_commented_example_in_config_is_valid() -> None:
+    import tomllib
+
+    text = (Path(__file__).parent.parent / "config" / "svcbridge.toml").read_text(encoding="utf-8")
+    block = text[text.index("# [plugins.sla]") :]
+    toml = "\n".join(ln[2:].split("  #")[0] if ln.startswith("# ") else "" for ln in block.splitlines())
+    cfg = SlaSettings(**tomllib.loads(toml)["plugins"]["sla"])
+    assert [p.name for p in cfg.policies] == ["p1-city", "p1-province", "standard"]
+    assert cfg.calendars["office"].is_working_day(datetime(2026, 2, 14).date())  # a make-up Saturday
+    assert not cfg.calendars["office"].is_working_day(datetime(2026, 4, 30).date())  # closed in config

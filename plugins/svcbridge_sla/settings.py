@@ -61,9 +61,6 @@ class SlaSettings(PluginSettings):
     escalation: list[Supervisor] = Field(default_factory=list)
     technicians: list[str] = Field(default_factory=list, description="phones allowed to report milestones")
     survey: bool = Field(default=True, description="ask for a 1-5 score when a ticket is resolved")
-    followup_call_after: str | None = Field(
-        default="1d", description="a follow-up call is due this long after resolution"
-    )
 
     @field_validator("default_priority", mode="before")
     @classmethod
