@@ -19,6 +19,7 @@ Flow (never a remote call in the pipeline):
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from svcbridge import JobKind, StatusUpdate, Ticket, TicketDraft, WorkQueue, hookimpl
@@ -33,7 +34,7 @@ __all__ = ["ErpSettings", "PartsJobs", "PartsSettings", "TableErp", "TrytonErp",
 _jobs: dict[int, PartsJobs] = {}  # id(settings) -> the handlers of that App (tests build several)
 
 
-def make_erp(cfg: ErpSettings, allow: list[str]) -> Any:
+def make_erp(cfg: ErpSettings, allow: list[str], data_dir: Path) -> Any:
     """The connector for one ``[[plugins.parts.erps]]`` table."""
     if cfg.type == "tryton":
         return TrytonErp(cfg, allow)
@@ -41,7 +42,10 @@ def make_erp(cfg: ErpSettings, allow: list[str]) -> Any:
         return TableErp(cfg)
     from .rest import REST_ERPS  # only loaded when configured
 
-    return REST_ERPS[cfg.type](cfg, allow)
+    ledger = cfg.path or f"sqlite:///{data_dir / f'parts-{cfg.name}.sqlite'}"
+    if "://" not in ledger:
+        ledger = f"sqlite:///{ledger}"
+    return REST_ERPS[cfg.type](cfg, allow, ledger)
 
 
 @hookimpl
@@ -53,7 +57,7 @@ def register_settings(register: Any) -> None:
 def register_erps(register: Any, settings: Any) -> None:
     cfg: PartsSettings | None = settings.plugin_config("parts")
     for erp in cfg.erps if cfg else []:
-        register(make_erp(erp, list(settings.outbound_allow)))
+        register(make_erp(erp, list(settings.outbound_allow), Path(settings.data_dir)))
 
 
 @hookimpl

@@ -27,14 +27,18 @@ class ErpSettings(PluginSettings):
     """One ERP connector."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
-    type: Literal["tryton", "table"]
+    type: Literal["tryton", "table", "odoo", "erpnext", "sapb1"]
     url: str = Field(default="", description="base URL (tryton, odoo, erpnext, sapb1)")
     database: str = Field(default="", description="tryton / odoo database, SAP B1 CompanyDB")
     user: str = ""
     password: SecretStr = SecretStr("")
     api_key: SecretStr = SecretStr("")  # odoo API key, erpnext "key:secret"
     api: Literal["jsonrpc", "json2"] = Field(default="jsonrpc", description="odoo: execute_kw or /json/2")
-    path: str = Field(default="", description="table: a CSV file, or an SQLAlchemy URL (sqlite:///...)")
+    path: str = Field(
+        default="",
+        description="table: a CSV file or an SQLAlchemy URL; odoo/erpnext/sapb1: the reservation ledger "
+        "(default <data_dir>/parts-<name>.sqlite)",
+    )
     timeout: float = Field(default=20.0, gt=0)
     lead_time_days: float | None = Field(default=None, ge=0, description="when the ERP has none")
     consume_location: str = Field(default="", description="tryton: location code consumed parts go to")

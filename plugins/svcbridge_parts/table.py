@@ -65,12 +65,12 @@ class TableErp:
         url = f"sqlite:///{self.csv}.reservations.sqlite" if self.csv else cfg.path
         self.engine: Engine = create_engine(url)
         self._ready = False
-        self._lock = threading.Lock()  # SQLite: one writer; keeps the check-then-insert of reserve atomic
+        self.ledger = Ledger(self.engine, cfg.name)
 
     def _setup(self) -> None:
         if not self._ready:
-            tables = [res_t] if self.csv else [stock_t, res_t]
-            _meta.create_all(self.engine, tables=tables)
+            if self.csv is None:
+                _meta.create_all(self.engine, tables=[stock_t])
             self._ready = True
 
     def _rows(self, part: str | None = None) -> list[dict[str, Any]]:
@@ -101,13 +101,7 @@ class TableErp:
         rows = self._rows(part)
         if not rows:
             return None
-        with self.engine.connect() as conn:
-            own = conn.execute(
-                select(res_t.c.depot, res_t.c.state, func.sum(res_t.c.qty))
-                .where(res_t.c.part == part)
-                .group_by(res_t.c.depot, res_t.c.state)
-            ).all()
-        held = {(d, s): float(q or 0) for d, s, q in own}
+        held = self.ledger.held(part)
         depots = []
         for r in rows:
             code = str(r["depot"]).strip()
@@ -150,6 +144,55 @@ class TableErp:
         return await asyncio.to_thread(self._sync, self._find, model, category)
 
     # ------------------------------------------------------------------ reservations
+    def _reserve(self, key: str, part: str, qty: float, depot: str) -> Reservation:
+        found = self.ledger.get(key)
+        if found is not None and found.state != "released":
+            return found
+        stock = self._lookup(part)
+        here = next((d for d in stock.depots if d.depot == depot), None) if stock else None
+        if here is None:
+            raise PermanentError(f"parts table: no part {part!r} at depot {depot!r}")
+        return self.ledger.reserve(key, part, qty, depot, here.available)
+
+    async def reserve(self, key: str, part: str, qty: float, depot: str) -> Reservation:
+        return await asyncio.to_thread(self._sync, self._reserve, key, part, qty, depot)
+
+    async def release(self, key: str) -> Reservation | None:
+        return await asyncio.to_thread(self._sync, self.ledger.settle, key, "released")
+
+    async def consume(self, key: str) -> Reservation | None:
+        return await asyncio.to_thread(self._sync, self.ledger.settle, key, "consumed")
+
+
+class Ledger:
+    """Reservations kept by svcbridge in ``parts_reservations``, one row per key (the primary key).
+
+    The table ERP's own; also the soft reservations of an ERP whose API has no reservation call in
+    svcbridge's contract (Odoo, ERPNext, SAP B1 here): their availability is read from the ERP and
+    what svcbridge set aside is subtracted, so two tickets never count on the same part.
+    """
+
+    def __init__(self, engine: Engine, erp: str) -> None:
+        self.engine, self.erp = engine, erp
+        self._lock = threading.Lock()  # SQLite: one writer; keeps check-then-insert atomic in-process
+        self._ready = False
+
+    def _ensure(self) -> None:
+        if not self._ready:  # on first use, never at start-up: a database that is down must not fail it
+            _meta.create_all(self.engine, tables=[res_t])
+            self._ready = True
+
+    def held(self, part: str) -> dict[tuple[str, str], float]:
+        """Quantity per (depot, state) of this part's reservations."""
+        self._ensure()
+        with self.engine.connect() as conn:
+            own = conn.execute(
+                select(res_t.c.depot, res_t.c.state, func.sum(res_t.c.qty))
+                .where(res_t.c.part == part)
+                .group_by(res_t.c.depot, res_t.c.state)
+            ).all()
+        return {(d, s): float(q or 0) for d, s, q in own}
+
     def _get(self, conn: Any, key: str) -> Reservation | None:
         row = conn.execute(select(res_t).where(res_t.c.key == key)).first()
         if row is None:
@@ -161,20 +204,24 @@ class TableErp:
             depot=m["depot"],
             qty=m["qty"],
             state=m["state"],
-            erp=self.name,
+            erp=self.erp,
             external_id=key,
         )
 
-    def _reserve(self, key: str, part: str, qty: float, depot: str) -> Reservation:
+    def get(self, key: str) -> Reservation | None:
+        self._ensure()
+        with self.engine.connect() as conn:
+            return self._get(conn, key)
+
+    def reserve(self, key: str, part: str, qty: float, depot: str, available: float) -> Reservation:
+        """The reservation under ``key``: the existing one, or a new one (``waiting`` when
+        ``available`` does not cover ``qty``); the key is the primary key, so never two."""
+        self._ensure()
         with self._lock, self.engine.begin() as conn:
             found = self._get(conn, key)
             if found is not None and found.state != "released":
                 return found
-            stock = self._lookup(part)
-            here = next((d for d in stock.depots if d.depot == depot), None) if stock else None
-            if here is None:
-                raise PermanentError(f"parts table: no part {part!r} at depot {depot!r}")
-            state = "reserved" if here.available >= qty else "waiting"
+            state = "reserved" if available >= qty else "waiting"
             try:
                 if found is not None:
                     conn.execute(
@@ -184,27 +231,18 @@ class TableErp:
                     conn.execute(res_t.insert().values(key=key, part=part, depot=depot, qty=qty, state=state))
             except IntegrityError:  # another process made it between our read and insert: theirs stands
                 pass
-        with self.engine.connect() as conn:
-            got = self._get(conn, key)
+        got = self.get(key)
         assert got is not None
         return got
 
-    async def reserve(self, key: str, part: str, qty: float, depot: str) -> Reservation:
-        return await asyncio.to_thread(self._sync, self._reserve, key, part, qty, depot)
-
-    def _settle(self, key: str, state: str) -> Reservation | None:
+    def settle(self, key: str, state: str) -> Reservation | None:
+        self._ensure()
         with self._lock, self.engine.begin() as conn:
             found = self._get(conn, key)
             if found is None or found.state in ("released", "consumed"):
                 return found
             conn.execute(res_t.update().where(res_t.c.key == key).values(state=state))
             return found.model_copy(update={"state": state})
-
-    async def release(self, key: str) -> Reservation | None:
-        return await asyncio.to_thread(self._sync, self._settle, key, "released")
-
-    async def consume(self, key: str) -> Reservation | None:
-        return await asyncio.to_thread(self._sync, self._settle, key, "consumed")
 
 
 def _num(value: Any) -> float:

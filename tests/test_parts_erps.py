@@ -1,0 +1,147 @@
+"""Odoo (execute_kw and /json/2), ERPNext and SAP Business One by contract, through one table-driven
+harness against fakes built from api-contracts.md section 4 (tests/fakes/erps.py): the same stock comes
+back the same way from each (warehouses summed, company suffixes and paths stripped), parts by model
+and category, reservations kept once per key, and failures meaning what they mean for helpdesk sinks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fakes.erps import KEY, PASSWORD, SECRET, FakeErpNext, FakeOdoo, FakeSapB1
+from svcbridge import AuthFailed, NotReady, PermanentError, reservation_key
+from svcbridge_parts import make_erp
+from svcbridge_parts.settings import ErpSettings
+
+CASES: dict[str, tuple[Any, dict[str, Any]]] = {
+    "odoo-jsonrpc": (
+        lambda: FakeOdoo("jsonrpc"),
+        {"type": "odoo", "url": "https://odoo.test", "database": "prod", "user": "svcbridge", "api_key": KEY},
+    ),
+    "odoo-json2": (
+        lambda: FakeOdoo("json2"),
+        {"type": "odoo", "api": "json2", "url": "https://odoo.test", "database": "prod", "api_key": KEY},
+    ),
+    "erpnext": (
+        FakeErpNext,
+        {"type": "erpnext", "url": "https://erpnext.test", "api_key": f"{KEY}:{SECRET}"},
+    ),
+    "sapb1": (
+        FakeSapB1,
+        {
+            "type": "sapb1",
+            "url": "https://sapb1.test",
+            "database": "SBODEMO",
+            "user": "manager",
+            "password": PASSWORD,
+        },
+    ),
+}
+
+
+@pytest.fixture(params=list(CASES))
+def erp(request, tmp_path: Path) -> Any:
+    make_fake, table = CASES[request.param]
+    fake = make_fake()
+    cfg = ErpSettings(name="erp", lead_time_days=2, **table)
+    cfg.transport = fake.transport
+    conn = make_erp(cfg, [fake.host], tmp_path)
+    conn.fake = fake
+    conn.case = request.param
+    return conn
+
+
+def figures(stock) -> dict[str, tuple[float, float, float]]:
+    return {d.depot: (d.on_hand, d.reserved, d.available) for d in stock.depots}
+
+
+async def test_stock_per_depot_is_the_same_from_every_erp(erp) -> None:
+    stock = await erp.lookup("PSU-750W")
+    assert stock.part == "PSU-750W" and stock.category == "psu" and stock.name == "Power supply 750 W 电源"
+    assert figures(stock) == {"BJ": (2, 0, 2), "GZ": (0, 0, 0), "SH": (4, 1, 3)}
+    assert stock.lead_time_days == 2 and stock.erp == "erp"
+    fan = await erp.lookup("FAN-R740")
+    assert fan.name.endswith("風扇") and figures(fan) == {"SH": (10, 0, 10)}
+    assert await erp.lookup("NO-SUCH") is None
+    await erp.close()
+
+
+@pytest.mark.parametrize(
+    ("model", "category", "parts"),
+    [
+        ("PowerEdge R740", "psu", ["PSU-750W"]),
+        ("PowerEdge R740", "fan", ["FAN-R740"]),
+        ("PowerEdge R940", "psu", []),
+    ],
+)
+async def test_parts_by_model_and_category(erp, model, category, parts) -> None:
+    assert await erp.find_parts(model, category) == parts
+    await erp.close()
+
+
+async def test_reservations_once_per_key_and_subtracted(erp) -> None:
+    key = reservation_key("SB-000001", "PSU-750W")
+    first = await erp.reserve(key, "PSU-750W", 2, "SH")
+    assert (first.state, first.depot, first.qty) == ("reserved", "SH", 2)
+    assert await erp.reserve(key, "PSU-750W", 2, "BJ") == first  # the re-run after a crash
+    assert figures(await erp.lookup("PSU-750W"))["SH"] == (4, 3, 1)
+    other = await erp.reserve(reservation_key("SB-000002", "PSU-750W"), "PSU-750W", 2, "SH")
+    assert other.state == "waiting"  # one left: the second ticket does not count on the same parts
+    assert (await erp.release(key)).state == "released"
+    assert figures(await erp.lookup("PSU-750W"))["SH"] == (4, 1, 3)
+    assert (await erp.consume(reservation_key("SB-000002", "PSU-750W"))).state == "consumed"
+    assert figures(await erp.lookup("PSU-750W"))["SH"] == (2, 1, 1)
+    with pytest.raises(PermanentError):
+        await erp.reserve(reservation_key("SB-000003", "PSU-750W"), "PSU-750W", 1, "XX")
+    await erp.close()
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [("429", NotReady), ("503", NotReady), ("timeout", NotReady), ("422", PermanentError)],
+)
+async def test_failures_mean_what_they_mean_for_sinks(erp, fault, error) -> None:
+    if erp.case == "sapb1":
+        await erp.lookup("FAN-R740")  # logged in: the fault hits the item call, not the login
+    erp.fake.fail_next(fault)
+    with pytest.raises(error) as got:
+        await erp.lookup("PSU-750W")
+    if fault == "429":
+        assert got.value.retry_after == 30
+    assert figures(await erp.lookup("PSU-750W"))["BJ"] == (2, 0, 2)  # the next call is served
+    await erp.close()
+
+
+async def test_401_is_auth_failed_or_one_relogin(erp) -> None:
+    await erp.lookup("FAN-R740")
+    if erp.case == "sapb1":
+        erp.fake.expire_sessions()  # the session timed out: log in again, once, and go on
+        assert figures(await erp.lookup("FAN-R740")) == {"SH": (10, 0, 10)}
+        assert erp.fake.logins == 2
+        erp.fake.fail_next("401", n=3)  # refused again after the re-login: park
+    else:
+        erp.fake.fail_next("401")  # an API key does not get better by asking again
+    with pytest.raises(AuthFailed):
+        await erp.lookup("FAN-R740")
+    await erp.close()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+async def test_wrong_credentials_are_auth_failed(case, tmp_path: Path) -> None:
+    make_fake, table = CASES[case]
+    fake = make_fake()
+    wrong = {k: ("wrong" if k in ("api_key", "password") else v) for k, v in table.items()}
+    cfg = ErpSettings(name="erp", **wrong)
+    cfg.transport = fake.transport
+    conn = make_erp(cfg, [fake.host], tmp_path)
+    with pytest.raises(AuthFailed):
+        await conn.lookup("PSU-750W")
+    await conn.close()
+
+
+def test_no_secret_in_the_connector_s_repr(tmp_path: Path) -> None:
+    cfg = ErpSettings(name="erp", **CASES["sapb1"][1])
+    assert PASSWORD not in repr(cfg) and PASSWORD not in str(cfg.model_dump())
