@@ -65,7 +65,7 @@ WARRANTY = {
 
 @pytest.fixture
 def app(make_app: Any) -> Any:
-    app = make_app(plugins={"warranty": WARRANTY})
+    app = make_app(plugins={"assets": WARRANTY})
     register = AssetStore(app.store)
     for u in UNITS:
         register.upsert(u)
@@ -119,6 +119,10 @@ def test_mail_with_serial_becomes_ticket_with_unit_customer_warranty_category(
     assert notices(app, "warranty_out") == []
     jobs = app.work.jobs.list()
     assert [(j["kind"], j["status"]) for j in jobs] == [("warranty.rules", "done")]
+    # after the commit, the entitlement goes to the helpdesks as a note for the agents
+    notes = [e.data["note"] for e in app.store.get_ticket("SB-000001").events if e.type == "ticket_updated"]
+    assert len(notes) == 1 and notes[0].startswith("Warranty (rules) for 7XK2M9P: IN until 2028-06-01")
+    assert "- chassis: out until 2025-12-01 (default.chassis)" in notes[0]
 
 
 def test_out_of_warranty_flags_paid_service_and_tells_sales_once(app: Any, tmp_path: Path) -> None:
@@ -247,7 +251,7 @@ def test_vendor_outage_gives_the_ticket_at_once_and_the_entitlement_later(
         "retry_initial": 0.3,
         "retry_max": 0.3,
     }
-    app = make_app(outbound_allow=["127.0.0.1"], plugins={"warranty": {"vendors": {"dell": dell}}})
+    app = make_app(outbound_allow=["127.0.0.1"], plugins={"assets": {"vendors": {"dell": dell}}})
     mail(tmp_path, "a", "Dell laptop dead", "Service Tag ABC1234 won't turn on")
     asyncio.run(once(app))
     (t,) = app.store.list_tickets()  # the ticket is there at once, without the vendor's answer

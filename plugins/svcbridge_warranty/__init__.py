@@ -1,6 +1,6 @@
 """Assets and warranty at intake: which unit, whose, in or out of warranty per part, repeat or batch.
 
-Active when ``[plugins.warranty]`` is in the configuration (``docs/warranty.md``). Hooks:
+Active when ``[plugins.assets]`` is in the configuration (``docs/warranty.md``). Hooks:
 
 - ``classify_ticket``: the **fault category** from keyword rules (``category.py``), unless an agent
   overrode it; the **serial** from subject, body, attachment names and OCR text (``serials.py``):
@@ -45,7 +45,7 @@ from .rules import unit_answer
 from .settings import WarrantySettings
 
 __version__ = "0.1.0"
-SECTION = "warranty"
+SECTION = "assets"  # [plugins.assets]: "warranty" is the plugin guide's example section
 _EXCLUDE = re.compile(r"^\s*[/#]exclude\s+(?P<reason>[a-z_]+)(?:\s+(?P<part>[a-z0-9_-]+))?\s*$", re.I | re.M)
 MAX_LOOKUPS = 8  # candidates asked of the register per message: a long OCR text may hold many
 
@@ -186,12 +186,9 @@ async def enrich_ticket(
         data = {"vendor": vendor, "serial": serial}
         jobs.enqueue(ops.vendor_kind(vendor), data, key=f"{jobs.ticket_ref}:{vendor}:{serial}")
     category = draft.category or (ticket.category if ticket is not None else None)
-    if category:
-        jobs.enqueue(
-            ops.RULES_JOB,
-            {"serial": serial, "category": category},
-            key=f"{jobs.ticket_ref}:{serial}:{category}",
-        )
+    # after the commit: the entitlement as a note for the helpdesk, repeat failure and batch defect
+    data = {"serial": serial, "category": category, "entitlement": "warranty" in draft.labels}
+    jobs.enqueue(ops.RULES_JOB, data, key=f"{jobs.ticket_ref}:{serial}:{category or '-'}")
 
 
 @hookimpl

@@ -1,6 +1,6 @@
 """Fault category by keyword rules (Chinese in both scripts, and English); the helpdesk's word wins.
 
-``[plugins.warranty.categories]`` maps a category to keywords, matched as case-insensitive substrings
+``[plugins.assets.categories]`` maps a category to keywords, matched as case-insensitive substrings
 of the subject and body. The category with the most distinct keywords found wins; a tie goes to the
 one listed first. An agent's override (``#category display`` or ``/category display`` in an internal
 note, recorded as a

@@ -180,13 +180,17 @@ def rules_job(job: Job, work: WorkQueue) -> TicketChange | None:
     ticket = job.ticket
     if ticket is None:
         return None
-    serial, category = job.data["serial"], job.data["category"]
+    serial, category = job.data["serial"], job.data.get("category")
+    notes: list[str] = []
+    if job.data.get("entitlement") and ticket.labels.get("warranty"):
+        notes.append(entitlement_text(serial, ticket.labels["warranty"], ticket.labels.get("paid_service")))
+    if not category:
+        return TicketChange(note=notes[0]) if notes else None
     since = ticket.created_at - timedelta(days=max(cfg.alerts.repeat_days, cfg.alerts.batch_days))
     history = [f for f in app.assets.register.faults(category, since) if f["ticket"] != ticket.ref]
     labels: dict[str, Any] = {}
     events: list[TicketEvent] = []
     notices: list[Notification] = []
-    notes: list[str] = []
     repeat_since = ticket.created_at - timedelta(days=cfg.alerts.repeat_days)
     earlier = [
         f
@@ -251,9 +255,26 @@ def rules_job(job: Job, work: WorkQueue) -> TicketChange | None:
                         info,
                     )
                 )
-    if not labels:
+    if not (labels or notes):
         return None
     return TicketChange(labels=labels, events=events, notifications=notices, note="\n".join(notes))
+
+
+def entitlement_text(serial: str, w: dict[str, Any], paid: dict[str, Any] | None) -> str:
+    """The local rules' answer as a note for the agents (an RT comment, a Zammad internal article)."""
+    head = (
+        f"Warranty ({w.get('source', 'rules')}) for {serial}: {str(w.get('status')).upper()}"
+        f" until {w.get('end') or '-'} (rule {w.get('rule')}, start {w.get('start') or '-'}"
+        f" from {w.get('start_source')}, {w.get('timezone', '')})"
+    )
+    parts = [
+        f"- {p['category']}{' ' + p['part_number'] if p.get('part_number') else ''}: {p['status']}"
+        f" until {p.get('end') or '-'} ({p['rule']})"
+        + (f", excluded: {p['exclusion']}" if p.get("exclusion") else "")
+        for p in w.get("parts") or []
+    ]
+    tail = [f"PAID SERVICE: {paid.get('why')} ({', '.join(paid.get('expired_parts') or [])})"] if paid else []
+    return "\n".join([head, *parts, *tail])
 
 
 # ---------------------------------------------------------------------------------------------- commands

@@ -1,6 +1,6 @@
 """The warranty rules engine: terms per product line and part category, answered per part and for the unit.
 
-The terms these contracts use, configured in TOML (``[plugins.warranty.terms.<product line>]``,
+The terms these contracts use, configured in TOML (``[plugins.assets.terms.<product line>]``,
 ``default`` for every line not named): main parts 3 years, other parts 1 year, the chassis 6 months.
 A part's period starts:
 
@@ -81,9 +81,7 @@ class Terms:
             table = self.terms.get(line, {})
             if "other" in table:
                 return table["other"], f"{line}.other"
-        raise ValueError(
-            f"no warranty term for {category!r} (add 'other' to [plugins.warranty.terms.default])"
-        )
+        raise ValueError(f"no warranty term for {category!r} (add 'other' to [plugins.assets.terms.default])")
 
 
 def unit_start(unit: AssetRecord, terms: Terms) -> tuple[date | None, str]:

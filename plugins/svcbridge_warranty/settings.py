@@ -1,4 +1,4 @@
-"""``[plugins.warranty]``: extraction, warranty terms, fault categories, vendor lookups and alerts.
+"""``[plugins.assets]``: extraction, warranty terms, fault categories, vendor lookups and alerts.
 
 Every table is optional; the defaults are the terms of the contracts svcbridge serves (main parts 3
 years, other parts 1 year, chassis 6 months, paid-repair parts 3 months, 90 days of grace after the
@@ -78,7 +78,7 @@ DEFAULT_CATEGORIES: dict[str, list[str]] = {
 
 
 class VendorSettings(BaseModel):
-    """One vendor's warranty API (``[plugins.warranty.vendors.<dell|lenovo|hp|cisco>]``)."""
+    """One vendor's warranty API (``[plugins.assets.vendors.<dell|lenovo|hp|cisco>]``)."""
 
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
@@ -114,7 +114,7 @@ class Contact(BaseModel):
 
 
 class AlertSettings(BaseModel):
-    """Rules on top: out of warranty, repeat failure, batch defect (``[plugins.warranty.alerts]``)."""
+    """Rules on top: out of warranty, repeat failure, batch defect (``[plugins.assets.alerts]``)."""
 
     model_config = ConfigDict(extra="forbid")
     sales: Contact | None = Field(default=None, description="told about out-of-warranty units (paid service)")
