@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-BENCHES = ["delivery", "webhook", "pipeline", "intake", "latency", "scale", "sla", "store"]
+BENCHES = ["delivery", "webhook", "pipeline", "intake", "latency", "scale", "sla", "store", "ocr", "console"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -257,7 +257,7 @@ def test_admin_token_for_scripts(make_app, tmp_path, caplog) -> None:
     client = TestClient(build_web(app))
     deliver(app, tmp_path, eml())
     ok = {"Authorization": "Bearer tok-0123456789abcdef"}
-    assert client.get("/api/overview", headers=ok).json()["tickets_total"] == 1
+    assert client.get("/api/overview", headers=ok).json()["tickets_24h"] == 1
     assert client.get("/api/overview", headers={"Authorization": "Bearer nope"}).status_code == 401
     r = client.post("/tickets/SB-000001/note", data={"text": "from a script"}, headers=ok, follow_redirects=False)
     assert r.status_code == 303
@@ -567,3 +567,23 @@ def test_plugins_page_shows_secrets_as_set_or_unset_only(make_app, tmp_path) -> 
     assert re.search(r"<td>secret</td><td>set</td>", page)
     assert "svcbridge_email" in page or "email" in page
     assert re.search(r"<td>admin_token</td><td>unset</td>", page)
+
+
+def test_tickets_per_hour_buckets(app, tmp_path) -> None:
+    from datetime import timedelta
+
+    from svcbridge.console import facts
+    from svcbridge.models import utcnow
+
+    deliver(app, tmp_path, *[eml(msgid=f"<h{i}@x>", sender=f"h{i}@example.com") for i in range(6)])
+    now = utcnow()
+    ages = {1: 0.1, 2: 0.2, 3: 1.5, 4: 23.5, 5: 24.5, 6: 100}  # hours before now, per ticket id
+    with app.store.tx() as conn:
+        for tid, hours in ages.items():
+            conn.execute(update(t.tickets).where(t.tickets.c.id == tid)
+                         .values(created_at=now - timedelta(hours=hours)))
+    o = facts.overview(app)
+    assert o["tickets_24h"] == 4  # 24.5 h and 100 h ago are outside the window
+    expected = [0] * 24
+    expected[23], expected[22], expected[0] = 2, 1, 1
+    assert o["tickets_per_hour"] == expected

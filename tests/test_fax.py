@@ -220,3 +220,22 @@ def test_fax_tools_present_under_ci() -> None:
     for lang in ("eng", "chi_sim", "chi_tra"):
         require_server(f"tesseract language {lang}", lang in langs.split())
     assert shutil.which("tesseract")
+
+
+def test_normal_mode_pages_are_stretched_before_ocr(tesseract) -> None:
+    """A fax in normal mode (204x98 dpi, half the lines) is read at square pixels, not squashed."""
+    import io
+
+    from PIL import Image
+
+    from svcbridge_fax import ocr
+
+    page = fax_page(PAGES_EN, seed=11, skew=1.0, size=40).convert("L")
+    normal = page.resize((page.width, page.height // 2), Image.Resampling.BOX).convert("1")
+    buf = io.BytesIO()
+    normal.save(buf, format="TIFF", compression="group3", dpi=(204, 98))
+    images, total, _ = ocr.page_images(buf.getvalue(), "image/tiff", 5)
+    w, h = images[0].size  # 1146 lines at 98 dpi -> about 2386 at 204 dpi
+    assert total == 1 and w == 1728 and 2250 < h < 2400 and images[0].info["dpi"] == (204.0, 204.0)
+    result = ocr.read_fax([(buf.getvalue(), "image/tiff")], ["eng"], 5, 60)
+    assert SERIAL_EN in result.text, result.text

@@ -67,10 +67,9 @@ class OcrSettings(BaseModel):
     page_timeout: float = Field(default=120.0, gt=0, description="seconds Tesseract may take on one page")
 
 
-class TelnyxFaxSettings(BaseModel):
+class TelnyxFaxSettings(PluginSettings):  # PluginSettings: <secret>_file reads a file
     """``[plugins.fax.telnyx]``: Telnyx Programmable Fax (inbound webhook, outbound faxes)."""
 
-    model_config = ConfigDict(extra="forbid")
     public_key: str = Field(description="the account's Ed25519 public key, base64 (Mission Control portal)")
     api_key: SecretStr = Field(description="API v2 key: media downloads from Telnyx hosts, sending faxes")
     path: str = "telnyx/fax"
@@ -82,10 +81,9 @@ class TelnyxFaxSettings(BaseModel):
     public_url: str | None = Field(default=None, description="base URL Telnyx fetches outgoing faxes from")
 
 
-class SinchFaxSettings(BaseModel):
+class SinchFaxSettings(PluginSettings):  # PluginSettings: <secret>_file reads a file
     """``[plugins.fax.sinch]``: Sinch Fax v2.1 (Phaxio) callbacks and sending."""
 
-    model_config = ConfigDict(extra="forbid")
     callback_token: SecretStr = Field(description="the callback (webhook) token that signs callbacks")
     public_url: str = Field(description="base URL Sinch calls, e.g. https://bridge.example.com")
     path: str = "sinch/fax"

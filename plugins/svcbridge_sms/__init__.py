@@ -37,7 +37,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 
 from svcbridge import (
     Attachment,
@@ -63,8 +63,7 @@ __version__ = "0.1.0"
 REF = re.compile(r"\b([A-Z]{2,5}-\d{6,})\b")
 
 
-class TelnyxSmsSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TelnyxSmsSettings(PluginSettings):  # PluginSettings: <secret>_file reads a file
     public_key: str
     api_key: SecretStr
     path: str = "telnyx/sms"
@@ -78,8 +77,7 @@ class TelnyxSmsSettings(BaseModel):
     max_media_total: int = Field(default=10 * 1024 * 1024, ge=1024)
 
 
-class AliyunSmsSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AliyunSmsSettings(PluginSettings):  # PluginSettings: <secret>_file reads a file
     access_key_id: str
     access_key_secret: SecretStr
     sign_name: str = Field(description="the approved signature (签名) shown in 【】")

@@ -31,6 +31,8 @@ class Console:
     app: App
     accounts: Accounts
     guard: Guard
+    # (monotonic time, facts.overview()): every open tab polls; within OVERVIEW_TTL they share one answer
+    overview_cache: tuple[float, dict[str, Any]] | None = None
 
     @property
     def settings(self) -> Any:
@@ -110,7 +112,10 @@ def action() -> Callable[[Action], Callable[[Request], Awaitable[Response]]]:
             if not who.can_act:
                 await asyncio.to_thread(con.accounts.audit, who.name, "refused_readonly", request.url.path)
                 return render(request, "error.html", status=403, who=who, message="Not allowed.")
-            return await fn(request, con, who, form)
+            try:
+                return await fn(request, con, who, form)
+            finally:
+                con.overview_cache = None  # the next overview shows what the action changed
 
         endpoint.__name__ = fn.__name__
         return endpoint

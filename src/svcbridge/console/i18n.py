@@ -56,7 +56,7 @@ ZH: dict[str, str] = {
     "Dead": "失败终止",
     "Circuit": "熔断器",
     "Tickets per hour (24 h)": "每小时工单数（24 小时）",
-    "Total tickets": "工单总数",
+    "Tickets (24 h)": "工单（24 小时）",
     "Nothing is stuck.": "没有积压。",
     "Search": "搜索",
     "reference, customer, contact, serial, text": "编号、客户、联系人、序列号、内容",

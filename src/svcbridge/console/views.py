@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import re
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -31,16 +32,30 @@ _NOT_IN_NAME = re.compile(r'[\x00-\x1f\x7f-\x9f<>:"/\\|?*\u2028\u2029\u202a-\u20
 _KEEP_TYPES = {"application/pdf", "image/png", "image/jpeg", "image/gif", "text/plain", "text/csv"}
 
 
+OVERVIEW_TTL = 1.0  # seconds several open tabs share one computation of the overview
+
+
+async def _overview(con: Console) -> dict[str, Any]:
+    now = time.monotonic()
+    cached = con.overview_cache
+    ttl = min(OVERVIEW_TTL, con.settings.console.refresh_seconds / 2)
+    if cached is not None and now - cached[0] < ttl:
+        return cached[1]
+    data = await asyncio.to_thread(facts.overview, con.app)
+    con.overview_cache = (now, data)
+    return data
+
+
 @page()
 async def overview(request: Request, con: Console, who: Any) -> Response:
-    data = await asyncio.to_thread(facts.overview, con.app)
+    data = await _overview(con)
     return render(request, "overview.html", who=who, active="overview", o=data)
 
 
 @page()
 async def overview_live(request: Request, con: Console, who: Any) -> Response:
     """The overview's facts as a fragment; 304 when nothing changed since the page's last ask."""
-    data = await asyncio.to_thread(facts.overview, con.app)
+    data = await _overview(con)
     resp = render(request, "overview_live.html", who=who, o=data)
     body = bytes(resp.body)
     tag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
@@ -52,7 +67,7 @@ async def overview_live(request: Request, con: Console, who: Any) -> Response:
 
 @page()
 async def overview_json(request: Request, con: Console, who: Any) -> Response:
-    data = await asyncio.to_thread(facts.overview, con.app)
+    data = await _overview(con)
     return secure(JSONResponse(json.loads(json.dumps(data, default=str))))
 
 

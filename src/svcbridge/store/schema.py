@@ -303,6 +303,9 @@ timers = Table(
 Index("ix_timers_due", timers.c.status, timers.c.next_attempt_at)
 Index("ix_timers_ticket", timers.c.ticket_id)
 
+# the console's tickets-per-hour (console/facts.py) reads the last 24 hours on every refresh
+Index("ix_tickets_created", tickets.c.created_at)
+
 # Operator console (console/): accounts, their sessions and the audit trail of every console action.
 # Passwords are argon2id hashes; a session row keeps only the SHA-256 of its cookie value.
 operators = Table(

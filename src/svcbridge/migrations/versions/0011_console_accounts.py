@@ -1,4 +1,4 @@
-"""operator console: accounts, sessions, audit log
+"""operator console: accounts, sessions, audit log; an index on tickets.created_at
 
 Revision ID: 0011
 Revises: 0007
@@ -47,9 +47,11 @@ def upgrade() -> None:
         sa.Column("detail", sa.JSON(), nullable=False),
     )
     op.create_index("ix_audit_log_at", "audit_log", ["at"])
+    op.create_index("ix_tickets_created", "tickets", ["created_at"])  # the overview's tickets per hour
 
 
 def downgrade() -> None:
+    op.drop_index("ix_tickets_created", "tickets")
     op.drop_index("ix_audit_log_at", "audit_log")
     op.drop_table("audit_log")
     op.drop_index("ix_console_sessions_operator", "console_sessions")
