@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import openpyxl
@@ -211,9 +211,12 @@ def test_notify_owners_once_per_contact(cfg: Path, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "a@one.example (2 units)" in res.stdout and "b@two.example (1 units)" in res.stdout
     assert "c@three.example" not in res.stdout
+    assert "2 notices queued, the last due in 2 s" in res.stdout  # --per-minute 30: one every 2 s
     outbox = json.loads(run(cfg, "outbox", "list", "--json").stdout)
     notices = [o for o in outbox if o["kind"] == "notify" and "batch_defect" in json.dumps(o["payload"])]
     assert len(notices) == 2
+    due = sorted(datetime.fromisoformat(str(o["next_attempt_at"])) for o in notices)
+    assert 1.5 <= (due[1] - due[0]).total_seconds() <= 2.5  # spread out in the outbox, not sent at once
     again = run(cfg, *args)
     assert "already notified" in again.stdout
     shown = json.loads(run(cfg, "tickets", "show", "SB-000001", "--json").stdout)

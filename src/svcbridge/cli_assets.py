@@ -10,25 +10,27 @@ Attached to the main group by ``cli.py`` (the App comes from the factory in ``ct
   helpdesks get as a note; the warranty plugin reads it on its next answer.
 - ``notify-owners MODEL --ticket REF``: the batch-defect notice: one notification per contact owning a
   unit of that model, written to the outbox under the ticket (keys per contact: running it twice sends
-  nothing twice; the outbox's per-recipient limits apply), each send recorded as an event.
+  nothing twice), spread out at ``--per-minute`` (the rows' due times: the pace survives a restart;
+  the outbox's per-recipient limits apply on top), each send recorded as an event.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.table import Table
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from . import changes
 from .assetimport import ImportFileError, RowResult, merge, parse, read_rows
 from .assets import EXCLUSION_REASONS, AssetRecord
 from .cli_work import err, out
-from .models import Notification, TicketEvent
+from .models import Notification, TicketEvent, utcnow
 from .store import outbox as ob
 from .store import schema
 from .store.assets import AssetStore
@@ -218,10 +220,24 @@ def assets_exclude(
 @click.option("--channel", default="email", show_default=True, help="email, sms, ...")
 @click.option("--subject", required=True)
 @click.option("--body", required=True, help="the text (plain; never markup)")
+@click.option(
+    "--per-minute",
+    type=click.IntRange(1, 6000),
+    default=30,
+    show_default=True,
+    help="rate: the notices are spread out in the outbox at this many a minute",
+)
 @click.option("--dry-run", is_flag=True)
 @click.pass_context
 def assets_notify_owners(
-    ctx: click.Context, model: str, ref: str, channel: str, subject: str, body: str, dry_run: bool
+    ctx: click.Context,
+    model: str,
+    ref: str,
+    channel: str,
+    subject: str,
+    body: str,
+    per_minute: int,
+    dry_run: bool,
 ) -> None:
     """One notice to every contact owning a unit of MODEL, through the outbox (the batch-defect mailing)."""
     app, register = _register(ctx)
@@ -251,7 +267,8 @@ def assets_notify_owners(
         for to, serials in sorted(contacts.items())
     ]
     origin = f"owners:{model.lower()}:{channel}"  # names the model and channel, not the run
-    notes = _not_queued(app, ticket, notes, origin)
+    keys = _not_queued(app, ticket, notes, origin)
+    notes = list(keys.values())
     for n in notes:
         out.print(
             ("would send" if dry_run else "queued") + f" {channel} to {n.to} ({len(n.data['serials'])} units)"
@@ -267,11 +284,23 @@ def assets_notify_owners(
     change = TicketChange(
         notifications=notes, events=events, note=f"batch-defect notice for {model}: {len(notes)}"
     )
+    now = utcnow()
     with app.store.tx() as conn:
         changes.record(conn, app.store, ticket, change, plugin=None, origin=origin)
+        # the rate limit: the i-th notice is due i/per_minute minutes from now (the outbox keeps the pace
+        # across restarts; its per-recipient limits still apply on top)
+        for i, key in enumerate(keys):
+            due = now + timedelta(seconds=60.0 * i / per_minute)
+            conn.execute(
+                update(schema.outbox)
+                .where(schema.outbox.c.idempotency_key == key)
+                .values(next_attempt_at=due)
+            )
+    last = 60.0 * (len(keys) - 1) / per_minute
+    out.print(f"{len(keys)} notices queued, the last due in {last:.0f} s")
 
 
-def _not_queued(app: Any, ticket: Any, notes: list[Notification], origin: str) -> list[Notification]:
+def _not_queued(app: Any, ticket: Any, notes: list[Notification], origin: str) -> dict[str, Notification]:
     """The notices whose outbox key does not exist yet (a second run sends and records nothing twice)."""
     keys = {
         key: n
@@ -280,4 +309,4 @@ def _not_queued(app: Any, ticket: Any, notes: list[Notification], origin: str) -
     with app.store.engine.connect() as conn:
         q = select(schema.outbox.c.idempotency_key).where(schema.outbox.c.idempotency_key.in_(list(keys)))
         done = {row[0] for row in conn.execute(q)}
-    return [n for k, n in keys.items() if k not in done]
+    return {k: n for k, n in keys.items() if k not in done}
