@@ -144,7 +144,7 @@ async def test_friday_urgent_mail_outside_the_city(make_app, tmp_path: Path, clo
     app = app_at()
     await app.run_once()
     warned = {e.data["target"]: e for e in events(app, ref, "sla_warning")}
-    assert set(warned) == {"solution", "resolution"}
+    assert set(warned) == {"solution"}  # resolution's warning is moot: its deadline passed as well
     assert warned["solution"].data["late_s"] == 9 * 60.0
     breached = {e.data["target"]: e for e in events(app, ref, "sla_breached")}
     assert set(breached) == {"resolution"}  # Sunday 17:55 passed while nobody was running
@@ -239,9 +239,76 @@ def test_the_commented_example_in_config_is_valid() -> None:
     import tomllib
 
     text = (Path(__file__).parent.parent / "config" / "svcbridge.toml").read_text(encoding="utf-8")
-    block = text[text.index("# [plugins.sla]") :]
+    start = text.index("# [plugins.sla]")
+    block = text[start : text.find("\n\n", start)]  # the SLA block ends at the next blank line
     toml = "\n".join(ln[2:].split("  #")[0] if ln.startswith("# ") else "" for ln in block.splitlines())
     cfg = SlaSettings(**tomllib.loads(toml)["plugins"]["sla"])
     assert [p.name for p in cfg.policies] == ["p1-city", "p1-province", "standard"]
     assert cfg.calendars["office"].is_working_day(datetime(2026, 2, 14).date())  # a make-up Saturday
     assert not cfg.calendars["office"].is_working_day(datetime(2026, 4, 30).date())  # closed in config
+
+
+async def test_met_late_after_a_breach_de_escalates(make_app, clock: Clock) -> None:
+    app = make_app(**settings())
+    app.work.clock = clock
+    await app.context("maildir").submit(
+        raw_mail(sh(2026, 3, 6, 17, 55), "Printer jams", "slowly", "a@county.example")
+    )
+    await app.run_once()
+    (t,) = app.store.list_tickets()
+    ref = t.ref
+    assert (t.priority, t.sla_policy) == (Priority.P3, "standard")
+    # first response within one working day (9 h of 9-18): Friday 5 min + Monday until 17:55
+    assert t.deadlines["first_response_by"] == datetime(2026, 3, 9, 9, 55, tzinfo=UTC)
+    clock.now = sh(2026, 3, 9, 18, 0)
+    await app.run_once()
+    t = app.store.get_ticket(ref)
+    assert t.priority == Priority.P2 and t.labels["sla_escalated"] == {
+        "priority_before": 3,
+        "targets": ["first_response"],
+    }
+    (esc,) = events(app, ref, "sla_escalated")
+    assert esc.data["to"] == ["Team lead"] and esc.data["late_s"] == 300.0
+    # the agent answers at 18:30: met, late; the escalation is taken back
+    clock.now = sh(2026, 3, 9, 18, 30)
+    await app.context("rt").apply_status_update(
+        StatusUpdate(ticket_ref=ref, system="rt", public_reply="We are on it.", at=clock.now)
+    )
+    await app.run_once()
+    t = app.store.get_ticket(ref)
+    (met,) = [e for e in t.events if e.type == "sla_met" and e.data["target"] == "first_response"]
+    assert met.data["on_time"] is False and met.data["used_s"] > met.data["allowed_s"]
+    (de,) = events(app, ref, "sla_deescalated")
+    assert de.data["target"] == "first_response"
+    assert t.priority == Priority.P3 and "sla_escalated" not in t.labels
+
+
+async def test_a_breach_fires_once_with_two_replicas(make_app, clock: Clock, tmp_path: Path) -> None:
+    import asyncio
+
+    a = make_app(**settings())
+    a.work.clock = clock
+    await a.context("maildir").submit(
+        raw_mail(sh(2026, 3, 6, 17, 55), "Printer jams", "slowly", "a@county.example")
+    )
+    await a.run_once()
+    from svcbridge.jobs import WorkRunner
+
+    # two replicas of the runner (other hosts) on the same store, with the SLA plugin's timer kinds
+    ra = WorkRunner(a.store, a.work.job_kinds, a.work.timer_kinds, worker_id="hostA:1", clock=clock)
+    rb = WorkRunner(a.store, a.work.job_kinds, a.work.timer_kinds, worker_id="hostB:2", clock=clock)
+    clock.now = sh(2026, 3, 9, 18, 0)
+    got = await asyncio.gather(ra.run_once(), rb.run_once())
+    fired = sorted(o.name for run in got for o in run if o.status == "fired")
+    assert fired == ["sla_breach:first_response", "sla_warn:first_response"]  # each by one replica
+    await asyncio.gather(ra.run_once(), rb.run_once())  # nothing fires twice
+    ref = a.store.list_tickets()[0].ref
+    assert len(events(a, ref, "sla_breached")) == 1
+    assert len(events(a, ref, "sla_escalated")) == 1
+    assert events(a, ref, "sla_warning") == []  # past the deadline too: no warning after the fact
+    rows = [
+        r
+        for r in a.delivery.outbox.list()
+        if r["payload"].get("notification", {}).get("template") == "sla_escalation"
+    ]
+    assert len(rows) == 1

@@ -89,7 +89,13 @@ def fire(kind: str, timer: Timer, work: WorkQueue, cfg: SlaSettings) -> TicketCh
     }
     late_text = f" (fired {within_text(timer.late)} late: svcbridge was not running)" if late > 60 else ""
     if kind == "warn":
-        if timer.fired_at + TOLERANCE < timer.due_at or recorded(ticket, "sla_warning", target):
+        # early (moved), already warned, or the deadline is past too (down until after it): the
+        # breach says it all, a warning now would only be noise
+        if (
+            timer.fired_at + TOLERANCE < timer.due_at
+            or recorded(ticket, "sla_warning", target)
+            or timer.fired_at >= ts.deadline
+        ):
             p.apply_timers(work)
             return base_change(ticket, p, [])
         ev = TicketEvent(type="sla_warning", at=timer.fired_at, actor=ACTOR, data=data)

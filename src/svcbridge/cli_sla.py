@@ -155,4 +155,4 @@ def report(
         output.write_text(text, encoding="utf-8")
         out.print(f"written {output}")
     else:
-        click.echo(text)
+        click.echo(text, nl=not text.endswith("\n"))

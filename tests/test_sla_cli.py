@@ -1,0 +1,89 @@
+"""The SLA commands as an operator runs them: tickets show, sla milestone, followups, report.
+
+The config is the commented example of config/svcbridge.toml, uncommented (what an operator starts
+from); messages come in through ``svcbridge ingest`` and work runs with ``svcbridge run --once``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import eml
+from svcbridge.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sla_block() -> str:
+    text = (ROOT / "config" / "svcbridge.toml").read_text(encoding="utf-8")
+    start = text.index("# [plugins.sla]")
+    block = text[start : text.find("\n\n", start)]  # the SLA block ends at the next blank line
+    return "\n".join(ln[2:].split("  #")[0] if ln.startswith("# ") else "" for ln in block.splitlines())
+
+
+@pytest.fixture
+def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    for k in [k for k in __import__("os").environ if k.startswith("SVCBRIDGE_")]:
+        monkeypatch.delenv(k)
+    p = tmp_path / "svcbridge.toml"
+    p.write_text(
+        f'data_dir = "{tmp_path}/var"\n[http]\nenabled = false\n[plugins.email]\nfrom_address = "s@bridge.test"\n'
+        f'[plugins.email.outbound]\ntransport = "spool"\nspool_dir = "{tmp_path}/outgoing"\n' + sla_block()
+    )
+    return p
+
+
+def run(cfg: Path, *args: str, input: bytes | None = None):
+    return CliRunner().invoke(main, ["--config", str(cfg), *args], input=input)
+
+
+def test_sla_commands(cfg: Path, tmp_path: Path) -> None:
+    assert run(cfg, "check-config").exit_code == 0
+    res = run(cfg, "ingest", "-", input=eml(subject="核心交换机 down", body="全部中断"))
+    assert res.exit_code == 0, res.output
+    ref = res.stdout.strip().splitlines()[-1]
+    show = run(cfg, "tickets", "show", ref)
+    assert "P1" in show.stdout and "sla: p1-province  fault: critical  due: acknowledge_by" in show.stdout
+
+    # on site ten minutes ago, reported now
+    at = (datetime.now(UTC) - timedelta(minutes=1)).isoformat(timespec="seconds")
+    res = run(cfg, "sla", "milestone", ref, "onsite", "--at", at, "--by", "Wang")
+    assert res.exit_code == 0 and "onsite at" in res.stdout
+    assert run(cfg, "sla", "milestone", "SB-999999", "onsite").exit_code == 1
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    assert run(cfg, "sla", "milestone", ref, "onsite", "--at", future).exit_code == 2
+    res = run(cfg, "sla", "milestone", ref, "onsite", "--at", "yesterday")
+    assert res.exit_code == 2 and "not an ISO time" in res.output
+    jobs = json.loads(run(cfg, "jobs", "list", "--json").stdout)
+    assert [(j["kind"], j["status"]) for j in jobs] == [("sla.recompute", "pending")]
+    assert run(cfg, "run", "--once").exit_code == 0
+    t = json.loads(run(cfg, "tickets", "show", ref, "--json").stdout)
+    assert "onsite_by" not in t["deadlines"] and "acknowledge_by" not in t["deadlines"]
+    met = {e["data"]["target"]: e["data"] for e in t["events"] if e["type"] == "sla_met"}
+    assert met["onsite"]["on_time"] is True and met["acknowledge"]["on_time"] is True
+    (ms,) = [e for e in t["events"] if e["type"] == "sla_milestone"]
+    assert ms["actor"] == "cli:Wang" and ms["data"]["at"] == at
+
+    month = datetime.now(UTC).strftime("%Y-%m")
+    res = run(cfg, "report", "sla", "--month", month, "--format", "csv")
+    assert res.exit_code == 0, res.output
+    rows = {(r[0], r[1], r[2]): r[3] for r in csv.reader(io.StringIO(res.stdout))}
+    assert rows[("by_target", "onsite", "met")] == "1" and rows[("timeliness", "tickets_counted", "")] == "1"
+    res = run(cfg, "report", "sla", "--month", month)
+    assert res.exit_code == 0 and "timeliness" in res.stdout
+
+    res = run(cfg, "followups", "--record", ref, "satisfied", "--note", "客户满意")
+    assert res.exit_code == 0 and "call satisfied" in res.stdout
+    assert run(cfg, "followups", "--record", ref, "maybe").exit_code == 2
+    assert run(cfg, "followups", "--due").exit_code == 0
+    t = json.loads(run(cfg, "tickets", "show", ref, "--json").stdout)
+    (call,) = [e for e in t["events"] if e["type"] == "followup_call"]
+    assert call["data"] == {"outcome": "satisfied", "note": "客户满意"}
