@@ -277,3 +277,15 @@ def test_sinch_sent_fax_callbacks_make_no_ticket(app, pdf) -> None:
     body, ctype = multipart(fields, {})
     r = client_for(app).post("/hooks/sinch/fax", content=body, headers={"content-type": ctype, "x-phaxio-signature": sig})
     assert r.status_code == 200 and app.store.journal_counts() == {}
+
+
+def test_gateway_secrets_can_come_from_files(make_app, tmp_path) -> None:
+    (tmp_path / "telnyx.key").write_text(API_KEY + "\n")
+    (tmp_path / "sinch.token").write_text(TOKEN + "\n")
+    app = make_app(plugins={"fax": {
+        "telnyx": {"public_key": PUB, "api_key_file": str(tmp_path / "telnyx.key")},
+        "sinch": {"callback_token_file": str(tmp_path / "sinch.token"), "public_url": PUBLIC}}})
+    cfg = app.settings.plugin_config("fax")
+    assert cfg.telnyx.api_key.get_secret_value() == API_KEY
+    assert cfg.sinch.callback_token.get_secret_value() == TOKEN
+    assert API_KEY not in repr(cfg) and TOKEN not in repr(cfg)
