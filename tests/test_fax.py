@@ -239,3 +239,30 @@ def test_normal_mode_pages_are_stretched_before_ocr(tesseract) -> None:
     assert total == 1 and w == 1728 and 2250 < h < 2400 and images[0].info["dpi"] == (204.0, 204.0)
     result = ocr.read_fax([(buf.getvalue(), "image/tiff")], ["eng"], 5, 60)
     assert SERIAL_EN in result.text, result.text
+
+
+async def test_later_stages_get_the_ocr_text_through_then_jobs(make_app, tmp_path: Path, tesseract) -> None:
+    """The OCR text is a label on the ticket; a job kind named in then_jobs runs after it is stored
+    (serial extraction on fax text, issue 14) and sees it."""
+    from helpdesk_helpers import plugin
+    from svcbridge import JobKind, TicketChange
+    from svcbridge.plugins import make_plugin_manager
+
+    seen: list[str] = []
+
+    def after_ocr(job):
+        seen.append(job.ticket.labels["ocr_text"])
+        found = "KX7-4410-QM93" if "KX7-4410-QM93" in job.ticket.labels["ocr_text"] else None
+        return TicketChange(labels={"serial_from_fax": found})
+
+    extra = plugin("serials", register_job_kinds=lambda register: register(JobKind("serials.rescan", after_ocr)))
+    maildir = tmp_path / "maildir"
+    for sub in ("new", "cur", "tmp"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True)
+    (maildir / "new" / "f1").write_bytes(_two_docs(save_tiff([fax_page(PAGES_EN, seed=7)], "group4"), b"%PDF-1.4"))
+    app = make_app(pm=make_plugin_manager(extra=(extra,)), **fax_settings(languages=["eng"], then_jobs=["serials.rescan"]))
+    await app.run_once()
+    (t,) = app.store.list_tickets()
+    assert len(seen) == 1 and SERIAL_EN in seen[0]
+    assert app.store.get_ticket(t.ref).labels["serial_from_fax"] == "KX7-4410-QM93"
+    assert sorted(j["kind"] for j in app.work.jobs.list()) == ["fax.ocr", "serials.rescan"]

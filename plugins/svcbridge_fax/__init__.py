@@ -65,6 +65,11 @@ class OcrSettings(BaseModel):
     languages: list[str] = Field(default_factory=lambda: ["chi_sim", "eng"], min_length=1)
     page_limit: int = Field(default=20, ge=1, le=500, description="pages read per fax; the rest are counted")
     page_timeout: float = Field(default=120.0, gt=0, description="seconds Tesseract may take on one page")
+    then_jobs: list[str] = Field(
+        default_factory=list,
+        description="job kinds asked for once the text is stored (serial extraction, classification "
+        "on the OCR text); their job sees the ticket with labels ocr_text and ocr",
+    )
 
 
 class TelnyxFaxSettings(PluginSettings):  # PluginSettings: <secret>_file reads a file
@@ -257,8 +262,12 @@ def enrich_ticket(draft: TicketDraft, settings: Any, jobs: Any) -> None:
     jobs.enqueue(JOB, {"documents": pages}, key=f"{jobs.ticket_ref}:{digest}")
 
 
-def run_ocr(job: Any) -> TicketChange | None:
-    """The ``fax.ocr`` job: read the stored pages, return the text as a ticket change."""
+def run_ocr(job: Any, work: Any) -> TicketChange | None:
+    """The ``fax.ocr`` job: read the stored pages, return the text as a ticket change.
+
+    The jobs of ``then_jobs`` are asked for in the same transaction that stores the text, so they run
+    after it and see it on ``job.ticket.labels["ocr_text"]``; once per fax (their key names this job's).
+    """
     app = _host.get("app")
     if app is None:
         raise NotReady("the fax plugin has not started")
@@ -287,6 +296,8 @@ def run_ocr(job: Any) -> TicketChange | None:
     if missing:
         summary["documents_missing"] = missing
     note = _note(result, summary)
+    for kind in cfg.ocr.then_jobs:
+        work.enqueue(kind, {"after": JOB, "label": "ocr_text"}, key=f"{job.key}:{kind}")
     return TicketChange(labels={"ocr_text": text, "ocr": summary}, note=note)
 
 
