@@ -312,3 +312,16 @@ async def test_a_breach_fires_once_with_two_replicas(make_app, clock: Clock, tmp
         if r["payload"].get("notification", {}).get("template") == "sla_escalation"
     ]
     assert len(rows) == 1
+
+
+async def test_a_year_without_holiday_data_stores_the_ticket_and_says_why(make_app, clock: Clock) -> None:
+    app = make_app(**settings())
+    app.work.clock = clock
+    # New Year's Eve 2026, 17:00: one working day of office hours runs into 2027, which
+    # chinese-calendar does not know yet: no guess, the ticket is stored with the reason
+    await app.context("maildir").submit(raw_mail(sh(2026, 12, 31, 17, 0), "Printer jams", "x", "a@county.example"))
+    await app.run_once()
+    (t,) = app.store.list_tickets()
+    assert t.sla_policy == "standard" and t.deadlines == {}
+    assert "no holiday data for 2027" in t.labels["sla_error"]
+    assert app.work.timers.list() == []

@@ -112,7 +112,7 @@ def plan(
             pauses = _pauses(states, {s.value for s in ts.target.pause_in})
             try:
                 at = add_business_time(start, ts.allowed * share, cal, pauses)
-            except ValueError:
+            except ValueError:  # paused with no end (a missing year failed the deadline already)
                 at = None
             if at is not None and at < ts.deadline:
                 out.schedule[warn] = (at, {**data, "share": share})

@@ -24,7 +24,7 @@ from typing import Any
 
 from svcbridge import Ticket, TicketEvent, TicketState
 
-from .calendars import Interval, add_business_time, business_elapsed
+from .calendars import CalendarDataMissing, Interval, add_business_time, business_elapsed
 from .policy import Policy, Target
 from .settings import SlaSettings
 
@@ -136,6 +136,8 @@ def evaluate(ticket: Ticket, policy: Policy, cfg: SlaSettings, now: datetime) ->
         allowed = target.allowed(cal)
         try:
             deadline: datetime | None = add_business_time(start, allowed, cal, pauses)
+        except CalendarDataMissing:
+            raise  # not a stopped clock: the caller says why there is no deadline
         except ValueError:  # stopped with no end yet (waiting for parts): unknown until it runs again
             deadline = None
         until = met or now

@@ -39,11 +39,15 @@ def base_change(ticket: Ticket, p: Plan, events: list[TicketEvent]) -> TicketCha
     """The recomputation's part of a change: deadlines and the events not yet recorded."""
     evs = [*events, *p.events]
     evs += deescalations(ticket, p, evs)
+    if p.error:  # a calendar without data for the year: keep what is stored, say why nothing moves
+        return TicketChange(events=evs, labels={"sla_error": p.error})
     change = TicketChange(deadlines=p.deadlines, events=evs)
+    if ticket.labels.get("sla_error"):
+        change.labels = {"sla_error": None}
     back = _priority_back(ticket, evs)
     if back is not None:
         change.priority = back
-        change.labels = {"sla_escalated": None}
+        change.labels = {**change.labels, "sla_escalated": None}
     return change
 
 

@@ -3,9 +3,11 @@
 These are the public types of the after-sales layer's building blocks (all in ``svcbridge.__all__``):
 
 - ``TicketChange``: what a plugin found out about a ticket (labels, asset, customer, category,
-  priority, fault level, a note for the agents). The host stores it on the ticket, writes a
-  ``ticket_updated`` event naming the plugin, and sends it to every helpdesk the ticket lives in
-  through the outbox (``changes.py``).
+  priority, fault level, SLA policy and deadlines, a note for the agents). The host stores it on the
+  ticket, writes a ``ticket_updated`` event naming the plugin, and sends it to every helpdesk the
+  ticket lives in through the outbox (``changes.py``); its ``events`` (trail entries of the
+  plugin's own types) and ``notifications`` (notices through the outbox, e.g. to a supervisor) are
+  written in the same transaction.
 - ``JobKind`` / ``Job``: a kind of slow or remote work (a warranty lookup, OCR of a fax, a part
   reservation) registered by a plugin; a ``Job`` is one durable row of it, run after the ticket is
   committed, retried with backoff, run once per key (``jobs.py``).
