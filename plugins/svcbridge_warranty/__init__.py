@@ -18,7 +18,6 @@ Active when ``[plugins.assets]`` is in the configuration (``docs/warranty.md``).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 from typing import Any
@@ -37,17 +36,17 @@ from svcbridge import (
     TicketEvent,
     WorkQueue,
     hookimpl,
+    utcnow,
 )
 
 from . import ops
 from .category import categorize, override_command
-from .rules import unit_answer
+from .identify import IDENTIFY_JOB, identify, identify_job, warranty_labels
 from .settings import WarrantySettings
 
 __version__ = "0.1.0"
 SECTION = "assets"  # [plugins.assets]: "warranty" is the plugin guide's example section
 _EXCLUDE = re.compile(r"^\s*[/#]exclude\s+(?P<reason>[a-z_]+)(?:\s+(?P<part>[a-z0-9_-]+))?\s*$", re.I | re.M)
-MAX_LOOKUPS = 8  # candidates asked of the register per message: a long OCR text may hold many
 
 
 def _cfg(settings: Settings | None) -> WarrantySettings | None:
@@ -79,6 +78,12 @@ def register_job_kinds(register: Any, settings: Settings) -> None:
         register(kind)
     register(JobKind(ops.RULES_JOB, ops.rules_job, timeout=30.0))
     register(JobKind(ops.COMMAND_JOB, ops.command_job, timeout=30.0))
+    # a fax's OCR takes a while: checked again with backoff, up to about an hour
+    register(
+        JobKind(
+            IDENTIFY_JOB, identify_job, timeout=30.0, max_attempts=15, backoff_initial=10.0, backoff_max=600.0
+        )
+    )
 
 
 @hookimpl
@@ -117,47 +122,25 @@ async def _identify(
     texts += [("attachment", a.original_name) for a in draft.attachments if a.original_name]
     if isinstance(draft.labels.get("ocr_text"), str):
         texts.append(("ocr", draft.labels["ocr_text"]))
-    extractor = cfg.extractor(settings.ticket_prefix)
-    candidates = extractor.find(texts)
-    if not candidates:
+    found = await identify(texts, cfg, settings.ticket_prefix, assets)
+    if found is None:
         return
-    chosen, record = None, None
-    for c in candidates[:MAX_LOOKUPS]:
-        record = await assets.get(c.serial)
-        if record is not None:
-            chosen = c
-            break
-    labels = [c.as_label() | ({"known": True} if c is chosen else {}) for c in candidates]
-    draft.labels["serial_candidates"] = labels
-    if record is not None:
-        asset = record.as_asset()
-        for name, value in asset.model_dump(exclude_none=True).items():
-            setattr(draft.asset, name, value)
-        draft.labels["asset"] = {
-            k: v
-            for k, v in {
-                "serial": record.serial,
-                "customer": record.customer,
-                "site": record.site,
-                "region": record.region,
-                "contract": record.contract,
-                "source": record.source,
-            }.items()
-            if v
-        }
-        if record.customer:
-            if draft.customer is None:
-                draft.customer = record.customer  # the unit says whose it is when the sender does not
-            elif draft.customer != record.customer:
-                draft.labels["asset_customer_mismatch"] = {"sender": draft.customer, "unit": record.customer}
+    draft.labels["serial_candidates"] = found.candidates
+    record = found.record
+    if record is None:
+        if found.serial:
+            draft.asset.serial = found.serial
+            draft.asset.vendor = draft.asset.vendor or found.vendor
+            draft.asset.model = draft.asset.model or found.model
         return
-    # nobody knows it: a labelled serial or an open vendor pattern is kept, a bare 7-character word is not
-    for c in candidates:
-        if c.how == "label" or (c.vendor in cfg.extraction.open_vendors):
-            draft.asset.serial = c.serial
-            draft.asset.vendor = draft.asset.vendor or c.vendor or extractor.vendor_word(texts)
-            draft.asset.model = draft.asset.model or extractor.model(texts)
-            break
+    for name, value in record.as_asset().model_dump(exclude_none=True).items():
+        setattr(draft.asset, name, value)
+    draft.labels["asset"] = found.unit_label()
+    if record.customer:
+        if draft.customer is None:
+            draft.customer = record.customer  # the unit says whose it is when the sender does not
+        elif draft.customer != record.customer:
+            draft.labels["asset_customer_mismatch"] = {"sender": draft.customer, "unit": record.customer}
 
 
 @hookimpl
@@ -169,19 +152,17 @@ async def enrich_ticket(
         return
     serial = draft.asset.serial or (ticket.asset.serial if ticket is not None else None)
     if not serial:
+        if ticket is None and draft.channel == "fax":  # its text comes later, from the fax's OCR job
+            jobs.enqueue(IDENTIFY_JOB, {"prefix": settings.ticket_prefix})
         return
     record = await assets.get(serial)
     vendor = ((record.vendor if record else None) or draft.asset.vendor or "").strip().lower()
     if record is not None:
-        excluded = await asyncio.to_thread(assets.register.exclusions, record.serial)
-        excluded += ticket.labels.get("warranty_exclusions", []) if ticket is not None else []
-        at = draft.received_at or (ticket.created_at if ticket is not None else None)
-        answer = unit_answer(record, cfg.terms_model(), at or _now(), excluded)
-        draft.labels["warranty"] = answer
-        if answer["end"]:
-            draft.asset.warranty_until = _midnight(answer["end"])
-        if answer["status"] in ("out", "excluded"):
-            draft.labels["paid_service"] = {"why": answer["status"], "expired_parts": answer["expired_parts"]}
+        at = draft.received_at or (ticket.created_at if ticket is not None else None) or utcnow()
+        extra = ticket.labels.get("warranty_exclusions", []) if ticket is not None else []
+        draft.labels.update(await warranty_labels(record, cfg, at, assets, extra))
+        if draft.labels["warranty"]["end"]:
+            draft.asset.warranty_until = _midnight(draft.labels["warranty"]["end"])
     if vendor in ops.VENDORS and vendor in cfg.vendors and cfg.vendors[vendor].enabled:
         data = {"vendor": vendor, "serial": serial}
         jobs.enqueue(ops.vendor_kind(vendor), data, key=f"{jobs.ticket_ref}:{vendor}:{serial}")
@@ -224,12 +205,6 @@ def status_updated(ticket: Ticket, update: StatusUpdate, jobs: WorkQueue) -> Non
         digest = hashlib.sha256(note.encode()).hexdigest()[:12]
         key = update.external_event_id or f"{update.at.isoformat()}:{digest}"
         jobs.enqueue(ops.COMMAND_JOB, data, key=f"{ticket.ref}:warranty-cmd:{key}")
-
-
-def _now() -> Any:
-    from svcbridge import utcnow
-
-    return utcnow()
 
 
 def _midnight(day: str) -> Any:
