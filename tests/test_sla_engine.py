@@ -319,7 +319,9 @@ async def test_a_year_without_holiday_data_stores_the_ticket_and_says_why(make_a
     app.work.clock = clock
     # New Year's Eve 2026, 17:00: one working day of office hours runs into 2027, which
     # chinese-calendar does not know yet: no guess, the ticket is stored with the reason
-    await app.context("maildir").submit(raw_mail(sh(2026, 12, 31, 17, 0), "Printer jams", "x", "a@county.example"))
+    await app.context("maildir").submit(
+        raw_mail(sh(2026, 12, 31, 17, 0), "Printer jams", "x", "a@county.example")
+    )
     await app.run_once()
     (t,) = app.store.list_tickets()
     assert t.sla_policy == "standard" and t.deadlines == {}

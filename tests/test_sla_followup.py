@@ -154,3 +154,19 @@ async def test_followup_calls_due_and_recorded(make_app, clock, monkeypatch) -> 
     )
     calls = svcbridge.reports.trail.followup_calls(app.store, sh(2026, 3, 10, 11, 0))
     assert [(c.ref, c.status, c.outcomes) for c in calls] == [(ref, "done", ["satisfied"])]
+
+
+async def test_an_instance_without_the_sla_table_is_left_alone(make_app, tmp_path: Path, clock) -> None:
+    make_app(**settings())  # one with [plugins.sla] was built in this process before
+    app = make_app()
+    app.work.clock = clock
+    await app.context("maildir").submit(raw_mail(clock.now, "全部中断", "急", "li@city-hospital.example"))
+    await app.run_once()
+    (t,) = app.store.list_tickets()
+    assert (t.sla_policy, t.deadlines) == (None, {}) and "sla_class" not in t.labels
+    await app.context("rt").apply_status_update(
+        StatusUpdate(ticket_ref=t.ref, system="rt", state=TicketState.RESOLVED, at=clock.now)
+    )
+    await app.run_once()
+    assert not [m for m in outgoing(tmp_path / "outgoing") if "满意度" in subject(m)]
+    assert app.work.jobs.list() == [] and app.work.timers.list() == []

@@ -79,6 +79,7 @@ def _settings(settings: Settings | None) -> SlaSettings | None:
     if isinstance(cfg, SlaSettings):
         _cfg["current"] = cfg  # timers and jobs get no Settings: the last loaded table serves them
         return cfg
+    _cfg.pop("current", None)  # an instance without [plugins.sla] (another App in this process)
     return None
 
 
@@ -187,10 +188,10 @@ def thread_message(draft: TicketDraft, lookup: TicketLookup) -> ThreadMatch | No
 
 @hookimpl
 def compose_notifications(
-    ticket: Ticket, event: TicketEvent, channels: ChannelDirectory
+    ticket: Ticket, event: TicketEvent, settings: Settings, channels: ChannelDirectory
 ) -> list[Notification]:
     """The satisfaction survey once a ticket is resolved (``[plugins.sla] survey``)."""
-    cfg = _cfg.get("current")
+    cfg = _settings(settings)
     if cfg is None or not cfg.survey or event.type != "status_changed" or event.data.get("to") != "resolved":
         return []
     note = survey_for(ticket, channels)
@@ -212,6 +213,8 @@ def status_updated(ticket: Ticket, update: StatusUpdate, jobs: WorkQueue) -> Non
         return
     data: dict[str, Any] = {}
     override = _override(update.internal_note or "")
+    if not ticket.sla_policy and not override:
+        return  # no promise on this ticket: nothing to recompute
     if override:
         data["override"] = {**override, "by": update.actor, "system": update.system}
     key = update.external_event_id or f"{update.at.isoformat()}:{update.state}:{bool(override)}"
@@ -263,6 +266,15 @@ def recompute(job: Job, work: WorkQueue) -> TicketChange | None:
     if ov:
         change.labels = {**change.labels, "sla_override": {k: v for k, v in ov.items() if k != "system"}}
     return change
+
+
+@hookimpl
+def startup(app: Any) -> None:
+    cfg = app.plugin_config(SECTION)
+    if isinstance(cfg, SlaSettings):
+        _cfg["current"] = cfg
+    else:
+        _cfg.pop("current", None)
 
 
 @hookimpl
