@@ -266,3 +266,12 @@ async def test_later_stages_get_the_ocr_text_through_then_jobs(make_app, tmp_pat
     assert len(seen) == 1 and SERIAL_EN in seen[0]
     assert app.store.get_ticket(t.ref).labels["serial_from_fax"] == "KX7-4410-QM93"
     assert sorted(j["kind"] for j in app.work.jobs.list()) == ["fax.ocr", "serials.rescan"]
+
+
+def test_the_page_limit_reads_the_first_pages_and_counts_the_rest(tesseract) -> None:
+    from svcbridge_fax import ocr
+
+    tiff = save_tiff([fax_page(PAGES_EN, seed=s) for s in range(3)], "group4")
+    result = ocr.read_fax([(tiff, "image/tiff"), (tiff, "image/tiff")], ["eng"], 2, 60)
+    assert [p.number for p in result.pages] == [1, 2] and result.skipped == 4 and not result.failed
+    assert SERIAL_EN in result.pages[0].text
