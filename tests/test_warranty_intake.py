@@ -309,3 +309,34 @@ def test_a_fax_unit_is_found_in_its_ocr_text_when_that_arrives(make_app: Any, tm
     (n,) = notices(app, "warranty_out")
     assert "OLD1234" in n["body"] and "南京分公司" in n["body"]
     assert {j["kind"]: j["status"] for j in app.work.jobs.list()}["warranty.identify"] == "done"
+
+
+@pytest.mark.parametrize(
+    ("tell", "subject", "body", "line"),
+    [
+        (True, "电脑无法开机", "序列号：OLD1234 不开机", "根据我们的记录，该设备已过保修期"),
+        (
+            True,
+            "PC won't power on",
+            "Serial No. OLD1234, no power",
+            "out of warranty: the repair is offered as a paid",
+        ),
+        (False, "电脑无法开机", "序列号：OLD1234 不开机", None),
+    ],
+)
+def test_the_acknowledgement_can_say_paid_service(
+    make_app: Any, tmp_path: Path, tell: bool, subject: str, body: str, line: str | None
+) -> None:
+    from helpdesk_helpers import outgoing, text_of
+
+    app = make_app(plugins={"assets": {"alerts": {"tell_customer": tell}}})
+    for u in UNITS:
+        AssetStore(app.store).upsert(u)
+    mail(tmp_path, "a", subject, body, sender="Li <li@nanjing.example>")
+    asyncio.run(once(app))
+    (ack,) = outgoing(tmp_path / "outgoing")
+    text = text_of(ack)
+    if line is None:
+        assert "保修期" not in text and "paid service" not in text
+    else:
+        assert line in text

@@ -163,6 +163,8 @@ async def enrich_ticket(
         draft.labels.update(await warranty_labels(record, cfg, at, assets, extra))
         if draft.labels["warranty"]["end"]:
             draft.asset.warranty_until = _midnight(draft.labels["warranty"]["end"])
+        if "paid_service" in draft.labels and cfg.alerts.tell_customer and ticket is None:
+            draft.labels["paid_service_notice"] = True  # the acknowledgement templates say so
     if vendor in ops.VENDORS and vendor in cfg.vendors and cfg.vendors[vendor].enabled:
         data = {"vendor": vendor, "serial": serial}
         jobs.enqueue(ops.vendor_kind(vendor), data, key=f"{jobs.ticket_ref}:{vendor}:{serial}")

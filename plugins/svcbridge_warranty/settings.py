@@ -120,6 +120,9 @@ class AlertSettings(BaseModel):
     sales: Contact | None = Field(default=None, description="told about out-of-warranty units (paid service)")
     service_manager: Contact | None = Field(default=None, description="told about repeat failures")
     quality: Contact | None = Field(default=None, description="told about batch defects")
+    tell_customer: bool = Field(
+        default=False, description="the acknowledgement says an out-of-warranty repair is paid service"
+    )
     repeat_days: int = Field(default=30, ge=1, description="same unit and category again within: replace it")
     batch_customers: int = Field(
         default=3, ge=2, description="distinct customers with the same model+category"

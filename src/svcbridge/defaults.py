@@ -69,6 +69,8 @@ def compose_notifications(
         "body": event.data.get("body", ""),
         "channel": reach.channel,
         "mail": reach.html,  # the "reply to this mail" footer: for channels whose notices are mail
+        # what classification found (e.g. paid_service_notice): shipped and operators' templates may use it
+        "labels": dict(ticket.labels),
     }
     # the customer's language as the parser saw it on their mail, else the ticket's (templating.py)
     lang = pick_language(ticket.contact.language or ticket.language)
