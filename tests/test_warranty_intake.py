@@ -17,7 +17,7 @@ import pytest
 from conftest import eml, free_port
 from fakes.vendors import CLIENT_ID, CLIENT_SECRET, VendorFake, serve
 from helpdesk_helpers import drop
-from svcbridge import AssetPart, AssetRecord, StatusUpdate
+from svcbridge import AssetPart, AssetRecord, StatusUpdate, metrics
 from svcbridge.store.assets import AssetStore
 
 UNITS = [
@@ -123,6 +123,8 @@ def test_mail_with_serial_becomes_ticket_with_unit_customer_warranty_category(
     notes = [e.data["note"] for e in app.store.get_ticket("SB-000001").events if e.type == "ticket_updated"]
     assert len(notes) == 1 and notes[0].startswith("Warranty (rules) for 7XK2M9P: IN until 2028-06-01")
     assert "- chassis: out until 2025-12-01 (default.chassis)" in notes[0]
+    kept = AssetStore(app.store).last_answer("warranty", "7XK2M9P")
+    assert kept is not None and kept[0]["status"] == "in" and kept[0]["ticket"] == "SB-000001"
 
 
 def test_out_of_warranty_flags_paid_service_and_tells_sales_once(app: Any, tmp_path: Path) -> None:
@@ -258,6 +260,12 @@ def test_vendor_outage_gives_the_ticket_at_once_and_the_entitlement_later(
     assert t.asset.serial == "ABC1234" and "vendor_warranty" not in t.labels
     (job,) = [j for j in app.work.jobs.list() if j["kind"] == "warranty.vendor:dell"]
     assert job["status"] == "pending" and "503" in job["last_error"]
+    time.sleep(0.35)
+    asyncio.run(once(app))  # still down: failing twice in a row is an alert (/readyz) and counted
+    assert "job:warranty.vendor:dell" in app.work.alerts
+    assert "HTTP 503" in app.work.alerts["job:warranty.vendor:dell"]
+    counted = metrics.JOBS.labels(kind="warranty.vendor:dell", outcome="retry")._value.get()
+    assert counted >= 2
     fake.mode["dell"] = "ok"  # the vendor is back: the retry brings the answer
     time.sleep(0.35)
     asyncio.run(once(app))
@@ -270,6 +278,7 @@ def test_vendor_outage_gives_the_ticket_at_once_and_the_entitlement_later(
         for e in t.events
     )
     assert json.dumps(t.labels).count("s3cret") == 0
+    assert "job:warranty.vendor:dell" not in app.work.alerts  # the alert ends with the first success
 
 
 def test_a_fax_unit_is_found_in_its_ocr_text_when_that_arrives(make_app: Any, tmp_path: Path) -> None:

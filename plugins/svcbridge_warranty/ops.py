@@ -184,6 +184,8 @@ def rules_job(job: Job, work: WorkQueue) -> TicketChange | None:
     notes: list[str] = []
     if job.data.get("entitlement") and ticket.labels.get("warranty"):
         notes.append(entitlement_text(serial, ticket.labels["warranty"], ticket.labels.get("paid_service")))
+        # the last answer per unit: ``svcbridge assets show`` prints it
+        app.assets.keep_answer("warranty", serial, {**ticket.labels["warranty"], "ticket": ticket.ref})
     if not category:
         return TicketChange(note=notes[0]) if notes else None
     since = ticket.created_at - timedelta(days=max(cfg.alerts.repeat_days, cfg.alerts.batch_days))
