@@ -576,14 +576,17 @@ def test_tickets_per_hour_buckets(app, tmp_path) -> None:
     from svcbridge.models import utcnow
 
     deliver(app, tmp_path, *[eml(msgid=f"<h{i}@x>", sender=f"h{i}@example.com") for i in range(6)])
-    now = utcnow()
-    ages = {1: 0.1, 2: 0.2, 3: 1.5, 4: 23.5, 5: 24.5, 6: 100}  # hours before now, per ticket id
+    hour = utcnow().replace(minute=0, second=0, microsecond=0)  # buckets are whole clock hours
+    created = {1: hour + timedelta(seconds=1), 2: hour - timedelta(minutes=1), 3: hour - timedelta(hours=1),
+               4: hour - timedelta(hours=23), 5: hour - timedelta(hours=23, seconds=1), 6: hour - timedelta(days=4)}
     with app.store.tx() as conn:
-        for tid, hours in ages.items():
-            conn.execute(update(t.tickets).where(t.tickets.c.id == tid)
-                         .values(created_at=now - timedelta(hours=hours)))
+        for tid, at in created.items():
+            conn.execute(update(t.tickets).where(t.tickets.c.id == tid).values(created_at=at))
     o = facts.overview(app)
-    assert o["tickets_24h"] == 4  # 24.5 h and 100 h ago are outside the window
     expected = [0] * 24
-    expected[23], expected[22], expected[0] = 2, 1, 1
-    assert o["tickets_per_hour"] == expected
+    expected[23] = 1  # this hour
+    expected[22] = 2  # the hour before (one a minute before this hour began)
+    expected[0] = 1  # 23 hours ago; a second earlier is outside
+    assert o["tickets_per_hour"] == expected and o["tickets_24h"] == 4
+    again = facts.overview(app)  # nothing changed: the same facts but the sources' clocks (lag)
+    assert {k: v for k, v in o.items() if k != "sources"} == {k: v for k, v in again.items() if k != "sources"}
