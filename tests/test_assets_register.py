@@ -12,7 +12,7 @@ import openpyxl
 import pytest
 from click.testing import CliRunner
 
-from svcbridge import AssetRecord, hookimpl
+from svcbridge import AssetPart, AssetRecord, hookimpl
 from svcbridge.assetlookup import HostAssets
 from svcbridge.cli import main
 from svcbridge.plugins import make_plugin_manager
@@ -258,3 +258,65 @@ def test_asset_lookup_hook_answers_before_the_register(tmp_path: Path) -> None:
         asyncio.run(job.get("BOOM001"))
     assert asyncio.run(inline.get("not a serial!")) is None
     assert erp.calls == [("ERP0001", True), ("LOCAL01", True), ("BOOM001", True), ("BOOM001", False)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_register_store_on_sqlite_and_postgresql(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from svcbridge import Ticket
+
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else f"sqlite:///{tmp_path}/s.db"
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    store = Store(engine)
+    register = AssetStore(store)
+    unit = AssetRecord(
+        serial="7XK2M9P",
+        model="PowerEdge R750",
+        customer="华东电力",
+        invoice_date=date(2024, 2, 29),
+        contacts=["ops@hd.example"],
+        parts=[
+            AssetPart(category="main", installed=date(2024, 3, 1)),
+            AssetPart(category="other", paid_repair=True),
+        ],
+    )
+    assert register.upsert(unit) == ("added", [])
+    assert register.upsert(unit) == ("unchanged", [])
+    moved = unit.model_copy(update={"customer": "华东电网", "parts": unit.parts[:1]})
+    assert register.upsert(moved, dry_run=True) == ("changed", ["customer", "parts"])
+    assert register.get("7xk2m9p").customer == "华东电力"  # a dry run wrote nothing
+    assert register.upsert(moved) == ("changed", ["customer", "parts"])
+    got = register.get("7XK2M9P")
+    assert got.customer == "华东电网" and [p.installed for p in got.parts] == [date(2024, 3, 1)]
+    assert [u.serial for u in register.by_model("poweredge r750")] == ["7XK2M9P"]
+    assert set(register.get_many(["7xk2m9p", "nope123", "bad serial!"])) == {"7XK2M9P"}
+    register.add_exclusion("7XK2M9P", "misuse", actor="cli", part="main", ticket_ref="SB-000001")
+    assert [(e["reason"], e["part"]) for e in register.exclusions("7xk2m9p")] == [("misuse", "main")]
+    with pytest.raises(KeyError):
+        register.add_exclusion("NOSUCH1", "misuse", actor="cli")
+    register.keep_answer("vendor:dell", "7XK2M9P", {"status": "in"})
+    register.keep_answer("vendor:dell", "7XK2M9P", {"status": "out"})
+    answer, at = register.last_answer("vendor:dell", "7xk2m9p")
+    assert answer == {"status": "out"} and at.tzinfo is not None
+    # faults: tickets of a category since a time, with their unit
+    now = datetime.now(UTC)
+    with store.tx() as conn:
+        for i, (cat, ago) in enumerate([("power", 1), ("power", 40), ("display", 1)], start=1):
+            t = Ticket(
+                id=i,
+                ref=f"SB-{i:06d}",
+                channel="email",
+                customer="华东电力",
+                category=cat,
+                created_at=now - timedelta(days=ago),
+            )
+            t.asset.serial, t.asset.model = "7XK2M9P", "PowerEdge R750"
+            store.insert_ticket(conn, t, None)
+    found = register.faults("power", now - timedelta(days=30))
+    assert [(f["ticket"], f["serial"], f["model"], f["customer"]) for f in found] == [
+        ("SB-000001", "7XK2M9P", "PowerEdge R750", "华东电力")
+    ]
