@@ -40,20 +40,21 @@ def _deadlines(cfg: Any, n: int = 2000) -> dict[str, float]:
                events=[TicketEvent(type="received", at=s)])
         for i, s in enumerate(starts)
     ]  # fmt: skip
-    for tk in tickets[:50]:  # warm the holiday caches as a running daemon has them
-        plan(tk, policy, cfg, tk.created_at)
-    times = []
-    for tk in tickets:
-        t0 = time.perf_counter()
-        p = plan(tk, policy, cfg, tk.created_at)
-        times.append(time.perf_counter() - t0)
-        assert len(p.deadlines) == 5 and not p.error
-    times.sort()
-    return {
-        "plan_median_ms": round(median(times) * 1000, 3),
-        "plan_p99_ms": round(times[int(len(times) * 0.99)] * 1000, 3),
-        "plan_max_ms": round(times[-1] * 1000, 3),
-    }
+    out: dict[str, float] = {}
+    # first pass: every date new to the calendars (holiday look-ups); second: as a running daemon
+    # has them, its dates seen before
+    for label in ("cold", "warm"):
+        times = []
+        for tk in tickets:
+            t0 = time.perf_counter()
+            p = plan(tk, policy, cfg, tk.created_at)
+            times.append(time.perf_counter() - t0)
+            assert len(p.deadlines) == 5 and not p.error
+        times.sort()
+        out[f"plan_{label}_median_ms"] = round(median(times) * 1000, 3)
+        out[f"plan_{label}_p99_ms"] = round(times[int(len(times) * 0.99)] * 1000, 3)
+        out[f"plan_{label}_max_ms"] = round(times[-1] * 1000, 3)
+    return out
 
 
 def _fill(app: Any, n: int, now: datetime) -> None:

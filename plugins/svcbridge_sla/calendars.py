@@ -162,16 +162,21 @@ class BusinessCalendar(BaseModel):
         if self.always:
             yield start, _FAR
             return
+        # private attributes once: pydantic's attribute lookup for them costs more than the loop
+        tz, windows, known = self._tz, self._windows, self._open_days
         # a window that started yesterday may still be open (22:00-06:00)
-        day = start.astimezone(self._tz).date() - timedelta(days=1)
+        day = start.astimezone(tz).date() - timedelta(days=1)
         for _ in range(MAX_SCAN_DAYS):
-            if self.is_working_day(day):
-                for begin, length in self._windows:
-                    s = datetime.combine(day, begin, tzinfo=self._tz)
+            is_open = known.get(day)
+            if is_open is None:
+                is_open = known[day] = _is_working(self, day)
+            if is_open:
+                for begin, length in windows:
+                    s = datetime.combine(day, begin, tzinfo=tz)
                     # the end is local wall time too: 08:00 + 16 h on a DST day is still 24:00
                     e_local = datetime.combine(day, begin) + length
                     s_utc = s.astimezone(UTC)
-                    e_utc = e_local.replace(tzinfo=self._tz).astimezone(UTC)
+                    e_utc = e_local.replace(tzinfo=tz).astimezone(UTC)
                     if e_utc > start:
                         yield max(s_utc, start), e_utc
             day += timedelta(days=1)
