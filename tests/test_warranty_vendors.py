@@ -171,23 +171,30 @@ def test_outage_without_a_known_answer_retries_and_opens_the_breaker(world: Any,
 
 
 @pytest.mark.parametrize("vendor", VENDORS)
-def test_outage_gives_the_stale_answer_marked_and_a_recheck(world: Any, vendor: str) -> None:
+def test_outage_gives_the_stale_answer_marked_and_one_recheck(world: Any, vendor: str) -> None:
     world.fake.units[vendor][SERIAL[vendor]] = [("2024-01-10", FAR, "base")]
     run(vendor)
+    world.cfg.vendors[vendor].ttl = 0.001  # the kept answer is old now: a new job asks the vendor
     world.fake.mode[vendor] = "down"
-    change, work = run(vendor, data={"recheck": 0, "force": True} | {"recheck": 1})
+    change, work = run(vendor)
     answer = change.labels["vendor_warranty"]
     assert answer["stale"] is True and answer["status"] == "in" and "as_of" in answer
     assert "STALE" in change.note
-    assert [(j.kind, j.key) for j in work.jobs] == [(ops.vendor_kind(vendor), "k1:recheck2")]
+    assert [(j.kind, j.key, j.data["recheck"]) for j in work.jobs] == [
+        (ops.vendor_kind(vendor), "k1:recheck", 1)
+    ]
+    # the re-check while the vendor is still down: retried with backoff, no second stale note, no new job
+    with pytest.raises(NotReady):
+        run(vendor, data={"recheck": 1})
     # the vendor is back: the re-check gives the fresh answer
     world.fake.mode[vendor] = "ok"
     world.fake.units[vendor][SERIAL[vendor]] = [("2020-01-10", PAST, "base")]
     ops._state["breakers"][vendor].success()
-    fresh, _ = run(vendor, data={"recheck": 2})
+    fresh, more = run(vendor, data={"recheck": 1})
     assert fresh.labels["vendor_warranty"]["status"] == "out" and not fresh.labels["vendor_warranty"].get(
         "stale"
     )
+    assert more.jobs == []
 
 
 @pytest.mark.parametrize("error", [httpx.ReadTimeout, httpx.ConnectError])

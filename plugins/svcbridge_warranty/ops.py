@@ -111,12 +111,13 @@ async def vendor_job(job: Job, work: WorkQueue) -> TicketChange | None:
         log.warning(
             "vendor_lookup_failed", vendor=vendor, serial=serial, error=str(exc), breaker_open=breaker.open
         )
-        if cached is None:  # nothing to fall back on: retried with backoff; the kind shows as failing
+        # nothing to fall back on, or this is the re-check (the stale answer is on the ticket already):
+        # retried with backoff, the kind shows as failing
+        if cached is None or job.data.get("recheck"):
             raise NotReady(str(exc), retry_after=breaker.retry_in(time.monotonic()) or None) from exc
         stale = {**cached[0], "stale": True, "as_of": cached[1].isoformat(), "error": str(exc)[:200]}
-        # the stale answer now, a fresh one when the vendor is back (the re-check retries until then)
-        attempt = int(job.data.get("recheck", 0)) + 1
-        work.enqueue(vendor_kind(vendor), {**job.data, "recheck": attempt}, key=f"{job.key}:recheck{attempt}")
+        # the stale answer now, and ONE re-check job that retries until the vendor is back
+        work.enqueue(vendor_kind(vendor), {**job.data, "recheck": 1}, key=f"{job.key}:recheck")
         return _vendor_change(ticket, cfg, stale, vendor)
     breaker.success()
     app.assets.keep_answer(system, serial, answer)
