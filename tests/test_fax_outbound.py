@@ -5,6 +5,7 @@ back off the fax we send. Without a fax gateway the customer's directory e-mail 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email
 import email.policy
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from starlette.testclient import TestClient
 
 from conftest import require_binary
@@ -20,7 +23,8 @@ from svcbridge.web import build_web
 from svcbridge_fax.ocr import page_images, read_page
 from svcbridge_fax.outbound import render_pdf
 
-PUB = base64.b64encode(b"\x01" * 32).decode()
+KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+PUB = base64.b64encode(KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
 CUSTOMERS = {"directory": [{"name": "Qingdao Port Hospital", "phones": ["+8653288881234"],
                             "emails": ["it@qdph.example.cn"], "language": "zh-CN"}]}
 
@@ -94,6 +98,7 @@ async def test_a_fax_customer_is_answered_by_fax_through_telnyx(make_app, tmp_pa
     fake.fail = [httpx.Response(429, headers={"Retry-After": "0"}, json={})]
     drop(tmp_path)
     await app.run_once()
+    await asyncio.sleep(0.1)  # past the retry's backoff
     await app.delivery.drain()
     (t,) = app.store.list_tickets()
     assert t.channel == "fax" and t.contact.phone == "+8653288881234"
@@ -112,6 +117,19 @@ async def test_a_fax_customer_is_answered_by_fax_through_telnyx(make_app, tmp_pa
     assert c.get(path[:-44] + "..%2F..%2Fsvcbridge.db").status_code == 404
     t = app.store.get_ticket(t.ref)
     assert [ln.value for ln in t.links if ln.kind == "fax_out_id"] == ["fax-out-2"]
+    # Telnyx reports the outcome of the fax we sent: an internal note on the ticket
+    await app.pm.lifecycle("startup", app=app)
+    import time
+
+    for n, (kind, extra) in enumerate((("fax.failed", {"failure_reason": "receiver_busy"}), ("fax.delivered", {}))):
+        ev = json.dumps({"data": {"event_type": kind, "id": f"out-ev-{n}", "payload": {
+            "fax_id": "fax-out-2", "to": "+8653288881234", **extra}}}).encode()
+        ts = str(int(time.time()))
+        sig = base64.b64encode(KEY.sign(ts.encode() + b"|" + ev)).decode()
+        r = c.post("/hooks/telnyx/fax", content=ev, headers={"telnyx-timestamp": ts, "telnyx-signature-ed25519": sig})
+        assert r.status_code == 200 and r.json()["ticket"] == t.ref
+    notes = [e.data for e in app.store.get_ticket(t.ref).events if e.type == "internal_note"]
+    assert "failed (receiver_busy)" in json.dumps(notes) and "fax-out-2 to +8653288881234 delivered" in json.dumps(notes)
     assert not list((tmp_path / "outgoing").glob("*.eml")) if (tmp_path / "outgoing").exists() else True
 
 

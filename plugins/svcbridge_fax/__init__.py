@@ -143,7 +143,9 @@ def register_routes(register: Any, settings: Any) -> None:
         return
     if cfg.telnyx is not None:
         t = cfg.telnyx
-        route = TelnyxFaxRoute(t, settings.outbound_allow, transport=cfg.transport)
+        route = TelnyxFaxRoute(
+            t, settings.outbound_allow, transport=cfg.transport, host=lambda: _host.get("app")
+        )
         register(WebhookRoute(path=t.path, endpoint=route, name=f"telnyx:{t.path}"))
         if cfg.outbound == "telnyx":  # the rendered outgoing faxes Telnyx fetches
             media = FaxMediaRoute(Path(settings.data_dir) / "fax-outbox")

@@ -18,11 +18,13 @@ fax document (base64), so parsing never needs the network.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email
 import email.policy
 import json
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -38,6 +40,7 @@ from svcbridge import (
     MediaError,
     ParseError,
     RawMessage,
+    StatusUpdate,
     StoreUnavailable,
     TicketDraft,
     fetch_media,
@@ -58,8 +61,14 @@ def _client_host(request: Request) -> str | None:
 class TelnyxFaxRoute:
     """``fax.received`` events from Telnyx Programmable Fax."""
 
-    def __init__(self, cfg: Any, allow: list[str], transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.cfg, self.allow, self.transport = cfg, allow, transport
+    def __init__(
+        self,
+        cfg: Any,
+        allow: list[str],
+        transport: httpx.AsyncBaseTransport | None = None,
+        host: Callable[[], Any] = lambda: None,
+    ) -> None:
+        self.cfg, self.allow, self.transport, self.host = cfg, allow, transport, host
         self.key = telnyx_public_key(cfg.public_key)
         self.replays = ReplayGuard(window=2 * cfg.tolerance)
 
@@ -82,6 +91,12 @@ class TelnyxFaxRoute:
         except (ValueError, KeyError, TypeError, RecursionError):
             self.replays.forget(sig)
             return JSONResponse({"error": "not a Telnyx event"}, status_code=400)
+        if kind in ("fax.delivered", "fax.failed"):  # a fax we sent (a notice to a fax customer)
+            try:
+                return await self._outcome(ctx, event_id, kind, payload)
+            except StoreUnavailable:
+                self.replays.forget(sig)
+                return Response("store unavailable", status_code=503)
         if kind != "fax.received":
             log.info("telnyx_fax_event", event_type=kind[:60], id=event_id[:80])
             return JSONResponse({"ok": True, "ignored": kind[:60]})
@@ -115,6 +130,24 @@ class TelnyxFaxRoute:
             self.replays.forget(sig)
             return Response("store unavailable", status_code=503)
         return JSONResponse({"ok": True})
+
+    async def _outcome(self, ctx: IntakeContext, event_id: str, kind: str, payload: Any) -> Response:
+        """The result of an outgoing fax, as an internal note on the ticket it answered."""
+        fax_id = str(payload.get("fax_id") or payload.get("id") or "")
+        app = self.host()
+        ticket = (
+            await asyncio.to_thread(app.lookup().by_link, "telnyx", "fax_out_id", fax_id) if app else None
+        )
+        if ticket is None:
+            return JSONResponse({"ok": True, "ticket": None})
+        why = payload.get("failure_reason") or ""
+        what = "delivered" if kind == "fax.delivered" else f"failed ({why})" if why else "failed"
+        note = f"Fax {fax_id} to {payload.get('to') or ticket.contact.phone} {what}"
+        update = StatusUpdate(
+            ticket_ref=ticket.ref, system="telnyx", internal_note=note[:1000], external_event_id=event_id
+        )
+        applied = await ctx.apply_status_update(update)
+        return JSONResponse({"ok": True, "ticket": ticket.ref, "applied": applied})
 
 
 class SinchFaxRoute:
