@@ -1,0 +1,54 @@
+"""TicketChange's SLA fields in the core: deadlines and policy applied with a diff, the plugin's own
+events and its notices written with the change, a re-run of the same origin sending nothing twice."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from svcbridge import Notification, Ticket, TicketChange, TicketEvent
+from svcbridge.changes import apply, column_values, record
+
+D1 = datetime(2026, 3, 9, 2, 55, tzinfo=UTC)
+D2 = datetime(2026, 3, 11, 6, 55, tzinfo=UTC)
+
+
+def test_apply_replaces_the_deadline_set_and_reports_the_diff() -> None:
+    t = Ticket(id=1, ref="SB-000001", channel="email", deadlines={"solution_by": D1, "onsite_by": D2})
+    diff = apply(t, TicketChange(deadlines={"onsite_by": D2}, sla_policy="p1-province"))
+    assert t.deadlines == {"onsite_by": D2} and t.sla_policy == "p1-province"
+    assert diff["deadlines"] == {
+        "from": {"onsite_by": D2.isoformat(), "solution_by": D1.isoformat()},
+        "to": {"onsite_by": D2.isoformat()},
+    }
+    assert diff["sla_policy"] == {"from": None, "to": "p1-province"}
+    assert apply(t, TicketChange(deadlines={"onsite_by": D2})) == {}  # the same set: nothing
+    assert apply(t, TicketChange()) == {} and t.deadlines == {"onsite_by": D2}  # None leaves them
+    assert apply(t, TicketChange(deadlines={}))["deadlines"]["to"] == {}  # {} clears them
+    assert column_values(t)["deadlines"] == {}
+
+
+def test_record_writes_events_and_notices_once_per_origin(make_app) -> None:
+    app = make_app()
+    s = app.store
+    tid = s.allocate_ticket_id()
+    t = Ticket(id=tid, ref=s.ref_for(tid), channel="email", deadlines={"solution_by": D1})
+    with s.tx() as conn:
+        s.insert_ticket(conn, t, "test")
+    note = Notification(
+        channel="email", template="sla_escalation", to="lead@bridge.test", subject="x", body="y"
+    )
+    change = TicketChange(
+        deadlines={"onsite_by": D2},
+        events=[TicketEvent(type="sla_breached", actor="sla", data={"target": "solution"})],
+        notifications=[note],
+    )
+    for _ in range(2):  # the same firing recorded again (a retried timer): one notice
+        with s.tx() as conn:
+            record(
+                conn, s, s.get_ticket(tid, conn=conn, full=False), change, plugin="sla", origin="timer:7:1"
+            )
+    got = s.get_ticket(tid)
+    assert got.deadlines == {"onsite_by": D2}
+    assert [e.type for e in got.events].count("sla_breached") == 2  # events are the caller's to dedupe
+    rows = [r for r in app.delivery.outbox.list() if r["target"] == "notify:email"]
+    assert len(rows) == 1 and rows[0]["payload"]["notification"]["to"] == "lead@bridge.test"
