@@ -126,7 +126,8 @@ async def test_the_lease_of_a_dead_local_process_is_released_on_start(make_app, 
     with a.store.tx() as conn:  # what a daemon killed with -9 leaves behind
         conn.execute(t.leases.insert().values(name="pipeline", holder=f"{lease.HOST}:{dead}:gone",
                                               expires_at=utcnow() + timedelta(hours=1)))
-    assert a.pipeline.take_lease() == f"{lease.HOST}:{dead}:gone"
+    # known dead (its pid is gone): taken over at once, not after lease_ttl (issue 19)
+    assert a.pipeline.take_lease() is None
     await recover(a)
     assert a.pipeline.take_lease() is None
 
@@ -142,7 +143,7 @@ async def test_a_reused_pid_is_not_mistaken_for_the_old_holder(make_app, tmp_pat
     with a.store.tx() as conn:
         conn.execute(t.leases.insert().values(name="pipeline", holder=old,
                                               expires_at=utcnow() + timedelta(hours=1)))
-    assert a.pipeline.take_lease() == old
+    assert a.pipeline.take_lease() is None  # the old process is gone: taken over at once (issue 19)
     await recover(a)
     assert a.pipeline.take_lease() is None
     # while a live holder of this very process (another app here) keeps its lease

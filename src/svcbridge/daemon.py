@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from . import log as logmod
 from .app import App, recover
 from .errors import AuthFailed, NotReady
 from .maintenance import maintenance_loop
+from .replicas import Replicas, supervise
 from .store import lease
 
 log = structlog.get_logger("svcbridge.daemon")
@@ -221,7 +223,13 @@ async def serve(app: App) -> int:
     # the lease before the sources poll: their expect() hints start parse workers only in its holder
     await asyncio.to_thread(app.pipeline.take_lease)
 
-    intake = [asyncio.create_task(_source_loop(app, n), name=f"source:{n}") for n in app.sources]
+    # each source and status poller runs in one replica at a time, spread across them (replicas.py)
+    loops = {n: functools.partial(_source_loop, app, n) for n in app.sources}
+    for name, sink in app.delivery.sinks.items():
+        if hasattr(sink, "poll_changes"):
+            loops[f"poll:{name}"] = functools.partial(_status_poll_loop, app, name)
+    shared = Replicas(app.store, app.pipeline.holder, app.settings.store.source_lease_ttl)
+    intake = [asyncio.create_task(supervise(shared, loops, app.stopping), name="sources")]
     server, http_task, cap = None, None, 0
     if listener is not None:
         server, cap = _http_server(app, nofile)
@@ -234,9 +242,6 @@ async def serve(app: App) -> int:
         asyncio.create_task(_log_flush_loop(app), name="log-flush"),
         asyncio.create_task(maintenance_loop(app), name="store-maintenance"),  # retention, blob gc
     ]
-    for name, sink in app.delivery.sinks.items():
-        if hasattr(sink, "poll_changes"):
-            workers.append(asyncio.create_task(_status_poll_loop(app, name), name=f"poll:{name}"))
     app.wake.set()
     log.info(
         "started",

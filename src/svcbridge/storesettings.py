@@ -47,4 +47,10 @@ class StoreSettings(BaseModel):
     blob_grace_hours: float = Field(
         default=24.0, gt=0, description="an unreferenced blob is removed by gc only after this many hours"
     )
+    source_lease_ttl: float = Field(
+        default=10.0,
+        ge=2.0,
+        description="seconds a replica's lease on a source (mailbox, status poller) lasts unrenewed: "
+        "how long the others wait for a replica that died on another host (replicas.py)",
+    )
     retention: RetentionSettings = Field(default_factory=RetentionSettings)

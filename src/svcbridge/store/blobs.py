@@ -61,7 +61,7 @@ def _is_key(name: str) -> bool:
 class LocalBlobs:
     """Blobs as files ``<root>/<first two hex digits>/<sha256>``, written atomically and fsynced."""
 
-    def __init__(self, root: Path | str, threads: int = 4) -> None:
+    def __init__(self, root: Path | str, threads: int = 8) -> None:
         self.root = Path(root)
         self.tmp = self.root / "tmp"
         self.threads = threads
@@ -108,12 +108,17 @@ class LocalBlobs:
             return 0
         if len(items) == 1 or self.threads <= 1:
             written = [self._write(k, v) for k, v in items.items()]
-        else:  # fsync releases the GIL: the file system groups the flushes of parallel writers
-            with ThreadPoolExecutor(min(self.threads, len(items))) as pool:
-                written = list(pool.map(lambda kv: self._write(*kv), items.items()))
-        if any(written):  # the renames are durable only once their directories are
-            for d in {k[:2] for k, w in zip(items, written, strict=True) if w}:
-                _fsync_dir(self.root / d)
+            dirs = [self.root / k[:2] for k, w in zip(items, written, strict=True) if w]
+            for d in dirs:  # the rename is durable only once its directory is
+                _fsync_dir(d)
+            return sum(written)
+        # fsync releases the GIL, and the file system groups the flushes of parallel callers into one
+        # journal commit: files in parallel, then their directories in parallel (11 ms a blob one by
+        # one on the shared VM, under 3 ms in batches of 200)
+        with ThreadPoolExecutor(min(self.threads, len(items))) as pool:
+            written = list(pool.map(lambda kv: self._write(*kv), items.items()))
+            dirs = sorted({self.root / k[:2] for k, w in zip(items, written, strict=True) if w})
+            list(pool.map(_fsync_dir, dirs))
         return sum(written)
 
     def get(self, key: str) -> bytes | None:

@@ -124,6 +124,54 @@ def release(store: Store, name: str, holder: str) -> None:
         conn.execute(delete(t.leases).where(t.leases.c.name == name, t.leases.c.holder == holder))
 
 
+HEARTBEAT = "replica:"  # + holder: a daemon's heartbeat (replicas.py), renewed every third of its TTL
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def local_dead(holder: str, alive: Callable[[int], bool] = _alive) -> bool:
+    """``holder`` is a process of this host that is gone (its pid dead, or reused by a later process)."""
+    parts = str(holder).split(":")
+    if parts[0] != HOST or len(parts) < 2 or not parts[1].isdigit():
+        return False
+    pid, started = int(parts[1]), parts[2] if len(parts) > 3 else ""
+    return not alive(pid) or bool(started and _started(pid) not in ("", started))
+
+
+def take_from_gone(store: Store, name: str, holder: str, ttl: float) -> bool:
+    """Take lease ``name`` from a holder known to be gone before its lease runs out: a process of this
+    host that died (``local_dead``), or a daemon whose heartbeat ran out (it beats every few seconds;
+    the lease itself may last a minute). True when ``holder`` has it now."""
+    with store.tx() as conn:
+        current = conn.execute(select(t.leases.c.holder).where(t.leases.c.name == name)).scalar()
+        if current is None or current == holder:
+            return False
+        gone = local_dead(str(current))
+        if not gone:
+            beat = conn.execute(
+                select(t.leases.c.expires_at).where(t.leases.c.name == HEARTBEAT + str(current))
+            ).scalar()
+            gone = beat is not None and beat < utcnow()
+        if not gone:
+            return False
+        until = utcnow() + timedelta(seconds=ttl)
+        return bool(
+            conn.execute(
+                update(t.leases)
+                .where(t.leases.c.name == name, t.leases.c.holder == current)
+                .values(holder=holder, expires_at=until)
+            ).rowcount
+        )
+
+
 def release_orphans(store: Store, alive: Callable[[int], bool]) -> int:
     """Release leases held by dead processes of this host; how many."""
     with store.tx() as conn:

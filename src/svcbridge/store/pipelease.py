@@ -43,6 +43,10 @@ class PipelineLease:
         if self.busy_with is None and now < self.checked_until:
             return None
         who, anew = lease.take(self.store, NAME, self.holder, self.ttl)
+        if who is not None and lease.take_from_gone(self.store, NAME, self.holder, self.ttl):
+            # its holder died (kill -9 here, or its heartbeat ran out): no need to wait lease_ttl
+            log.info("pipeline_lease_taken_from_gone_holder", previous=who, holder=self.holder)
+            who, anew = None, True
         if anew:  # a gap: a batch begun before this must not commit (fence)
             self.held_since = now
         self.checked_until = now + self.ttl / 3 if who is None else 0.0

@@ -1,0 +1,144 @@
+"""Replicas share the work: each source is leased to one replica at a time, spread across replicas.
+
+Before this, every replica on a shared store polled every mailbox: the journal kept one copy, but
+after-actions (move, delete, flag) could run twice, IMAP providers limit concurrent logins per
+account, and every helpdesk status poll ran in every replica. Now each source (a mailbox, a Graph
+folder, a sink's status poller: ``poll:<sink>``) is the lease ``source:<name>`` (``store/lease.py``):
+
+- every replica writes a heartbeat (the lease ``replica:<holder>``) every third of
+  ``[store] source_lease_ttl`` (10 s) and counts the live ones;
+- it holds its fair share, ``ceil(sources / live replicas)``: it renews what it holds, takes free,
+  expired or dead-held sources up to its share, and gives back one above it per round, so a replica
+  that joins gets work and one that leaves (or dies) hands its sources over;
+- a holder on this host whose process is gone (by pid and start time, ``lease.local_dead``) is
+  recognised at once; one on another host when its lease runs out: failover within the TTL;
+- a replica runs a source only while it holds its lease, and stops every source when it could not
+  renew for half the TTL (the store unreachable): it stops before anyone else may take over
+  (self-fencing), so two holders never act at once unless a process is paused for longer than half
+  the TTL and then acts before it notices (the journal's unique key still stores each mail once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+import zlib
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
+
+import structlog
+from sqlalchemy import delete, select
+
+from .models import utcnow
+from .store import lease
+from .store import schema as t
+from .store.repo import Store
+
+log = structlog.get_logger("svcbridge.replicas")
+HEARTBEAT = lease.HEARTBEAT
+SOURCE = "source:"
+
+
+class Replicas:
+    """This replica's heartbeat and the sources it holds (synchronous: run in a thread)."""
+
+    def __init__(self, store: Store, holder: str, ttl: float = 10.0) -> None:
+        self.store, self.holder, self.ttl = store, holder, ttl
+        self.held: set[str] = set()
+
+    def round(self, names: list[str]) -> set[str]:
+        """One heartbeat: renew, take and give back leases; the source names this replica holds now."""
+        lease.take(self.store, HEARTBEAT + self.holder, self.holder, self.ttl)
+        now = utcnow()
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(select(t.leases.c.name, t.leases.c.holder, t.leases.c.expires_at)).all()
+        live = {
+            r[0][len(HEARTBEAT) :]
+            for r in rows
+            if r[0].startswith(HEARTBEAT) and r[2] >= now and not lease.local_dead(r[1])
+        } | {self.holder}
+        owner = {r[0][len(SOURCE) :]: (r[1], r[2]) for r in rows if r[0].startswith(SOURCE)}
+        share = math.ceil(len(names) / len(live)) if names else 0
+        mine = [n for n in names if owner.get(n, ("", now))[0] == self.holder]
+        # a replica with two sources more than the least busy live one gives one back (2-2-0 -> 2-1-1)
+        counts = dict.fromkeys(live, 0)
+        for n in names:
+            h, until = owner.get(n, ("", now))
+            if h in counts and until >= now:
+                counts[h] += 1
+        spare = 1 if len(mine) - min(counts.values()) >= 2 else 0
+        keep: set[str] = set()
+        for n in mine:
+            if len(keep) >= min(share, len(mine) - spare):  # give it back for a replica that joined
+                lease.release(self.store, SOURCE + n, self.holder)
+                log.info("source_released", source=n, share=share, replicas=len(live))
+                continue
+            if lease.acquire(self.store, SOURCE + n, self.holder, self.ttl) is None:
+                keep.add(n)
+        # free, run out or dead-held sources, in an order of this replica's own (spreads the takers)
+        free = [n for n in names if n not in keep and self._takeable(owner.get(n), now)]
+        free.sort(key=lambda n: zlib.crc32(f"{self.holder}|{n}".encode()))
+        for n in free:
+            if len(keep) >= share:
+                break
+            holder = owner.get(n, (None, now))[0]
+            if holder and lease.local_dead(holder):  # gone with kill -9: no need to wait for its TTL
+                with self.store.tx() as conn:
+                    conn.execute(
+                        delete(t.leases).where(t.leases.c.name == SOURCE + n, t.leases.c.holder == holder)
+                    )
+            if lease.acquire(self.store, SOURCE + n, self.holder, self.ttl) is None:
+                keep.add(n)
+                log.info("source_taken", source=n, previous=holder, share=share, replicas=len(live))
+        self.held = keep
+        return keep
+
+    def _takeable(self, row: tuple[str, object] | None, now: object) -> bool:
+        if row is None:
+            return True
+        holder, until = row
+        return holder == self.holder or until < now or lease.local_dead(str(holder))  # type: ignore[operator]
+
+    def leave(self) -> None:
+        """A clean stop: every source and the heartbeat go back at once."""
+        with contextlib.suppress(Exception):
+            for n in self.held:
+                lease.release(self.store, SOURCE + n, self.holder)
+            lease.release(self.store, HEARTBEAT + self.holder, self.holder)
+        self.held = set()
+
+
+async def supervise(
+    replicas: Replicas,
+    loops: Mapping[str, Callable[[], Coroutine[Any, Any, None]]],
+    stopping: asyncio.Event,
+) -> None:
+    """Run each source's loop only while this replica holds its lease; hand over on loss."""
+    running: dict[str, asyncio.Task[None]] = {}
+    last_ok = time.monotonic()
+    names = sorted(loops)
+    try:
+        while not stopping.is_set():
+            try:
+                held = await asyncio.to_thread(replicas.round, names)
+                last_ok = time.monotonic()
+            except Exception as exc:  # the store is down: keep going until half the TTL, then stop
+                log.error("source_leases_failed", error=f"{type(exc).__name__}: {exc}")
+                held = set(running) if time.monotonic() - last_ok < replicas.ttl / 2 else set()
+            for n in sorted(set(running) - held):
+                running.pop(n).cancel()
+                log.info("source_stopped", source=n)
+            for n in sorted(held - set(running)):
+                running[n] = asyncio.create_task(loops[n](), name=f"source:{n}")
+            for n, task in list(running.items()):
+                if task.done():  # a loop that ended by itself: start it again next round
+                    running.pop(n)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=replicas.ttl / 3)
+    finally:
+        for task in running.values():
+            task.cancel()
+        await asyncio.gather(*running.values(), return_exceptions=True)
+        await asyncio.to_thread(replicas.leave)
