@@ -527,7 +527,8 @@ def test_every_template_text_has_a_chinese_translation() -> None:
 
     used |= set(facts.HINTS) | set(facts.HINTS.values())
     used |= {"Wrong user name or password.", "Too many failed logins; try again later.", "Not allowed.",
-             "The form expired; reload the page and try again.", "ok", "failing", "down", "unknown"}
+             "The form expired; reload the page and try again.", "ok", "failing", "down", "unknown",
+             "oauth_token_expires_in", "health_facts_error"}
     missing = sorted(u for u in used if u not in i18n.ZH)
     assert not missing, missing
 
@@ -590,3 +591,41 @@ def test_tickets_per_hour_buckets(app, tmp_path) -> None:
     assert o["tickets_per_hour"] == expected and o["tickets_24h"] == 4
     again = facts.overview(app)  # nothing changed: the same facts but the sources' clocks (lag)
     assert {k: v for k, v in o.items() if k != "sources"} == {k: v for k, v in again.items() if k != "sources"}
+
+
+async def test_oauth_token_expiry_on_the_overview(make_app, tmp_path) -> None:
+    """The Graph source of the e-mail plugin reports when its access token expires (fake IdP: 3,599 s)."""
+    import httpx
+
+    from fake_idp import FakeIdp
+    from svcbridge.console import facts
+    from svcbridge_email.oauth import TokenProvider
+    from test_graph import ALLOW, NAME, graph_cfg
+
+    app = make_app(outbound_allow=ALLOW, plugins={"email": {"graph": [graph_cfg(tmp_path)]}})
+    tokens = TokenProvider(app.sources[NAME].cfg.oauth2, transport=httpx.MockTransport(FakeIdp()), allow=ALLOW)
+    app.sources[NAME].tokens = tokens
+    row = next(s for s in facts.sources(app) if s["name"] == NAME)
+    assert row["facts"] == {}  # no token fetched yet: nothing to say
+    await tokens.access_token()
+    row = next(s for s in facts.sources(app) if s["name"] == NAME)
+    assert 3590 < row["facts"]["oauth_token_expires_in"] <= 3599
+    Accounts(app.store.engine).add("ops", PASSWORD)
+    client = TestClient(build_web(app))
+    login(client)
+    zh = client.get("/", headers={"Accept-Language": "zh-CN"}).text
+    assert re.search(r'data-fact="oauth_token_expires_in">OAuth 令牌剩余有效期: 59 min<', zh)
+
+
+def test_a_broken_health_facts_does_not_break_the_overview(app) -> None:
+    from svcbridge.console import facts
+
+    class Broken:
+        name, channel, interval = "broken", "email", 1.0
+
+        def health_facts(self) -> dict:
+            raise RuntimeError("plugin bug")
+
+    app.sources["broken"] = Broken()
+    row = next(s for s in facts.sources(app) if s["name"] == "broken")
+    assert row["facts"] == {"health_facts_error": "RuntimeError: plugin bug"}

@@ -79,6 +79,11 @@ class GraphSource:
         query = urllib.parse.urlencode({"changeType": "created", "$select": "id,internetMessageId"})
         return f"{self.user_url}/mailFolders/{folder}/messages/delta?{query}"
 
+    def health_facts(self) -> dict[str, Any]:
+        """What the console's overview shows beside this source's state: the OAuth token's expiry."""
+        left = self.tokens.expires_in() if self.tokens is not None else None
+        return {} if left is None else {"oauth_token_expires_in": left}
+
     # ------------------------------------------------------------------ one pass
     async def poll(self, ctx: IntakeContext) -> int:
         async with make_client(

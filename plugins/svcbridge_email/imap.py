@@ -81,6 +81,11 @@ class ImapSource:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"imap-{cfg.name}")
         self._folder_ready = False
 
+    def health_facts(self) -> dict[str, Any]:
+        """What the console's overview shows beside this source's state: the OAuth token's expiry."""
+        left = self.tokens.expires_in() if self.tokens is not None else None
+        return {} if left is None else {"oauth_token_expires_in": left}
+
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking call in this mailbox's worker thread (context vars go along, as with to_thread)."""
         loop = asyncio.get_running_loop()

@@ -62,6 +62,10 @@ class TokenProvider:
     def invalidate(self) -> None:
         self._token = None
 
+    def expires_in(self) -> float | None:
+        """Seconds until the cached access token expires (0 when it has); None before the first one."""
+        return None if self._token is None else max(0.0, self._expires - time.monotonic())
+
     async def _request(self) -> tuple[str, float]:
         c = self.cfg
         form = {"client_id": c.client_id, "grant_type": c.flow}

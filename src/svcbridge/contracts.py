@@ -147,6 +147,8 @@ class Source(Protocol):
 
     `poll` does one pass and returns how many messages it submitted; the host calls it every
     `interval` seconds, or calls `run` instead when the source has one (IMAP IDLE, long polling).
+    Optional `health_facts() -> dict` adds facts of its own to the console's overview (the e-mail
+    sources: ``oauth_token_expires_in``, seconds).
     """
 
     name: str

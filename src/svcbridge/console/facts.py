@@ -131,11 +131,25 @@ def sources(app: App) -> list[dict[str, Any]]:
             "failures": h.failures if h else 0,
             "retry_in": max(0.0, h.retry_at - now) if h and h.retry_at else None,
             "lag": now - h.last_success if h and h.last_success else None,
+            "facts": _source_facts(app.sources.get(name)),
         }
         if ok is False and h and h.failing_since and now - h.failing_since >= threshold:
             row["state"] = "down"  # failing past its threshold: /readyz says not ready
         rows.append(row)
     return rows
+
+
+def _source_facts(src: Any) -> dict[str, Any]:
+    """A source's own facts for the overview (optional ``health_facts()``, e.g. an OAuth token's
+    expiry); a source whose method fails still shows its state."""
+    fn = getattr(src, "health_facts", None)
+    if not callable(fn):
+        return {}
+    try:
+        got = fn()
+    except Exception as exc:  # a plugin bug must not take the overview down
+        return {"health_facts_error": f"{type(exc).__name__}: {exc}"}
+    return dict(got) if isinstance(got, dict) else {}
 
 
 def breakers(app: App) -> dict[str, str]:

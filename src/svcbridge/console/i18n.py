@@ -133,6 +133,8 @@ ZH: dict[str, str] = {
     "no messages": "没有消息",
     "Download raw": "下载原始消息",
     "All": "全部",
+    "oauth_token_expires_in": "OAuth 令牌剩余有效期",
+    "health_facts_error": "状态信息错误",
     "SLA breached": "已违反 SLA",
     "sink_not_configured": "服务台未配置",
     "no_notifier": "无通知渠道",
