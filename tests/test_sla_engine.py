@@ -248,8 +248,14 @@ def test_the_commented_example_in_config_is_valid() -> None:
     assert not cfg.calendars["office"].is_working_day(datetime(2026, 4, 30).date())  # closed in config
 
 
-async def test_met_late_after_a_breach_de_escalates(make_app, clock: Clock) -> None:
-    app = make_app(**settings())
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.realserver)])
+def db(request) -> dict[str, Any]:
+    """The store: SQLite, and the same on the real PostgreSQL (timestamps, JSON, claims)."""
+    return {"database_url": request.getfixturevalue("pg_url")} if request.param == "postgres" else {}
+
+
+async def test_met_late_after_a_breach_de_escalates(make_app, clock: Clock, db) -> None:
+    app = make_app(**settings(), **db)
     app.work.clock = clock
     await app.context("maildir").submit(
         raw_mail(sh(2026, 3, 6, 17, 55), "Printer jams", "slowly", "a@county.example")
@@ -281,6 +287,10 @@ async def test_met_late_after_a_breach_de_escalates(make_app, clock: Clock) -> N
     (de,) = events(app, ref, "sla_deescalated")
     assert de.data["target"] == "first_response"
     assert t.priority == Priority.P3 and "sla_escalated" not in t.labels
+    report = build(app.store, "sla", "2026-03", tz="Asia/Shanghai", now=clock.now)
+    assert report["by_target"]["first_response"] == {"met": 0, "missed": 1, "open": 0, "rate": 0.0}
+    # late by business time: 17:55 to 18:00 counts, the office is closed from 18:00 to the reply
+    assert report["breaches"][0]["late_min"] == 5.0 and report["breaches"][0]["escalated"] is True
 
 
 async def test_a_breach_fires_once_with_two_replicas(make_app, clock: Clock, tmp_path: Path) -> None:
