@@ -166,3 +166,21 @@ async def test_hmac_signed_pbx(make_app) -> None:
     assert app.store.journal_counts() == {}
     ok = c.post(f"/hooks/cti/{TOKEN}", content=body, headers={**headers, "x-signature-256": good})
     assert ok.status_code == 200 and app.store.journal_counts() == {"pending": 1}
+
+
+@pytest.mark.parametrize("drain_between", [True, False])
+async def test_an_answer_after_its_hangup_ends_the_callback(app, drain_between) -> None:
+    """Events out of order: the hangup (no answer yet: a missed call) and then the call's answer."""
+    c = TestClient(build_web(app))
+    assert missed(c, "late-1").json()["journaled"] == "missed"
+    if drain_between:
+        await app.pipeline.drain()
+    r = post(c, "answer", "late-1", answeringNumber="803")
+    assert r.json()["journaled"] == "answered"
+    assert post(c, "answer", "late-1", answeringNumber="803").json() == {"ok": True}  # retried: once
+    outcomes = await app.pipeline.drain()
+    assert outcomes[-1].status == "followup"
+    (t,) = app.store.list_tickets()
+    assert "callback_done_at" in t.labels
+    (timer,) = app.work.timers.list()
+    assert timer["status"] == "cancelled"

@@ -122,7 +122,11 @@ def parse_message(raw: RawMessage) -> TicketDraft | None:
         body_text=body,
         contact=contact,
         links=[ExternalLink(system="cti", kind=f"call_{kind}", value=str(call.get("call_id"))[:250])],
-        labels={"call": {k: v for k, v in label.items() if v}, "_call_ticket": call.get("ticket_ref")},
+        labels={
+            "call": {k: v for k, v in label.items() if v},
+            "_call_ticket": call.get("ticket_ref"),
+            "_call_missed": call.get("late_for"),
+        },
         suppress_autoreply=True,  # a caller is called back, not sent an automatic notice
     )
     return draft
@@ -145,6 +149,11 @@ def thread_message(draft: TicketDraft, lookup: TicketLookup) -> ThreadMatch | No
         seen = lookup.by_link(link.system, link.kind, link.value)
         if seen is not None:
             return ThreadMatch(ticket_ref=seen.ref, duplicate=True, reason="call already stored")
+    late = draft.labels.get("_call_missed")
+    if late:  # the answer came after the hangup: the call's own callback ticket
+        found = lookup.by_link("cti", "call_missed", str(late)[:250])
+        if found is not None:
+            return ThreadMatch(ticket_ref=found.ref, reason="the missed call was answered after all")
     ref = draft.labels.get("_call_ticket")
     if ref:
         found = lookup.by_ref(str(ref))

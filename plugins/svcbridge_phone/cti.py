@@ -4,8 +4,8 @@ A call's events (``newCall``, ``answer``, ``hangup``) may arrive out of order or
 The route merges what each says into the call's state, kept in the route's checkpoints (durable), and
 decides at ``hangup``: missed (inbound, never answered) or answered. The decision is journaled under a
 key made of the call id and the outcome, so a retried hangup is journaled once. An ``answer`` arriving
-after its ``hangup`` (out of order) is too late for that call: the missed call stays a callback
-(an agent who did speak to the caller closes it) — documented in docs/channels.md.
+after its ``hangup`` (out of order) is journaled as that call's answer and lands on its callback
+ticket (found by the missed call's link), which ends the callback.
 """
 
 from __future__ import annotations
@@ -101,6 +101,8 @@ class CtiRoute:
         if ev.get("user"):
             users = ev["user"] if isinstance(ev["user"], list) else [ev["user"]]
             state["users"] = [_text(u, 100) for u in users][:20]
+        # an answer after its hangup (events out of order): the call was journaled as missed already
+        late = kind == "answer" and bool(state.get("ended_at")) and not state.get("answered_at")
         if kind == "newCall":
             state.setdefault("started_at", now)
         elif kind == "answer":
@@ -115,6 +117,8 @@ class CtiRoute:
             if str(ev.get("fault", "")).lower() in ("1", "true", "yes"):
                 state["fault"] = True
         await ctx.set_checkpoint(key, json.dumps(state))
+        if late and state.get("direction", "in") == "in":
+            return await self._late_answer(ctx, call_id, state)
         if kind != "hangup":
             return JSONResponse({"ok": True})
         return await self._hangup(ctx, call_id, state)
@@ -145,6 +149,24 @@ class CtiRoute:
         )
         res = await ctx.submit(raw)
         return JSONResponse({"ok": True, "journaled": call["kind"], "new": res.new})
+
+    async def _late_answer(self, ctx: IntakeContext, call_id: str, state: dict[str, Any]) -> Response:
+        """The call was answered after all: an event on its callback ticket, which ends the callback."""
+        call = {
+            **state,
+            "call_id": call_id,
+            "number": state.get("from"),
+            "kind": "answered",
+            "late_for": call_id,
+        }
+        raw = RawMessage(
+            channel="phone",
+            source=ctx.name,
+            external_id=f"{call_id}:answered",
+            raw=json.dumps(call, ensure_ascii=False).encode(),
+        )
+        res = await ctx.submit(raw)
+        return JSONResponse({"ok": True, "journaled": "answered", "new": res.new})
 
     async def _open_ticket(self, number: str | None) -> str | None:
         app = self.host()
