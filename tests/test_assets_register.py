@@ -320,3 +320,12 @@ def test_register_store_on_sqlite_and_postgresql(
     assert [(f["ticket"], f["serial"], f["model"], f["customer"]) for f in found] == [
         ("SB-000001", "7XK2M9P", "PowerEdge R750", "华东电力")
     ]
+
+
+def test_product_number_is_kept_for_hp(cfg: Path, tmp_path: Path) -> None:
+    f = tmp_path / "hp.csv"
+    f.write_text("serial,vendor,model,product_number\nCND1234XYZ,HP,LaserJet M507,1PV87A\n", encoding="utf-8")
+    assert run(cfg, "assets", "import", str(f)).exit_code == 0
+    assert json.loads(run(cfg, "assets", "show", "CND1234XYZ", "--json").stdout)["extra"] == {
+        "product_number": "1PV87A"
+    }

@@ -213,3 +213,9 @@ def test_secrets_never_in_the_answer_or_calls(world: Any) -> None:
     change, _ = run("dell")
     text = repr(change.model_dump()) + repr(ops._state["clients"]["dell"].calls)
     assert CLIENT_SECRET not in text and LENOVO_KEY not in text
+
+
+def test_hp_is_asked_with_the_product_number(world: Any) -> None:
+    world.fake.units["hp"]["CND1234XYZ"] = [("2024-01-10", FAR, "base")]
+    run("hp", data={"part_number": "2Y2X1UT#ABA"})
+    assert ("hp", "queries CND1234XYZ pn=2Y2X1UT#ABA") in world.fake.calls

@@ -166,7 +166,9 @@ async def enrich_ticket(
         if "paid_service" in draft.labels and cfg.alerts.tell_customer and ticket is None:
             draft.labels["paid_service_notice"] = True  # the acknowledgement templates say so
     if vendor in ops.VENDORS and vendor in cfg.vendors and cfg.vendors[vendor].enabled:
-        data = {"vendor": vendor, "serial": serial}
+        data: dict[str, Any] = {"vendor": vendor, "serial": serial}
+        if record is not None and record.extra.get("product_number"):  # HP: serials are unique only with it
+            data["part_number"] = str(record.extra["product_number"])
         jobs.enqueue(ops.vendor_kind(vendor), data, key=f"{jobs.ticket_ref}:{vendor}:{serial}")
     category = draft.category or (ticket.category if ticket is not None else None)
     # after the commit: the entitlement as a note for the helpdesk, repeat failure and batch defect

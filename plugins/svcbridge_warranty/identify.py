@@ -133,7 +133,7 @@ async def identify_job(job: Job, work: WorkQueue) -> TicketChange | None:
         asset = Asset(serial=found.serial, vendor=found.vendor, model=found.model)
     vendor = (asset.vendor or "").lower()
     if vendor in cfg.vendors and cfg.vendors[vendor].enabled:
-        data = {"vendor": vendor, "serial": found.serial}
+        data: dict[str, Any] = {"vendor": vendor, "serial": found.serial}
         work.enqueue(ops.vendor_kind(vendor), data, key=f"{ticket.ref}:{vendor}:{found.serial}")
     data = {"serial": found.serial, "category": ticket.category, "entitlement": "warranty" in labels}
     work.enqueue(ops.RULES_JOB, data, key=f"{ticket.ref}:{found.serial}:{ticket.category or '-'}")

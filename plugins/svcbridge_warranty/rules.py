@@ -175,6 +175,7 @@ def unit_answer(
         "rule": head["rule"],
         "start_source": head["start_source"],
         "source": "rules",
+        "unit_source": unit.source,  # where the unit's dates and parts came from: register, erp, cmdb
         "exclusion": head.get("exclusion"),
         "today": today.isoformat(),
         "timezone": unit.timezone,

@@ -38,6 +38,7 @@ UNIT = (
     "production_date",
     "contacts",
 )
+EXTRA = ("product_number",)  # kept in the unit's ``extra``: HP's warranty API wants the product number
 PART = (
     "part_category",
     "part_number",
@@ -61,6 +62,8 @@ ALIASES = {
     "型号": "model",
     "型號": "model",
     "产品线": "product_line",
+    "产品号": "product_number",
+    "pn": "product_number",
     "客户": "customer",
     "客戶": "customer",
     "站点": "site",
@@ -81,7 +84,7 @@ ALIASES = {
     "替换自": "part_replaced_from",
     "有偿维修": "part_paid_repair",
 }
-KNOWN = {"serial", *UNIT, *PART}
+KNOWN = {"serial", *UNIT, *EXTRA, *PART}
 TRUE = {"1", "true", "yes", "y", "是", "x"}
 FALSE = {"", "0", "false", "no", "n", "否"}
 MAX_ROWS = 200_000
@@ -223,6 +226,9 @@ def unit_fields(row: dict[str, Any]) -> dict[str, Any]:
             s = _text(v)
             if s is not None:
                 got[col] = s
+    extra = {col: v for col in EXTRA if (v := _text(row.get(col))) is not None}
+    if extra:
+        got["extra"] = extra
     if "timezone" in got:
         try:
             ZoneInfo(got["timezone"])

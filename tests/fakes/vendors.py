@@ -158,7 +158,10 @@ class VendorFake:
     async def hp(self, request: Request) -> Response:
         body = await request.json()
         sn = str(body[0].get("sn", "")).upper() if isinstance(body, list) and body else ""
-        if (bad := await self._gate("hp", request, f"queries {sn}")) is not None:
+        pn = str(body[0].get("pn", "")) if isinstance(body, list) and body else ""
+        if (
+            bad := await self._gate("hp", request, f"queries {sn}" + (f" pn={pn}" if pn else ""))
+        ) is not None:
             return bad
         periods = self.units["hp"].get(sn, [])
         return JSONResponse(
