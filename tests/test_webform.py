@@ -157,3 +157,22 @@ def test_mobile_numbers_are_normalised(app) -> None:
 
     (raw,) = [app.store.load_raw(1)]
     assert json.loads(raw.raw)["fields"]["phone"] == "+8613800138000"
+
+
+@pytest.mark.parametrize(("peer", "xff", "want"), [
+    ("203.0.113.9", "", "203.0.113.9"),
+    ("203.0.113.9", "1.2.3.4", "203.0.113.9"),          # not a proxy of ours: its header is ignored
+    ("10.0.0.2", "198.51.100.7", "198.51.100.7"),        # our proxy names the client
+    ("10.0.0.2", "6.6.6.6, 198.51.100.7", "198.51.100.7"),  # the client's own claim on the left is not used
+    ("10.0.0.2", "198.51.100.7, 10.0.0.3", "198.51.100.7"),  # two proxies of ours
+    ("10.0.0.2", "", "10.0.0.2"),
+])
+def test_the_rate_limit_address_behind_trusted_proxies(peer, xff, want) -> None:
+    import ipaddress
+
+    from starlette.requests import Request
+
+    from svcbridge_webform import client_address
+
+    scope = {"type": "http", "client": (peer, 1234), "headers": [(b"x-forwarded-for", xff.encode())] if xff else []}
+    assert client_address(Request(scope), [ipaddress.ip_network("10.0.0.0/8")]) == want

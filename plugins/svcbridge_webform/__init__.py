@@ -29,6 +29,7 @@ import email
 import email.policy
 import hashlib
 import hmac
+import ipaddress
 import json
 import secrets
 import time
@@ -83,6 +84,10 @@ class WebformSettings(PluginSettings):
     rate_limit: int = Field(default=5, ge=1, description="posts per address per rate_window")
     rate_window: float = Field(default=3600.0, gt=0)
     token_max_age: float = Field(default=2 * 3600.0, gt=0)
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="networks of reverse proxies whose X-Forwarded-For names the client (rate limit)",
+    )
 
 
 class FormRoute:
@@ -91,6 +96,7 @@ class FormRoute:
         self.key = (cfg.secret.get_secret_value() if cfg.secret else secrets.token_hex(32)).encode()
         self.cookie = f"sbform_{form.name}"
         self.posts: dict[str, deque[float]] = defaultdict(deque)
+        self.proxies = [ipaddress.ip_network(n, strict=False) for n in cfg.trusted_proxies]
 
     # ------------------------------------------------------------------ tokens
     def token(self, nonce: str, ts: int | None = None) -> str:
@@ -126,7 +132,7 @@ class FormRoute:
         )
         if request.method == "GET":
             return self.page(lang, {}, [])
-        address = request.client.host if request.client else "unknown"
+        address = client_address(request, self.proxies)
         if self.limited(address):
             return self.page(lang, {}, ["err_rate"], status=429, fresh=False)
         body = await read_body(request, self.cfg.max_request)
@@ -202,6 +208,26 @@ class FormRoute:
         if fresh:
             resp.set_cookie(self.cookie, nonce, httponly=True, samesite="lax", path=f"/form/{self.form.name}")
         return resp
+
+
+def client_address(request: Request, proxies: list[Any]) -> str:
+    """The client's address: the peer, or behind trusted proxies the nearest X-Forwarded-For entry that
+    is not one of them (entries further left are the client's own claims and could be forged)."""
+    peer = request.client.host if request.client else "unknown"
+    chain = [a.strip() for a in request.headers.get("x-forwarded-for", "").split(",") if a.strip()]
+    for addr in reversed(chain):
+        if not _trusted(peer, proxies):
+            break
+        peer = addr
+    return peer
+
+
+def _trusted(addr: str, proxies: list[Any]) -> bool:
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    return any(ip in net for net in proxies)
 
 
 def _e164(text: str, region: str | None) -> str | None:
