@@ -11,10 +11,8 @@ import contextlib
 import http.server
 import os
 import re
-import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import IN_CI, eml, free_port, require_binary, require_server
+from conftest import eml, free_port, require_binary, require_server
 from console_helpers import PASSWORD
 from tcpgate import TcpGate
 from test_daemon import BIN, _healthy, start, stop, wait_for
@@ -358,12 +356,3 @@ def test_cross_site_form_post_and_read_only_do_nothing(browser: Browser, daemon:
     assert guest.locator("#state-form").count() == 0
     guest.context.close()
 
-
-def test_ci_has_the_browser() -> None:
-    """Under CI=true chromium must be installed (.ci/run); elsewhere this documents the requirement."""
-    if IN_CI:
-        assert shutil.which("chromium") or Path(CHROMIUM).exists()
-        assert sync_playwright is not None
-    else:
-        require_binary("chromium", CHROMIUM)
-    time.sleep(0)
