@@ -46,7 +46,7 @@ SLA: dict[str, Any] = {
         {
             "name": "missed hotline call",
             "channels": ["phone"],
-            "labels": {"missed_call": [True]},
+            "labels": {"call.kind": ["missed"]},
             "priority": "P2",
         },
         {"name": "gold customers", "tiers": ["gold"], "priority": "P2"},

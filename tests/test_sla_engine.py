@@ -38,8 +38,9 @@ CFG = SlaSettings(**settings()["plugins"]["sla"])
         ("Core switch DOWN", "", "email", {}, None, (Priority.P1, 1, ["urgent words"])),
         ("打印机卡纸", "问题严重", "email", {}, None, (Priority.P2, 2, ["severe words"])),
         ("Printer jams", "nothing urgent", "email", {}, None, (Priority.P3, 3, [])),
-        ("", "", "phone", {"missed_call": True}, None, (Priority.P2, 3, ["missed hotline call"])),
-        ("", "", "phone", {"missed_call": False}, None, (Priority.P3, 3, [])),
+        ("", "", "phone", {"call": {"kind": "missed"}}, None, (Priority.P2, 3, ["missed hotline call"])),
+        ("", "", "phone", {"call": {"kind": "answered"}}, None, (Priority.P3, 3, [])),
+        ("", "", "phone", {"call": "missed"}, None, (Priority.P3, 3, [])),  # not the phone plugin's shape
         ("Printer jams", "", "email", {"tier": "gold"}, None, (Priority.P2, 3, ["gold customers"])),
         (
             "Printer jams",
@@ -337,3 +338,43 @@ async def test_a_year_without_holiday_data_stores_the_ticket_and_says_why(make_a
     assert t.sla_policy == "standard" and t.deadlines == {}
     assert "no holiday data for 2027" in t.labels["sla_error"]
     assert app.work.timers.list() == []
+
+
+async def test_a_missed_hotline_call_keeps_the_phone_plugins_callback_deadline(
+    make_app, clock: Clock
+) -> None:
+    import json
+
+    from svcbridge import RawMessage
+
+    conf = settings()
+    conf["plugins"]["phone"] = {"token": "t" * 32}
+    app = make_app(**conf)
+    app.work.clock = clock
+    call = {
+        "kind": "missed",
+        "number": "+8613811112222",
+        "call_id": "c1",
+        "to": "+8675500000000",
+        "cause": "cancel",
+    }
+    raw = RawMessage(
+        channel="phone", source="cti", external_id="c1:missed", received_at=sh(2026, 3, 6, 17, 55),
+        raw=json.dumps(call).encode(),
+    )  # fmt: skip
+    await app.context("cti").submit(raw)
+    await app.run_once()
+    (t,) = app.store.list_tickets()
+    assert t.priority == Priority.P2 and t.labels["sla_class"]["rules"] == ["missed hotline call"]
+    assert t.sla_policy == "standard"
+    assert t.deadlines["callback_by"] == datetime(2026, 3, 6, 10, 0, tzinfo=UTC)  # the phone plugin's 5 min
+    assert "first_response_by" in t.deadlines and "resolution_by" in t.deadlines
+    # a recomputation (a state change) replaces the policy's deadlines and keeps the other plugin's
+    await app.context("rt").apply_status_update(
+        StatusUpdate(
+            ticket_ref=t.ref, system="rt", state=TicketState.WAITING_CUSTOMER, at=sh(2026, 3, 6, 17, 58)
+        )
+    )
+    await app.run_once()
+    t = app.store.get_ticket(t.ref)
+    assert set(t.deadlines) == {"callback_by"}  # the policy's clocks stand while waiting for the customer

@@ -124,7 +124,7 @@ def classify_ticket(draft: TicketDraft, ticket: Ticket | None, settings: Setting
     p = plan(shadow, policy, cfg, start)
     if p.error:
         labels["sla_error"] = p.error
-    draft.deadlines = dict(p.deadlines)
+    draft.deadlines = {**draft.deadlines, **p.deadlines}  # another plugin's (callback_by) stay
     p.apply_timers(jobs)
 
 

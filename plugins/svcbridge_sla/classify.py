@@ -3,7 +3,7 @@
 A ``[[plugins.sla.rules]]`` entry matches when every condition it names holds (values inside one
 condition are alternatives): keywords in subject or body (case-insensitive; Chinese, Traditional
 Chinese and English alike: 紧急, 無法使用, down ...), customer, customer tier (the directory's
-``labels.tier``), channel (``phone`` for a missed hotline call, or a label such as ``missed_call``),
+``labels.tier``), channel and labels (a missed hotline call: channel ``phone``, ``call.kind = missed``),
 asset criticality (``labels.asset_criticality`` from the asset register, when present), fault
 category (``draft.category``, set by the categoriser). Every matching rule counts and the most
 severe result wins: a P1 keyword beats a P3 channel. What matched is kept in ``labels.sla_class``.
@@ -56,7 +56,9 @@ class Rule(BaseModel):
     customers: list[str] = Field(default_factory=list)
     tiers: list[str] = Field(default_factory=list)
     channels: list[str] = Field(default_factory=list)
-    labels: dict[str, list[Any]] = Field(default_factory=dict, description="label name -> accepted values")
+    labels: dict[str, list[Any]] = Field(
+        default_factory=dict, description="label name or dotted path (call.kind) -> accepted values"
+    )
     criticality: list[str] = Field(default_factory=list, description="labels.asset_criticality values")
     categories: list[str] = Field(default_factory=list)
     priority: Priority | None = None
@@ -88,7 +90,17 @@ class Rule(BaseModel):
             return False
         if self.categories and facts.category not in self.categories:
             return False
-        return all(facts.labels.get(k) in vals for k, vals in self.labels.items())
+        return all(_label(facts.labels, k) in vals for k, vals in self.labels.items())
+
+
+def _label(labels: dict[str, Any], path: str) -> Any:
+    """A label by name, or inside one by a dotted path: ``call.kind`` (the phone plugin's label)."""
+    found: Any = labels
+    for part in path.split("."):
+        if not isinstance(found, dict):
+            return None
+        found = found.get(part)
+    return found
 
 
 @dataclass

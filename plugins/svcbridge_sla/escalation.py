@@ -41,7 +41,10 @@ def base_change(ticket: Ticket, p: Plan, events: list[TicketEvent]) -> TicketCha
     evs += deescalations(ticket, p, evs)
     if p.error:  # a calendar without data for the year: keep what is stored, say why nothing moves
         return TicketChange(events=evs, labels={"sla_error": p.error})
-    change = TicketChange(deadlines=p.deadlines, events=evs)
+    # deadlines of other plugins (the phone plugin's callback_by) stay; this policy's are replaced
+    owned = {f"{name}_by" for name in p.policy.targets} if p.policy else set()
+    kept = {k: v for k, v in ticket.deadlines.items() if k not in owned}
+    change = TicketChange(deadlines={**kept, **p.deadlines}, events=evs)
     if ticket.labels.get("sla_error"):
         change.labels = {"sla_error": None}
     back = _priority_back(ticket, evs)
