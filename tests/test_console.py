@@ -120,6 +120,14 @@ def test_users_cli(tmp_path, base_settings, monkeypatch) -> None:
                input="a new long password\n").exit_code == 0
     assert run(main, ["--config", str(cfg), "users", "remove", "zhang"]).exit_code == 0
     assert run(main, ["--config", str(cfg), "users", "remove", "zhang"]).exit_code == 1
+    import getpass
+
+    from svcbridge.store import db
+
+    engine = db.make_engine(f"sqlite:///{tmp_path}/var/svcbridge.db")
+    trail = [(r["actor"], r["action"], r["target"]) for r in Accounts(engine).audit_list()]
+    me = f"cli:{getpass.getuser()}"
+    assert trail == [(me, "user_removed", "zhang"), (me, "user_password_changed", "zhang"), (me, "user_added", "zhang")]
 
 
 # ---------------------------------------------------------------------------------------------- authentication
@@ -629,3 +637,24 @@ def test_a_broken_health_facts_does_not_break_the_overview(app) -> None:
     app.sources["broken"] = Broken()
     row = next(s for s in facts.sources(app) if s["name"] == "broken")
     assert row["facts"] == {"health_facts_error": "RuntimeError: plugin bug"}
+
+
+@pytest.mark.parametrize(
+    ("given", "goes"),
+    [
+        ("/tickets?q=%E6%89%93&state=new", "/tickets?q=%E6%89%93&state=new"),
+        ("/tickets/SB-000001", "/tickets/SB-000001"),
+        ("//evil.example/", "/"),
+        ("/\\evil.example", "/"),
+        ("/\t/evil.example", "/"),
+        ("/\n/evil.example", "/"),
+        ("https://evil.example/", "/"),
+        ("javascript:alert(1)", "/"),
+        ("", "/"),
+        ("tickets", "/"),
+    ],
+)
+def test_login_goes_only_to_a_console_path(given, goes) -> None:
+    from svcbridge.console.actions import _next
+
+    assert _next(given) == goes

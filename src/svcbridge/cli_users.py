@@ -7,6 +7,7 @@ Attached to the main group by ``cli.py``; the App comes from the factory in ``ct
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 from typing import Any
@@ -25,6 +26,14 @@ def _accounts(ctx: click.Context) -> Accounts:
     root = ctx.find_root()
     app: Any = root.obj["app"](root)
     return Accounts(app.store.engine)
+
+
+def _actor() -> str:
+    """Who ran the command, for the audit trail: the operating-system user."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry (a container's random uid)
+        return "cli"
 
 
 def _password(from_stdin: bool) -> str:
@@ -61,7 +70,7 @@ def users() -> None:
 def users_add(ctx: click.Context, username: str, role: str, tz: str | None, password_stdin: bool) -> None:
     accounts = _accounts(ctx)
     password = _password(password_stdin)
-    _run(lambda: accounts.add(username, password, role, tz))
+    _run(lambda: accounts.add(username, password, role, tz, actor=_actor()))
     out.print(f"user {username} added ({role})")
 
 
@@ -76,7 +85,7 @@ def users_passwd(ctx: click.Context, username: str, password_stdin: bool) -> Non
         err.print(f"error: no user {username!r}")
         sys.exit(1)
     password = _password(password_stdin)
-    _run(lambda: accounts.passwd(username, password))
+    _run(lambda: accounts.passwd(username, password, actor=_actor()))
     out.print(f"password of {username} changed; its sessions ended")
 
 
@@ -85,7 +94,7 @@ def users_passwd(ctx: click.Context, username: str, password_stdin: bool) -> Non
 @click.pass_context
 def users_remove(ctx: click.Context, username: str) -> None:
     accounts = _accounts(ctx)
-    _run(lambda: accounts.remove(username))
+    _run(lambda: accounts.remove(username, actor=_actor()))
     out.print(f"user {username} removed")
 
 

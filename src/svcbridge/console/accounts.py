@@ -81,7 +81,9 @@ class Accounts:
         self.engine = engine
 
     # ------------------------------------------------------------------ accounts
-    def add(self, username: str, password: str, role: str = "admin", tz: str | None = None) -> Operator:
+    def add(
+        self, username: str, password: str, role: str = "admin", tz: str | None = None, actor: str = "cli"
+    ) -> Operator:
         name = _check_name(username)
         _check_password(password)
         if role not in ROLES:
@@ -100,12 +102,12 @@ class Accounts:
                     updated_at=now,
                 )
             )
-            self._audit(conn, "cli", "user_added", name, {"role": role})
+            self._audit(conn, actor, "user_added", name, {"role": role})
         found = self.get(name)
         assert found is not None
         return found
 
-    def passwd(self, username: str, password: str) -> None:
+    def passwd(self, username: str, password: str, actor: str = "cli") -> None:
         """New password; every session of the user ends (a leaked cookie dies with the old password)."""
         _check_password(password)
         with self.engine.begin() as conn:
@@ -116,14 +118,14 @@ class Accounts:
                 .values(password_hash=_HASHER.hash(password), updated_at=utcnow())
             )
             conn.execute(delete(t.console_sessions).where(t.console_sessions.c.operator_id == op["id"]))
-            self._audit(conn, "cli", "user_password_changed", username, {})
+            self._audit(conn, actor, "user_password_changed", username, {})
 
-    def remove(self, username: str) -> None:
+    def remove(self, username: str, actor: str = "cli") -> None:
         with self.engine.begin() as conn:
             op = self._row(conn, username)
             conn.execute(delete(t.console_sessions).where(t.console_sessions.c.operator_id == op["id"]))
             conn.execute(delete(t.operators).where(t.operators.c.id == op["id"]))
-            self._audit(conn, "cli", "user_removed", username, {})
+            self._audit(conn, actor, "user_removed", username, {})
 
     def all(self) -> list[dict[str, Any]]:
         cols = [t.operators.c[n] for n in ("username", "role", "tz", "created_at", "updated_at")]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -29,9 +30,13 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "?"
 
 
+_LOCAL_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9/_.~%?=&+-]*")
+
+
 def _next(value: str | None) -> str:
-    # only a path of this console: "//evil.example" or "https://..." would be an open redirect
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+    """Where to go after the login: only a path of this console. "//evil.example", "/\\evil.example",
+    "https://..." and "/<tab>/evil.example" (browsers drop tabs and newlines from URLs) go to "/"."""
+    if value and len(value) <= 2000 and _LOCAL_PATH.fullmatch(value):
         return value
     return "/"
 
