@@ -58,13 +58,14 @@ class PartsJobs:
         if ticket.state.is_closed:  # closed before the job ran: nothing to set aside
             return None
         erp = self.erp(job.data.get("erp"))
-        parts = await self.part_numbers(erp, ticket, job.data)
+        unit = await self._unit(ticket)
+        parts = await self.part_numbers(erp, ticket, job.data, unit)
         if not parts:
             return TicketChange(
                 labels={"parts": {"erp": erp.name, "items": [], "unresolved": True}},
                 note=_no_parts(ticket, job.data),
             )
-        region = ticket.labels.get("region") or job.data.get("region")
+        region = ticket.labels.get("region") or getattr(unit, "region", None) or job.data.get("region")
         items = []
         for part in parts[:MAX_PARTS]:
             stock = await erp.lookup(part)
@@ -75,6 +76,9 @@ class PartsJobs:
             qty = float(job.data.get("qty") or self.cfg.quantity)
             wanted = job.data.get("reserve", self.cfg.reserve)
             res = await self.reserve(erp, ticket.ref, stock, qty, job.data.get("depot")) if wanted else None
+            if res is not None:  # the figures as they stand with our reservation (a re-run saw it already)
+                stock = await erp.lookup(part) or stock
+                stock.depots = order_depots(stock.depots, region, self.cfg.regions)
             items.append(_item(stock, res))
         label = {"erp": erp.name, "region": region, "items": items}
         # a later lookup (the CLI, an agent's command) adds its parts to the ticket's, never drops one
@@ -84,10 +88,13 @@ class PartsJobs:
         merged = {**label, "items": earlier + items}
         return TicketChange(labels={"parts": merged}, note=render(label))
 
-    async def part_numbers(self, erp: PartsErp, ticket: Ticket, data: dict[str, Any]) -> list[str]:
+    async def part_numbers(
+        self, erp: PartsErp, ticket: Ticket, data: dict[str, Any], unit: Any = None
+    ) -> list[str]:
+        """Named parts; else per category: the configured table for the model, the part fitted in
+        the unit (asset register), or the first the ERP says fits the model."""
         found = [str(p) for p in data.get("parts") or []]
         model = ticket.asset.model or data.get("model") or ""
-        unit = await self._unit(ticket)
         if unit is not None and not model:
             model = unit.model or ""
         for cat in data.get("categories") or []:
