@@ -406,3 +406,27 @@ asset_answers = Table(
     Column("answer", JSON, nullable=False, default=dict),
     Column("at", TS, nullable=False),
 )
+
+# RMAs (rma.py, store/rmas.py): a faulty part on its way back to the maker, one row per RMA of a ticket.
+# source_key makes opening idempotent (an agent's /rma command read twice, a CLI retried).
+rmas = Table(
+    "rmas",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("ticket_id", Id, ForeignKey("tickets.id"), nullable=False),
+    Column("vendor", String(100), nullable=False),
+    Column("number", String(100), nullable=True),  # the vendor's RMA number, once known
+    Column("state", String(30), nullable=False),
+    Column("parts", JSON, nullable=False, default=list),
+    Column("asset", JSON, nullable=False, default=dict),
+    Column("fault", Text, nullable=True),
+    Column("carrier", String(100), nullable=True),
+    Column("tracking", String(100), nullable=True),
+    Column("source", String(200), nullable=False),
+    Column("source_key", String(300), nullable=True, unique=True),
+    Column("data", JSON, nullable=False, default=dict),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),  # the last transition: the vendor reminder counts from it
+)
+Index("ix_rmas_ticket", rmas.c.ticket_id)
+Index("ix_rmas_vendor_number", rmas.c.vendor, rmas.c.number)

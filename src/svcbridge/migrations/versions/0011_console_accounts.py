@@ -1,7 +1,7 @@
 """operator console: accounts, sessions, audit log; an index on tickets.created_at
 
 Revision ID: 0011
-Revises: 0007
+Revises: 0009
 """
 
 import sqlalchemy as sa
@@ -12,7 +12,7 @@ Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 TS = sa.DateTime(timezone=True)
 
 revision = "0011"
-down_revision = "0007"
+down_revision = "0009"  # 0009 (RMAs, issue 16) sits between 0007 and this one
 branch_labels = None
 depends_on = None
 
