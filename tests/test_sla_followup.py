@@ -142,6 +142,9 @@ async def test_followup_calls_due_and_recorded(make_app, clock, monkeypatch) -> 
     await app.context("rt").apply_status_update(
         StatusUpdate(ticket_ref=ref, system="rt", state=TicketState.RESOLVED, at=sh(2026, 3, 9, 10, 0))
     )
+    await app.run_once()  # the engine writes what the contract owes: a call one day after
+    (owed,) = events(app, ref, "followup_due")
+    assert owed.data["due_at"] == "2026-03-10T02:00:00+00:00"  # 10:00 in Shanghai
     calls = svcbridge.reports.trail.followup_calls(app.store, sh(2026, 3, 9, 12, 0))
     assert [(c.ref, c.status) for c in calls] == [(ref, "later")]
     calls = svcbridge.reports.trail.followup_calls(app.store, sh(2026, 3, 10, 11, 0), due_only=True)

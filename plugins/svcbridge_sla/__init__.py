@@ -44,11 +44,12 @@ from svcbridge import (
     utcnow,
 )
 
+from .calendars import parse_duration
 from .classify import FAULT_LEVELS, classify, facts_of, level_of, parse_priority
 from .clock import ACTOR, plan, timer_names
 from .engine import MILESTONES, policy_facts
 from .escalation import base_change, fire
-from .followup import read_reply, reply_event, survey_for, survey_open
+from .followup import followup_due, read_reply, reply_event, survey_for, survey_open
 from .policy import TARGETS, select_policy
 from .settings import SlaSettings
 
@@ -265,6 +266,11 @@ def recompute(job: Job, work: WorkQueue) -> TicketChange | None:
         setattr(change, k, v)
     if ov:
         change.labels = {**change.labels, "sla_override": {k: v for k, v in ov.items() if k != "system"}}
+    policy = cfg.policy(ticket.sla_policy)
+    after = (policy.followup_call_after if policy else None) or cfg.followup_call_after
+    due = followup_due(shadow, parse_duration(after) if after else None)
+    if due is not None:  # the contract's follow-up call after the repair: on the call list from now
+        change.events.append(due)
     return change
 
 

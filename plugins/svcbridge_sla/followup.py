@@ -13,6 +13,7 @@ score and comment, which records a ``survey_reply`` event (what the satisfaction
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 from svcbridge import ChannelDirectory, Notification, Ticket, TicketEvent
@@ -93,6 +94,21 @@ def read_reply(text: str, ref: str) -> dict[str, Any] | None:
         return None
     comment = (m.group(3) or "").strip()[:1000]
     return {"score": int(m.group(2)), "comment": comment}
+
+
+def followup_due(ticket: Ticket, after: timedelta | None) -> TicketEvent | None:
+    """A ``followup_due`` event for the ticket's latest resolution, once per resolution (the list
+    ``svcbridge followups`` reads); None when it is not resolved, has one already, or no call is owed."""
+    if after is None or not ticket.state.is_closed:
+        return None
+    resolved = [e.at for e in ticket.events if e.type == "status_changed" and e.data.get("to") == "resolved"]
+    if not resolved:
+        return None
+    at = resolved[-1].isoformat()
+    if any(e.type == "followup_due" and e.data.get("resolved_at") == at for e in ticket.events):
+        return None
+    data = {"resolved_at": at, "due_at": (resolved[-1] + after).isoformat()}
+    return TicketEvent(type="followup_due", actor="sla", data=data)
 
 
 def reply_event(data: dict[str, Any], actor: str) -> TicketEvent:

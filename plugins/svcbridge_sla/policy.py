@@ -75,6 +75,9 @@ class Policy(BaseModel):
     sites: list[str] = Field(default_factory=list)
     channels: list[str] = Field(default_factory=list)
     targets: dict[str, Target]
+    followup_call_after: str | None = Field(
+        default=None, description="a follow-up call is due this long after resolution (default: the plugin's)"
+    )
 
     @field_validator("priorities", mode="before")
     @classmethod

@@ -61,6 +61,16 @@ class SlaSettings(PluginSettings):
     escalation: list[Supervisor] = Field(default_factory=list)
     technicians: list[str] = Field(default_factory=list, description="phones allowed to report milestones")
     survey: bool = Field(default=True, description="ask for a 1-5 score when a ticket is resolved")
+    followup_call_after: str | None = Field(
+        default="1d", description="a follow-up call is due this long after resolution; none: no call"
+    )
+
+    @field_validator("followup_call_after")
+    @classmethod
+    def _after(cls, v: str | None) -> str | None:
+        if v:
+            parse_duration(v)
+        return v or None
 
     @field_validator("default_priority", mode="before")
     @classmethod

@@ -113,36 +113,36 @@ class FollowupCall:
     outcomes: list[str] = field(default_factory=list)
 
 
-def followup_calls(
-    store: Store, now: datetime, due_only: bool = False, after: timedelta | None = None
-) -> list[FollowupCall]:
-    """Tickets resolved in the last 60 days and the follow-up call each is owed (one day after
-    resolution unless ``after`` says otherwise): due, later, or done (a ``followup_call`` event)."""
-    after = timedelta(days=1) if after is None else after
+def followup_calls(store: Store, now: datetime, due_only: bool = False) -> list[FollowupCall]:
+    """The follow-up calls owed (``followup_due`` events of the last 60 days, written by the SLA engine
+    when a ticket is resolved, at the contract's delay): due, later, or done (a ``followup_call``
+    event after that resolution whose outcome is not ``no_answer``)."""
     since = now - timedelta(days=60)
     q = (
         select(t.events.c.ticket_id)
-        .where(t.events.c.type == "status_changed", t.events.c.at >= since)
+        .where(t.events.c.type == "followup_due", t.events.c.at >= since)
         .distinct()
     )
     with store.engine.connect() as conn:
         ids = {int(r[0]) for r in conn.execute(q)}
     calls = []
     for tk in sorted(store.get_tickets(ids).values(), key=lambda x: x.id):
-        resolved = [e.at for e in tk.events if e.type == "status_changed" and e.data.get("to") == "resolved"]
-        if not resolved or not tk.state.is_closed:
+        owed = [e for e in tk.events if e.type == "followup_due"]
+        if not owed:
             continue
-        done = [str(e.data.get("outcome")) for e in tk.events if e.type == "followup_call"]
-        due = resolved[-1] + after
-        status = "done" if any(o != "no_answer" for o in done) else ("due" if due <= now else "later")
+        last = owed[-1]
+        resolved, due = str(last.data.get("resolved_at", "")), str(last.data.get("due_at", ""))
+        done = [
+            str(e.data.get("outcome")) for e in tk.events if e.type == "followup_call" and e.at >= last.at
+        ]
+        if any(o != "no_answer" for o in done):
+            status = "done"
+        else:
+            status = "due" if due and datetime.fromisoformat(due) <= now else "later"
         if due_only and status != "due":
             continue
         contact = tk.contact.phone or tk.contact.email or ""
-        calls.append(
-            FollowupCall(
-                tk.ref, tk.customer, contact, resolved[-1].isoformat(), due.isoformat(), status, done
-            )
-        )
+        calls.append(FollowupCall(tk.ref, tk.customer, contact, resolved, due, status, done))
     return calls
 
 
