@@ -329,3 +329,17 @@ def test_product_number_is_kept_for_hp(cfg: Path, tmp_path: Path) -> None:
     assert json.loads(run(cfg, "assets", "show", "CND1234XYZ", "--json").stdout)["extra"] == {
         "product_number": "1PV87A"
     }
+
+
+def test_show_and_list_print_register_text_inert(cfg: Path, tmp_path: Path) -> None:
+    f = tmp_path / "evil.csv"
+    f.write_text(
+        "serial,customer,model,part_category\nEVIL123,ACME\x1b[31m[bold]red[/bold],[link=http://x]M1[/link],main\n",
+        encoding="utf-8",
+    )
+    assert run(cfg, "assets", "import", str(f)).exit_code == 0
+    for args in (("assets", "show", "EVIL123"), ("assets", "list")):
+        out = run(cfg, *args).stdout
+        assert "\x1b" not in out and "\u241b" in out  # ESC shown as a symbol, never sent to the terminal
+    shown = run(cfg, "assets", "show", "EVIL123").stdout
+    assert "[bold]red[/bold]" in shown and "[link=http://x]M1[/link]" in shown  # markup shown as text

@@ -349,3 +349,37 @@ def test_the_acknowledgement_can_say_paid_service(
         assert "保修期" not in text and "paid service" not in text
     else:
         assert line in text
+
+
+def test_follow_ups_keep_the_category_and_a_cli_exclusion_counts_for_new_tickets(
+    app: Any, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from svcbridge.cli import main
+
+    mail(tmp_path, "a", "服务器无法开机", "机身编号 7XK2M9P 不开机", sender="A <a@hd.example>")
+    asyncio.run(once(app))
+    drop(
+        tmp_path,
+        "b",
+        eml(
+            subject="Re: [SB-000001] 服务器无法开机",
+            body="屏幕也黑屏了",
+            msgid="<b@t>",
+            sender="A <a@hd.example>",
+        ),
+    )
+    asyncio.run(once(app))
+    assert app.store.get_ticket("SB-000001").category == "power"  # a follow-up does not re-categorise
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'data_dir = "{tmp_path}/var"\n[http]\nenabled = false\n')
+    res = CliRunner().invoke(main, ["--config", str(cfg), "assets", "exclude", "7XK2M9P", "force_majeure"])
+    assert res.exit_code == 0, res.output
+    mail(tmp_path, "c", "服务器无法开机", "机身编号 7XK2M9P 又不开机了，机房进水", sender="A <a@hd.example>")
+    asyncio.run(once(app))
+    t = app.store.get_ticket("SB-000002")
+    assert (
+        t.labels["warranty"]["status"] == "excluded" and t.labels["warranty"]["exclusion"] == "force_majeure"
+    )
+    assert t.labels["paid_service"]["why"] == "excluded"

@@ -105,9 +105,11 @@ async def classify_ticket(
     cfg = _cfg(settings)
     if cfg is None or draft.automated:
         return
-    if not (ticket is not None and ticket.labels.get("category_override")):
+    # a follow-up categorises only a ticket that has none yet: "the screen is fine now" must not turn a
+    # power fault into a display one; an agent's category (category_override) is never touched
+    if ticket is None or not (ticket.category or ticket.labels.get("category_override")):
         category, hits = categorize(draft.subject, draft.body_text, cfg.categories)
-        if category and (ticket is None or ticket.category != category):
+        if category:
             draft.category = category
             draft.labels["category_keywords"] = hits
     if ticket is not None and ticket.asset.serial:
