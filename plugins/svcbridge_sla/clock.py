@@ -78,9 +78,9 @@ def plan(
     start = start_of(ticket)
     states = _states(ticket, start)
     for ts in out.states:
-        warn, breach, _esc = timer_names(ts.name)
+        warn, breach, esc = timer_names(ts.name)
         if ts.met_at is not None:
-            out.cancel.update({warn, breach})
+            out.cancel.update({warn, breach, esc})  # a pending escalation step is moot too
             if not recorded(ticket, "sla_met", ts.name, extra):
                 out.events.append(
                     TicketEvent(
