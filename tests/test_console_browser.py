@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import json
 import os
 import re
 import subprocess
@@ -356,3 +357,33 @@ def test_cross_site_form_post_and_read_only_do_nothing(browser: Browser, daemon:
     assert guest.locator("#state-form").count() == 0
     guest.context.close()
 
+
+
+def test_deadline_countdowns_turn_amber_and_red(browser: Browser, daemon: Daemon) -> None:
+    """Deadlines the SLA engine fills (written straight into the daemon's store here): overdue is red,
+    less than a quarter of the time left is amber, the rest plain; the countdown runs in the page."""
+    import sqlite3
+    from datetime import UTC, datetime, timedelta
+
+    daemon.drop(eml(subject="deadline colours", msgid="<deadlines@example.com>"), "deadlines.eml")
+    page = logged_in(browser, daemon)
+    ref = open_ticket(page, daemon, "deadline colours")
+    now = datetime.now(UTC)
+    created = now - timedelta(hours=4)
+    due = {"resolution": now + timedelta(hours=20), "response": now - timedelta(minutes=5),
+           "onsite": now + timedelta(minutes=30)}
+    with sqlite3.connect(daemon.root / "var" / "svcbridge.db") as db:
+        db.execute("UPDATE tickets SET deadlines = ?, created_at = ? WHERE ref = ?",
+                   (json.dumps({k: v.isoformat() for k, v in due.items()}), created.isoformat(), ref))
+    page.reload()
+    items = {li.inner_text().split(":")[0]: li.locator(".countdown") for li in page.locator("#deadlines li").all()}
+    pw_expect(items["response"]).to_have_class(re.compile(r"\bred\b"))
+    pw_expect(items["onsite"]).to_have_class(re.compile(r"\bamber\b"))
+    assert "red" not in (items["resolution"].get_attribute("class") or "")
+    assert "amber" not in (items["resolution"].get_attribute("class") or "")
+    first = items["onsite"].inner_text()
+    page.wait_for_timeout(1200)
+    assert items["onsite"].inner_text() != first  # it counts down without a reload
+    assert items["response"].inner_text().startswith("overdue")
+    shot(page, "deadlines")
+    page.context.close()

@@ -37,7 +37,7 @@
       var due = Date.parse(el.dataset.due), start = Date.parse(el.dataset.start || "");
       if (isNaN(due)) return;
       var left = due - now, total = isNaN(start) ? 0 : due - start;
-      el.textContent = left < 0 ? (el.dataset.overdue || "overdue") + " " + fmt(left) : fmt(left);
+      el.textContent = left < 0 ? (el.dataset.overdue || "overdue") + " " + fmt(-left) : fmt(left);
       el.classList.toggle("red", left < 0);
       el.classList.toggle("amber", left >= 0 && total > 0 && left < total / 4);
     });
