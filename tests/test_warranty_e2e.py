@@ -130,6 +130,9 @@ async def test_mail_to_rt_with_entitlement_comments_and_vendor_outage(
     assert ticket.labels["warranty"]["status"] == "in" and "vendor_warranty" not in ticket.labels
     notes = [text for kind, text in rt_texts(rt, t["id"]) if "Warranty (rules) for 7XK2M9P: IN" in text]
     assert len(notes) == 1
+    # the agent sees in RT which unit, whose, which fault, and the entitlement per part
+    assert "Unit 7XK2M9P (Dell PowerEdge R750), customer 华东电力, fault category power" in notes[0]
+    assert "- chassis: out until 2025-12-01" in notes[0]
     assert [k for k, text in rt_texts(rt, t["id"]) if "Warranty (rules)" in text] == ["Comment"]
     assert not any("dell warranty" in text for _k, text in rt_texts(rt, t["id"]))
     (job,) = [j for j in app.work.jobs.list() if j["kind"] == "warranty.vendor:dell"]

@@ -121,7 +121,8 @@ def test_mail_with_serial_becomes_ticket_with_unit_customer_warranty_category(
     assert [(j["kind"], j["status"]) for j in jobs] == [("warranty.rules", "done")]
     # after the commit, the entitlement goes to the helpdesks as a note for the agents
     notes = [e.data["note"] for e in app.store.get_ticket("SB-000001").events if e.type == "ticket_updated"]
-    assert len(notes) == 1 and notes[0].startswith("Warranty (rules) for 7XK2M9P: IN until 2028-06-01")
+    assert len(notes) == 1 and notes[0].startswith("Unit 7XK2M9P (Dell PowerEdge R750), customer 华东电力")
+    assert "\nWarranty (rules) for 7XK2M9P: IN until 2028-06-01" in notes[0]
     assert "- chassis: out until 2025-12-01 (default.chassis)" in notes[0]
     kept = AssetStore(app.store).last_answer("warranty", "7XK2M9P")
     assert kept is not None and kept[0]["status"] == "in" and kept[0]["ticket"] == "SB-000001"

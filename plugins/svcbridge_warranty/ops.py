@@ -184,7 +184,11 @@ def rules_job(job: Job, work: WorkQueue) -> TicketChange | None:
     serial, category = job.data["serial"], job.data.get("category")
     notes: list[str] = []
     if job.data.get("entitlement") and ticket.labels.get("warranty"):
-        notes.append(entitlement_text(serial, ticket.labels["warranty"], ticket.labels.get("paid_service")))
+        notes.append(
+            unit_line(ticket)
+            + "\n"
+            + entitlement_text(serial, ticket.labels["warranty"], ticket.labels.get("paid_service"))
+        )
         # the last answer per unit: ``svcbridge assets show`` prints it
         app.assets.keep_answer("warranty", serial, {**ticket.labels["warranty"], "ticket": ticket.ref})
     if not category:
@@ -261,6 +265,19 @@ def rules_job(job: Job, work: WorkQueue) -> TicketChange | None:
     if not (labels or notes):
         return None
     return TicketChange(labels=labels, events=events, notifications=notices, note="\n".join(notes))
+
+
+def unit_line(ticket: Ticket) -> str:
+    """Which unit, whose, which fault: the first line of the entitlement note."""
+    a = ticket.asset
+    what = " ".join(x for x in (a.vendor, a.model) if x)
+    return (
+        f"Unit {a.serial}"
+        + (f" ({what})" if what else "")
+        + f", customer {ticket.customer or '-'}"
+        + (f", site {a.site}" if a.site else "")
+        + f", fault category {ticket.category or '-'}"
+    )
 
 
 def entitlement_text(serial: str, w: dict[str, Any], paid: dict[str, Any] | None) -> str:
