@@ -52,3 +52,28 @@ def test_record_writes_events_and_notices_once_per_origin(make_app) -> None:
     assert [e.type for e in got.events].count("sla_breached") == 2  # events are the caller's to dedupe
     rows = [r for r in app.delivery.outbox.list() if r["target"] == "notify:email"]
     assert len(rows) == 1 and rows[0]["payload"]["notification"]["to"] == "lead@bridge.test"
+
+
+async def test_servicenow_due_date_follows_the_earliest_deadline() -> None:
+    from fakes.servicenow import FakeServiceNow
+    from svcbridge import DeliveryItem
+    from svcbridge.changes import change_rows
+    from test_jsm_servicenow import create, snow, ticket
+
+    fake = FakeServiceNow()
+    sink = snow(fake)
+    t = ticket(1, deadlines={"solution_by": D1, "onsite_by": D2})
+    created = await sink.deliver(create(t))
+    rid = created.links[0].value
+    assert fake.incidents[rid]["due_date"] == "2026-03-09 02:55:00"  # the earliest, in UTC
+    t.links = list(created.links)  # the incident's sys_id, as the store records it
+    for new, want in (({"onsite_by": D2}, "2026-03-11 06:55:00"), ({}, "")):
+        diff = apply(t, TicketChange(deadlines=new))
+        _, rows = change_rows(t, diff, None, plugin="sla", origin=f"t{len(new)}", sinks=["servicenow"])
+        (_, key, payload) = rows[0]
+        item = DeliveryItem(
+            id=2, kind="update", target="servicenow", idempotency_key=key, ticket=t, payload=payload
+        )
+        res = await sink.deliver(item)
+        assert "due" in res.detail
+        assert fake.incidents[rid]["due_date"] == want

@@ -17,6 +17,9 @@ a redirect to another host is never followed with our credentials):
   "[svcbridge <key>] ..."}``, internal whatever ``followup_field`` says, after the same lookup.
 - priority:  ``PATCH /incident/{sys_id}`` ``{urgency, impact}`` from the maps the create uses; ServiceNow
   derives the incident's priority from the pair.
+- due:       ``due_date`` (the Task field, glide_date_time ``YYYY-MM-DD HH:MM:SS`` read in the integration
+  user's time zone, UTC as the settings ask) = the SLA engine's earliest open deadline, at create and
+  by ``PATCH /incident/{sys_id}`` when the deadlines move (``""`` clears it).
 - reopen:    ``GET /incident/{sys_id}?sysparm_fields=state``, ``PATCH /incident/{sys_id}`` ``{state}``.
 - poll:      ``GET /incident?sysparm_query=sys_updated_on>={cursor}^ORDERBYsys_updated_on``; for each
   incident svcbridge made, its state (event id ``sys_id@sys_mod_count``) and its journal entries since the
@@ -77,7 +80,7 @@ class ServiceNowSink(HelpdeskSink):
 
     label = "ServiceNow"
     empty_answer = True
-    fields: ClassVar[frozenset[str]] = HelpdeskSink.fields | {"priority"}
+    fields: ClassVar[frozenset[str]] = HelpdeskSink.fields | {"priority", "due"}
 
     def __init__(self, cfg: ServiceNowSettings, *, allow: list[str] | tuple[str, ...] = ()) -> None:
         super().__init__(cfg.name, cfg.state_map)
@@ -144,6 +147,8 @@ class ServiceNowSink(HelpdeskSink):
             body["contact_type"] = self.cfg.contact_types[t.channel]
         if self.cfg.caller_id:
             body["caller_id"] = self.cfg.caller_id
+        if t.deadlines:
+            body["due_date"] = _glide(min(t.deadlines.values()))
         data = await self.call("POST", "incident", "create incident", json=body)
         sys_id = str(data.get("sys_id") or "") if isinstance(data, dict) else ""
         if not sys_id:
@@ -173,6 +178,10 @@ class ServiceNowSink(HelpdeskSink):
         body = {"work_notes": f"{marker}\n\n{text}"}
         await self.call("PATCH", f"incident/{remote_id}", f"work note on {remote_id}", json=body)
         return None
+
+    async def set_due(self, remote_id: str, due: datetime | None) -> None:
+        body = {"due_date": _glide(due) if due else ""}
+        await self.call("PATCH", f"incident/{remote_id}", f"due date of {remote_id}", json=body)
 
     async def set_priority(self, remote_id: str, priority: Priority) -> None:
         body = {
@@ -267,3 +276,8 @@ def _when(value: Any) -> datetime:
         return datetime.strptime(str(value), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
     except ValueError:
         return datetime.now(UTC)
+
+
+def _glide(at: datetime) -> str:
+    """A time as a glide_date_time in UTC (the integration user's time zone)."""
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")

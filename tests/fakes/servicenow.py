@@ -40,6 +40,7 @@ STATES = {"1": "New", "2": "In Progress", "3": "On Hold", "6": "Resolved", "7": 
 INCIDENT_FIELDS = {
     "short_description", "description", "caller_id", "urgency", "impact", "contact_type", "state",
     "close_code", "close_notes", "correlation_id", "assignment_group", "category",
+    "due_date",  # Task.due_date: the SLA engine's earliest open deadline
 }
 JOURNAL = "sys_journal_field"
 OPS = ("!=", ">=", "<=", ">", "<", "=", "STARTSWITH", "LIKE")
