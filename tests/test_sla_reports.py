@@ -52,6 +52,14 @@ TICKETS = [
 ]  # fmt: skip
 
 
+# the parts plugin's label (issue 16), and a plain one
+PARTS = {
+    "A": {"parts": {"erp": "tryton", "items": [{"part": "PSU-500"}]}},
+    "B": {"parts": {"erp": "tryton", "items": [{"part": "PSU-500"}, {"part": "FAN-1"}, {"part": "FAN-1"}]}},
+    "C": {"part": "FAN-1"},
+}
+
+
 @pytest.fixture
 def store(make_app):
     app = make_app()
@@ -61,7 +69,7 @@ def store(make_app):
         t = Ticket(
             id=tid, ref=s.ref_for(tid), channel="email", customer=cust, priority=Priority(prio),
             fault_level=FaultLevel.CRITICAL if prio == 1 else FaultLevel.MINOR, category=cat,
-            asset=Asset(model=model, serial=serial), labels={"region": region}, subject=ref,
+            asset=Asset(model=model, serial=serial), labels={"region": region, **PARTS.get(ref, {})}, subject=ref,
             contact=Contact(email=f"{ref.lower()}@example.com"), state=TicketState.RESOLVED,
         )  # fmt: skip
         with s.tx() as conn:
@@ -90,7 +98,9 @@ def test_sla_report_numbers(store) -> None:
     assert d["by_region"]["city"] == {"met": 3, "missed": 1, "open": 0, "rate": 75.0}
     assert d["by_priority"]["P3"] == {"met": 1, "missed": 0, "open": 0, "rate": 100.0}
     assert d["by_customer"]["County Clinic"]["missed"] == 1
-    assert d["response_minutes"]["values"] == [3.0, 4.0, 12.0, 100.0] and d["response_minutes"]["median"] == 8.0
+    assert (
+        d["response_minutes"]["values"] == [3.0, 4.0, 12.0, 100.0] and d["response_minutes"]["median"] == 8.0
+    )
     assert d["onsite_minutes"]["values"] == [50.0, 55.0]
     breaches = {(b["ticket"][-1], b["target"]): b for b in d["breaches"]}
     assert set(breaches) == {("2", "acknowledge"), ("3", "onsite")}
@@ -107,7 +117,10 @@ def test_faults_and_satisfaction_numbers(store) -> None:
     assert f["by_category"] == {"power": 2, "-": 1, "<b>network</b>": 1, "display": 1}
     assert f["by_model"] == {"-": 2, "X1": 2, "Y2": 1}
     assert f["by_fault_level"] == {"critical": 3, "minor": 2}
-    assert [r["serial"] for r in f["repeat_failures"]] == ["S1"] and len(f["repeat_failures"][0]["tickets"]) == 2
+    assert f["by_part"] == {"FAN-1": 2, "PSU-500": 2}  # tickets per part: B's FAN-1 counts once
+    assert [r["serial"] for r in f["repeat_failures"]] == ["S1"] and len(
+        f["repeat_failures"][0]["tickets"]
+    ) == 2
     s = build(store, "satisfaction", "2026-03", tz="Asia/Shanghai")
     assert (s["surveys_sent"], s["replies"], s["response_rate"], s["average"]) == (3, 2, 66.7, 3.5)
     assert s["distribution"] == {"1": 0, "2": 1, "3": 0, "4": 0, "5": 1} and s["satisfied_rate"] == 50.0
@@ -119,7 +132,7 @@ def test_formats_csv_json_table_and_bad_month(store) -> None:
     rows = list(csv.reader(io.StringIO(render(d, "csv"))))
     assert rows[0] == ["section", "key", "measure", "value"]
     cells = [c for r in rows for c in r]
-    assert "'=HYPERLINK(\"http://x\")" in cells  # a formula from a customer stays text
+    assert '\'=HYPERLINK("http://x")' in cells  # a formula from a customer stays text
     assert json.loads(render(d, "json"))["average"] == 3.5
     assert "average" in render(d, "table")
     with pytest.raises(ValueError, match="YYYY-MM"):
@@ -130,13 +143,17 @@ def test_formats_csv_json_table_and_bad_month(store) -> None:
 
 def test_cli_report_and_followups(store, make_app, tmp_path, monkeypatch) -> None:
     runner = CliRunner()
-    res = runner.invoke(main, ["report", "sla", "--month", "2026-03", "--format", "json"], catch_exceptions=False)
+    res = runner.invoke(
+        main, ["report", "sla", "--month", "2026-03", "--format", "json"], catch_exceptions=False
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["tickets"] == 6
     res = runner.invoke(main, ["report", "faults", "--month", "2026-3x"])
     assert res.exit_code == 2 and "YYYY-MM" in res.output
     out = tmp_path / "r.html"
-    res = runner.invoke(main, ["report", "sla", "--month", "2026-03", "--format", "html", "--output", str(out)])
+    res = runner.invoke(
+        main, ["report", "sla", "--month", "2026-03", "--format", "html", "--output", str(out)]
+    )
     assert res.exit_code == 0 and out.read_text().startswith("<!DOCTYPE html>")
 
 

@@ -96,11 +96,26 @@ def faults_report(tickets: list[Ticket], now: datetime) -> dict[str, Any]:
     return {
         "by_category": count_by(tickets, lambda tk: tk.category),
         "by_model": count_by(tickets, lambda tk: tk.asset.model),
-        "by_part": count_by(tickets, lambda tk: tk.labels.get("part")),
+        "by_part": _parts(tickets),
         "by_fault_level": count_by(tickets, lambda tk: tk.fault_level.value if tk.fault_level else None),
         "by_priority": count_by(tickets, lambda tk: f"P{int(tk.priority)}"),
         "repeat_failures": repeats,
     }
+
+
+def _parts(tickets: list[Ticket]) -> dict[str, int]:
+    """Tickets per part: the parts plugin's ``labels.parts.items[].part`` (a ticket counts once per
+    part), else a plain ``labels.part``."""
+    found: list[str] = []
+    for tk in tickets:
+        items = (
+            (tk.labels.get("parts") or {}).get("items") if isinstance(tk.labels.get("parts"), dict) else None
+        )
+        names = {str(i["part"]) for i in items or [] if isinstance(i, dict) and i.get("part")}
+        if not names and tk.labels.get("part"):
+            names = {str(tk.labels["part"])}
+        found += sorted(names)
+    return count_by(found, lambda p: p)
 
 
 def _model(tickets: list[Ticket], serial: str) -> str | None:
