@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -189,10 +190,12 @@ retry_max = 1
     proc = start(cfg)
     try:
 
-        def answered() -> bool:
-            t = json.loads(cli(cfg, "tickets", "show", "SB-000001", "--json"))
-            rows = json.loads(cli(cfg, "outbox", "list", "--json"))
-            return "vendor_warranty" in (t.get("labels") or {}) and all(r["status"] == "done" for r in rows)
+        def answered() -> bool:  # read the store directly: a CLI process per poll costs a second here
+            db = tmp_path / "var" / "svcbridge.db"
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
+                labels = conn.execute("select labels from tickets where ref = 'SB-000001'").fetchone()
+                states = [r[0] for r in conn.execute("select status from outbox")]
+            return bool(labels) and "vendor_warranty" in json.loads(labels[0]) and set(states) == {"done"}
 
         wait_for(answered, timeout=60, step=0.3)
         time.sleep(1.0)  # a few more rounds: room for a (wrong) second comment
