@@ -9,9 +9,11 @@ the body. Transport: ``spool`` writes ``.eml`` files (embedded default), ``smtp`
 from __future__ import annotations
 
 import asyncio
+import email.policy
 import smtplib
 import ssl
 import uuid
+from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
@@ -33,10 +35,29 @@ from .msgid import only_valid
 AUTOMATIC = {"acknowledgement", "status_changed"}
 
 
+class _HeaderClasses(HeaderRegistry):
+    """The stdlib's registry with its classes made once: ``HeaderRegistry.__getitem__`` builds a new
+    class with ``type()`` for every header it is asked for, a third of building a notice (issue 19:
+    2.2 vs 5.2 ms a notice). The headers and bytes written are the same."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, type] = {}
+
+    def __getitem__(self, name: str) -> type:
+        cls = self._made.get(name.lower())
+        if cls is None:
+            cls = self._made[name.lower()] = super().__getitem__(name)
+        return cls
+
+
+POLICY = email.policy.default.clone(header_factory=_HeaderClasses())
+
+
 def build_reply(item: DeliveryItem, from_addr: str, domain: str) -> EmailMessage:
     n = item.payload["notification"]
     ticket = item.ticket
-    msg = EmailMessage()
+    msg = EmailMessage(policy=POLICY)
     msg["From"] = from_addr
     msg["To"] = n["to"]
     subject = n.get("subject") or ticket.subject
