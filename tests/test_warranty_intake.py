@@ -384,3 +384,33 @@ def test_follow_ups_keep_the_category_and_a_cli_exclusion_counts_for_new_tickets
         t.labels["warranty"]["status"] == "excluded" and t.labels["warranty"]["exclusion"] == "force_majeure"
     )
     assert t.labels["paid_service"]["why"] == "excluded"
+
+
+def test_an_erp_answering_asset_lookup_identifies_the_unit(make_app: Any, tmp_path: Path) -> None:
+    from helpdesk_helpers import plugin
+    from svcbridge.plugins import make_plugin_manager
+
+    asked: list[tuple[str, bool]] = []
+
+    def asset_lookup(serial: str, register: Any, inline: bool) -> Any:
+        asked.append((serial, inline))
+        if serial == "PF3ABCD1":  # a mirror of the ERP's units, answered locally at intake
+            return AssetRecord(
+                serial=serial,
+                vendor="Lenovo",
+                model="ThinkPad T14",
+                customer="深圳分行",
+                invoice_date=date(2026, 3, 1),
+                source="erp",
+            )
+        return None
+
+    pm = make_plugin_manager(extra=(plugin("erp", asset_lookup=asset_lookup),))
+    app = make_app(pm=pm, plugins={"assets": {}})
+    mail(tmp_path, "a", "笔记本蓝屏", "联想笔记本 PF3ABCD1 一直蓝屏，订单号 PO2026001")
+    asyncio.run(once(app))
+    t = app.store.get_ticket("SB-000001")
+    assert asked[0] == ("PF3ABCD1", True)
+    assert t.customer == "深圳分行" and t.asset.model == "ThinkPad T14" and t.category == "boot"
+    assert t.labels["asset"]["source"] == "erp" and t.labels["warranty"]["unit_source"] == "erp"
+    assert t.labels["warranty"]["status"] == "in"
