@@ -67,6 +67,7 @@ from .models import (
     utcnow,
 )
 from .parts import DepotStock, PartsErp, PartStock, Reservation, order_depots, reservation_key
+from .rma import Rma, RmaBook, RmaPart, RmaState, rma_can_move
 from .settings import PluginSettings, Settings
 from .work import Job, JobKind, TicketChange, Timer, TimerKind, WorkQueue
 
@@ -112,6 +113,10 @@ __all__ = [
     "Priority",
     "RawMessage",
     "Reservation",
+    "Rma",
+    "RmaBook",
+    "RmaPart",
+    "RmaState",
     "Settings",
     "Sink",
     "Source",
@@ -145,6 +150,7 @@ __all__ = [
     "order_depots",
     "read_body",
     "reservation_key",
+    "rma_can_move",
     "safe_filename",
     "signed_webhook",
     "utcnow",

@@ -29,6 +29,7 @@ from .settings import Settings
 from .store import db, lease
 from .store.blobs import LocalBlobs
 from .store.repo import Store
+from .store.rmas import RmaStore
 from .work import JobKind, TimerKind
 
 log = structlog.get_logger("svcbridge.app")
@@ -93,6 +94,7 @@ class App:
     sources: dict[str, Source] = field(default_factory=dict)
     routes: list[WebhookRoute] = field(default_factory=list)
     erps: dict[str, Any] = field(default_factory=dict)  # name -> svcbridge.PartsErp (register_erps)
+    rmas: Any = None  # svcbridge.RmaBook over the store (store/rmas.py)
     health: dict[str, SourceHealth] = field(default_factory=dict)
     # replaced by fresh events inside the running loop by daemon.serve()
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -151,6 +153,7 @@ class App:
             app.routes.append(route)
         for plugin, erp in pm.register_objects("register_erps", settings):
             _unique(app.erps, erp.name, erp, plugin, "ERP")
+        app.rmas = RmaStore(store)
         return app
 
     def context(self, name: str) -> IntakeCtx:

@@ -493,3 +493,6 @@ main.add_command(report)
 from .cli_parts import parts  # noqa: E402  (spare parts from the ERP)
 
 main.add_command(parts)
+from .cli_rma import rma  # noqa: E402  (RMAs to vendors)
+
+main.add_command(rma)

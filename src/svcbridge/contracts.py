@@ -103,6 +103,8 @@ class Host(Protocol):
 
     # the ERP connectors of ``register_erps`` by name (svcbridge.PartsErp), for jobs and timers
     erps: dict[str, Any]
+    # the RMAs of the store (svcbridge.RmaBook): open, move, read, for jobs and timers
+    rmas: Any
 
     def plugin_config(self, section: str) -> Any:
         """The validated model of ``[plugins.<section>]``, or ``None`` when the section is absent."""

@@ -1,0 +1,217 @@
+"""RMAs from the helpdesk and the vendor reminder: ``/rma`` commands in internal notes, ``rma.reminder``.
+
+An agent writes, in an internal note of the ticket in RT, Zammad, GLPI, JSM, ServiceNow or
+django-helpdesk (whatever the helpdesk reports as ``StatusUpdate.internal_note``)::
+
+    /rma DELL part=PSU                      open an RMA (part=PN or PN:SERIAL, repeatable; fault="...")
+    /rma DELL part=PSU:CN0ABC12 fault="no output on 12 V rail"
+    /rma 3 shipped_to_vendor carrier=SF tracking=SF1234567890     move RMA 3
+    /rma 3 approved number=R123456789
+
+``status_updated`` reads the commands and asks for the durable job ``rma.command`` per command, keyed
+by the helpdesk's event id and the line, and the RMA is opened with that key as its ``source_key``: a
+note read twice (a redelivered webhook, a poll after a crash) acts once. The job answers with a note
+on the ticket (the RMA, or why the command was refused); svcbridge's own notes are not read back by
+the helpdesk connectors (their marker), so an answer never re-triggers a command.
+
+``[plugins.rma] reminder_days`` (default 7): when a vendor has not moved an RMA for that long, the
+``rma.reminder`` timer of the ticket puts a note for the agents on it and looks again later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+from datetime import timedelta
+from typing import Any
+
+from pydantic import Field
+
+from svcbridge import (
+    Job,
+    JobKind,
+    NotReady,
+    PermanentError,
+    PluginSettings,
+    RmaPart,
+    RmaState,
+    StatusUpdate,
+    Ticket,
+    TicketChange,
+    Timer,
+    TimerKind,
+    WorkQueue,
+    hookimpl,
+    utcnow,
+)
+
+__all__ = ["RmaSettings", "parse_commands"]
+__version__ = "0.1.0"
+
+_LINE = re.compile(r"^\s*/rma\s+(.+)$", re.IGNORECASE | re.MULTILINE)
+_host: dict[str, Any] = {}
+
+
+class RmaSettings(PluginSettings):
+    """``[plugins.rma]``."""
+
+    reminder_days: float = Field(default=7, gt=0, description="a reminder when a vendor has not moved an RMA")
+    commands: bool = Field(default=True, description="act on /rma commands in helpdesk internal notes")
+
+
+def parse_commands(note: str) -> list[dict[str, Any]]:
+    """The ``/rma`` lines of a note, each ``{"open": vendor, "parts": [...], "fault": ..}`` or
+    ``{"move": id, "state": .., "number"/"carrier"/"tracking": ..}`` or ``{"error": why, "line": ..}``."""
+    out: list[dict[str, Any]] = []
+    for m in _LINE.finditer(note or ""):
+        line = m.group(1).strip()
+        try:
+            words = shlex.split(line.replace("“", '"').replace("”", '"'))
+        except ValueError as exc:
+            out.append({"error": f"cannot read it: {exc}", "line": line})
+            continue
+        head, rest = words[0], words[1:]
+        opts: dict[str, list[str]] = {}
+        free = []
+        for w in rest:
+            if "=" in w:
+                k, _, v = w.partition("=")
+                opts.setdefault(k.lower(), []).append(v)
+            else:
+                free.append(w)
+        if head.isdigit():
+            state = (free[0] if free else "").lower()
+            if state not in {s.value for s in RmaState}:
+                out.append({"error": f"unknown state {state!r}", "line": line})
+                continue
+            cmd = {"move": int(head), "state": state, "line": line}
+            cmd.update({k: opts[k][-1] for k in ("number", "carrier", "tracking") if k in opts})
+            out.append(cmd)
+            continue
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,49}", head):
+            out.append({"error": f"not a vendor: {head!r}", "line": line})
+            continue
+        parts = [p for p in opts.get("part", []) if p]
+        if not parts:
+            out.append({"error": "no part= given", "line": line})
+            continue
+        out.append(
+            {
+                "open": head.upper(),
+                "parts": parts,
+                "fault": opts["fault"][-1] if "fault" in opts else None,
+                "line": line,
+            }
+        )
+    return out
+
+
+@hookimpl
+def register_settings(register: Any) -> None:
+    register("rma", RmaSettings)
+
+
+@hookimpl
+def startup(app: Any) -> None:
+    _host["app"] = app
+
+
+@hookimpl
+def shutdown(app: Any) -> None:
+    if _host.get("app") is app:
+        _host.pop("app", None)
+
+
+def _book() -> Any:
+    app = _host.get("app")
+    if app is None or getattr(app, "rmas", None) is None:
+        raise NotReady("RMAs are not available yet (not started)")
+    return app.rmas
+
+
+def _cfg() -> RmaSettings:
+    app = _host.get("app")
+    return (app.plugin_config("rma") if app else None) or RmaSettings()
+
+
+@hookimpl
+def status_updated(ticket: Ticket, update: StatusUpdate, jobs: WorkQueue) -> None:
+    if not update.internal_note or "/rma" not in update.internal_note.lower() or not _cfg().commands:
+        return
+    event = update.external_event_id or hashlib.sha256(update.internal_note.encode()).hexdigest()[:16]
+    for n, cmd in enumerate(parse_commands(update.internal_note)):
+        key = f"rma-cmd:{ticket.ref}:{update.system}:{event}:{n}"
+        jobs.enqueue(
+            "rma.command", {**cmd, "system": update.system, "actor": update.actor, "key": key}, key=key
+        )
+
+
+def command(job: Job) -> TicketChange | None:
+    """Act on one ``/rma`` line; the answer is a note on the ticket (the RMA's own note comes too)."""
+    if job.ticket is None:
+        raise PermanentError("rma.command: no ticket")
+    d = job.data
+    source = f"helpdesk:{d.get('system')}"
+    if "error" in d:
+        return TicketChange(note=f"/rma not understood: {d['error']}\n> {d.get('line', '')}")
+    book, remind = _book(), timedelta(days=_cfg().reminder_days)
+    try:
+        if "open" in d:
+            parts = [
+                RmaPart(part=p.partition(":")[0], serial=p.partition(":")[2] or None) for p in d["parts"]
+            ]
+            rma = book.open(
+                job.ticket.ref,
+                d["open"],
+                parts,
+                fault=d.get("fault"),
+                source=source,
+                source_key=d["key"],
+                remind_after=remind,
+            )
+            return TicketChange(note=f"/rma done: {rma.summary()}")
+        got = book.get(int(d["move"]))
+        if got is None or got.ticket_ref != job.ticket.ref:
+            return TicketChange(note=f"/rma refused: this ticket has no RMA {d['move']}")
+        rma = book.move(
+            got.id,
+            RmaState(d["state"]),
+            source=source,
+            number=d.get("number"),
+            carrier=d.get("carrier"),
+            tracking=d.get("tracking"),
+            key=d["key"],
+            remind_after=remind,
+        )
+        return TicketChange(note=f"/rma done: {(rma or got).summary()}")
+    except ValueError as exc:
+        return TicketChange(note=f"/rma refused: {exc}")
+
+
+def remind(timer: Timer, work: WorkQueue) -> TicketChange | None:
+    """The vendor has not moved this ticket's RMAs: say which, and look again in reminder_days."""
+    if timer.ticket is None:
+        return None
+    days = _cfg().reminder_days
+    before = utcnow() - timedelta(days=days)
+    idle = [r for r in _book().by_ticket(timer.ticket.ref) if not r.state.is_final and r.updated_at <= before]
+    if any(not r.state.is_final for r in _book().by_ticket(timer.ticket.ref)):
+        work.schedule("rma.reminder", utcnow() + timedelta(days=days), dict(timer.data))
+    if not idle:
+        return None
+    lines = [f"- {r.summary()} (no change since {r.updated_at.date().isoformat()})" for r in idle]
+    return TicketChange(
+        labels={"rma_stalled": [r.id for r in idle]},
+        note=f"RMA reminder: the vendor has not moved these for {days:g} days:\n" + "\n".join(lines),
+    )
+
+
+@hookimpl
+def register_job_kinds(register: Any) -> None:
+    register(JobKind("rma.command", command, timeout=60, max_attempts=10, backoff_initial=5, backoff_max=600))
+
+
+@hookimpl
+def register_timer_kinds(register: Any) -> None:
+    register(TimerKind("rma.reminder", remind))

@@ -1,0 +1,218 @@
+"""The RMAs of the store (``svcbridge.rma.RmaBook``): open, read, move, each in one transaction.
+
+A move writes, together: the row's new state (and number, carrier, tracking when given), a ``rma``
+ticket event with time, source, from and to, the ticket's ``rma`` label (one line per RMA) and the
+note to its helpdesks (``changes.record``, origin ``rma:<id>:<state>``: the outbox key names the
+transition, so a repeated move can never send the note twice), and the ``rma.reminder`` timer moved or
+cancelled. A vendor's or mailbox's own event id (``key``) is recorded in ``seen_updates`` under the
+system ``rma``: the same report read twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import builtins
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from .. import changes
+from ..models import TicketEvent, utcnow
+from ..rma import Rma, RmaPart, RmaState, rma_can_move
+from ..work import TicketChange, WorkQueue
+from . import schema as t
+from .jobs import write_work
+from .repo import Store
+
+REMINDER = "rma.reminder"
+
+
+class RmaStore:
+    """``svcbridge.RmaBook`` over the store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # ------------------------------------------------------------------ reading
+    def _rma(self, conn: Connection, row: Any) -> Rma:
+        row = {"carrier": None, "tracking": None, **dict(row)}
+        return Rma(
+            id=row["id"],
+            ticket_ref=self.store.ref_for(int(row["ticket_id"])),
+            vendor=row["vendor"],
+            number=row["number"],
+            state=RmaState(row["state"]),
+            parts=[RmaPart(**p) for p in row["parts"] or []],
+            asset=row["asset"] or {},
+            fault=row["fault"],
+            carrier=row["carrier"],
+            tracking=row["tracking"],
+            source=row["source"],
+            data=row["data"] or {},
+            created_at=t.aware(row["created_at"]),
+            updated_at=t.aware(row["updated_at"]),
+        )
+
+    def _select(self, *where: Any, limit: int = 200) -> builtins.list[Rma]:
+        with self.store.engine.connect() as conn:
+            q = select(t.rmas).where(*where).order_by(t.rmas.c.id).limit(limit)
+            return [self._rma(conn, r) for r in conn.execute(q).mappings()]
+
+    def get(self, rma_id: int) -> Rma | None:
+        found = self._select(t.rmas.c.id == rma_id)
+        return found[0] if found else None
+
+    def find(self, vendor: str, number: str) -> Rma | None:
+        found = self._select(t.rmas.c.vendor == vendor.upper(), t.rmas.c.number == number)
+        return found[-1] if found else None
+
+    def by_ticket(self, ticket_ref: str) -> builtins.list[Rma]:
+        tid = self.store.id_for_ref(ticket_ref)
+        return [] if tid is None else self._select(t.rmas.c.ticket_id == tid)
+
+    def list(
+        self, state: RmaState | None = None, vendor: str | None = None, limit: int = 200
+    ) -> builtins.list[Rma]:
+        where = [t.rmas.c.state == state.value] if state else []
+        where += [t.rmas.c.vendor == vendor.upper()] if vendor else []
+        return self._select(*where, limit=limit)
+
+    def stale(self, before: datetime) -> builtins.list[Rma]:
+        """Open RMAs the vendor has not moved since ``before`` (the reminder's question)."""
+        final = [s.value for s in RmaState if s.is_final]
+        return self._select(t.rmas.c.state.not_in(final), t.rmas.c.updated_at < before, limit=1000)
+
+    # ------------------------------------------------------------------ writing
+    def open(
+        self,
+        ticket_ref: str,
+        vendor: str,
+        parts: builtins.list[RmaPart],
+        *,
+        fault: str | None = None,
+        number: str | None = None,
+        source: str = "cli",
+        source_key: str | None = None,
+        remind_after: timedelta | None = None,
+    ) -> Rma:
+        if not parts:
+            raise ValueError("an RMA needs at least one part")
+        ticket = self.store.get_ticket(ticket_ref, full=False)
+        if ticket is None:
+            raise LookupError(f"no ticket {ticket_ref}")
+        if source_key:
+            with self.store.engine.connect() as conn:
+                row = conn.execute(select(t.rmas).where(t.rmas.c.source_key == source_key)).mappings().first()
+                if row is not None:
+                    return self._rma(conn, row)
+        now = utcnow()
+        values = {
+            "ticket_id": ticket.id,
+            "vendor": vendor.upper(),
+            "number": number,
+            "state": RmaState.REQUESTED.value,
+            "parts": [p.model_dump(exclude_none=True) for p in parts],
+            "asset": ticket.asset.model_dump(mode="json", exclude_none=True),
+            "fault": fault,
+            "source": source,
+            "source_key": source_key,
+            "data": {},
+            "created_at": now,
+            "updated_at": now,
+        }
+        try:
+            with self.store.tx() as conn:
+                key = conn.execute(insert(t.rmas).values(**values)).inserted_primary_key
+                rma_id = int(key[0]) if key else 0
+                rma = self._rma(conn, {**values, "id": rma_id})
+                self._record(conn, ticket.id, rma, None, source, now, None, remind_after)
+        except IntegrityError:  # the same source_key opened it concurrently: that one stands
+            if source_key is None:
+                raise
+            return self.open(ticket_ref, vendor, parts, source_key=source_key)
+        return rma
+
+    def move(
+        self,
+        rma_id: int,
+        state: RmaState,
+        *,
+        source: str,
+        number: str | None = None,
+        carrier: str | None = None,
+        tracking: str | None = None,
+        note: str | None = None,
+        key: str | None = None,
+        at: datetime | None = None,
+        remind_after: timedelta | None = None,
+    ) -> Rma | None:
+        """Apply a transition; ``None`` when ``key`` was seen or nothing changes (same state and
+        details); ``ValueError`` for a move the lifecycle forbids."""
+        at = at or utcnow()
+        with self.store.tx() as conn:
+            row = (
+                conn.execute(select(t.rmas).where(t.rmas.c.id == rma_id).with_for_update()).mappings().first()
+            )
+            if row is None:
+                raise LookupError(f"no RMA {rma_id}")
+            if key and self.store.seen_update(conn, "rma", f"{rma_id}:{key}"):
+                return None
+            old = RmaState(row["state"])
+            extra = {k: v for k, v in (("number", number), ("carrier", carrier), ("tracking", tracking)) if v}
+            if state == old:
+                if not any(row[k] != v for k, v in extra.items()):
+                    return None  # the vendor said again what we know
+            elif not rma_can_move(old, state):
+                raise ValueError(f"RMA {rma_id}: {old.value} -> {state.value} is not allowed")
+            values = {"state": state.value, "updated_at": at, **extra}
+            conn.execute(update(t.rmas).where(t.rmas.c.id == rma_id).values(**values))
+            rma = self._rma(conn, {**row, **values})
+            self._record(conn, int(row["ticket_id"]), rma, old, source, at, note, remind_after)
+            return rma
+
+    def _record(
+        self,
+        conn: Connection,
+        ticket_id: int,
+        rma: Rma,
+        old: RmaState | None,
+        source: str,
+        at: datetime,
+        note: str | None,
+        remind_after: timedelta | None,
+    ) -> None:
+        data = {
+            "rma": rma.id,
+            "vendor": rma.vendor,
+            "number": rma.number,
+            "from": old.value if old else None,
+            "to": rma.state.value,
+            "source": source,
+            "at": at.isoformat(),
+            "carrier": rma.carrier,
+            "tracking": rma.tracking,
+        }
+        self.store.add_event(conn, ticket_id, TicketEvent(type="rma", at=at, actor=source, data=data))
+        ticket = self.store.get_ticket(ticket_id, full=False, conn=conn)
+        assert ticket is not None
+        lines = dict(ticket.labels.get("rma") or {})
+        lines[str(rma.id)] = rma.summary()
+        verb = "opened" if old is None else f"{old.value} -> {rma.state.value}"
+        text = f"{rma.summary()}\n{verb} ({source}, {at.isoformat(timespec='seconds')})"
+        if note:
+            text += "\n" + note
+        change = TicketChange(labels={"rma": lines}, note=text)
+        origin = f"rma:{rma.id}:{rma.state.value}:{rma.number or ''}:{rma.tracking or ''}"
+        changes.record(conn, self.store, ticket, change, plugin="rma", origin=origin)
+        work = WorkQueue(ticket.ref, ticket_id)
+        open_left = any(
+            RmaState(r["state"]).is_final is False
+            for r in conn.execute(select(t.rmas.c.state).where(t.rmas.c.ticket_id == ticket_id)).mappings()
+        )
+        if remind_after is not None and open_left:
+            work.schedule(REMINDER, at + remind_after, {"rma": rma.id})
+        elif not open_left:
+            work.cancel(REMINDER)
+        if work:
+            write_work(conn, self.store, work, at)
