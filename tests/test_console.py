@@ -658,3 +658,41 @@ def test_login_goes_only_to_a_console_path(given, goes) -> None:
     from svcbridge.console.actions import _next
 
     assert _next(given) == goes
+
+
+def test_helpdesk_ticket_links_open_the_helpdesks_own_page(make_app, tmp_path) -> None:
+    app = make_app(plugins={"zammad": {"url": "https://zammad.example.com/", "name": "zammad",
+                                       "token": "zammad-token-0123456789"}},
+                   outbound_allow=["zammad.example.com"])
+    deliver(app, tmp_path, eml())
+    from svcbridge.models import ExternalLink
+
+    with app.store.tx() as conn:  # as the sink records it on create
+        app.store.add_link(conn, 1, ExternalLink(system="zammad", kind="ticket", value="4711"))
+        app.store.add_link(conn, 1, ExternalLink(system="zammad", kind="article", value="javascript:alert(1)"))
+    Accounts(app.store.engine).add("ops", PASSWORD)
+    client = TestClient(build_web(app))
+    login(client)
+    page = client.get("/tickets/SB-000001").text
+    assert '<a href="https://zammad.example.com/#ticket/zoom/4711" rel="noopener noreferrer"' in page
+    assert 'href="javascript:' not in page
+
+
+@pytest.mark.parametrize(
+    ("module", "cls", "value", "url"),
+    [
+        ("svcbridge_zammad.client", "ZammadSink", "12", "https://hd.example.com/#ticket/zoom/12"),
+        ("svcbridge_glpi.client", "GlpiSink", "12", "https://hd.example.com/front/ticket.form.php?id=12"),
+        ("svcbridge_jsm.client", "JsmSink", "SUP-7", "https://hd.example.com/browse/SUP-7"),
+        ("svcbridge_rt.sink", "RtSink", "12", "https://hd.example.com/Ticket/Display.html?id=12"),
+        ("svcbridge_zammad.client", "ZammadSink", "1?x=/../", "https://hd.example.com/#ticket/zoom/1%3Fx%3D%2F..%2F"),
+    ],
+)
+def test_sink_ticket_urls(module, cls, value, url) -> None:
+    import importlib
+    from types import SimpleNamespace
+
+    sink_cls = getattr(importlib.import_module(module), cls)
+    sink = object.__new__(sink_cls)  # no HTTP client needed to build a URL
+    sink.cfg = SimpleNamespace(url="https://hd.example.com")
+    assert sink.ticket_url(value) == url

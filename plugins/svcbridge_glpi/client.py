@@ -84,6 +84,7 @@ def as_html(text: str) -> str:
 
 class GlpiSink(HelpdeskSink):
     """A GLPI instance as a svcbridge sink (status comes back through the signed webhook)."""
+    ticket_page = "front/ticket.form.php?id={id}"  # the agents' page, linked from the operator console
 
     label = "GLPI"
     fields: ClassVar[frozenset[str]] = HelpdeskSink.fields | {"priority"}

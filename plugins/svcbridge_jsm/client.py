@@ -70,6 +70,7 @@ def auth_header(cfg: JsmSettings) -> str:
 
 class JsmSink(HelpdeskSink):
     """One JSM service desk as a svcbridge sink (status comes back through the signed webhook)."""
+    ticket_page = "browse/{id}"  # the issue key's page, linked from the operator console
 
     label = "JSM"
     empty_answer = True  # a transition, a comment or an issue edit may answer 204

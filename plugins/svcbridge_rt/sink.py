@@ -56,6 +56,7 @@ RT_SYSTEM = "RT_System"
 
 class RtSink(HelpdeskSink):
     """A Request Tracker 5 instance as a svcbridge sink with transaction polling."""
+    ticket_page = "Ticket/Display.html?id={id}"  # the agents' page, linked from the operator console
 
     label = "RT"
     fields = frozenset({"note", "due"})  # the SLA engine's earliest open deadline is RT's Due

@@ -57,6 +57,7 @@ from .settings import ZammadSettings
 
 class ZammadSink(HelpdeskSink):
     """A Zammad instance as a svcbridge sink (status comes back through the signed trigger webhook)."""
+    ticket_page = "#ticket/zoom/{id}"  # the agents' page, linked from the operator console
 
     label = "Zammad"
     fields: ClassVar[frozenset[str]] = HelpdeskSink.fields | {"priority"}

@@ -31,6 +31,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import httpx
 import structlog
@@ -217,9 +218,20 @@ class HelpdeskSink:
     # what of a ticket change (``changes.py``) this helpdesk carries besides a note: a connector that
     # implements ``set_priority`` adds "priority"; everything else reaches the agents as a note
     fields: ClassVar[frozenset[str]] = frozenset({"note"})
+    # the agents' page of a ticket, relative to the helpdesk's ``url`` (``{id}``: the linked ticket id);
+    # the operator console links it (``ticket_url``); empty: no link
+    ticket_page: ClassVar[str] = ""
 
     def __init__(self, name: str, state_map: StateMap) -> None:
         self.name, self.state_map = name, state_map
+
+    def ticket_url(self, remote_id: str) -> str | None:
+        """The helpdesk's web page of ticket `remote_id` (``ticket_page`` under the configured url)."""
+        cfg = getattr(self, "cfg", None)
+        base = getattr(cfg, "url", None)
+        if not self.ticket_page or not isinstance(base, str):
+            return None
+        return f"{base}/{self.ticket_page.format(id=quote(remote_id, safe=''))}"
 
     # -- HTTP
     def open_http(

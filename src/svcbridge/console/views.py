@@ -102,6 +102,12 @@ async def ticket(request: Request, con: Console, who: Any) -> Response:
             messages.append({"ev": ev, "html": clean})
     allowed = sorted(s.value for s in TRANSITIONS[t.state])
     asset = {k: v for k, v in t.asset.model_dump(mode="json").items() if v not in (None, "", [], {})}
+    urls = {}  # the helpdesk's own page of each linked ticket, when its sink knows one
+    for ln in t.links:
+        to_url = getattr(con.app.delivery.sinks.get(ln.system), "ticket_url", None)
+        url = to_url(ln.value) if ln.kind == "ticket" and callable(to_url) else None
+        if isinstance(url, str) and url.startswith(("https://", "http://")):
+            urls[(ln.system, ln.value)] = url
     return render(
         request,
         "ticket.html",
@@ -112,6 +118,7 @@ async def ticket(request: Request, con: Console, who: Any) -> Response:
         messages=messages,
         allowed=allowed,
         asset=asset,
+        urls=urls,
         msg=request.query_params.get("msg"),
     )
 
