@@ -65,6 +65,9 @@ def test_serials_found(text: str, expected: list[tuple[str, str]]) -> None:
         "Ticket SB000456 was closed, call 0912-345-678",
         "SNMP traps from the DSN server, ISN 12345",  # SN inside other words is no label
         "We need 12 units of model 7010 by 2024/03/01, budget 1234567",
+        "The serial console failed, SN: unknown, Serial Number is missing",  # words after labels
+        "Our ST Louis office and the 1st floor printer",
+        "序列号看不清楚，机身编号 unknown",
     ],
 )
 def test_false_positives_never_become_serials(text: str) -> None:

@@ -227,9 +227,11 @@ class Extractor:
             return (not labelled) or bool(_PHONE.match(bare) or _DATE.match(bare)) or len(bare) < 5
         if re.fullmatch(r"\d{4}-\d{1,2}-\d{1,2}", tok):
             return True
+        digits = sum(ch.isdigit() for ch in bare)
+        if digits == 0:
+            return True  # a word after a label ("the serial console failed", "SN: unknown") is no serial
         if not labelled:
             letters = sum(ch.isalpha() for ch in bare)
-            digits = sum(ch.isdigit() for ch in bare)
             # an English or pinyin word is no serial: a Dell tag mixes letters and digits
             if letters == 0 or digits < 2 or "-" in tok:
                 return True
