@@ -23,6 +23,7 @@ import base64
 import email
 import email.policy
 import json
+import re
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -233,7 +234,27 @@ def _b64(data: bytes) -> str:
 
 # ------------------------------------------------------------------------------------ parsing
 def parse_gateway_fax(raw: RawMessage) -> TicketDraft:
-    """The journaled gateway fax as a draft of channel ``fax`` (pages attached, number in E.164)."""
+    """The journaled gateway fax as a draft of channel ``fax`` (pages attached, number in E.164); a
+    journal entry of another shape is a ``ParseError`` (quarantined with the reason), never a crash."""
+    try:
+        return _parse_gateway_fax(raw)
+    except ParseError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise ParseError(f"not a journaled gateway fax: {type(exc).__name__}") from None
+
+
+def _s(value: Any, limit: int = 200) -> str | None:
+    """A provider's value as storable text (no NUL, no lone surrogate), or None."""
+    if value is None or value == "":
+        return None
+    return _UNSTORABLE.sub("", str(value))[:limit] or None
+
+
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def _parse_gateway_fax(raw: RawMessage) -> TicketDraft:
     try:
         doc = json.loads(raw.raw or b"")
         provider = doc["provider"]
@@ -250,8 +271,10 @@ def parse_gateway_fax(raw: RawMessage) -> TicketDraft:
         system = "sinch"
     else:
         raise ParseError(f"unknown fax provider {str(provider)[:40]!r}")
+    number, to, fax_id = _s(number, 40), _s(to, 100), _s(fax_id)
+    pages = pages if isinstance(pages, int) and not isinstance(pages, bool) else None
     # an international number here; a national one is read in default_region by normalize_draft
-    phone = e164(str(number), None) if number else None
+    phone = e164(number, None) if number else None
     atts = []
     for i, m in enumerate(doc.get("media") or []):
         ctype = str(m.get("content_type") or "application/pdf")
@@ -265,18 +288,18 @@ def parse_gateway_fax(raw: RawMessage) -> TicketDraft:
     count = f", {pages} page(s)" if isinstance(pages, int) else ""
     body = f"Fax received from {who}{count} through {system}."
     if doc.get("media_error"):
-        body += f"\n\nThe fax document could not be fetched: {doc['media_error']}"
+        body += f"\n\nThe fax document could not be fetched: {_s(doc['media_error'], 300)}"
     elif atts:
         body += " The text read from the pages (OCR) follows as a note."
     label = {"rule": system, "from": phone, "raw_from": number, "to": to, "pages": pages, "fax_id": fax_id}
     if doc.get("media_error"):
-        label["media_error"] = str(doc["media_error"])[:300]
+        label["media_error"] = _s(doc["media_error"], 300)
     return TicketDraft(
         channel="fax",
         subject=f"Fax received from {who}{count}",
         body_text=body,
         contact=Contact(phone=phone),
         attachments=atts,
-        links=[ExternalLink(system=system, kind="fax_id", value=str(fax_id or raw.external_id)[:200])],
+        links=[ExternalLink(system=system, kind="fax_id", value=fax_id or raw.external_id[:200])],
         labels={"fax": {k: v for k, v in label.items() if v not in (None, "")}},
     )

@@ -54,7 +54,7 @@ from svcbridge import (
     utcnow,
 )
 
-from .cti import CtiRoute, e164
+from .cti import CtiRoute, _text, e164
 
 __version__ = "0.1.0"
 TIMER = "phone.callback_due"
@@ -96,10 +96,14 @@ def parse_message(raw: RawMessage) -> TicketDraft | None:
     if raw.channel != "phone" or raw.raw is None:
         return None
     try:
-        call = json.loads(raw.raw)
-        kind, number = call["kind"], call.get("number")
-    except (ValueError, KeyError, TypeError, RecursionError):
+        found = json.loads(raw.raw)
+        if not isinstance(found, dict) or found.get("kind") not in ("missed", "answered"):
+            raise ValueError("no call kind")
+    except (ValueError, RecursionError):
         raise ParseError("not a journaled call") from None
+    # one storable line per value (the route cleaned them; an entry written by hand may not be)
+    call = {k: _text(v, 250) if isinstance(v, str | int | float) else None for k, v in found.items()}
+    kind, number = call["kind"], call.get("number")
     try:
         contact = Contact(phone=number) if number else Contact()
     except ValueError:
@@ -113,7 +117,7 @@ def parse_message(raw: RawMessage) -> TicketDraft | None:
         agent = call.get("answered_by") or "an agent"
         subject = f"Call with {who}"
         body = f"Call with {who} answered by {agent} at {call.get('answered_at') or at}; ended {at}."
-        if call.get("fault"):
+        if found.get("fault") is True:
             body += " The agent marked it as a fault report."
     label = {k: call.get(k) for k in ("kind", "call_id", "to", "direction", "cause", "answered_by", "queue")}
     draft = TicketDraft(

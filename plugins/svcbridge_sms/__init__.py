@@ -158,6 +158,15 @@ def parse_message(raw: RawMessage) -> TicketDraft | None:
     if raw.channel != "sms" or not raw.source.startswith(("telnyx-sms:", "aliyun-sms:")) or raw.raw is None:
         return None
     try:
+        return _parse(raw)
+    except ParseError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise ParseError(f"not a journaled SMS event: {type(exc).__name__}") from None
+
+
+def _parse(raw: RawMessage) -> TicketDraft:
+    try:
         doc = json.loads(raw.raw)
         if doc["provider"] == "telnyx":
             p = doc["event"]["data"]["payload"]
@@ -176,7 +185,7 @@ def parse_message(raw: RawMessage) -> TicketDraft | None:
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise ParseError("not a journaled SMS event") from None
     try:
-        contact = Contact(phone=number) if number else Contact()
+        contact = Contact(phone=str(number)) if number else Contact()
     except ValueError:
         raise ParseError(f"sender is not a phone number: {str(number)[:40]!r}") from None
     atts = [
@@ -185,7 +194,9 @@ def parse_message(raw: RawMessage) -> TicketDraft | None:
         )
         for i, m in enumerate(doc.get("media") or [])
     ]
-    body = str(text) + "".join(f"\n[media not fetched: {e}]" for e in doc.get("media_errors") or [])
+    body = clean(str(text)) + "".join(
+        f"\n[media not fetched: {clean(str(e))}]" for e in doc.get("media_errors") or []
+    )
     first = clean(str(text)).strip().splitlines()
     return TicketDraft(
         channel="sms",
@@ -193,8 +204,8 @@ def parse_message(raw: RawMessage) -> TicketDraft | None:
         body_text=body,
         contact=contact,
         attachments=atts,
-        links=[ExternalLink(system=system, kind="message_id", value=str(msg_id)[:200])],
-        labels={"sms_to": to[:100], "sms_segments": _segments_label(clean(str(text)))},
+        links=[ExternalLink(system=system, kind="message_id", value=clean(str(msg_id))[:200])],
+        labels={"sms_to": clean(str(to))[:100], "sms_segments": _segments_label(clean(str(text)))},
     )
 
 
