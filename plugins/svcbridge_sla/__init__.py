@@ -285,8 +285,8 @@ def startup(app: Any) -> None:
 
 @hookimpl
 def register_job_kinds(register: Any, settings: Settings) -> None:
-    _settings(settings)
-    register(JobKind(RECOMPUTE, recompute, timeout=30.0))
+    if _settings(settings) is not None:  # without [plugins.sla] no kinds: the idle loop polls nothing
+        register(JobKind(RECOMPUTE, recompute, timeout=30.0))
 
 
 def _handler(kind: str) -> Any:
@@ -299,7 +299,8 @@ def _handler(kind: str) -> Any:
 
 @hookimpl
 def register_timer_kinds(register: Any, settings: Settings) -> None:
-    _settings(settings)
+    if _settings(settings) is None:
+        return
     for target in TARGETS:
         for kind, name in zip(("warn", "breach", "escalate"), timer_names(target), strict=True):
             register(TimerKind(name, _handler(kind), timeout=30.0))
