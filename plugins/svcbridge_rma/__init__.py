@@ -46,7 +46,9 @@ from svcbridge import (
     utcnow,
 )
 
-__all__ = ["RmaSettings", "parse_commands"]
+from .cisco import CiscoRma, CiscoRmaSource, CiscoSettings
+
+__all__ = ["CiscoRma", "CiscoRmaSource", "CiscoSettings", "RmaSettings", "parse_commands"]
 __version__ = "0.1.0"
 
 _LINE = re.compile(r"^\s*/rma\s+(.+)$", re.IGNORECASE | re.MULTILINE)
@@ -58,6 +60,7 @@ class RmaSettings(PluginSettings):
 
     reminder_days: float = Field(default=7, gt=0, description="a reminder when a vendor has not moved an RMA")
     commands: bool = Field(default=True, description="act on /rma commands in helpdesk internal notes")
+    cisco: CiscoSettings | None = Field(default=None, description="Cisco's RMA status API, polled")
 
 
 def parse_commands(note: str) -> list[dict[str, Any]]:
@@ -118,7 +121,10 @@ def startup(app: Any) -> None:
 
 
 @hookimpl
-def shutdown(app: Any) -> None:
+async def shutdown(app: Any) -> None:
+    for src in (getattr(app, "sources", None) or {}).values():
+        if isinstance(src, CiscoRmaSource):
+            await src.api.close()
     if _host.get("app") is app:
         _host.pop("app", None)
 
@@ -205,6 +211,13 @@ def remind(timer: Timer, work: WorkQueue) -> TicketChange | None:
         labels={"rma_stalled": [r.id for r in idle]},
         note=f"RMA reminder: the vendor has not moved these for {days:g} days:\n" + "\n".join(lines),
     )
+
+
+@hookimpl
+def register_sources(register: Any, settings: Any) -> None:
+    cfg: RmaSettings | None = settings.plugin_config("rma")
+    if cfg is not None and cfg.cisco is not None:
+        register(CiscoRmaSource(cfg.cisco, list(settings.outbound_allow), _book))
 
 
 @hookimpl
