@@ -20,6 +20,7 @@ import pytest
 from alembic import command
 from sqlalchemy import insert, select
 
+from svcbridge.maintenance import check_blobs
 from svcbridge.store import db, split
 from svcbridge.store import schema as t
 from svcbridge.store.blobs import LocalBlobs
@@ -138,7 +139,9 @@ async def test_a_missing_blob_quarantines_with_the_reason_instead_of_guessing(ma
         __import__("svcbridge").RawMessage(channel="email", source="t", external_id="1", raw=raw)
     )
     (key,) = app.store.blobs.keys()
+    assert check_blobs(app) is None
     app.store.blobs.delete(key[0])
+    assert "replicas must share one blob store" in (check_blobs(app) or "")  # logged at start
     loaded = app.store.load_raw(res.journal_id)
     assert loaded.raw is None and "missing from the blob store" in loaded.metadata["fetch_error"]
     out = await app.run_once()

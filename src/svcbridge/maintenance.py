@@ -43,8 +43,40 @@ def run_due(app: App, holder: str, force: bool = False) -> dict[str, Any] | None
     return counts
 
 
+def check_blobs(app: App) -> str | None:
+    """The newest journal rows' blobs are in this process's blob store; else what is wrong (replicas
+    on several hosts with a blob_dir each, or a restore without the blobs). Logged at start."""
+    from sqlalchemy import select
+
+    from .store import rawstore
+    from .store import schema as t
+
+    blobs = app.store.blobs
+    if blobs is None:
+        return None
+    q = (
+        select(t.journal.c.blob_ref, t.journal.c.blob_parts)
+        .where(t.journal.c.purged_at.is_(None), t.journal.c.size.is_not(None))
+        .order_by(t.journal.c.id.desc())
+        .limit(20)
+    )
+    with app.store.engine.connect() as conn:
+        keys = [k for r in conn.execute(q).mappings() for k in rawstore.keys_of(r)]
+    missing = [k for k in keys if not blobs.has(k)]
+    if not missing:
+        return None
+    return (
+        f"{len(missing)} of the {len(keys)} newest blobs the database names are not in "
+        f"{app.settings.blob_dir}: replicas must share one blob store ([store] blob_dir on shared storage)"
+    )
+
+
 async def maintenance_loop(app: App) -> None:
     holder = lease.new_holder("daemon")
+    with contextlib.suppress(Exception):
+        problem = await asyncio.to_thread(check_blobs, app)
+        if problem:
+            log.error("blob_store_incomplete", detail=problem)
     try:
         while not app.stopping.is_set():
             try:

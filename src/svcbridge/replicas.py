@@ -26,10 +26,11 @@ import math
 import time
 import zlib
 from collections.abc import Callable, Coroutine, Mapping
+from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from .models import utcnow
 from .store import lease
@@ -49,10 +50,24 @@ class Replicas:
         self.held: set[str] = set()
 
     def round(self, names: list[str]) -> set[str]:
-        """One heartbeat: renew, take and give back leases; the source names this replica holds now."""
-        lease.take(self.store, HEARTBEAT + self.holder, self.holder, self.ttl)
+        """One heartbeat: renew, take and give back leases; the source names this replica holds now.
+
+        The heartbeat and the renewal of every source held are one transaction (one UPDATE for all of
+        them: 200 mailboxes must not cost 200 commits every few seconds); takes and gives happen only
+        when the spread changes."""
         now = utcnow()
-        with self.store.engine.connect() as conn:
+        until = now + timedelta(seconds=self.ttl)
+        with self.store.tx() as conn:
+            lease.beat(conn, HEARTBEAT + self.holder, self.holder, self.ttl)
+            conn.execute(
+                update(t.leases)
+                .where(
+                    t.leases.c.holder == self.holder,
+                    t.leases.c.name.like(SOURCE + "%"),
+                    t.leases.c.expires_at >= now,
+                )
+                .values(expires_at=until)
+            )
             rows = conn.execute(select(t.leases.c.name, t.leases.c.holder, t.leases.c.expires_at)).all()
         live = {
             r[0][len(HEARTBEAT) :]
@@ -61,7 +76,7 @@ class Replicas:
         } | {self.holder}
         owner = {r[0][len(SOURCE) :]: (r[1], r[2]) for r in rows if r[0].startswith(SOURCE)}
         share = math.ceil(len(names) / len(live)) if names else 0
-        mine = [n for n in names if owner.get(n, ("", now))[0] == self.holder]
+        mine = [n for n in names if n in owner and owner[n][0] == self.holder and owner[n][1] >= now]
         # a replica with two sources more than the least busy live one gives one back (2-2-0 -> 2-1-1)
         counts = dict.fromkeys(live, 0)
         for n in names:
@@ -70,13 +85,12 @@ class Replicas:
                 counts[h] += 1
         spare = 1 if len(mine) - min(counts.values()) >= 2 else 0
         keep: set[str] = set()
-        for n in mine:
+        for n in mine:  # renewed above
             if len(keep) >= min(share, len(mine) - spare):  # give it back for a replica that joined
                 lease.release(self.store, SOURCE + n, self.holder)
                 log.info("source_released", source=n, share=share, replicas=len(live))
                 continue
-            if lease.acquire(self.store, SOURCE + n, self.holder, self.ttl) is None:
-                keep.add(n)
+            keep.add(n)
         # free, run out or dead-held sources, in an order of this replica's own (spreads the takers)
         free = [n for n in names if n not in keep and self._takeable(owner.get(n), now)]
         free.sort(key=lambda n: zlib.crc32(f"{self.holder}|{n}".encode()))

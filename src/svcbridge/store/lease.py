@@ -89,6 +89,16 @@ def _take(conn: Connection, name: str, holder: str, ttl: float) -> tuple[str | N
     return None, True
 
 
+def beat(conn: Connection, name: str, holder: str, ttl: float) -> None:
+    """Inside the caller's transaction: write ``holder``'s own lease ``name`` (a heartbeat nobody else
+    takes), inserting it the first time."""
+    until = utcnow() + timedelta(seconds=ttl)
+    if not conn.execute(
+        update(t.leases).where(t.leases.c.name == name).values(holder=holder, expires_at=until)
+    ).rowcount:
+        conn.execute(insert(t.leases).values(name=name, holder=holder, expires_at=until))
+
+
 def take(store: Store, name: str, holder: str, ttl: float) -> tuple[str | None, bool]:
     """Take or renew lease ``name``: (None when ``holder`` has it now, else who has it; whether it was
     taken anew rather than renewed without a gap). Taken anew means another process may have held it
