@@ -132,7 +132,7 @@ def test_users_cli(tmp_path, base_settings, monkeypatch) -> None:
 
 # ---------------------------------------------------------------------------------------------- authentication
 GETS = ["/", "/tickets", "/tickets/SB-000001", "/tickets/SB-000001/attachments/1", "/quarantine",
-        "/quarantine/1/raw", "/outbox", "/plugins", "/audit", "/sla", "/overview/live"]
+        "/quarantine/1/raw", "/outbox", "/plugins", "/audit", "/sla", "/assets", "/rma", "/overview/live"]
 POSTS = ["/tickets/SB-000001/state", "/tickets/SB-000001/reply", "/tickets/SB-000001/note",
          "/quarantine/1/retry", "/quarantine/1/drop", "/outbox/1/replay", "/outbox/target/unpark",
          "/outbox/target/replay", "/logout"]
@@ -696,3 +696,46 @@ def test_sink_ticket_urls(module, cls, value, url) -> None:
     sink = object.__new__(sink_cls)  # no HTTP client needed to build a URL
     sink.cfg = SimpleNamespace(url="https://hd.example.com")
     assert sink.ticket_url(value) == url
+
+
+def test_sla_board_lists_open_sla_tickets_by_next_deadline(app, client, tmp_path) -> None:
+    from datetime import timedelta
+
+    from svcbridge.models import utcnow
+
+    deliver(app, tmp_path, *[eml(subject=f"sla {i}", msgid=f"<s{i}@x>", sender=f"s{i}@example.com") for i in range(4)])
+    by_subject = {tk.subject: tk for tk in app.store.list_tickets(None, 10)}
+    now = utcnow()
+    plan = {"sla 0": (now + timedelta(hours=5), "new"), "sla 1": (now - timedelta(minutes=3), "new"),
+            "sla 2": (now + timedelta(hours=1), "resolved"), "sla 3": (None, "new")}
+    with app.store.tx() as conn:
+        for subject, (due, state) in plan.items():
+            tk = by_subject[subject]
+            values = {"state": state, "sla_policy": "gold" if due else None,
+                      "deadlines": {"resolution": due.isoformat()} if due else {}}
+            conn.execute(update(t.tickets).where(t.tickets.c.id == tk.id).values(**values))
+        app.store.add_event(conn, by_subject["sla 1"].id, TicketEvent(type="sla_breached", actor="sla"))
+    login(client)
+    page = client.get("/sla").text
+    refs = re.findall(r'<tr class="(breached)?" data-ref="(SB-\d+)"', page)
+    # open tickets with a policy, the earliest deadline first; resolved and policy-less ones are not listed
+    assert refs == [("breached", by_subject["sla 1"].ref), ("", by_subject["sla 0"].ref)]
+    assert '<b id="sla-breached">1</b>' in page
+
+
+def test_asset_register_page(app, client, tmp_path) -> None:
+    from svcbridge.assets import AssetPart, AssetRecord
+    from svcbridge.store.assets import AssetStore
+
+    reg = AssetStore(app.store)
+    reg.upsert(AssetRecord(serial="sn-7xk2", vendor="Acme", model="P-200", customer="上海某医院",
+                           parts=[AssetPart(category="main", part_number="MB-1")]))
+    reg.upsert(AssetRecord(serial="SN-8ZZ1", vendor="Acme", model="P-300", customer="Other"))
+    login(client)
+    listing = client.get("/assets").text
+    assert re.findall(r'<a href="/assets\?serial=([^"]+)">', listing) == ["SN-7XK2", "SN-8ZZ1"]
+    only = client.get("/assets", params={"customer": "上海某医院"}).text
+    assert "SN-7XK2" in only and "SN-8ZZ1" not in only
+    unit = client.get("/assets", params={"serial": " sn-7xk2 "}).text  # normalised like the register
+    assert 'id="unit"' in unit and "P-200" in unit and "MB-1" in unit
+    assert 'id="no-unit"' in client.get("/assets", params={"serial": "NOPE-1"}).text

@@ -12,7 +12,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import log as logmod
-from . import actions, views
+from . import actions, features, views
 from .accounts import Accounts
 from .auth import Guard
 from .guarded import Console
@@ -55,6 +55,8 @@ def console_routes() -> list[Any]:
         Route("/outbox/target/{what}", actions.outbox_target, methods=post),
         Route("/plugins", views.plugins, methods=get),
         Route("/audit", views.audit, methods=get),
+        Route("/sla", features.sla, methods=get),
+        Route("/assets", features.assets, methods=get),
         *[Route(f"/{k}", views.placeholder, methods=get) for k in views.PLACEHOLDERS],
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
