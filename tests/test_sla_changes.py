@@ -77,3 +77,36 @@ async def test_servicenow_due_date_follows_the_earliest_deadline() -> None:
         res = await sink.deliver(item)
         assert "due" in res.detail
         assert fake.incidents[rid]["due_date"] == want
+
+
+async def test_jsm_due_field_follows_the_earliest_deadline_when_configured() -> None:
+    from fakes.jsm import FakeJsm
+    from svcbridge import DeliveryItem
+    from svcbridge.changes import change_rows
+    from test_jsm_servicenow import create, jsm, ticket
+
+    async def move(sink, t, new, origin):
+        diff = apply(t, TicketChange(deadlines=new))
+        _, rows = change_rows(t, diff, None, plugin="sla", origin=origin, sinks=["jsm"])
+        (_, key, payload) = rows[0]
+        item = DeliveryItem(id=2, kind="update", target="jsm", idempotency_key=key, ticket=t, payload=payload)
+        return await sink.deliver(item)
+
+    fake = FakeJsm()
+    for field, want in (("duedate", "2026-03-11"), ("customfield_10050", "2026-03-11T06:55:00.000+0000")):
+        sink = jsm(fake, due_field=field)
+        t = ticket(1 if field == "duedate" else 2, deadlines={"solution_by": D1, "onsite_by": D2})
+        created = await sink.deliver(create(t))
+        t.links = list(created.links)
+        key = created.links[0].value
+        await move(sink, t, {"onsite_by": D2}, f"{field}:1")
+        assert fake.requests_by_key[key]["fields"][field] == want
+        await move(sink, t, {}, f"{field}:2")
+        assert fake.requests_by_key[key]["fields"][field] is None  # nothing open: cleared
+    # without due_field nothing is sent (the request type may not have the field)
+    t = ticket(3, deadlines={"solution_by": D1})
+    sink = jsm(fake)
+    created = await sink.deliver(create(t))
+    t.links = list(created.links)
+    await move(sink, t, {}, "none")
+    assert "fields" not in fake.requests_by_key[created.links[0].value]

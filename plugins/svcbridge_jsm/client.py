@@ -42,6 +42,7 @@ Connect/OAuth webhooks signed with a JWT are not served.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from svcbridge import (
@@ -76,7 +77,7 @@ class JsmSink(HelpdeskSink):
     empty_answer = True  # a transition, a comment or an issue edit may answer 204
     # "priority" is carried when ``send_priority`` is on; without it ``set_priority`` does nothing and
     # the change is in the note
-    fields: ClassVar[frozenset[str]] = HelpdeskSink.fields | {"priority"}
+    fields: ClassVar[frozenset[str]] = HelpdeskSink.fields | {"priority", "due"}
 
     def __init__(self, cfg: JsmSettings, *, allow: list[str] | tuple[str, ...] = ()) -> None:
         super().__init__(cfg.name, cfg.state_map)
@@ -159,6 +160,18 @@ class JsmSink(HelpdeskSink):
         body = {"body": text, "public": public}
         data = await self.call("POST", f"request/{remote_id}/comment", f"comment on {remote_id}", json=body)
         return str(data["id"]) if isinstance(data, dict) and data.get("id") is not None else None
+
+    async def set_due(self, remote_id: str, due: datetime | None) -> None:
+        """The SLA engine's earliest open deadline into ``due_field`` (unset: not sent, as priority)."""
+        name = self.cfg.due_field
+        if not name:
+            return
+        value = None
+        if due is not None:
+            at = due.astimezone(UTC)
+            value = at.date().isoformat() if name == "duedate" else at.strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+        url = f"{self.cfg.site}/rest/api/3/issue/{remote_id}"
+        await self.call("PUT", url, f"due date of {remote_id}", json={"fields": {name: value}})
 
     async def set_priority(self, remote_id: str, priority: Priority) -> None:
         if not self.cfg.send_priority:

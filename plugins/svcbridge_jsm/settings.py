@@ -89,6 +89,12 @@ class JsmSettings(HelpdeskSettings):
         "issue's edit screen have the priority field",
     )
     priorities: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PRIORITIES))
+    due_field: str | None = Field(
+        default=None,
+        pattern=r"^(duedate|customfield_\d{1,12})$",
+        description="issue field that gets the SLA engine's earliest open deadline "
+        "(PUT /rest/api/3/issue/{key}): duedate (a date, UTC) or a date-time custom field; unset: not sent",
+    )
     state_map: JsmStateMap = Field(default_factory=JsmStateMap)
     page_size: int = Field(default=50, ge=1, le=100, description="limit per page of a paged GET")
     max_pages: int = Field(default=20, ge=1, description="pages read per listing before giving up")

@@ -210,8 +210,13 @@ class FakeJsm(FakeService):
             return _jira_error(405, f"Method {method} is not served by the fake")
         body = read_json(request)
         fields = body.get("fields") if isinstance(body, dict) else None
-        if not isinstance(fields, dict) or set(fields) - {"priority"}:
-            return _jira_error(400, "The fake edits the priority only.", field="fields")
+        if not isinstance(fields, dict) or {f for f in fields if not f.startswith("customfield_")} - {
+            "priority", "duedate"
+        }:
+            return _jira_error(400, "The fake edits the priority, duedate and custom fields only.", field="fields")
+        for name in fields:  # duedate / a custom field: kept as given (the SLA engine's due date)
+            if name != "priority":
+                req.setdefault("fields", {})[name] = fields[name]
         priority = _priority(fields["priority"]) if "priority" in fields else req["priority"]
         if priority is None:
             return _jira_error(400, "Specify a valid priority name.", field="priority")
