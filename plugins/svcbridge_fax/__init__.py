@@ -52,6 +52,7 @@ from . import ocr
 from .detect import BUILTIN_RULES, FAX_TYPES, FaxRule, detect, e164, header_sender
 from .gateways import SinchFaxRoute, TelnyxFaxRoute, parse_gateway_fax
 from .outbound import FaxMediaRoute, FaxNotifier
+from .pagecache import PageCache
 
 __version__ = "0.1.0"
 log = structlog.get_logger("svcbridge.fax")
@@ -284,7 +285,9 @@ def run_ocr(job: Any, work: Any) -> TicketChange | None:
             missing.append(doc["safe_name"])
         else:
             documents.append((data, doc["content_type"]))
-    result = ocr.read_fax(documents, cfg.ocr.languages, cfg.ocr.page_limit, cfg.ocr.page_timeout)
+    cache = PageCache(Path(app.settings.data_dir) / "ocr-pages")
+    cache.prune()
+    result = ocr.read_fax(documents, cfg.ocr.languages, cfg.ocr.page_limit, cfg.ocr.page_timeout, cache)
     text = result.text[:MAX_OCR_TEXT]
     summary: dict[str, Any] = {
         "languages": cfg.ocr.languages,
@@ -292,6 +295,7 @@ def run_ocr(job: Any, work: Any) -> TicketChange | None:
         "pages_read": sum(1 for p in result.pages if not p.error),
         "pages_failed": result.failed,
         "pages_skipped": result.skipped,
+        "pages_from_earlier_run": result.cached,
         "truncated": len(result.text) > MAX_OCR_TEXT,
         "job": job.id,
     }

@@ -12,6 +12,7 @@ as it is (resampling it to 300 dpi cost time and read no better).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import shutil
 import subprocess
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
+
+from .pagecache import PageCache
 
 log = structlog.get_logger("svcbridge.fax.ocr")
 
@@ -43,6 +46,7 @@ class PageText:
 class FaxText:
     pages: list[PageText] = field(default_factory=list)
     skipped: int = 0  # pages over the page limit
+    cached: int = 0  # pages an earlier run of the job had read (pagecache.py)
 
     @property
     def text(self) -> str:
@@ -197,9 +201,14 @@ def _clean(text: str) -> str:
 
 
 def read_fax(
-    documents: list[tuple[bytes, str]], languages: list[str], page_limit: int, timeout: float
+    documents: list[tuple[bytes, str]],
+    languages: list[str],
+    page_limit: int,
+    timeout: float,
+    cache: PageCache | None = None,
 ) -> FaxText:
-    """Every page of the fax's documents (in order, numbered across them) up to ``page_limit``."""
+    """Every page of the fax's documents (in order, numbered across them) up to ``page_limit``; pages
+    in ``cache`` (read by an earlier run of the same job) are not read again."""
     result = FaxText()
     number = 0
     for data, ctype in documents:
@@ -211,14 +220,22 @@ def read_fax(
             result.pages.append(PageText(number, error=str(exc)))
             continue
         result.skipped += max(0, total - len(images))
-        for img in images:
+        sha = hashlib.sha256(data).hexdigest()
+        for index, img in enumerate(images):
             number += 1
             if isinstance(img, PageError):
                 result.pages.append(PageText(number, error=str(img)))
                 continue
+            got = cache.get(sha, index, languages) if cache else None
+            if got is not None:
+                result.pages.append(PageText(number, text=got[0], confidence=got[1]))
+                result.cached += 1
+                continue
             try:
                 text, conf = read_page(img, languages, timeout)
                 result.pages.append(PageText(number, text=text, confidence=conf))
+                if cache:
+                    cache.put(sha, index, languages, text, conf)
             except PageError as exc:
                 result.pages.append(PageText(number, error=str(exc)))
             log.info("fax_page_read", page=number)
