@@ -4,7 +4,8 @@ A ``kill -9`` between Tesseract's answer and the job's record makes the job run 
 are recorded once, by the job runner). The pages it had read are kept here as one small JSON file per
 page, keyed by the document's SHA-256, the page's number in it and the languages, written atomically
 (temp file + rename) as each page is read; the second run reads them back instead of calling
-Tesseract. Files older than ``ttl`` are removed when a job starts: a cache, never a record.
+Tesseract. Files older than ``ttl`` (2 days) are removed when a job starts: a cache, never a record,
+and customer text should not outlive its use here (an erasure of the ticket does not reach it).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 
 class PageCache:
-    def __init__(self, directory: Path, ttl: float = 7 * 86400) -> None:
+    def __init__(self, directory: Path, ttl: float = 2 * 86400) -> None:
         self.directory, self.ttl = directory, ttl
 
     def _path(self, doc_sha: str, index: int, languages: list[str]) -> Path:
