@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
+import time
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,7 @@ class FaxNotifier:
             t = self.cfg.telnyx
             name = media_name(self.key, item.idempotency_key)
             self.directory.mkdir(parents=True, exist_ok=True)
+            _prune(self.directory, 2 * 86400)  # Telnyx fetches within minutes; notices are customer text
             tmp = self.directory / (name + ".tmp")
             tmp.write_bytes(pdf)
             tmp.replace(self.directory / name)  # complete before Telnyx can ask for it
@@ -155,3 +157,13 @@ class FaxNotifier:
             fax_id = str((r.json().get("data") or {}).get("id", ""))
             link = ExternalLink(system="sinch", kind="fax_out_id", value=fax_id)
         return DeliveryResult(links=[link], detail=f"fax {fax_id} to {n['to']}, {pages} page(s)")
+
+
+def _prune(directory: Path, age: float) -> None:
+    cutoff = time.time() - age
+    for p in directory.iterdir():
+        try:
+            if p.stat().st_mtime < cutoff:
+                p.unlink()
+        except OSError:
+            continue
