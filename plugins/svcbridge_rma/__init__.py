@@ -37,8 +37,10 @@ from svcbridge import (
     RmaPart,
     RmaState,
     StatusUpdate,
+    ThreadMatch,
     Ticket,
     TicketChange,
+    TicketDraft,
     Timer,
     TimerKind,
     WorkQueue,
@@ -47,8 +49,18 @@ from svcbridge import (
 )
 
 from .cisco import CiscoRma, CiscoRmaSource, CiscoSettings
+from .mail import MailSettings, apply_reply, read_reply, request_mail
 
-__all__ = ["CiscoRma", "CiscoRmaSource", "CiscoSettings", "RmaSettings", "parse_commands"]
+__all__ = [
+    "CiscoRma",
+    "CiscoRmaSource",
+    "CiscoSettings",
+    "MailSettings",
+    "RmaSettings",
+    "parse_commands",
+    "read_reply",
+    "request_mail",
+]
 __version__ = "0.1.0"
 
 _LINE = re.compile(r"^\s*/rma\s+(.+)$", re.IGNORECASE | re.MULTILINE)
@@ -61,6 +73,9 @@ class RmaSettings(PluginSettings):
     reminder_days: float = Field(default=7, gt=0, description="a reminder when a vendor has not moved an RMA")
     commands: bool = Field(default=True, description="act on /rma commands in helpdesk internal notes")
     cisco: CiscoSettings | None = Field(default=None, description="Cisco's RMA status API, polled")
+    mail: MailSettings = Field(
+        default_factory=MailSettings, description="RMA by e-mail: vendor mailboxes, rules"
+    )
 
 
 def parse_commands(note: str) -> list[dict[str, Any]]:
@@ -176,7 +191,9 @@ def command(job: Job) -> TicketChange | None:
                 source_key=d["key"],
                 remind_after=remind,
             )
-            return TicketChange(note=f"/rma done: {rma.summary()}")
+            mail = request_mail(_cfg().mail, rma, job.ticket)
+            sent = f"\nrequest mailed to {mail.to}" if mail and book.send(rma.id, [mail], "request") else ""
+            return TicketChange(note=f"/rma done: {rma.summary()}{sent}")
         got = book.get(int(d["move"]))
         if got is None or got.ticket_ref != job.ticket.ref:
             return TicketChange(note=f"/rma refused: this ticket has no RMA {d['move']}")
@@ -220,9 +237,58 @@ def register_sources(register: Any, settings: Any) -> None:
         register(CiscoRmaSource(cfg.cisco, list(settings.outbound_allow), _book))
 
 
+def request(job: Job) -> TicketChange | None:
+    """Mail the request of RMA ``data.rma`` to its vendor's mailbox (the CLI's ``rma open`` asks)."""
+    book = _book()
+    rma = book.get(int(job.data["rma"]))
+    if rma is None or job.ticket is None:
+        raise PermanentError(f"rma.request: no RMA {job.data.get('rma')}")
+    mail = request_mail(_cfg().mail, rma, job.ticket)
+    if mail is None or not book.send(rma.id, [mail], "request"):
+        return None
+    return TicketChange(note=f"RMA {rma.id}: request mailed to {mail.to}")
+
+
+def mail_reply(job: Job) -> TicketChange | None:
+    return apply_reply(_cfg().mail, _book(), job)
+
+
+def _message_id(draft: TicketDraft) -> str:
+    ids = [ln.value for ln in draft.links if ln.system == "email" and ln.kind == "message_id"]
+    return ids[0] if ids else hashlib.sha256((draft.subject + draft.body_text).encode()).hexdigest()[:24]
+
+
+@hookimpl
+def thread_message(draft: TicketDraft) -> ThreadMatch | None:
+    """A vendor's mail without our [SB-...] tag that names one of our RMA numbers joins that RMA's ticket."""
+    cfg = _cfg().mail
+    vendor = cfg.vendor_of(draft.contact.email) if cfg.vendors else None
+    app = _host.get("app")
+    if vendor is None or app is None:
+        return None
+    number, _ = read_reply(cfg, f"{draft.subject}\n{draft.body_text}")
+    rma = app.rmas.find(vendor, number) if number else None
+    return ThreadMatch(ticket_ref=rma.ticket_ref, reason=f"RMA {number}") if rma else None
+
+
+@hookimpl
+def classify_ticket(draft: TicketDraft, ticket: Ticket | None, jobs: WorkQueue) -> None:
+    """A reply on a ticket from a vendor's RMA mailbox: read it after the commit (a durable job)."""
+    cfg = _cfg().mail
+    if ticket is None or not cfg.vendors or draft.automated:
+        return
+    vendor = cfg.vendor_of(draft.contact.email)
+    if vendor is None:
+        return
+    text = f"{draft.subject}\n{draft.body_text}"[:20000]
+    mid = _message_id(draft)
+    jobs.enqueue("rma.mail_reply", {"text": text, "vendor": vendor, "message_id": mid}, key=f"rma-mail:{mid}")
+
+
 @hookimpl
 def register_job_kinds(register: Any) -> None:
-    register(JobKind("rma.command", command, timeout=60, max_attempts=10, backoff_initial=5, backoff_max=600))
+    for name, run in (("rma.command", command), ("rma.request", request), ("rma.mail_reply", mail_reply)):
+        register(JobKind(name, run, timeout=60, max_attempts=10, backoff_initial=5, backoff_max=600))
 
 
 @hookimpl

@@ -13,6 +13,7 @@ plugin fires it); the commands (re)set it like the plugin does. Attached to the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from datetime import timedelta
@@ -23,6 +24,8 @@ from rich.table import Table
 
 from .cli_work import SafeConsole
 from .rma import RmaPart, RmaState
+from .store.jobs import write_work
+from .work import WorkQueue
 
 out = SafeConsole()
 err = SafeConsole(stderr=True)
@@ -76,6 +79,32 @@ def rma_open(
         err.print(str(exc))
         sys.exit(1)
     out.print(got.summary())
+    mail = getattr(app.plugin_config("rma"), "mail", None)
+    if got.vendor in (getattr(mail, "vendors", None) or {}):
+        _request(app, got.ticket_ref, got.id)
+
+
+def _request(app: Any, ref: str, rma_id: int) -> None:
+    """Ask the rma plugin's job to mail the request to the vendor's mailbox (outbox: once), now."""
+    work = WorkQueue(ref, app.store.id_for_ref(ref))
+    work.enqueue("rma.request", {"rma": rma_id}, key=f"rma-request:{rma_id}")
+    with app.store.tx() as conn:
+        write_work(conn, app.store, work)
+
+    async def run() -> list[Any]:
+        await app.pm.lifecycle("startup", app=app)
+        try:
+            found = list(await app.work.drain(max_rounds=3))
+            await app.delivery.drain()  # the mail itself, through the outbox
+            return found
+        finally:
+            await app.pm.lifecycle("shutdown", app=app)
+
+    done = [o for o in asyncio.run(run()) if o.name == "rma.request"]
+    if done and done[-1].status == "done":
+        out.print(f"RMA {rma_id}: request mailed")
+    else:
+        err.print("the request mail is queued for the daemon; see 'svcbridge jobs list'")
 
 
 @rma.command("list")

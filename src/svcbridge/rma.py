@@ -24,6 +24,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .models import Notification
+
 __all__ = ["Rma", "RmaBook", "RmaPart", "RmaState", "rma_can_move"]
 
 
@@ -132,6 +134,10 @@ class RmaBook(Protocol):
     ) -> Rma: ...
 
     def get(self, rma_id: int) -> Rma | None: ...
+
+    def send(self, rma_id: int, notes: builtins.list[Notification], purpose: str) -> bool:
+        """Queue mails for the RMA through the outbox, once per purpose and address."""
+        ...
 
     def find(self, vendor: str, number: str) -> Rma | None: ...
 

@@ -18,9 +18,10 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import changes
-from ..models import TicketEvent, utcnow
+from ..models import Notification, TicketEvent, utcnow
 from ..rma import Rma, RmaPart, RmaState, rma_can_move
 from ..work import TicketChange, WorkQueue
+from . import outbox as ob
 from . import schema as t
 from .jobs import write_work
 from .repo import Store
@@ -170,6 +171,23 @@ class RmaStore:
             rma = self._rma(conn, {**row, **values})
             self._record(conn, int(row["ticket_id"]), rma, old, source, at, note, remind_after)
             return rma
+
+    def send(self, rma_id: int, notes: builtins.list[Notification], purpose: str) -> bool:
+        """Queue mails for an RMA (the request to the vendor's mailbox, a notice to the customer) in the
+        outbox, once per ``purpose`` and address (the outbox key), with a ``rma_mail`` event; False when
+        they were queued before."""
+        rma = self.get(rma_id)
+        if rma is None:
+            raise LookupError(f"no RMA {rma_id}")
+        with self.store.tx() as conn:
+            ticket = self.store.get_ticket(rma.ticket_ref, full=False, conn=conn)
+            assert ticket is not None
+            if self.store.seen_update(conn, "rma-mail", f"{rma_id}:{purpose}"):
+                return False
+            ob.enqueue_notifications(conn, ticket, notes, f"rma:{rma_id}:{purpose}")
+            data = {"rma": rma_id, "purpose": purpose, "to": [n.to for n in notes]}
+            self.store.add_event(conn, ticket.id, TicketEvent(type="rma_mail", actor="rma", data=data))
+        return True
 
     def _record(
         self,

@@ -1,0 +1,129 @@
+"""RMA by e-mail (issue 16 item 5) through the real pipeline, store, outbox and the mail spool: the
+request goes to the vendor's RMA mailbox once from the template, the vendor's replies thread by our
+[SB-...] tag or by their RMA number, their status words and number move the RMA (once per mail), an
+unreadable reply stays on the ticket with a note for the agents; rules read zh-CN, zh-TW and English.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from pathlib import Path
+
+import pytest
+
+from conftest import eml
+from helpdesk_helpers import Recorder, drop, recorder_plugin
+from svcbridge import RmaState, StatusUpdate
+from svcbridge.plugins import make_plugin_manager
+from svcbridge_rma import MailSettings, read_reply
+
+VENDORS = {"huawei": "rma@huawei.example"}
+
+
+@pytest.mark.parametrize(
+    ("text", "number", "state"),
+    [
+        ("您好，已受理。RMA编号：HW-2026-0001", "HW-2026-0001", RmaState.APPROVED),
+        ("RMA No. 88001234 approved, please ship the defective unit", "88001234", RmaState.APPROVED),
+        ("RMA HW-2026-0001 备件已发货，顺丰 SF123", "HW-2026-0001", RmaState.REPLACEMENT_SHIPPED),
+        ("返修單號：TW-77881 備件已發，請查收", "TW-77881", RmaState.REPLACEMENT_SHIPPED),
+        ("We have received the defective part for RMA# R-5512", "R-5512", RmaState.RECEIVED_BY_VENDOR),
+        ("经检测为人为损坏，不予受理", None, RmaState.REJECTED),
+        ("请提供故障照片", None, None),
+    ],
+)
+def test_reply_rules(text, number, state) -> None:
+    assert read_reply(MailSettings(), text) == (number, state)
+
+
+def spool(tmp_path: Path) -> list[email.message.EmailMessage]:
+    files = sorted((tmp_path / "outgoing").glob("*.eml"))
+    return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in files]  # type: ignore[misc]
+
+
+async def test_request_replies_and_status_once(make_app, tmp_path: Path) -> None:
+    desk = Recorder()
+    pm = make_plugin_manager(extra=(recorder_plugin(desk),))
+    app = make_app(pm=pm, routing={"default": ["desk"]}, plugins={"rma": {"mail": {"vendors": VENDORS}}})
+    drop(tmp_path, "a", eml(subject="服务器电源故障", body="电源坏了", msgid="<c1@cust.example>"))
+    await app.run_once()
+    (t,) = app.store.list_tickets()
+    note = '/rma huawei part=PSU-900W:2102311ABC fault="12 V 无输出"'
+    await app.context("desk").apply_status_update(
+        StatusUpdate(ticket_ref=t.ref, system="desk", internal_note=note, external_event_id="n1")
+    )
+    await app.run_once()
+    await app.run_once()
+    requests = [m for m in spool(tmp_path) if m["To"] == "rma@huawei.example"]
+    assert len(requests) == 1
+    req = requests[0]
+    assert f"[{t.ref}]" in req["Subject"] and "RMA request 1: HUAWEI" in req["Subject"]
+    body = req.get_content()
+    assert "PSU-900W  serial 2102311ABC" in body and "12 V 无输出" in body and t.ref in body
+    answers = [
+        i.payload["note"]
+        for i in desk.items
+        if i.kind == "update" and "/rma done" in (i.payload.get("note") or "")
+    ]
+    assert len(answers) == 1 and "request mailed to rma@huawei.example" in answers[0]
+
+    # the vendor answers our mail (threads by the [SB-...] tag) with their RMA number
+    reply = eml(
+        subject=f"Re: {req['Subject']}",
+        body="您好，已受理。RMA编号：HW-2026-0001",
+        sender="华为售后 <rma@huawei.example>",
+        msgid="<v1@huawei.example>",
+        extra=f"In-Reply-To: {req['Message-ID']}\r\n",
+    )
+    drop(tmp_path, "v1", reply)
+    await app.run_once()
+    await app.run_once()
+    rma = app.rmas.get(1)
+    assert (rma.state, rma.number) == (RmaState.APPROVED, "HW-2026-0001")
+    drop(tmp_path, "v1-again", reply)  # the same mail again (another mailbox copy): no second move
+    await app.run_once()
+    await app.run_once()
+
+    # later, a mail from the vendor's domain without our tag, naming their number
+    drop(
+        tmp_path,
+        "v2",
+        eml(
+            subject="RMA HW-2026-0001 发货通知",
+            body="备件已发货，顺丰 SF1234567890",
+            sender="service@huawei.example",
+            msgid="<v2@huawei.example>",
+        ),
+    )
+    await app.run_once()
+    await app.run_once()
+    assert len(app.store.list_tickets()) == 1  # threaded onto the RMA's ticket
+    assert app.rmas.get(1).state == RmaState.REPLACEMENT_SHIPPED
+
+    # an answer that says nothing we can read: the mail stays on the ticket, the agents get a note
+    drop(
+        tmp_path,
+        "v3",
+        eml(
+            subject=f"Re: [{t.ref}] RMA",
+            body="请提供故障照片",
+            sender="rma@huawei.example",
+            msgid="<v3@huawei.example>",
+        ),
+    )
+    await app.run_once()
+    await app.run_once()
+    assert app.rmas.get(1).state == RmaState.REPLACEMENT_SHIPPED
+    ticket = app.store.get_ticket(t.ref)
+    trail = [(e.data["to"], e.data["source"]) for e in ticket.events if e.type == "rma"]
+    assert trail == [
+        ("requested", "helpdesk:desk"),
+        ("approved", "mail:HUAWEI"),
+        ("replacement_shipped", "mail:HUAWEI"),
+    ]
+    notes = [i.payload.get("note") or "" for i in desk.items if i.kind == "update"]
+    assert len([n for n in notes if "requested -> approved" in n]) == 1
+    assert len([n for n in notes if "approved -> replacement_shipped" in n]) == 1
+    assert len([n for n in notes if n.startswith("Vendor reply not understood")]) == 1
+    assert len([m for m in spool(tmp_path) if m["To"] == "rma@huawei.example"]) == 1  # requested once
