@@ -589,6 +589,32 @@ def test_plugins_page_shows_secrets_as_set_or_unset_only(make_app, tmp_path) -> 
     assert re.search(r"<td>admin_token</td><td>unset</td>", page)
 
 
+def test_settings_view_never_shows_a_secret_nested_in_a_list() -> None:
+    from pydantic import BaseModel, SecretStr
+
+    from svcbridge.console.views import _settings_view
+
+    class Box(BaseModel):
+        name: str
+        password: SecretStr | None = None
+        api_token: str = ""
+
+    class Section(BaseModel):
+        boxes: list[Box]
+        by_name: dict[str, Box]
+        hosts: list[str]
+
+    cfg = Section(boxes=[Box(name="a", password=SecretStr("pw-AAAA"), api_token="tk-BBBB"), Box(name="b")],
+                  by_name={"c": Box(name="c", api_token="tk-CCCC")}, hosts=["x", "y"])
+    rows = dict(_settings_view(cfg))
+    assert rows == {
+        "boxes.0.name": "a", "boxes.0.password": "set", "boxes.0.api_token": "set",
+        "boxes.1.name": "b", "boxes.1.password": "unset", "boxes.1.api_token": "unset",
+        "by_name.c.name": "c", "by_name.c.password": "unset", "by_name.c.api_token": "set",
+        "hosts": "['x', 'y']",
+    }
+
+
 def test_tickets_per_hour_buckets(app, tmp_path) -> None:
     from datetime import timedelta
 

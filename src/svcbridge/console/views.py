@@ -220,6 +220,15 @@ def _settings_view(model: Any) -> list[tuple[str, str]]:
             out.append((name, "set" if value else "unset"))
         elif isinstance(value, BaseModel):
             out += [(f"{name}.{k}", v) for k, v in _settings_view(value)]
+        elif isinstance(value, list | tuple) and any(isinstance(v, BaseModel) for v in value):
+            # several mailboxes, helpdesks, rules: each its own rows (a list's str() would show them raw)
+            for i, item in enumerate(value):
+                rows = _settings_view(item) if isinstance(item, BaseModel) else [("", str(item)[:200])]
+                out += [(f"{name}.{i}.{k}".rstrip("."), v) for k, v in rows]
+        elif isinstance(value, dict) and any(isinstance(v, BaseModel) for v in value.values()):
+            for key, item in value.items():
+                rows = _settings_view(item) if isinstance(item, BaseModel) else [("", str(item)[:200])]
+                out += [(f"{name}.{key}.{k}".rstrip("."), v) for k, v in rows]
         else:
             out.append((name, str(value)[:200]))
     return out
