@@ -110,3 +110,36 @@ async def test_jsm_due_field_follows_the_earliest_deadline_when_configured() -> 
     t.links = list(created.links)
     await move(sink, t, {}, "none")
     assert "fields" not in fake.requests_by_key[created.links[0].value]
+
+
+async def test_glpi_time_to_resolve_in_its_time_zone_when_configured() -> None:
+    from fakes.glpi import FakeGlpi
+    from svcbridge import Contact, DeliveryItem
+    from svcbridge.changes import change_rows
+    from test_glpi import sink_for
+
+    fake = FakeGlpi()
+    sink = sink_for(fake, due_field="time_to_resolve", due_timezone="Asia/Shanghai")
+    t = Ticket(id=1, ref="SB-000001", channel="email", subject="x", contact=Contact(email="a@example.com"),
+               deadlines={"solution_by": D1, "onsite_by": D2})  # fmt: skip
+    created = await sink.deliver(
+        DeliveryItem(id=1, kind="create", target="glpi", idempotency_key="c", ticket=t)
+    )
+    t.links = list(created.links)
+    tid = int(created.links[0].value)
+    assert fake.tickets[tid]["time_to_resolve"] == "2026-03-09 10:55:00"  # 02:55 UTC in GLPI's zone
+    for new, want, origin in (({"onsite_by": D2}, "2026-03-11 14:55:00", "a"), ({}, "NULL", "b")):
+        diff = apply(t, TicketChange(deadlines=new))
+        _, rows = change_rows(t, diff, None, plugin="sla", origin=origin, sinks=["glpi"])
+        (_, key, payload) = rows[0]
+        await sink.deliver(
+            DeliveryItem(id=2, kind="update", target="glpi", idempotency_key=key, ticket=t, payload=payload)
+        )
+        assert fake.tickets[tid]["time_to_resolve"] == want
+    await sink.aclose()
+    plain = sink_for(FakeGlpi())  # not configured: GLPI's own SLA owns the field
+    assert "due" in plain.fields and plain.cfg.due_field is None
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown time zone"):
+        sink_for(FakeGlpi(), due_field="time_to_resolve", due_timezone="Mars/Olympus")

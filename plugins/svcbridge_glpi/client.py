@@ -39,7 +39,9 @@ import asyncio
 import contextlib
 import hashlib
 import html
+from datetime import datetime
 from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -87,7 +89,7 @@ class GlpiSink(HelpdeskSink):
     ticket_page = "front/ticket.form.php?id={id}"  # the agents' page, linked from the operator console
 
     label = "GLPI"
-    fields: ClassVar[frozenset[str]] = HelpdeskSink.fields | {"priority"}
+    fields: ClassVar[frozenset[str]] = HelpdeskSink.fields | {"priority", "due"}
 
     def __init__(self, cfg: GlpiSettings, *, allow: list[str] | tuple[str, ...] = ()) -> None:
         super().__init__(cfg.name, cfg.state_map)
@@ -201,6 +203,8 @@ class GlpiSink(HelpdeskSink):
         }
         if self.cfg.requester_id:
             given["_users_id_requester"] = self.cfg.requester_id
+        if self.cfg.due_field and t.deadlines:
+            given[self.cfg.due_field] = self._glpi_time(min(t.deadlines.values()))
         data = (await self.request("POST", "Ticket", "create ticket", json={"input": given})).json()
         tid = str(data.get("id", "")) if isinstance(data, dict) else ""
         if not tid.isdigit():
@@ -248,6 +252,16 @@ class GlpiSink(HelpdeskSink):
     async def set_state(self, remote_id: str, state: TicketState) -> None:
         body = {"input": {"status": int(self.state_map.remote(state))}}
         await self.request("PUT", f"Ticket/{int(remote_id)}", f"update ticket {remote_id}", json=body)
+
+    async def set_due(self, remote_id: str, due: datetime | None) -> None:
+        if not self.cfg.due_field:
+            return
+        # "NULL" is how GLPI's own forms empty a datetime (unverified against a live GLPI)
+        body = {"input": {self.cfg.due_field: self._glpi_time(due) if due else "NULL"}}
+        await self.request("PUT", f"Ticket/{int(remote_id)}", f"due time of ticket {remote_id}", json=body)
+
+    def _glpi_time(self, at: datetime) -> str:
+        return at.astimezone(ZoneInfo(self.cfg.due_timezone)).strftime("%Y-%m-%d %H:%M:%S")
 
     async def set_priority(self, remote_id: str, priority: Priority) -> None:
         body = {"input": {"urgency": int(self.cfg.urgencies[priority.name])}}

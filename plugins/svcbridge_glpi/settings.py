@@ -19,6 +19,7 @@ GLPI ticket statuses are numbers (``CommonITILObject``): 1 new, 2 assigned, 3 pl
 from __future__ import annotations
 
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -59,7 +60,8 @@ class GlpiStateMap(StateMap):
 
 # GLPI urgency: 5 very high, 4 high, 3 medium, 2 low, 1 very low
 DEFAULT_URGENCIES = {"P1": 5, "P2": 4, "P3": 3, "P4": 2}
-TAKEN = {"name", "content", "status", "urgency", "type", "entities_id", "_users_id_requester"}
+TAKEN = {"name", "content", "status", "urgency", "type", "entities_id", "_users_id_requester",
+         "time_to_resolve", "time_to_own"}  # fmt: skip
 
 
 class GlpiSettings(HelpdeskSettings):
@@ -83,6 +85,12 @@ class GlpiSettings(HelpdeskSettings):
         description="extra Ticket input on create: itilcategories_id, _groups_id_assign...",
     )
     private_followups: bool = Field(default=False, description="customer follow-ups as private follow-ups")
+    due_field: Literal["time_to_resolve", "time_to_own"] | None = Field(
+        default=None,
+        description="Ticket field that gets the SLA engine's earliest open deadline (create and PUT); unset: "
+        "not sent (leave it to a GLPI SLA that computes it)",
+    )
+    due_timezone: str = Field(default="UTC", description="the zone GLPI reads the API's datetimes in")
     state_map: GlpiStateMap = Field(default_factory=GlpiStateMap)
     webhook_secret: SecretStr | None = Field(
         default=None, description="GLPI 11 webhook secret; no secret, no route"
@@ -97,6 +105,15 @@ class GlpiSettings(HelpdeskSettings):
         if bad:
             raise ValueError(f"GLPI urgencies are 1..5, got {bad}")
         return out
+
+    @field_validator("due_timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
 
     @field_validator("fields")
     @classmethod
