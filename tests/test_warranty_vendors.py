@@ -219,3 +219,28 @@ def test_hp_is_asked_with_the_product_number(world: Any) -> None:
     world.fake.units["hp"]["CND1234XYZ"] = [("2024-01-10", FAR, "base")]
     run("hp", data={"part_number": "2Y2X1UT#ABA"})
     assert ("hp", "queries CND1234XYZ pn=2Y2X1UT#ABA") in world.fake.calls
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_lookups_of_one_vendor_side_by_side(world: Any, vendor: str) -> None:
+    """The runner runs up to 8 jobs at once: each has its own HTTP client, the token is shared."""
+    serials = [f"{SERIAL[vendor][:-1]}{i}" for i in range(6)]
+    for s in serials:
+        world.fake.units[vendor][s] = [("2024-01-10", FAR, "base")]
+
+    async def all_at_once() -> list[Any]:
+        jobs = [
+            Job(
+                id=i,
+                kind=ops.vendor_kind(vendor),
+                key=f"k{i}",
+                data={"vendor": vendor, "serial": s},
+                ticket=Ticket(id=i, ref=f"SB-{i:06d}", channel="email"),
+            )
+            for i, s in enumerate(serials, start=1)
+        ]
+        return await asyncio.gather(*(ops.vendor_job(j, WorkQueue(j.ticket.ref, j.id)) for j in jobs))
+
+    changes = asyncio.run(all_at_once())
+    assert [c.labels["vendor_warranty"]["serial"] for c in changes] == serials
+    assert {c.labels["vendor_warranty"]["status"] for c in changes} == {"in"}

@@ -102,10 +102,7 @@ async def vendor_job(job: Job, work: WorkQueue) -> TicketChange | None:
     try:
         if not breaker.allow(now):
             raise VendorDown(f"{vendor}: circuit open for {breaker.retry_in(now):.0f} s more")
-        try:
-            answer = await client.lookup(serial, today, job.data.get("part_number"))
-        finally:
-            await client.close()
+        answer = await client.ask(serial, today, job.data.get("part_number"))
     except VendorDown as exc:
         breaker.failure(now)  # a failed trial after the cool-down opens it again
         log.warning(

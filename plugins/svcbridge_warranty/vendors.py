@@ -15,6 +15,7 @@ comes from the environment or a file and is never logged.
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -31,6 +32,9 @@ DEFAULTS = {
     "hp": ("https://warranty.api.hp.com", "https://warranty.api.hp.com/oauth/v1/token"),
     "cisco": ("https://apix.cisco.com", "https://id.cisco.com/oauth2/default/v1/token"),
 }
+
+
+_CLIENT: ContextVar[httpx.AsyncClient] = ContextVar("vendor_http_client")  # the running ``ask``'s client
 
 
 class VendorDown(Exception):
@@ -104,7 +108,6 @@ class VendorClient:
     settings: VendorSettings
     allow: tuple[str, ...] = ()  # [outbound_allow] of the settings: a vendor proxy inside the network
     transport: httpx.AsyncBaseTransport | None = None  # tests: an in-process fake
-    client: httpx.AsyncClient | None = None
     _token: str | None = None
     _expires: float = 0.0
     calls: list[str] = field(default_factory=list)  # what was asked, for logs and tests (no secrets)
@@ -113,17 +116,18 @@ class VendorClient:
     def base(self) -> str:
         return (self.settings.base_url or DEFAULTS[self.name][0]).rstrip("/")
 
-    def http(self) -> httpx.AsyncClient:
-        if self.client is None:
-            self.client = make_client(
-                self.base, timeout=self.settings.timeout, transport=self.transport, allow=self.allow
-            )
-        return self.client
-
-    async def close(self) -> None:
-        if self.client is not None:
-            await self.client.aclose()
-            self.client = None
+    async def ask(self, serial: str, today: date, part_number: str | None = None) -> dict[str, Any]:
+        """``lookup`` with an HTTP client of its own, closed after: jobs of one vendor run side by side
+        (one closing a shared client would break the others' requests); the token is shared."""
+        client = make_client(
+            self.base, timeout=self.settings.timeout, transport=self.transport, allow=self.allow
+        )
+        token = _CLIENT.set(client)
+        try:
+            return await self.lookup(serial, today, part_number)
+        finally:
+            _CLIENT.reset(token)
+            await client.aclose()
 
     # ------------------------------------------------------------------ OAuth2 client credentials
     async def token(self) -> str:
@@ -164,7 +168,7 @@ class VendorClient:
 
     async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
-            return await self.http().request(method, url, **kwargs)
+            return await _CLIENT.get().request(method, url, **kwargs)
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             raise VendorDown(f"{self.name}: {type(exc).__name__}") from exc
 
