@@ -262,3 +262,39 @@ async def test_a_mail_naming_no_part_asks_for_nothing(make_app, tmp_path: Path, 
     drop(tmp_path, "a", eml(subject="Invoice question 发票问题", body="Please resend the invoice."))
     await app.run_once()
     assert app.work.jobs.list() == [] and erp.reservations() == []
+
+
+async def test_refused_credentials_park_the_kind_with_an_alert(make_app, tmp_path: Path, request) -> None:
+    erp = Erp("tryton", tmp_path, request)
+    table = {**erp.table, "password": "wrong"}
+    table.pop("password_file")
+    erp.table = table
+    desk = Recorder()
+    app = build(make_app, erp, desk)
+    drop(tmp_path, "a", eml(subject=MAIL_EN[0], body=MAIL_EN[1]))
+    await app.run_once()
+    (job,) = app.work.jobs.list()
+    assert job["status"] == "parked" and "auth" in job["last_error"]
+    assert "job:parts.lookup" in app.work.alerts
+    (t,) = app.store.list_tickets()
+    assert "parts" not in t.labels and erp.reservations() == []
+
+
+async def test_a_refused_reservation_is_dead_lettered_and_the_ticket_kept(make_app, tmp_path: Path) -> None:
+    from svcbridge import WorkQueue
+    from svcbridge.store.jobs import write_work
+
+    erp = Erp("table", tmp_path, None)  # type: ignore[arg-type]
+    desk = Recorder()
+    app = build(make_app, erp, desk)
+    drop(tmp_path, "a", eml(subject="hello", body="no part named"))
+    await app.run_once()
+    (t,) = app.store.list_tickets()
+    work = WorkQueue(t.ref, t.id)
+    work.enqueue("parts.lookup", {"parts": ["PSU-750W"], "depot": "XX"}, key="cli:x")
+    with app.store.tx() as conn:
+        write_work(conn, app.store, work)
+    await app.run_once()
+    (job,) = app.work.jobs.list()
+    assert job["status"] == "dead" and "no part 'PSU-750W' at depot 'XX'" in job["last_error"]
+    assert app.store.get_ticket(t.ref) is not None and erp.reservations() == []
