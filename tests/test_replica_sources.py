@@ -178,8 +178,8 @@ def test_replicas_killed_at_random_share_the_mailboxes_without_doing_anything_tw
     tmp_path: Path, pg_url: str
 ) -> None:
     seed = int(os.environ.get("REPLICA_SEED", random.randrange(10**6)))
-    kills = int(os.environ.get("REPLICA_KILLS", 4))
-    conversations = int(os.environ.get("REPLICA_MAILS", 24))
+    kills = int(os.environ.get("REPLICA_KILLS", 3))
+    conversations = int(os.environ.get("REPLICA_MAILS", 12))
     print(f"REPLICA_SEED={seed}")
     rng = random.Random(seed)
     dv = _dovecot_with_mail_log()
