@@ -45,6 +45,7 @@ class VendorFake:
         self.tokens: dict[str, str] = {}  # token -> vendor
         self.tokens_issued: dict[str, int] = {v: 0 for v in VENDORS}
         self.calls: list[tuple[str, str]] = []
+        self.in_flight: dict[str, int] = {v: 0 for v in VENDORS}
         self.app = Starlette(
             routes=[
                 Route("/dell/auth/oauth/v2/token", self._token("dell"), methods=["POST"]),
@@ -83,8 +84,12 @@ class VendorFake:
         mode = self.mode[vendor]
         if mode == "down":
             return JSONResponse({"error": "service unavailable"}, status_code=503)
-        if mode == "hang":
-            await asyncio.sleep(30)
+        if mode == "hang":  # held: ``in_flight`` says a request is waiting right now
+            self.in_flight[vendor] += 1
+            try:
+                await asyncio.sleep(30)
+            finally:
+                self.in_flight[vendor] -= 1
         if mode == "429":
             if vendor == "cisco":
                 return JSONResponse(
