@@ -74,8 +74,8 @@ name = "service"
 """)
     proc = start(cfg)
     try:
-        wait_for(lambda: _healthy(port))
-        h = httpx.Client(base_url=base, timeout=10)
+        wait_for(lambda: _healthy(port), timeout=90)  # a loaded CI box starts the daemon slowly
+        h = httpx.Client(base_url=base, timeout=30)
         # Telnyx fax
         fax = json.dumps({"data": {"event_type": "fax.received", "id": "evf1", "payload": {
             "fax_id": "f1", "from": "+886227208889", "page_count": 1,
@@ -126,7 +126,7 @@ name = "service"
             found = json.loads(cli(cfg, "tickets", "list", "--json"))
             return found if len(found) >= 5 else None
 
-        tickets = wait_for(all_there, timeout=30, step=0.2)
+        tickets = wait_for(all_there, timeout=90, step=0.2)
     finally:
         assert stop(proc) == 0
         files.shutdown()

@@ -45,25 +45,25 @@ def test_kill_9_around_ocr_loses_nothing_and_records_the_text_once(tmp_path: Pat
     cfg.write_text(cfg.read_text() + FAX)
     spool = HylaSpool(tmp_path / "hylafax", tmp_path / "maildir", filetype="tif")
     proc = start(cfg, faults="job_after_run" if when == "job_after_run" else "")
-    wait_for(lambda: _healthy(port))
+    wait_for(lambda: _healthy(port), timeout=90)
     pages = [fax_page(PAGES_EN, seed=s) for s in range(3)] + [fax_page(PAGES_ZH, seed=9)]
     spool.receive(save_tiff(pages, "group4"), tsi="+86 532 8888 1234")
     if when == "during_ocr":
         # the ticket is committed and the job claimed: the pages are being read right now
         wait_for(lambda: any(j["status"] == "running" or j.get("claimed_by")
-                             for j in json.loads(cli(cfg, "jobs", "list", "--json"))), timeout=30, step=0.02)
+                             for j in json.loads(cli(cfg, "jobs", "list", "--json"))), timeout=90, step=0.02)
         proc.kill()
         proc.wait(timeout=10)
     else:
-        assert proc.wait(timeout=60) == -9  # died right after Tesseract answered, before the record
+        assert proc.wait(timeout=180) == -9  # died right after Tesseract answered, before the record
     assert len(tickets(cfg)) == 1  # the fax is a ticket already
     assert "ocr_text" not in (show(cfg).get("labels") or {})
 
     proc = start(cfg)
     try:
-        wait_for(lambda: _healthy(port))
+        wait_for(lambda: _healthy(port), timeout=90)  # a loaded CI box starts the daemon slowly
         ticket = wait_for(lambda: (lambda t: t if "ocr_text" in (t.get("labels") or {}) else None)(show(cfg)),
-                          timeout=60, step=0.2)
+                          timeout=180, step=0.2)
     finally:
         assert stop(proc) == 0
     assert len(tickets(cfg)) == 1 and ticket["channel"] == "fax"
