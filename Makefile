@@ -50,4 +50,4 @@ chaos: $(VENV)/.dev-installed
 # examples per property, failures kept in var/hypothesis and replayed first on the next run
 .PHONY: fuzz
 fuzz: $(VENV)/.dev-installed
-	SVCBRIDGE_FUZZ_EXAMPLES=$${SVCBRIDGE_FUZZ_EXAMPLES:-5000} $(BIN)/pytest -q -m fuzz tests/test_fuzz.py $(PYTEST_ARGS)
+	SVCBRIDGE_FUZZ_EXAMPLES=$${SVCBRIDGE_FUZZ_EXAMPLES:-5000} $(BIN)/pytest -q -m fuzz tests/test_fuzz.py tests/test_channels_fuzz.py $(PYTEST_ARGS)
