@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from svcbridge import (
@@ -213,8 +214,6 @@ def status_updated(ticket: Ticket, update: StatusUpdate, jobs: WorkQueue) -> Non
         jobs.enqueue(ops.COMMAND_JOB, data, key=f"{ticket.ref}:warranty-cmd:{key}")
 
 
-def _midnight(day: str) -> Any:
-    from datetime import UTC, datetime
-
-    d = datetime.fromisoformat(day)
-    return d.replace(tzinfo=UTC)
+def _midnight(day: str) -> datetime:
+    """A calendar date as the ticket's ``warranty_until`` (midnight UTC of that day)."""
+    return datetime.fromisoformat(day).replace(tzinfo=UTC)
