@@ -155,8 +155,8 @@ async def enrich_ticket(
         return
     serial = draft.asset.serial or (ticket.asset.serial if ticket is not None else None)
     if not serial:
-        if ticket is None and draft.channel == "fax":  # its text comes later, from the fax's OCR job
-            jobs.enqueue(IDENTIFY_JOB, {"prefix": settings.ticket_prefix})
+        if ticket is None and draft.channel == "fax" and not _chained_after_ocr(settings):
+            jobs.enqueue(IDENTIFY_JOB, {"prefix": settings.ticket_prefix})  # waits for the fax's OCR text
         return
     record = await assets.get(serial)
     vendor = ((record.vendor if record else None) or draft.asset.vendor or "").strip().lower()
@@ -212,6 +212,12 @@ def status_updated(ticket: Ticket, update: StatusUpdate, jobs: WorkQueue) -> Non
         digest = hashlib.sha256(note.encode()).hexdigest()[:12]
         key = update.external_event_id or f"{update.at.isoformat()}:{digest}"
         jobs.enqueue(ops.COMMAND_JOB, data, key=f"{ticket.ref}:warranty-cmd:{key}")
+
+
+def _chained_after_ocr(settings: Settings) -> bool:
+    """``[plugins.fax.ocr] then_jobs`` asks for the identification right after the OCR: no waiting job."""
+    ocr = getattr(settings.plugin_config("fax"), "ocr", None)
+    return IDENTIFY_JOB in (getattr(ocr, "then_jobs", None) or [])
 
 
 def _midnight(day: str) -> datetime:

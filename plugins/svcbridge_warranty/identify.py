@@ -99,7 +99,11 @@ async def warranty_labels(
 
 
 async def identify_job(job: Job, work: WorkQueue) -> TicketChange | None:
-    """A fax ticket without a serial: read the OCR text once the fax plugin stored it."""
+    """A fax ticket without a serial: read the OCR text once the fax plugin stored it.
+
+    Asked for by ``enrich_ticket`` (and retried until the text is there), or by the fax plugin itself
+    right after its OCR when ``[plugins.fax.ocr] then_jobs`` names this kind. Whichever runs second
+    finds the serial on the ticket and does nothing."""
     app, cfg = ops.current()
     ticket = job.ticket
     if ticket is None or ticket.asset.serial:
@@ -107,11 +111,8 @@ async def identify_job(job: Job, work: WorkQueue) -> TicketChange | None:
     if "ocr" not in ticket.labels:  # the OCR job has not answered yet: try again later (bounded)
         raise NotReady("waiting for the fax's OCR text")
     text = ticket.labels.get("ocr_text")
-    found = (
-        await identify([("ocr", text)], cfg, str(job.data.get("prefix") or "SB"), app.assets)
-        if text
-        else None
-    )
+    prefix = str(getattr(app.settings, "ticket_prefix", None) or job.data.get("prefix") or "SB")
+    found = await identify([("ocr", text)], cfg, prefix, app.assets) if text else None
     if found is None or found.serial is None:
         return None
     labels: dict[str, Any] = {"serial_candidates": found.candidates}
