@@ -20,7 +20,7 @@ from svcbridge_rma import CiscoRmaSource
 HOST = "apix.cisco.test"
 
 
-async def setup(make_app, tmp_path, secret: str = CLIENT_SECRET):
+async def setup(make_app, tmp_path, secret: str = CLIENT_SECRET, **rma):
     fake, desk = FakeCiscoRma(), Recorder()
     pm = make_plugin_manager(extra=(recorder_plugin(desk),))
     cisco = {
@@ -31,7 +31,7 @@ async def setup(make_app, tmp_path, secret: str = CLIENT_SECRET):
         "interval": 60,
     }
     app = make_app(
-        pm=pm, routing={"default": ["desk"]}, outbound_allow=[HOST], plugins={"rma": {"cisco": cisco}}
+        pm=pm, routing={"default": ["desk"]}, outbound_allow=[HOST], plugins={"rma": {"cisco": cisco, **rma}}
     )
     app.settings.plugin_config("rma").cisco.transport = fake.transport
     (source,) = [s for s in app.sources.values() if isinstance(s, CiscoRmaSource)]
@@ -133,4 +133,36 @@ async def test_bad_or_unknown_numbers_are_skipped(make_app, tmp_path, number) ->
     assert app.rmas.get(rid).state == RmaState.RECEIVED_BY_VENDOR
     assert app.rmas.get(other.id).state == RmaState.REQUESTED
     assert not any(" " in r.url.path or ".." in r.url.path for r in fake.requests)
+    await source.api.close()
+
+
+@pytest.mark.parametrize(
+    ("language", "text"),
+    [
+        ("zh-CN", "已由厂商发出。DHL 1Z999"),
+        ("zh-TW", "已由廠商寄出。DHL 1Z999"),
+        ("en", "has shipped. DHL 1Z999"),
+    ],
+)
+async def test_the_customer_hears_of_the_replacement_once(make_app, tmp_path, language, text) -> None:
+    app, fake, _desk, source, rid = await setup(
+        make_app, tmp_path, customer={"states": ["replacement_shipped"], "default_language": language}
+    )
+    ctx = app.context(source.name)
+    ref = app.rmas.get(rid).ticket_ref
+    with app.store.tx() as conn:  # the ticket's language decides (the mail's own was detected as zh-CN)
+        app.store.update_ticket(conn, app.store.id_for_ref(ref), language=language)
+    fake.rmas["88001234"] = {"status": "Received"}
+    await source.poll(ctx)
+    for _ in range(2):
+        fake.rmas["88001234"] = {"status": "Shipped", "carrier": "DHL", "trackingNumber": "1Z999"}
+        await source.poll(ctx)
+    rows = [
+        r
+        for r in app.delivery.outbox.list()
+        if r["kind"] == "notify" and r["payload"]["notification"]["template"] == "rma_replacement_shipped"
+    ]
+    assert len(rows) == 1
+    note = rows[0]["payload"]["notification"]
+    assert note["to"] == "alice@example.com" and text in note["body"]
     await source.api.close()

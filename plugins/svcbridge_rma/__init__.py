@@ -49,12 +49,14 @@ from svcbridge import (
 )
 
 from .cisco import CiscoRma, CiscoRmaSource, CiscoSettings
+from .customer import CustomerSettings, notices
 from .mail import MailSettings, apply_reply, read_reply, request_mail
 
 __all__ = [
     "CiscoRma",
     "CiscoRmaSource",
     "CiscoSettings",
+    "CustomerSettings",
     "MailSettings",
     "RmaSettings",
     "parse_commands",
@@ -75,6 +77,9 @@ class RmaSettings(PluginSettings):
     cisco: CiscoSettings | None = Field(default=None, description="Cisco's RMA status API, polled")
     mail: MailSettings = Field(
         default_factory=MailSettings, description="RMA by e-mail: vendor mailboxes, rules"
+    )
+    customer: CustomerSettings = Field(
+        default_factory=CustomerSettings, description="what the customer hears"
     )
 
 
@@ -133,6 +138,9 @@ def register_settings(register: Any) -> None:
 @hookimpl
 def startup(app: Any) -> None:
     _host["app"] = app
+    cfg: RmaSettings = app.plugin_config("rma") or RmaSettings()
+    if cfg.customer.states and getattr(app, "rmas", None) is not None:
+        app.rmas.customer_notices = notices(cfg.customer)
 
 
 @hookimpl

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import builtins
 import enum
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .models import Notification
+from .models import Notification, Ticket
 
 __all__ = ["Rma", "RmaBook", "RmaPart", "RmaState", "rma_can_move"]
 
@@ -118,7 +119,11 @@ class RmaBook(Protocol):
     tracking) and a note to the ticket's helpdesks, together; ``key`` (a vendor's event id, a mail's
     Message-ID) makes a repeated report a no-op; an impossible move raises ``ValueError``.
     ``remind_after`` (re)sets the ticket's ``rma.reminder`` timer; a final state cancels it.
+    ``customer_notices(rma, old_state, ticket)``, when a plugin sets it, says what the customer is told
+    of a transition (notifications written with it, sent once through the outbox).
     """
+
+    customer_notices: Callable[[Rma, RmaState | None, Ticket], builtins.list[Notification]] | None
 
     def open(
         self,

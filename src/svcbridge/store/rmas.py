@@ -11,6 +11,7 @@ system ``rma``: the same report read twice changes nothing.
 from __future__ import annotations
 
 import builtins
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,7 +19,7 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import changes
-from ..models import Notification, TicketEvent, utcnow
+from ..models import Notification, Ticket, TicketEvent, utcnow
 from ..rma import Rma, RmaPart, RmaState, rma_can_move
 from ..work import TicketChange, WorkQueue
 from . import outbox as ob
@@ -27,6 +28,7 @@ from .jobs import write_work
 from .repo import Store
 
 REMINDER = "rma.reminder"
+CustomerNotices = Callable[[Rma, RmaState | None, Ticket], list[Notification]]
 
 
 class RmaStore:
@@ -34,6 +36,9 @@ class RmaStore:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        # set by a plugin at startup (svcbridge_rma: [plugins.rma.customer]): what the customer is told
+        # of a transition; its notifications are written with the transition, sent once by the outbox
+        self.customer_notices: CustomerNotices | None = None
 
     # ------------------------------------------------------------------ reading
     def _rma(self, conn: Connection, row: Any) -> Rma:
@@ -223,6 +228,10 @@ class RmaStore:
         change = TicketChange(labels={"rma": lines}, note=text)
         origin = f"rma:{rma.id}:{rma.state.value}:{rma.number or ''}:{rma.tracking or ''}"
         changes.record(conn, self.store, ticket, change, plugin="rma", origin=origin)
+        if self.customer_notices is not None:
+            notes = self.customer_notices(rma, old, ticket)
+            if notes:
+                ob.enqueue_notifications(conn, ticket, notes, f"rma:{rma.id}:{rma.state.value}:customer")
         work = WorkQueue(ticket.ref, ticket_id)
         open_left = any(
             RmaState(r["state"]).is_final is False
