@@ -49,7 +49,15 @@ from .classify import FAULT_LEVELS, classify, facts_of, level_of, parse_priority
 from .clock import ACTOR, plan, timer_names
 from .engine import MILESTONES, policy_facts
 from .escalation import base_change, fire
-from .followup import followup_due, read_reply, reply_event, survey_for, survey_open
+from .followup import (
+    fault_words,
+    followup_due,
+    read_reply,
+    reply_event,
+    survey_for,
+    survey_open,
+    survey_sent_at,
+)
 from .policy import TARGETS, select_policy
 from .settings import SlaSettings
 
@@ -136,8 +144,12 @@ def _followup(draft: TicketDraft, ticket: Ticket, cfg: SlaSettings, jobs: WorkQu
         if answer is not None:
             draft.labels["_keep_closed"] = True  # an answer to the survey is no new problem
             who = draft.contact.email or draft.contact.phone or "customer"
-            at = (draft.received_at or utcnow()).isoformat()
-            jobs.enqueue(RECOMPUTE, {"survey": {**answer, "by": who}}, key=f"{ticket.ref}:survey:{at}")
+            # keyed by the survey: one score per survey, the first answer's, even when two answers
+            # arrive together (their jobs would run side by side)
+            sent = survey_sent_at(ticket) or draft.received_at or utcnow()
+            jobs.enqueue(
+                RECOMPUTE, {"survey": {**answer, "by": who}}, key=f"{ticket.ref}:survey:{sent.isoformat()}"
+            )
             return
     m = _SMS_MILESTONE.match(draft.body_text or draft.subject or "")
     phone = draft.contact.phone
@@ -176,7 +188,9 @@ def thread_message(draft: TicketDraft, lookup: TicketLookup) -> ThreadMatch | No
         ref = m.group(2).upper()
     else:
         found = _REF.match(text)
-        if not found or read_reply(text, found.group(1).upper()) is None:
+        if not found:
+            return _bare_answer(draft, lookup, cfg, text)
+        if read_reply(text, found.group(1).upper()) is None:
             return None
         ref = found.group(1).upper()
     ticket = lookup.by_ref(ref)
@@ -185,6 +199,28 @@ def thread_message(draft: TicketDraft, lookup: TicketLookup) -> ThreadMatch | No
     if not m and ticket.contact.phone != draft.contact.phone:
         return None  # a score for someone else's ticket is not taken from a stranger
     return ThreadMatch(ticket_ref=ticket.ref, reason="technician milestone" if m else "survey answer")
+
+
+def _bare_answer(draft: TicketDraft, lookup: TicketLookup, cfg: SlaSettings, text: str) -> ThreadMatch | None:
+    """An SMS "5" / "4 很满意" (full-width digits too) without a reference: the survey this number
+    was sent within ``survey_window`` and has not answered, if any. Not when a conversation of this
+    number is newer than the survey (the digit answers that), nor when the words after it report a
+    fault (``2 台打印机无法使用``): those thread or open a ticket as any other text."""
+    phone = draft.contact.phone
+    if draft.channel != "sms" or not phone or not cfg.survey_window:
+        return None
+    answer = read_reply(text, "")
+    if answer is None or fault_words(answer["comment"], [k for r in cfg.rules for k in r.keywords]):
+        return None
+    since = (draft.received_at or utcnow()) - parse_duration(cfg.survey_window)
+    ticket = lookup.awaiting_survey(phone=phone, since=since)
+    sent = survey_sent_at(ticket) if ticket is not None else None
+    if ticket is None or sent is None:
+        return None
+    talk = lookup.open_by_contact(phone=phone)
+    if talk is not None and talk.updated_at > sent:
+        return None
+    return ThreadMatch(ticket_ref=ticket.ref, reason="survey answer from the customer's number")
 
 
 @hookimpl
@@ -244,7 +280,8 @@ def recompute(job: Job, work: WorkQueue) -> TicketChange | None:
     events: list[TicketEvent] = []
     change_fields: dict[str, Any] = {}
     survey = job.data.get("survey")
-    if survey and isinstance(survey.get("score"), int):
+    # one score per survey: a second "5" sent before the first was recorded stays a message only
+    if survey and isinstance(survey.get("score"), int) and survey_open(ticket):
         events.append(
             reply_event({k: survey[k] for k in ("score", "comment") if k in survey}, str(survey["by"]))
         )

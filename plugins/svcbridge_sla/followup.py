@@ -13,18 +13,21 @@ score and comment, which records a ``survey_reply`` event (what the satisfaction
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from svcbridge import ChannelDirectory, Notification, Ticket, TicketEvent
 
-__all__ = ["read_reply", "survey_for", "survey_open"]
+__all__ = ["fault_words", "read_reply", "survey_for", "survey_open", "survey_sent_at"]
 
 _SCORE = re.compile(
     # full-width punctuation is what Chinese keyboards type (4分，很好; U+FF0F, U+FF01)
     r"^\s*(?:(SB-\d{1,12})\s*[:：,，]?\s*)?([1-5])(?:\s*分)?(?:\s*[/\uff0f]\s*5)?(?:[\s,，.。:：!\uff01-]+(.*))?$",
     re.S,
 )
+_WIDE_DIGITS = {0xFF10 + i: ord("0") + i for i in range(10)}  # U+FF10-FF19: full-width 0-9
+# a count, not a score: "2 台", "3 个", "2 printers" (measure words and common unit nouns)
+_COUNT = re.compile(r"^(?:台|个|個|部|件|套|张|張|次|天|小时|小時|pcs|units?|printers?|machines?|devices?)")
 _TEXT = {
     "zh-CN": (
         "{ref} 已处理完毕。请为本次服务打分：直接回复 1-5（5 = 非常满意，1 = 很不满意），"
@@ -76,6 +79,20 @@ def survey_for(ticket: Ticket, channels: ChannelDirectory) -> Notification | Non
     )
 
 
+def survey_sent_at(ticket: Ticket) -> datetime | None:
+    """When the ticket's latest survey went out (its ``notified`` event), or None."""
+    sent = [e.at for e in ticket.events if e.type == "notified" and e.data.get("template") == "survey"]
+    return sent[-1] if sent else None
+
+
+def fault_words(comment: str, keywords: list[str]) -> bool:
+    """A number that starts a fault report rather than scoring one: ``2 台打印机`` (a count) or words
+    the classification rules treat as a fault (``3 printers down``). Only for answers that quote no
+    ticket reference: those are matched to a survey by the sender's number alone."""
+    text = comment.casefold()
+    return bool(_COUNT.match(text)) or any(k in text for k in keywords)
+
+
 def survey_open(ticket: Ticket) -> bool:
     """A survey went out and no answer was recorded after it."""
     sent = [e.at for e in ticket.events if e.type == "notified" and e.data.get("template") == "survey"]
@@ -89,7 +106,8 @@ def read_reply(text: str, ref: str) -> dict[str, Any] | None:
     lines = [ln for ln in text.strip().splitlines() if ln.strip() and not ln.lstrip().startswith(">")]
     if not lines:
         return None
-    m = _SCORE.match(lines[0])  # the answer's first line; what follows is often the quoted survey
+    # a Chinese keyboard's full-width digits (U+FF15) are the same score; the comment keeps its own text
+    m = _SCORE.match(lines[0].translate(_WIDE_DIGITS))  # the answer's first line, then often the quote
     if not m or (m.group(1) and m.group(1).upper() != ref):
         return None
     comment = (m.group(3) or "").strip()[:1000]

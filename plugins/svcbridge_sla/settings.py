@@ -61,11 +61,16 @@ class SlaSettings(PluginSettings):
     escalation: list[Supervisor] = Field(default_factory=list)
     technicians: list[str] = Field(default_factory=list, description="phones allowed to report milestones")
     survey: bool = Field(default=True, description="ask for a 1-5 score when a ticket is resolved")
+    survey_window: str | None = Field(
+        default="7d",
+        description="a bare SMS score (no SB- reference) from the customer's number answers the survey "
+        "sent this long before (plain time, d = 24 h); none: only answers quoting the reference count",
+    )
     followup_call_after: str | None = Field(
         default="1d", description="a follow-up call is due this long after resolution; none: no call"
     )
 
-    @field_validator("followup_call_after")
+    @field_validator("followup_call_after", "survey_window")
     @classmethod
     def _after(cls, v: str | None) -> str | None:
         if v:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from .assets import AssetLookup
@@ -136,6 +137,14 @@ class TicketLookup(Protocol):
         self, *, email: str | None = None, phone: str | None = None, channel: str | None = None
     ) -> Ticket | None:
         """The contact's most recent ticket that is not resolved or closed (SMS, fax, phone threading)."""
+        ...
+
+    def awaiting_survey(
+        self, *, email: str | None = None, phone: str | None = None, since: datetime
+    ) -> Ticket | None:
+        """The contact's most recent resolved or closed ticket whose latest satisfaction survey (a
+        ``notified`` event of template ``survey``) went out at or after ``since`` and has no
+        ``survey_reply`` after it, with its trail; ``None`` when there is none. A bare SMS "5" answers it."""
         ...
 
     def journal_seen(self, content_hash: str, exclude_journal_id: int | None = None) -> int | None:

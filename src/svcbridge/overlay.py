@@ -8,6 +8,8 @@ are prefetched in one query (``prefetch``): a value asked about and not found th
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from .models import Ticket
 from .plans import Plan, PlanStatus
 from .store.repo import Store
@@ -50,6 +52,16 @@ class Overlay:
             if (email and tk.contact.email == email) or (phone and tk.contact.phone == phone):
                 return tk
         return self.store.open_by_contact(email=email, phone=phone, channel=channel)
+
+    def awaiting_survey(
+        self, *, email: str | None = None, phone: str | None = None, since: datetime
+    ) -> Ticket | None:
+        # the survey's ``notified`` event is written by the outbox, never by a batch: the store knows
+        found = self.store.awaiting_survey(email=email, phone=phone, since=since)
+        if found is None:
+            return None
+        tk = self.tickets.get(found.ref, found)
+        return tk if tk.state.is_closed else None  # reopened by a message earlier in this batch
 
     def journal_seen(self, content_hash: str, exclude_journal_id: int | None = None) -> int | None:
         ref = self.hashes.get(content_hash)

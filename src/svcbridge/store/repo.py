@@ -10,6 +10,7 @@ from __future__ import annotations
 import traceback as tb
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
@@ -32,6 +33,7 @@ from .attachments import AttachmentReads
 from .batch import MARK_JOURNAL, ticket_row
 from .blobs import BlobMissing, BlobStore, Chunks, ensure
 from .rows import attachment_model, journal_row, ticket_from_row
+from .surveys import awaiting_survey
 
 # Statements built once; values go in as parameters, so SQLAlchemy reuses the compiled form instead of
 # building a fresh statement with literal bind values on every call (the hot path's main CPU cost).
@@ -398,6 +400,12 @@ class Store(AttachmentReads):
         with self.engine.connect() as conn:
             r = conn.execute(q.order_by(t.tickets.c.id.desc()).limit(1)).mappings().first()
         return ticket_from_row(r) if r else None
+
+    def awaiting_survey(
+        self, *, email: str | None = None, phone: str | None = None, since: datetime
+    ) -> Ticket | None:
+        tid = awaiting_survey(self.engine, email=email, phone=phone, since=since)  # store/surveys.py
+        return self.get_ticket(tid) if tid is not None else None
 
     def journal_seen(self, content_hash: str, exclude_journal_id: int | None = None) -> int | None:
         q = select(t.journal.c.ticket_id).where(
