@@ -323,3 +323,18 @@ def test_settings_defaults_and_errors() -> None:
         WarrantySettings.model_validate({"default_timezone": "Mars/Olympus"})
     with pytest.raises(ValueError):
         WarrantySettings.model_validate({"replacement": "sometimes"})
+
+
+def test_the_commented_example_in_config_is_valid() -> None:
+    import tomllib
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "config" / "svcbridge.toml").read_text(encoding="utf-8")
+    start = text.index("# [plugins.assets]")
+    block = text[start : text.find("\n\n", start)]
+    toml = "\n".join(ln[2:].split("  #")[0] if ln.startswith("# ") else "" for ln in block.splitlines())
+    cfg = WarrantySettings(**tomllib.loads(toml)["plugins"]["assets"])
+    assert cfg.terms["server"] == {"main": "5y"} and cfg.terms["default"]["chassis"] == "6m"
+    assert set(cfg.vendors) == {"dell", "lenovo", "hp", "cisco"}
+    assert cfg.alerts.sales is not None and cfg.alerts.sales.to == "sales@example.com"
+    assert [c.serial for c in cfg.extractor().find([("body", "资产编号：ZC-88721")])] == ["ZC-88721"]
