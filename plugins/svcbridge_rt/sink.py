@@ -38,6 +38,7 @@ from svcbridge import (
     DeliveryItem,
     HelpdeskSink,
     PermanentError,
+    Priority,
     StatusUpdate,
     Ticket,
     TicketState,
@@ -59,7 +60,9 @@ class RtSink(HelpdeskSink):
     ticket_page = "Ticket/Display.html?id={id}"  # the agents' page, linked from the operator console
 
     label = "RT"
-    fields = frozenset({"note", "due"})  # the SLA engine's earliest open deadline is RT's Due
+    # besides the note: the SLA engine's earliest open deadline is RT's Due, and an escalation (or a
+    # classification change) moves RT's Priority
+    fields = frozenset({"note", "due", "priority"})
 
     def __init__(
         self,
@@ -153,6 +156,13 @@ class RtSink(HelpdeskSink):
     async def set_due(self, remote_id: str, due: datetime | None) -> None:
         # RT keeps "not set" as its epoch date; REST2 takes that text to clear Due
         await self.client.update_ticket(remote_id, {"Due": _rt_date(due) if due else "1970-01-01 00:00:00"})
+
+    async def set_priority(self, remote_id: str, priority: Priority) -> None:
+        # RT's Priority is a number (a queue may show names for its ranges): the [plugins.rt]
+        # priorities table, as at creation; a level left out of the table is not sent (the note says it)
+        value = self.cfg.priorities.get(priority.name)
+        if value is not None:
+            await self.client.update_ticket(remote_id, {"Priority": value})
 
     async def remote_state(self, remote_id: str) -> TicketState | None:
         return self.state_map.state(str((await self.client.get_ticket(remote_id)).get("Status", "")))
