@@ -145,3 +145,27 @@ def test_category_override_command() -> None:
     assert override_command("/category Network", DEFAULT_CATEGORIES) == "network"
     assert override_command("#category nonsense", DEFAULT_CATEGORIES) is None
     assert override_command("the category is display", DEFAULT_CATEGORIES) is None
+
+
+def fw(text: str) -> str:
+    """``text`` as a Chinese IME in full-width mode types it: ASCII letters, digits and ':' '/' ' ' full
+    width (built here, so the test file holds no look-alike characters)."""
+    return "".join(
+        "\u3000" if ch == " " else chr(ord(ch) + 0xFEE0) if "!" <= ch <= "~" else ch for ch in text
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"您好，{fw('SN:CND1234XYZ')} 打印机无法开机", [("CND1234XYZ", "label")]),
+        (f"序列號{fw(':7XK2M9P')}，無法開機", [("7XK2M9P", "label")]),
+        (f"{fw('S/N FOC2231X0AB')} switch offline", [("FOC2231X0AB", "label")]),
+        # full-width in the open: still an HP serial; a full-width mobile number still none
+        (f"打印机 {fw('CND1234XYZ')} 卡纸，电话 {fw('13800138000')}", [("CND1234XYZ", "vendor:hp")]),
+        # a full-width order number after an order label stays blocked
+        (f"订单号{fw(':DX20240301AB')}，序列号{fw(':7XK2M9P')}", [("7XK2M9P", "label")]),
+    ],
+)
+def test_full_width_text_is_read_as_ascii(text: str, expected: list[tuple[str, str]]) -> None:
+    assert found(text) == expected

@@ -20,6 +20,7 @@ knows. Patterns and label words are configurable (``ExtractionSettings``).
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 
 # label words: a serial follows (optionally after ':', '：', '#', 'is', '为', '是')
@@ -156,6 +157,9 @@ class Extractor:
         for where, text in texts:
             if not text:
                 continue
+            # full-width letters, digits and punctuation (U+FF21.., a Chinese IME in full-width mode) are
+            # the ASCII ones: NFKC folds them, the patterns below are ASCII
+            text = unicodedata.normalize("NFKC", text)
             if where == "attachment":  # "photo_CND1234XYZ.jpg": the name's parts, not one word
                 text = re.sub(r"[_.]+", " ", text)
             blocked = self._blocked(text)
@@ -184,7 +188,7 @@ class Extractor:
     def model(self, texts: list[tuple[str, str]]) -> str | None:
         """The first model named after a model label (型号 / Model: ...), if any."""
         for _where, text in texts:
-            m = self._model.search(text or "")
+            m = self._model.search(unicodedata.normalize("NFKC", text or ""))
             if m:
                 # a model is a few words at most: "PowerEdge R750 won't boot" is "PowerEdge R750"
                 words = m["model"].split()[:3]
