@@ -184,3 +184,42 @@ async def test_an_answer_after_its_hangup_ends_the_callback(app, drain_between) 
     assert "callback_done_at" in t.labels
     (timer,) = app.work.timers.list()
     assert timer["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("to", ["4008001234", "400 800 1234", "+86 400-800-1234", "0086 4008001234"])
+async def test_a_missed_call_to_the_hotline_written_the_pbx_way_is_a_callback(make_app, to) -> None:
+    """The PBX writes the dialled number as it likes; the configured hotline matches it in E.164.
+    (Compared as text, a missed hotline call was silently dropped: no callback ticket.)"""
+    app = make_app(plugins={"phone": {"token": TOKEN, "default_region": "CN",
+                                      "hotline_numbers": ["+864008001234"]}})
+    c = TestClient(build_web(app))
+    post(c, "newCall", "h-" + to, **{"from": "0532 8888 1234", "to": to, "direction": "in"})
+    r = post(c, "hangup", "h-" + to, cause="cancel")
+    assert r.json()["journaled"] == "missed"
+    other = post(c, "hangup", "o-" + to, cause="cancel", **{"from": "0532 8888 1234", "to": "4008009999",
+                                                             "direction": "in"})
+    assert other.json()["journaled"] is None  # another number is still not the hotline
+
+
+async def test_concurrent_answer_and_hangup_of_a_call_are_not_a_missed_call(app) -> None:
+    """The PBX's answer and hangup of one call may arrive at the same moment; the call's state is read
+    and written by each, and the answer must not be lost (a lost answer is a false callback ticket)."""
+    import asyncio
+
+    import httpx
+
+    transport = httpx.ASGITransport(app=build_web(app))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        async def call(i: int) -> None:
+            cid = f"cc-{i}"
+            await c.post(f"/hooks/cti/{TOKEN}", data={"event": "newCall", "callId": cid, "from": "+8653288881234",
+                                                      "to": "+864008001234", "direction": "in"})
+            await asyncio.gather(
+                c.post(f"/hooks/cti/{TOKEN}", data={"event": "answer", "callId": cid, "answeringNumber": "801"}),
+                c.post(f"/hooks/cti/{TOKEN}", data={"event": "hangup", "callId": cid, "cause": "normalClearing"}),
+            )
+
+        await asyncio.gather(*(call(i) for i in range(12)))
+    await app.pipeline.drain()
+    missed_calls = [t for t in app.store.list_tickets() if t.labels.get("call", {}).get("kind") == "missed"]
+    assert missed_calls == []

@@ -66,6 +66,11 @@ def _text(v: Any, limit: int = 250) -> str:
 class CtiRoute:
     def __init__(self, cfg: Any, host: Callable[[], Any]) -> None:
         self.cfg, self.host = cfg, host
+        # the hotline as E.164: the PBX writes the dialled number its own way (4008001234, +86 400 ...)
+        self.hotline = {e164(n, cfg.default_region) or n for n in cfg.hotline_numbers}
+        # a call's events may arrive at once (answer and hangup, PBX retries): each reads and writes
+        # the call's state, so they take turns; else an answer is lost and the call seems missed
+        self.lock = asyncio.Lock()
 
     async def __call__(self, request: Request, ctx: IntakeContext) -> Response:
         offered = str(request.path_params.get("token", ""))
@@ -87,7 +92,8 @@ class CtiRoute:
             err = "event must be newCall, answer or hangup, with a callId"
             return JSONResponse({"error": err}, status_code=400)
         try:
-            return await self._event(ctx, kind, call_id, ev)
+            async with self.lock:
+                return await self._event(ctx, kind, call_id, ev)
         except StoreUnavailable:
             return Response("store unavailable", status_code=503)
 
@@ -126,13 +132,14 @@ class CtiRoute:
     async def _hangup(self, ctx: IntakeContext, call_id: str, state: dict[str, Any]) -> Response:
         inbound = state.get("direction", "in") == "in"
         number = state.get("from") if inbound else state.get("to")
-        hotline = self.cfg.hotline_numbers
+        hotline = self.hotline
+        dialled = e164(state.get("to"), self.cfg.default_region) or state.get("to")
         # unanswered = no answer before the hangup, whatever the cause says (some PBXs report
         # normalClearing for a caller who gave up in the queue)
         answered = bool(state.get("answered_at"))
         if not answered and not inbound:
             return JSONResponse({"ok": True, "journaled": None})  # an agent's call nobody took
-        if not answered and hotline and state.get("to") not in hotline:
+        if not answered and hotline and dialled not in hotline:
             return JSONResponse({"ok": True, "journaled": None})  # not the hotline
         call = {**state, "call_id": call_id, "number": number, "kind": "answered" if answered else "missed"}
         if answered and not state.get("fault"):
