@@ -8,6 +8,7 @@ audit row: who, what, on which object, when.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -24,8 +25,16 @@ from ..store import schema as t
 
 ROLES = ("admin", "readonly")
 _HASHER = PasswordHasher()
-# verified when the user does not exist, so a wrong name costs as long as a wrong password
-_DUMMY_HASH = _HASHER.hash(secrets.token_hex(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified when the user does not exist, so a wrong name costs as long as a wrong password.
+    Made on first use, not at import: every CLI command imports this module (cli_users.py), and one
+    argon2id hash is 64 MiB and a few hundred milliseconds on a busy machine."""
+    return _HASHER.hash(secrets.token_hex(16))
+
+
 MIN_PASSWORD = 10
 
 
@@ -141,7 +150,7 @@ class Accounts:
         """The operator when the password matches; None otherwise (the same work either way)."""
         with self.engine.connect() as conn:
             r = conn.execute(select(t.operators).where(t.operators.c.username == username)).mappings().first()
-        stored = r["password_hash"] if r else _DUMMY_HASH
+        stored = r["password_hash"] if r else _dummy_hash()
         try:
             _HASHER.verify(stored, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
