@@ -429,3 +429,28 @@ def test_an_erp_answering_asset_lookup_identifies_the_unit(make_app: Any, tmp_pa
     assert t.customer == "深圳分行" and t.asset.model == "ThinkPad T14" and t.category == "boot"
     assert t.labels["asset"]["source"] == "erp" and t.labels["warranty"]["unit_source"] == "erp"
     assert t.labels["warranty"]["status"] == "in"
+
+
+def test_batch_defect_alerts_once_when_the_reports_arrive_together(app: Any, tmp_path: Path) -> None:
+    # three customers' mails in one intake round: every rules job sees the other two tickets already
+    # committed, so "the ticket that crossed the line" cannot be told from the store; the alert is
+    # made once by a store-level key (a job per model, category and window) and is never lost
+    for i in range(3):
+        mail(
+            tmp_path,
+            f"m{i}",
+            "Switch offline",
+            f"S/N: FOC2231X0A{i} the network link is down",
+            sender=f"N <n{i}@c{i}.example>",
+        )
+    asyncio.run(once(app))
+    asyncio.run(once(app))
+    tickets = app.store.list_tickets()
+    assert len(tickets) == 3 and all("batch_defect" in t.labels for t in tickets)
+    (n,) = notices(app, "batch_defect")
+    assert n["to"] == "quality@bridge.test" and "C9300-48P" in n["subject"]
+    # a later report of the same model and category in the same window alerts no more
+    mail(tmp_path, "m3", "Switch offline", "S/N: FOC2231X0A3 network down", sender="N <n3@c3.example>")
+    asyncio.run(once(app))
+    asyncio.run(once(app))
+    assert len(notices(app, "batch_defect")) == 1

@@ -79,6 +79,7 @@ def register_job_kinds(register: Any, settings: Settings) -> None:
         register(kind)
     register(JobKind(ops.RULES_JOB, ops.rules_job, timeout=30.0))
     register(JobKind(ops.COMMAND_JOB, ops.command_job, timeout=30.0))
+    register(JobKind(ops.BATCH_ALERT_JOB, ops.batch_alert_job, timeout=30.0))
     # a fax's OCR takes a while: checked again with backoff, up to about an hour
     register(
         JobKind(

@@ -46,6 +46,7 @@ VENDORS = tuple(CLIENTS)
 VENDOR_JOB = "warranty.vendor"  # + ":<vendor>"
 RULES_JOB = "warranty.rules"
 COMMAND_JOB = "warranty.command"
+BATCH_ALERT_JOB = "warranty.batch_alert"  # keyed by model, category and window: one alert
 _state: dict[str, Any] = {}
 
 
@@ -245,23 +246,36 @@ def rules_job(job: Job, work: WorkQueue) -> TicketChange | None:
                 f"batch defect: {category} on {model} from {len(customers)} customers"
                 f" in {cfg.alerts.batch_days} days"
             )
-            first = len({f["customer"] or f["serial"] for f in same}) < cfg.alerts.batch_customers
-            if first and cfg.alerts.quality is not None:  # the ticket that crossed the line alerts, once
-                notices.append(
-                    _notice(
-                        cfg.alerts.quality,
-                        "batch_defect",
-                        f"batch defect: {model} / {category}",
-                        f"{len(customers)} customers reported {category} on {model} within"
-                        f" {cfg.alerts.batch_days} days ({', '.join(info['tickets'])}). To notify every"
-                        f" owner: svcbridge assets notify-owners '{model}' --ticket {ticket.ref}"
-                        " --subject ... --body ...",
-                        info,
-                    )
-                )
+            if cfg.alerts.quality is not None:
+                # one alert per model, category and window, whichever ticket's job comes first: the key
+                # of a job row is unique in the store, so reports that arrive together (each job sees
+                # the others' tickets, none "crossed the line" alone) or two runners alert once
+                window = int(ticket.created_at.timestamp() // 86400) // max(1, cfg.alerts.batch_days)
+                key = f"{model.strip().lower()}:{category}:{window}"
+                work.enqueue(BATCH_ALERT_JOB, {**info, "ticket": ticket.ref}, key=key)
     if not (labels or notes):
         return None
     return TicketChange(labels=labels, events=events, notifications=notices, note="\n".join(notes))
+
+
+def batch_alert_job(job: Job, work: WorkQueue) -> TicketChange | None:
+    """The batch-defect alert to quality, once per model, category and window (the job's key)."""
+    _app, cfg = current()
+    ticket, info = job.ticket, job.data
+    if ticket is None or cfg.alerts.quality is None:
+        return None
+    model, category = info["model"], info["category"]
+    notice = _notice(
+        cfg.alerts.quality,
+        "batch_defect",
+        f"batch defect: {model} / {category}",
+        f"{info['customers']} customers reported {category} on {model} within"
+        f" {info['days']} days ({', '.join(info['tickets'])}). To notify every"
+        f" owner: svcbridge assets notify-owners '{model}' --ticket {ticket.ref}"
+        " --subject ... --body ...",
+        {k: v for k, v in info.items() if k != "ticket"},
+    )
+    return TicketChange(notifications=[notice])
 
 
 def unit_line(ticket: Ticket) -> str:
