@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -31,13 +32,19 @@ CUSTOMER = "+8613912345678"
 TWILIO = {"account_sid": ACCOUNT, "auth_token": TOKEN, "public_url": PUBLIC, "from_number": "+8675512345678"}
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.realserver)])
+def db(request) -> dict[str, Any]:
+    """The store: SQLite, and the same on the real PostgreSQL (the survey query reads JSON event data)."""
+    return {"database_url": request.getfixturevalue("pg_url")} if request.param == "postgres" else {}
+
+
 class Bridge:
     """An instance with the SLA engine and Twilio both ways (inbound webhook, outbound fake API)."""
 
-    def __init__(self, make_app, **sla) -> None:
+    def __init__(self, make_app, db: dict[str, Any] | None = None, **sla) -> None:
         conf = settings(**sla)
         conf["plugins"]["twilio"] = TWILIO
-        self.app = make_app(**conf)
+        self.app = make_app(**conf, **(db or {}))
         self.api = FakeTwilioApi()
         cfg = self.app.settings.plugin_config("twilio")
         self.app.delivery.notifiers["sms"] = SmsNotifier(
@@ -130,8 +137,8 @@ async def test_bare_answers_score_the_waiting_survey_and_other_texts_open_ticket
     assert rep["average"] == round(sum(x[1] for x in ANSWERS) / len(ANSWERS), 2)
 
 
-async def test_a_stranger_an_old_survey_and_a_second_answer(make_app) -> None:
-    b = Bridge(make_app)
+async def test_a_stranger_an_old_survey_and_a_second_answer(make_app, db) -> None:
+    b = Bridge(make_app, db)
     ref, other = await b.resolved_with_survey(CUSTOMER, number(1))
     b.text("5", frm="+8613700000000")  # another number's "5" rates nobody's ticket
     # within the window: two answers in one batch give one score (the first); both texts are kept
