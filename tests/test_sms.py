@@ -12,6 +12,7 @@ import json
 import time
 import urllib.parse
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,7 +20,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from starlette.testclient import TestClient
 
-from svcbridge import AuthFailed, DeliveryItem, Notification, NotReady, PermanentError, StatusUpdate, Ticket
+from svcbridge import (
+    AuthFailed,
+    DeliveryItem,
+    Notification,
+    NotReady,
+    PermanentError,
+    StatusUpdate,
+    Ticket,
+    utcnow,
+)
 from svcbridge.web import build_web
 from svcbridge_sms.aliyun import AliyunSmsNotifier, sign
 from svcbridge_sms.optout import OptOuts
@@ -393,3 +403,26 @@ async def test_twilio_mms_is_fetched_with_auth_and_stop_blocks_its_notices(make_
     item = _item().model_copy(update={"ticket": full})
     with pytest.raises(PermanentError, match="opted out"):
         await notifier.send(item)
+
+
+async def test_twilio_notifier_honours_the_register_on_every_ticket_of_the_number(make_app) -> None:
+    """A STOP / 退订 texted on one ticket stops Twilio's SMS about any other ticket of that number
+    (a ticket opened before the STOP has no label; Telnyx and Alibaba already read the register)."""
+    sent: list[httpx.Request] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(201, json={"sid": "SMout", "status": "queued"})
+
+    app = make_app(outbound_allow=["api.twilio.com"], plugins={"twilio": {
+        "account_sid": "AC" + "0" * 32, "auth_token": "twilio-token", "public_url": "https://bridge.example.com",
+        "from_number": "+8675512345678", "transport": httpx.MockTransport(api)}})
+    notifier = app.delivery.notifiers["sms"]
+    await notifier.send(_item())  # not opted out: sent
+    assert len(sent) == 1
+    OptOuts(Path(app.settings.data_dir) / "sms-optout.db").record("+8613800138000", "退订", "sms", utcnow())
+    with pytest.raises(PermanentError, match="opted out"):
+        await notifier.send(_item())  # the ticket carries no sms_opt_out label
+    assert len(sent) == 1
+    await notifier.send(_item(to="+8613900139000"))  # another number still gets its SMS
+    assert len(sent) == 2

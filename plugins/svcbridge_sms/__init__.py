@@ -113,6 +113,11 @@ def _optouts(settings: Any) -> OptOuts:
     return _state["optouts"]
 
 
+def optout_register(settings: Any) -> OptOuts:
+    """The install's opt-out register, for SMS notifiers of other plugins (Twilio's)."""
+    return _optouts(settings)
+
+
 @hookimpl
 def register_settings(register: Any) -> None:
     register("sms", SmsSettings)

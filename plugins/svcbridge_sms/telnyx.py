@@ -157,7 +157,7 @@ class TelnyxSmsNotifier:
     async def send(self, item: DeliveryItem) -> DeliveryResult:
         n = item.payload["notification"]
         to = n["to"]
-        stopped = self.optouts.blocked(to)
+        stopped = await asyncio.to_thread(self.optouts.blocked, to)  # SQLite: off the event loop
         if stopped:
             raise PermanentError(f"{to} opted out of SMS ({stopped}); not sent")
         text = fit(n.get("body") or n.get("subject") or "", self.cfg.max_parts)

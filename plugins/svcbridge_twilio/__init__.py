@@ -11,6 +11,7 @@ Outbound: a notifier for channel ``sms`` posting to the Messages API with Basic 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import urllib.parse
@@ -142,8 +143,10 @@ class SmsNotifier:
     def address(contact: Contact) -> str | None:
         return contact.phone
 
-    def __init__(self, cfg: TwilioSettings, transport: Any = None, allow: list[str] | None = None) -> None:
-        self.cfg = cfg
+    def __init__(
+        self, cfg: TwilioSettings, transport: Any = None, allow: list[str] | None = None, optouts: Any = None
+    ) -> None:
+        self.cfg, self.optouts = cfg, optouts  # svcbridge_sms's register: who said STOP, on any ticket
         self.client = make_client(
             cfg.api_base,
             auth=(cfg.account_sid, cfg.auth_token.get_secret_value()),
@@ -154,6 +157,8 @@ class SmsNotifier:
     async def send(self, item: DeliveryItem) -> DeliveryResult:
         n = item.payload["notification"]
         stopped = item.ticket.labels.get("sms_opt_out")
+        if not stopped and self.optouts is not None:  # a ticket opened before the STOP has no label
+            stopped = await asyncio.to_thread(self.optouts.blocked, n["to"])
         if stopped:  # recorded by svcbridge_sms when the customer texted STOP / 退订
             raise PermanentError(f"{n['to']} opted out of SMS ({stopped}); not sent")
         form = {"To": n["to"], "Body": (n.get("body") or n.get("subject") or "")[:1600]}
@@ -188,7 +193,13 @@ def register_routes(register: Any, settings: Any) -> None:
 def register_notifiers(register: Any, settings: Any) -> None:
     cfg = settings.plugin_config("twilio")
     if cfg is not None and (cfg.from_number or cfg.messaging_service_sid):
-        register(SmsNotifier(cfg, allow=settings.outbound_allow))
+        try:
+            from svcbridge_sms import optout_register
+        except ImportError:  # svcbridge_sms not installed: the ticket's label is all there is
+            optouts = None
+        else:
+            optouts = optout_register(settings)
+        register(SmsNotifier(cfg, allow=settings.outbound_allow, optouts=optouts))
 
 
 @hookimpl
