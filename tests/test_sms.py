@@ -291,6 +291,7 @@ class FakeDysms:
     def __init__(self) -> None:
         self.calls: list[dict] = []
         self.reply: list[httpx.Response] = []
+        self.nonces: set[str] = set()
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         q = dict(urllib.parse.parse_qsl(request.url.query.decode()))
@@ -298,6 +299,11 @@ class FakeDysms:
         sig = q.pop("Signature")
         if sig != sign(q, "testsecret"):
             return httpx.Response(200, json={"Code": "SignatureDoesNotMatch", "Message": "bad signature"})
+        # Alibaba's gateway remembers every nonce it saw (throttled requests too) for 15+ minutes
+        if q["SignatureNonce"] in self.nonces:
+            return httpx.Response(400, json={"Code": "SignatureNonceUsed",
+                                             "Message": "Specified signature nonce was used already."})
+        self.nonces.add(q["SignatureNonce"])
         if self.reply:
             return self.reply.pop(0)
         return httpx.Response(200, json={"Code": "OK", "Message": "OK", "BizId": f"biz{len(self.calls)}",
@@ -426,3 +432,17 @@ async def test_twilio_notifier_honours_the_register_on_every_ticket_of_the_numbe
     assert len(sent) == 1
     await notifier.send(_item(to="+8613900139000"))  # another number still gets its SMS
     assert len(sent) == 2
+
+
+async def test_aliyun_throttled_notice_is_sent_on_its_retry(make_app, tmp_path) -> None:
+    """A retry is a new request to Alibaba: a new SignatureNonce (the gateway refuses a nonce it saw,
+    throttled or not, so a retried throttled notice became a dead letter)."""
+    app = make_app(plugins={"sms": {"outbound": "aliyun", "aliyun": ALI}})
+    fake = FakeDysms()
+    fake.reply = [httpx.Response(200, json={"Code": "isv.BUSINESS_LIMIT_CONTROL", "Message": "触发分钟级流控"})]
+    n = AliyunSmsNotifier(app.settings.plugin_config("sms").aliyun, OptOuts(tmp_path / "o.db"),
+                          ["dysmsapi.aliyuncs.com"], httpx.MockTransport(fake))
+    with pytest.raises(NotReady):
+        await n.send(_item())
+    res = await n.send(_item().model_copy(update={"attempts": 1}))  # the outbox's retry
+    assert res.links[0].value == "biz2" and len(fake.nonces) == 2

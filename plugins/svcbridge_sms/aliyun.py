@@ -104,7 +104,10 @@ class AliyunSmsNotifier:
             "Format": "JSON",
             "RegionId": "cn-hangzhou",
             "SignatureMethod": "HMAC-SHA1",
-            "SignatureNonce": uuid.uuid5(uuid.NAMESPACE_URL, item.idempotency_key).hex,  # same on a retry
+            # new for each attempt: the gateway refuses a nonce it has seen (for 15+ minutes, a throttled
+            # request's too), so one nonce for all retries made a throttled notice a dead letter; the same
+            # attempt run again after a crash reuses it (refused, not sent twice, if it reached Alibaba)
+            "SignatureNonce": uuid.uuid5(uuid.NAMESPACE_URL, f"{item.idempotency_key}:{item.attempts}").hex,
             "SignatureVersion": "1.0",
             "Timestamp": (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "Version": "2017-05-25",
