@@ -176,3 +176,27 @@ def test_the_rate_limit_address_behind_trusted_proxies(peer, xff, want) -> None:
 
     scope = {"type": "http", "client": (peer, 1234), "headers": [(b"x-forwarded-for", xff.encode())] if xff else []}
     assert client_address(Request(scope), [ipaddress.ip_network("10.0.0.0/8")]) == want
+
+
+def test_rate_limit_buckets_an_ipv6_client_by_its_64_and_forgets_idle_addresses() -> None:
+    """An IPv6 client owns a whole /64 (2^64 addresses): counted per address it could post without limit,
+    and every address it used stayed in memory for good."""
+    import ipaddress
+
+    from svcbridge_webform import FormRoute, FormSettings, WebformSettings
+
+    cfg = WebformSettings(secret="s", rate_limit=3, rate_window=60.0)
+    route = FormRoute(cfg, FormSettings(name="service"))
+    net = ipaddress.ip_network("2001:db8:1:2::/64")
+    got = [route.limited(str(net[i * 7919 + 1])) for i in range(5)]
+    assert got == [False, False, False, True, True]
+    assert route.limited("2001:db8:1:3::1") is False  # the next /64 is another customer
+    assert route.limited("203.0.113.9") is False and route.limited("203.0.113.10") is False  # IPv4: per address
+    for i in range(1000):
+        route.limited(f"198.51.100.{i % 250}")
+    route.posts_pruned_at = 0.0
+    import time
+
+    future = time.monotonic() + 61.0
+    route.limited("192.0.2.1", now=future)  # a later post: the idle addresses are dropped
+    assert len(route.posts) == 1

@@ -96,6 +96,7 @@ class FormRoute:
         self.key = (cfg.secret.get_secret_value() if cfg.secret else secrets.token_hex(32)).encode()
         self.cookie = f"sbform_{form.name}"
         self.posts: dict[str, deque[float]] = defaultdict(deque)
+        self.posts_pruned_at = time.monotonic()
         self.proxies = [ipaddress.ip_network(n, strict=False) for n in cfg.trusted_proxies]
 
     # ------------------------------------------------------------------ tokens
@@ -116,8 +117,13 @@ class FormRoute:
             return None
         return nonce if hmac.compare_digest(self.token(nonce, int(ts)).encode(), token.encode()) else None
 
-    def limited(self, address: str) -> bool:
-        now, q = time.monotonic(), self.posts[address]
+    def limited(self, address: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        if now - self.posts_pruned_at > self.cfg.rate_window:  # addresses idle for a window: forgotten
+            self.posts_pruned_at = now
+            for key in [k for k, q in self.posts.items() if not q or q[-1] < now - self.cfg.rate_window]:
+                del self.posts[key]
+        q = self.posts[_bucket(address)]
         while q and q[0] < now - self.cfg.rate_window:
             q.popleft()
         if len(q) >= self.cfg.rate_limit:
@@ -220,6 +226,18 @@ def client_address(request: Request, proxies: list[Any]) -> str:
             break
         peer = addr
     return peer
+
+
+def _bucket(address: str) -> str:
+    """What the rate limit counts: an IPv4 address, or an IPv6 client's /64 (one subscriber's prefix,
+    whose 2^64 addresses it can use at will)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6 and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip.ipv4_mapped) if ip.version == 6 else str(ip)  # ::ffff:a.b.c.d counts as a.b.c.d
 
 
 def _trusted(addr: str, proxies: list[Any]) -> bool:
