@@ -298,3 +298,13 @@ async def test_a_refused_reservation_is_dead_lettered_and_the_ticket_kept(make_a
     (job,) = app.work.jobs.list()
     assert job["status"] == "dead" and "no part 'PSU-750W' at depot 'XX'" in job["last_error"]
     assert app.store.get_ticket(t.ref) is not None and erp.reservations() == []
+
+
+async def test_a_component_named_without_a_known_unit_asks_for_nothing(make_app, tmp_path: Path) -> None:
+    erp = Erp("table", tmp_path, None)  # type: ignore[arg-type]
+    desk = Recorder()
+    pm = make_plugin_manager(extra=(recorder_plugin(desk),))  # no model, no serial on the draft
+    app = make_app(pm=pm, routing={"default": ["desk"]}, plugins={"parts": {"erps": [erp.table]}})
+    drop(tmp_path, "a", eml(subject="Disk full 磁盘满了", body="The power supply of the office is fine."))
+    await app.run_once()
+    assert app.work.jobs.list() == [] and erp.reservations() == []

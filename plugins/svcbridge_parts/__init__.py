@@ -7,8 +7,9 @@ host (``Host.erps``); other plugins may register more ERPs the same way.
 
 Flow (never a remote call in the pipeline):
 
-- ``enrich_ticket``: a new ticket whose text names a failed component (``categories``: "power supply",
-  "电源", "電源" -> ``psu``), or whose labels carry ``part_numbers``, asks for the durable job
+- ``enrich_ticket``: a new ticket about a known unit (model or serial on the draft: the asset register)
+  whose text names a failed component (``categories``: "power supply", "电源", "電源" -> ``psu``), or
+  whose labels carry ``part_numbers``, asks for the durable job
   ``parts.lookup`` (``job.py``) with the categories, the model and the region;
 - the job reads stock per depot, reserves at the nearest depot that has the part and returns the
   ``parts`` label and a note: stored on the ticket, sent to its helpdesks as an internal note;
@@ -107,8 +108,8 @@ def enrich_ticket(draft: TicketDraft, ticket: Ticket | None, settings: Any, jobs
         return  # follow-ups keep the first lookup; an agent asks again with the CLI
     cats = categories(cfg, f"{draft.subject}\n{draft.body_text}")
     parts = [str(p) for p in draft.labels.get("part_numbers") or []][:5]
-    if not cats and not parts:
-        return
+    if not parts and not (cats and (draft.asset.model or draft.asset.serial)):
+        return  # "disk full" from someone whose unit nobody knows is no spare-parts case
     data = {
         "categories": cats,
         "parts": parts,
