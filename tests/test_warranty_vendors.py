@@ -6,6 +6,7 @@ queued) or a retry when there is none, the circuit breaker, the TTL cache, never
 from __future__ import annotations
 
 import asyncio
+import time
 import types
 from datetime import timedelta
 from pathlib import Path
@@ -244,3 +245,68 @@ def test_lookups_of_one_vendor_side_by_side(world: Any, vendor: str) -> None:
     changes = asyncio.run(all_at_once())
     assert [c.labels["vendor_warranty"]["serial"] for c in changes] == serials
     assert {c.labels["vendor_warranty"]["status"] for c in changes} == {"in"}
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_breaker_half_opens_after_the_cooldown_though_jobs_were_refused_meanwhile(
+    world: Any, vendor: str
+) -> None:
+    """A job refused by the open breaker is no new failure of the vendor: counting it moved the
+    cool-down on with every retry, and while jobs kept coming the vendor was never tried again."""
+    breaker = ops._state["breakers"][vendor]
+    breaker.cooldown = 0.6
+    world.fake.mode[vendor] = "down"
+    for _ in range(2):
+        with pytest.raises(NotReady):
+            run(vendor)
+    assert breaker.open
+    time.sleep(0.35)
+    with pytest.raises(NotReady, match="circuit open"):
+        run(vendor)
+    time.sleep(0.35)  # the cool-down since the breaker opened is over: one trial goes to the vendor
+    world.fake.mode[vendor] = "ok"
+    world.fake.units[vendor][SERIAL[vendor]] = [("2024-01-10", FAR, "base")]
+    change, _ = run(vendor)
+    assert change.labels["vendor_warranty"]["status"] == "in" and not breaker.open
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_half_open_breaker_lets_one_trial_through(world: Any, vendor: str) -> None:
+    """After the cool-down ONE lookup tries the vendor; the others running at the same time are refused
+    until that trial ends (8 jobs at once must not all hit a vendor that is probably still down)."""
+    breaker = ops._state["breakers"][vendor]
+    breaker.cooldown = 0.2
+    world.fake.mode[vendor] = "down"
+    for _ in range(2):
+        with pytest.raises(NotReady):
+            run(vendor)
+    time.sleep(0.3)
+    asked: list[str] = []
+
+    async def slow_outage(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("token"):
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 3600})
+        asked.append(request.url.path)
+        await asyncio.sleep(0.2)  # the trial is held: the other jobs run meanwhile
+        return httpx.Response(503, json={"error": "down"})
+
+    ops._state["clients"][vendor].transport = httpx.MockTransport(slow_outage)
+
+    async def six_at_once() -> list[Any]:
+        jobs = [
+            Job(
+                id=i,
+                kind=ops.vendor_kind(vendor),
+                key=f"k{i}",
+                data={"vendor": vendor, "serial": SERIAL[vendor]},
+                ticket=Ticket(id=i, ref=f"SB-{i:06d}", channel="email"),
+            )
+            for i in range(1, 7)
+        ]
+        calls = (ops.vendor_job(j, WorkQueue(j.ticket.ref, j.id)) for j in jobs)
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = asyncio.run(six_at_once())
+    assert all(isinstance(r, NotReady) for r in results)
+    assert len(asked) == 1
+    assert breaker.open  # the failed trial opened it again

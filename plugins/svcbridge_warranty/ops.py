@@ -101,11 +101,17 @@ async def vendor_job(job: Job, work: WorkQueue) -> TicketChange | None:
         return _vendor_change(ticket, cfg, {**cached[0], "cached_at": cached[1].isoformat()}, vendor)
     now = time.monotonic()
     try:
-        if not breaker.allow(now):
+        if not breaker.allow(now):  # refused: no new failure (that would move the cool-down on)
             raise VendorDown(f"{vendor}: circuit open for {breaker.retry_in(now):.0f} s more")
-        answer = await client.ask(serial, today, job.data.get("part_number"))
+        try:
+            answer = await client.ask(serial, today, job.data.get("part_number"))
+        except VendorDown:
+            breaker.failure(time.monotonic())  # a failed trial after the cool-down opens it again
+            raise
+        except BaseException:
+            breaker.release()
+            raise
     except VendorDown as exc:
-        breaker.failure(now)  # a failed trial after the cool-down opens it again
         log.warning(
             "vendor_lookup_failed", vendor=vendor, serial=serial, error=str(exc), breaker_open=breaker.open
         )

@@ -43,26 +43,42 @@ class VendorDown(Exception):
 
 @dataclass
 class Breaker:
-    """Opens after ``threshold`` failures in a row; lets one try through after ``cooldown`` seconds."""
+    """Opens after ``threshold`` failures in a row; after ``cooldown`` seconds it is half open: ONE
+    trial goes through (the jobs running beside it are refused until it ends), its success closes it,
+    its failure opens it for another cool-down. A refused call is no failure of the vendor."""
 
     threshold: int
     cooldown: float
     failures: int = 0
     opened_at: float | None = None
+    trial: bool = False  # a half-open trial is under way
 
     def allow(self, now: float) -> bool:
-        return self.opened_at is None or now - self.opened_at >= self.cooldown
+        """May a call go to the vendor now? Taking the half-open trial (no await between the check and
+        the set: jobs share one event loop)."""
+        if self.opened_at is None:
+            return True
+        if self.trial or now - self.opened_at < self.cooldown:
+            return False
+        self.trial = True
+        return True
 
     def retry_in(self, now: float) -> float:
         return 0.0 if self.opened_at is None else max(0.0, self.cooldown - (now - self.opened_at))
 
     def success(self) -> None:
-        self.failures, self.opened_at = 0, None
+        self.failures, self.opened_at, self.trial = 0, None, False
 
     def failure(self, now: float) -> None:
         self.failures += 1
         if self.failures >= self.threshold:
             self.opened_at = now
+        self.trial = False
+
+    def release(self) -> None:
+        """The call ended saying nothing about the vendor being up (429, refused credentials): the next
+        one may try."""
+        self.trial = False
 
     @property
     def open(self) -> bool:
