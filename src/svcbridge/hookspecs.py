@@ -326,7 +326,8 @@ def thread_message(draft: TicketDraft, lookup: TicketLookup) -> ThreadMatch | No
 
     :param draft: the ``svcbridge.TicketDraft`` (links hold this message's ids, thread_refs the ids it
         refers to).
-    :param lookup: a ``svcbridge.TicketLookup`` for read-only queries (by ref, by external link).
+    :param lookup: a ``svcbridge.TicketLookup`` for read-only queries (by ref, by external link, a
+        contact's open ticket, a contact's ticket whose satisfaction survey awaits an answer).
 
     Return a ``svcbridge.ThreadMatch`` (``duplicate=True`` when the same message is already stored, so
     nothing new is created) or ``None`` for a new ticket. Raising quarantines the message.
