@@ -343,3 +343,54 @@ def test_show_and_list_print_register_text_inert(cfg: Path, tmp_path: Path) -> N
         assert "\x1b" not in out and "\u241b" in out  # ESC shown as a symbol, never sent to the terminal
     shown = run(cfg, "assets", "show", "EVIL123").stdout
     assert "[bold]red[/bold]" in shown and "[link=http://x]M1[/link]" in shown  # markup shown as text
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
+def test_a_file_over_the_row_limit_is_refused_whole_never_cut_short(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    """Rows past MAX_ROWS were dropped without a word: the import reported success for a part of the file."""
+    from svcbridge import assetimport
+
+    monkeypatch.setattr(assetimport, "MAX_ROWS", 3)
+    rows = [["serial", "customer"], *[[f"AB{i:05d}", "acme"] for i in range(4)]]
+    path = tmp_path / f"big{suffix}"
+    if suffix == ".csv":
+        path.write_text("\n".join(",".join(r) for r in rows) + "\n", encoding="utf-8")
+    else:
+        book = openpyxl.Workbook()
+        for r in rows:
+            book.active.append(r)
+        book.save(path)
+    with pytest.raises(assetimport.ImportFileError, match="more than 3 rows"):
+        assetimport.read_rows(path)
+    # exactly at the limit: every row read
+    exact = tmp_path / "exact.csv"
+    exact.write_text("\n".join(",".join(r) for r in rows[:4]) + "\n", encoding="utf-8")
+    assert [r["serial"] for _line, r in assetimport.read_rows(exact)] == ["AB00000", "AB00001", "AB00002"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (45352, date(2024, 3, 1)),  # an XLSX cell holding the date as a number (format "General")
+        (45351.0, date(2024, 2, 29)),
+        (45352.75, date(2024, 3, 1)),  # a date and time: the day counts
+        ("45352", date(2024, 3, 1)),  # the same number exported to CSV
+        ("2024/3/1 0:00", date(2024, 3, 1)),  # Excel's CSV of a date-time cell
+        ("2024-03-01 13:45:00", date(2024, 3, 1)),
+        ("2024年3月1日", date(2024, 3, 1)),
+    ],
+)
+def test_excel_dates_as_serial_numbers_and_with_a_time(value: object, expected: date) -> None:
+    from svcbridge.assetimport import _date
+
+    assert _date(value, "invoice_date") == expected
+
+
+@pytest.mark.parametrize("value", ["45", "1234567", -3, 3_000_000, "2024-13-01", "03/01/2024"])
+def test_numbers_that_are_no_excel_date_are_refused(value: object) -> None:
+    from svcbridge.assetimport import _date
+
+    with pytest.raises(ValueError, match="invoice_date"):
+        _date(value, "invoice_date")

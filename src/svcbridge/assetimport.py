@@ -16,7 +16,7 @@ import csv
 import io
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -88,6 +88,8 @@ KNOWN = {"serial", *UNIT, *EXTRA, *PART}
 TRUE = {"1", "true", "yes", "y", "是", "x"}
 FALSE = {"", "0", "false", "no", "n", "否"}
 MAX_ROWS = 200_000
+EXCEL_EPOCH = date(1899, 12, 30)  # day 0 of Excel's 1900 system (its 1900-02-29 bug folded in)
+EXCEL_DAYS = (10_000, 100_000)  # 1927 .. 2173: a number outside is no date
 
 
 class ImportFileError(ValueError):
@@ -136,7 +138,9 @@ def _csv_rows(data: bytes) -> list[tuple[int, dict[str, Any]]]:
     rows = list(reader)
     if not rows:
         raise ImportFileError("the file is empty")
-    return _keyed(rows[0], [(i + 2, r) for i, r in enumerate(rows[1 : MAX_ROWS + 1])])
+    if len(rows) - 1 > MAX_ROWS:  # refused whole: a register cut short without a word is worse
+        raise ImportFileError(f"more than {MAX_ROWS} rows: split the file")
+    return _keyed(rows[0], [(i + 2, r) for i, r in enumerate(rows[1:])])
 
 
 def _xlsx_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
@@ -154,8 +158,8 @@ def _xlsx_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
             raise ImportFileError("the sheet is empty")
         data = []
         for i, row in enumerate(it):
-            if i >= MAX_ROWS:
-                break
+            if i >= MAX_ROWS:  # refused whole: a register cut short without a word is worse
+                raise ImportFileError(f"more than {MAX_ROWS} rows: split the file")
             data.append((i + 2, list(row)))
         return _keyed(list(header), data)
     finally:
@@ -191,7 +195,15 @@ def _date(v: Any, column: str) -> date | None:
     if isinstance(v, date):
         return v
     s = str(v).strip()
-    m = re.fullmatch(r"(\d{4})[-/.年](\d{1,2})[-/.月](\d{1,2})日?", s)
+    serial = v if isinstance(v, int | float) and not isinstance(v, bool) else None
+    if serial is None and re.fullmatch(r"\d{5}", s):
+        serial = int(s)  # the same number in a CSV export
+    if serial is not None:  # a date cell formatted "General": Excel's day count (1900 system)
+        if not EXCEL_DAYS[0] <= serial < EXCEL_DAYS[1]:
+            raise ValueError(f"{column}: {s!r} is not a date (YYYY-MM-DD or an Excel date)")
+        return EXCEL_EPOCH + timedelta(days=int(serial))
+    # a date-time cell exported to CSV ("2024/3/1 0:00"): the day counts
+    m = re.fullmatch(r"(\d{4})[-/.年](\d{1,2})[-/.月](\d{1,2})日?(?:[ T]\d{1,2}:\d{2}(?::\d{2})?)?", s)
     if not m:
         raise ValueError(f"{column}: {s!r} is not a date (YYYY-MM-DD)")
     try:
