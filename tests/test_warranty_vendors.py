@@ -310,3 +310,30 @@ def test_half_open_breaker_lets_one_trial_through(world: Any, vendor: str) -> No
     assert all(isinstance(r, NotReady) for r in results)
     assert len(asked) == 1
     assert breaker.open  # the failed trial opened it again
+
+
+@pytest.mark.parametrize(
+    ("header", "low", "high"),
+    [
+        ("7", 7, 7),
+        ("2.5", 2.5, 2.5),  # not digits only: was read as "none given" (60 s)
+        ("HTTP-DATE+30", 25, 31),  # RFC 9110: Retry-After may be an HTTP date
+        ("HTTP-DATE-30", 0, 0),  # a date in the past: now
+        ("soon", 60, 60),  # unreadable: the default
+    ],
+)
+def test_retry_after_seconds_or_http_date(world: Any, header: str, low: float, high: float) -> None:
+    from email.utils import format_datetime
+
+    if header.startswith("HTTP-DATE"):
+        header = format_datetime(utcnow() + timedelta(seconds=int(header[9:])), usegmt=True)
+
+    def limited(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("token"):
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 3600})
+        return httpx.Response(429, headers={"Retry-After": header}, json={"error": "slow down"})
+
+    ops._state["clients"]["dell"].transport = httpx.MockTransport(limited)
+    with pytest.raises(NotReady) as exc:
+        run("dell")
+    assert exc.value.retry_after is not None and low <= exc.value.retry_after <= high

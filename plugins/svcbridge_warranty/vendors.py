@@ -17,7 +17,8 @@ from __future__ import annotations
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -83,6 +84,23 @@ class Breaker:
     @property
     def open(self) -> bool:
         return self.opened_at is not None
+
+
+def retry_after(value: str | None, default: float = 60.0) -> float:
+    """Seconds to wait from a Retry-After header: seconds (``7``, ``2.5``) or an HTTP date (RFC 9110)."""
+    text = (value or "").strip()
+    try:
+        seconds = float(text)
+        return min(max(0.0, seconds), 86400.0) if seconds == seconds else default  # NaN, inf: bounded
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return default
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return min(max(0.0, (when - datetime.now(UTC)).total_seconds()), 86400.0)
 
 
 def _day(value: Any) -> date | None:
@@ -190,9 +208,8 @@ class VendorClient:
 
     def _check(self, res: httpx.Response) -> None:
         if res.status_code == 429 or (res.status_code == 403 and "OVER_QPS" in res.text[:500]):
-            retry = res.headers.get("Retry-After", "")
             raise NotReady(
-                f"{self.name}: rate limited", retry_after=float(retry) if retry.isdigit() else 60.0
+                f"{self.name}: rate limited", retry_after=retry_after(res.headers.get("Retry-After"))
             )
         if res.status_code >= 500:
             raise VendorDown(f"{self.name}: HTTP {res.status_code}")
