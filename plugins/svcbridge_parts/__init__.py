@@ -121,23 +121,15 @@ def enrich_ticket(draft: TicketDraft, ticket: Ticket | None, settings: Any, jobs
 
 @hookimpl
 def status_updated(ticket: Ticket, update: StatusUpdate, jobs: WorkQueue) -> None:
+    """A state change of a ticket with parts: the settle job decides (its App's consume/cancel states)."""
     if update.state is None or not ticket.labels.get("parts"):
         return
-    cfg = _cfg_for(ticket)
     state = update.state.value
     resolved = any(
         e.type == "status_changed" and (e.data or {}).get("to") == "resolved" for e in ticket.events
     )
-    key = f"{ticket.ref}:{state}:{update.at.isoformat()}"
-    if state in cfg.consume_states:
-        jobs.enqueue("parts.settle", {"action": "consume", "reason": f"ticket {state}"}, key="consume:" + key)
-    elif state in cfg.cancel_states and not resolved:
-        jobs.enqueue("parts.settle", {"action": "release", "reason": f"ticket {state}"}, key="release:" + key)
-
-
-def _cfg_for(ticket: Ticket) -> PartsSettings:
-    """status_updated is given no settings: the table of the App built last (one per process)."""
-    return list(_jobs.values())[-1].cfg if _jobs else PartsSettings()
+    data = {"action": "state", "state": state, "resolved": resolved, "reason": f"ticket {state}"}
+    jobs.enqueue("parts.settle", data, key=f"state:{ticket.ref}:{state}:{update.at.isoformat()}")
 
 
 __version__ = "0.1.0"

@@ -140,6 +140,14 @@ class PartsJobs:
         if ticket is None:
             raise PermanentError("parts.settle: the job belongs to no ticket")
         action = job.data.get("action")
+        if action == "state":  # from status_updated: what the new state means under this configuration
+            state = job.data.get("state")
+            if state in self.cfg.consume_states:
+                action = "consume"
+            elif state in self.cfg.cancel_states and not job.data.get("resolved"):
+                action = "release"
+            else:
+                return None
         if action not in ("release", "consume"):
             raise PermanentError(f"parts.settle: unknown action {action!r}")
         label = dict(ticket.labels.get("parts") or {})
