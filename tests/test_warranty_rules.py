@@ -338,3 +338,28 @@ def test_the_commented_example_in_config_is_valid() -> None:
     assert set(cfg.vendors) == {"dell", "lenovo", "hp", "cisco"}
     assert cfg.alerts.sales is not None and cfg.alerts.sales.to == "sales@example.com"
     assert [c.serial for c in cfg.extractor().find([("body", "资产编号：ZC-88721")])] == ["ZC-88721"]
+
+
+@pytest.mark.parametrize(
+    ("part", "rule"),
+    [
+        # fitted in a paid repair (3 months) but its install date is not known: the unit's 5 years from
+        # the invoice were given ("in" until 2029) although its own 3 months may be long over
+        (AssetPart(category="main", part_number="PSU-2", paid_repair=True), "paid_repair.3m"),
+        # a replacement under "new" terms without install date: the unit's term from the invoice was
+        # given ("out" since 2023 -> paid service, sales told) although its new term may run
+        (
+            AssetPart(category="other", part_number="KB-2", replaced_from="KB-1"),
+            "server.other.replacement_new",
+        ),
+    ],
+)
+def test_part_without_install_date_is_unknown_when_its_term_counts_from_it(
+    part: AssetPart, rule: str
+) -> None:
+    u = unit(product_line="server", invoice_date=date(2021, 6, 1), parts=[AssetPart(category="main"), part])
+    answer = unit_answer(u, TERMS, at("2026-05-01"), [])
+    got = answer["parts"][1]
+    assert (got["status"], got["start"], got["end"], got["rule"]) == ("unknown", None, None, rule)
+    assert got["start_source"] == "installed date missing"
+    assert answer["expired_parts"] == []  # unknown is never "out"

@@ -10,6 +10,7 @@ A part's period starts:
   **remaining** period of the part it replaced (``replacement = "new" | "remaining"``), at least
   ``replacement_minimum_days`` from the install date;
 - for a part fitted in a **paid repair**: its install date plus ``paid_repair_months`` (3).
+  Either of these without its install date is ``unknown`` (never the unit's term).
 
 An **exclusion** an agent applied (misuse, unauthorised repair or modification, force majeure,
 consumables) on the unit or one part category makes that part ``excluded``. The unit's answer is its
@@ -113,7 +114,16 @@ def part_answer(
     base: dict[str, Any] = {"category": part.category, "part_number": part.part_number, "source": "rules"}
     start: date | None
     end: date | None
-    if part.paid_repair and part.installed:
+    new_term = part.replaced_from and terms.replacement == "new"
+    if (part.paid_repair or new_term) and not part.installed:
+        # its period counts from the day it was fitted: the unit's invoice would be a guess either way
+        # (a wrong "in" for a paid-repair part, a wrong "out" and paid service for a new-term one)
+        if part.paid_repair:
+            rule = f"paid_repair.{terms.paid_repair_months}m"
+        else:
+            rule = terms.term_for(unit.product_line, part.category)[1] + ".replacement_new"
+        start, end, why = None, None, "installed date missing"
+    elif part.paid_repair and part.installed:
         start, why = part.installed, "installed (paid repair)"
         end, rule = (
             add_term(start, f"{terms.paid_repair_months}m"),
