@@ -12,6 +12,7 @@ keeps the message and records why its file is missing, it never loses the messag
 
 from __future__ import annotations
 
+import asyncio
 import urllib.parse
 from typing import Any
 
@@ -37,7 +38,26 @@ async def fetch_media(
     headers: dict[str, str] | None = None,
     timeout: float = 15.0,
 ) -> tuple[bytes, str]:
-    """GET ``url``; ``(bytes, content type)`` of at most ``limit`` bytes, else ``MediaError``."""
+    """GET ``url``; ``(bytes, content type)`` of at most ``limit`` bytes within ``timeout`` seconds in
+    all (redirects included), else ``MediaError``."""
+    try:
+        # a total budget: httpx's timeout is per read, and a server dripping a byte a second kept a
+        # webhook's answer (Telnyx wants one within 2 s, Twilio 15 s) waiting for as long as it liked
+        async with asyncio.timeout(timeout):
+            return await _fetch(url, limit, allow, transport, auth, headers, timeout)
+    except TimeoutError:
+        raise MediaError(f"media fetch took longer than its time budget of {timeout:g} s") from None
+
+
+async def _fetch(
+    url: str,
+    limit: int,
+    allow: list[str] | tuple[str, ...],
+    transport: httpx.AsyncBaseTransport | None,
+    auth: Any,
+    headers: dict[str, str] | None,
+    timeout: float,
+) -> tuple[bytes, str]:
     parts = urllib.parse.urlsplit(url)
     local = parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
     if parts.scheme != "https" and not local:
