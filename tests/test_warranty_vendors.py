@@ -337,3 +337,28 @@ def test_retry_after_seconds_or_http_date(world: Any, header: str, low: float, h
     with pytest.raises(NotReady) as exc:
         run("dell")
     assert exc.value.retry_after is not None and low <= exc.value.retry_after <= high
+
+
+@pytest.mark.parametrize("stale", [False, True])
+def test_a_kept_answer_is_judged_on_today_not_on_the_day_it_was_asked(world: Any, stale: bool) -> None:
+    """The kept answer said "in" the day it was asked; its end date has passed since: a cached or stale
+    answer must say "out" now (the end date is the last covered day), not repeat the old status."""
+    yesterday = (utcnow() - timedelta(days=1)).date()
+    kept = {
+        "vendor": "dell",
+        "serial": SERIAL["dell"],
+        "status": "in",
+        "start": "2023-01-01",
+        "end": yesterday.isoformat(),
+        "coverage": [],
+        "source": "vendor:dell",
+    }
+    world.assets.keep_answer("vendor:dell", SERIAL["dell"], kept)
+    if stale:
+        world.cfg.vendors["dell"].ttl = 0.001
+        world.fake.mode["dell"] = "down"
+        time.sleep(0.01)
+    change, _ = run("dell")
+    answer = change.labels["vendor_warranty"]
+    assert bool(answer.get("stale")) is stale
+    assert answer["status"] == "out" and answer["end"] == yesterday.isoformat()

@@ -19,7 +19,7 @@ stored once on the ticket (a ``ticket_updated`` event, a note to its helpdesks):
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import structlog
@@ -98,7 +98,8 @@ async def vendor_job(job: Job, work: WorkQueue) -> TicketChange | None:
     system = f"vendor:{vendor}"
     cached = app.assets.last_answer(system, serial)
     if cached and (utcnow() - cached[1]).total_seconds() < ttl and not job.data.get("recheck"):
-        return _vendor_change(ticket, cfg, {**cached[0], "cached_at": cached[1].isoformat()}, vendor)
+        kept = {**_judged(cached[0], today), "cached_at": cached[1].isoformat()}
+        return _vendor_change(ticket, cfg, kept, vendor)
     now = time.monotonic()
     try:
         if not breaker.allow(now):  # refused: no new failure (that would move the cool-down on)
@@ -119,13 +120,27 @@ async def vendor_job(job: Job, work: WorkQueue) -> TicketChange | None:
         # retried with backoff, the kind shows as failing
         if cached is None or job.data.get("recheck"):
             raise NotReady(str(exc), retry_after=breaker.retry_in(time.monotonic()) or None) from exc
-        stale = {**cached[0], "stale": True, "as_of": cached[1].isoformat(), "error": str(exc)[:200]}
+        stale = {
+            **_judged(cached[0], today),
+            "stale": True,
+            "as_of": cached[1].isoformat(),
+            "error": str(exc)[:200],
+        }
         # the stale answer now, and ONE re-check job that retries until the vendor is back
         work.enqueue(vendor_kind(vendor), {**job.data, "recheck": 1}, key=f"{job.key}:recheck")
         return _vendor_change(ticket, cfg, stale, vendor)
     breaker.success()
     app.assets.keep_answer(system, serial, answer)
     return _vendor_change(ticket, cfg, {**answer, "at": utcnow().isoformat()}, vendor)
+
+
+def _judged(answer: dict[str, Any], today: date) -> dict[str, Any]:
+    """A kept answer's status on ``today``: the end date (the last covered day) may have passed since
+    the vendor was asked."""
+    end = answer.get("end")
+    if not end:
+        return answer
+    return {**answer, "status": "in" if today <= date.fromisoformat(str(end)[:10]) else "out"}
 
 
 def _vendor_change(
