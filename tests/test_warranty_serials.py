@@ -169,3 +169,25 @@ def fw(text: str) -> str:
 )
 def test_full_width_text_is_read_as_ascii(text: str, expected: list[tuple[str, str]]) -> None:
     assert found(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a country code and a date: how couriers and shops number shipments and orders, no HP serial
+        "物流 CN20240501 已签收，请查收",
+        "Your parcel CN20240501 was delivered",
+        "TW20241231 已到貨，請確認",
+        # an error code on the screen is no Lenovo serial
+        "屏幕显示错误代码 PC000123，无法启动",
+        "Error code PC000123 on screen after boot",
+        "錯誤代碼 PS1234AB 一直出現",
+    ],
+)
+def test_shipment_refs_and_error_codes_in_the_open_are_no_serials(text: str) -> None:
+    assert found(text) == []
+
+
+def test_a_real_hp_serial_with_a_date_like_tail_after_a_label_is_kept() -> None:
+    # after a label word the evidence is strong: only the open match is refused
+    assert found("S/N: CN20240501 printer jams") == [("CN20240501", "label")]

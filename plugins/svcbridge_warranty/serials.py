@@ -12,7 +12,8 @@ Two ways a serial shows up in a mail, a fax's OCR text or an attachment's name:
   letters and digits, never a token right after an order, invoice, tracking or phone label.
 
 Never a serial: our ticket references (``SB-000123``), phone numbers, dates, postcodes and other bare
-digit runs in the open, and any token after an order / PO / invoice / contract / tracking label.
+digit runs in the open, a country code and a date in the open (``CN20240501``: a shipment), and
+any token after an order / PO / invoice / contract / tracking / error-code label.
 Every candidate is returned with where and how it was found; the caller prefers one the register
 knows. Patterns and label words are configurable (``ExtractionSettings``).
 """
@@ -73,6 +74,9 @@ NOT_SERIAL_LABELS = [
     r"邮编",
     r"郵遞區號",
     r"Zip",
+    r"错误(?:代码|码)",
+    r"錯誤(?:代碼|碼)",
+    r"Error\s*(?:Code|No\.?|#)?",
 ]
 VENDOR_PATTERNS: dict[str, str] = {
     # plant code (3 letters) + year and week (4 digits) + 4
@@ -235,6 +239,8 @@ class Extractor:
         if digits == 0:
             return True  # a word after a label ("the serial console failed", "SN: unknown") is no serial
         if not labelled:
+            if _DATE.match(bare[2:]):  # "CN20240501": a country code and a date, a shipment or order
+                return True
             letters = sum(ch.isalpha() for ch in bare)
             # an English or pinyin word is no serial: a Dell tag mixes letters and digits
             if letters == 0 or digits < 2 or "-" in tok:
