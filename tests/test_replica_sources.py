@@ -54,7 +54,7 @@ async def test_sources_are_spread_held_once_and_handed_over(make_app) -> None:
     held = spread([a, b])
     assert sorted(len(h) for h in held) == [2, 3] and not held[0] & held[1]  # each source once
     c = Replicas(store, holder("c"), 6.0)  # a replica joins: it gets its share
-    held = spread([a, b, c])
+    held = spread([a, b, c], rounds=6)
     assert sorted(len(h) for h in held) == [1, 2, 2] and set().union(*held) == set(SOURCES)
     assert sum(len(h) for h in held) == len(SOURCES)
     c.leave()  # a clean stop gives everything back at once

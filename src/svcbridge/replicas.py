@@ -85,14 +85,19 @@ class Replicas:
                 counts[h] += 1
         spare = 1 if len(mine) - min(counts.values()) >= 2 else 0
         keep: set[str] = set()
+        released = False
         for n in mine:  # renewed above
             if len(keep) >= min(share, len(mine) - spare):  # give it back for a replica that joined
                 lease.release(self.store, SOURCE + n, self.holder)
                 log.info("source_released", source=n, share=share, replicas=len(live))
+                released = True
                 continue
             keep.add(n)
-        # free, run out or dead-held sources, in an order of this replica's own (spreads the takers)
-        free = [n for n in names if n not in keep and self._takeable(owner.get(n), now)]
+        # free, run out or dead-held sources, in an order of this replica's own (spreads the takers);
+        # none in a round that gave one back (it would take back what it gave, before the other could)
+        free = (
+            [n for n in names if n not in keep and self._takeable(owner.get(n), now)] if not released else []
+        )
         free.sort(key=lambda n: zlib.crc32(f"{self.holder}|{n}".encode()))
         for n in free:
             if len(keep) >= share:
