@@ -81,6 +81,10 @@ def test_fit_cuts_to_the_part_limit(text, max_parts) -> None:
     ("退订", "stop"), ("退訂", "stop"), (" TD ", "stop"), ("T", "stop"), ("取消订阅。", "stop"), ("\uff33\uff34\uff2f\uff30", "stop"),
     ("START", "start"), ("unstop", "start"), ("订阅", "start"),
     ("please don't stop the service", None), ("退订了吗\uff1f打印机还是坏的", None), ("Printer jams", None), ("", None),
+    # the unambiguous words with a code or courtesy around them, as customers actually reply
+    ("TD退订", "stop"), ("T 退订", "stop"), ("退订，谢谢", "stop"), ("退訂，謝謝\uff01", "stop"), ("我要退订", "stop"),
+    ("请退订。", "stop"), ("STOP ALL", "stop"), ("Stop, thanks", "stop"), ("Unsubscribe please", "stop"),
+    ("不要退订", None), ("Thank you", None), ("cancel please", None), ("退订 打印机", None), ("stop it now", None),
 ])
 def test_opt_out_keywords(text, want) -> None:
     assert keyword(text) == want

@@ -8,7 +8,8 @@ UTF-16 code units (an emoji outside the BMP is two) and a surrogate pair is neve
 
 Opt-out: the customer's whole message is a stop word (``STOP``, ``UNSUBSCRIBE``, ``退订``, ``TD``,
 ``取消订阅``, ...), case and surrounding punctuation ignored; ``START`` / ``UNSTOP`` / ``订阅`` opt back
-in. A sentence that merely contains the word ("don't stop the service") is not an opt-out.
+in. A sentence that merely contains the word ("don't stop the service") is not an opt-out; the clear
+words with a code or courtesy around them are ("TD退订", "退订，谢谢", "我要退订", "STOP ALL").
 """
 
 from __future__ import annotations
@@ -92,6 +93,13 @@ def clean(text: str) -> str:
     return _CONTROL.sub("", text)
 
 
+# words that say nothing but "opt out" (cancel / end / 取消 / 停止 alone may be about a repair visit):
+# these also count with a code or courtesy around them, as customers reply ("TD退订", "退订，谢谢")
+CLEAR_STOP = {"stop", "stopall", "unsubscribe", "退订", "退訂", "td", "t", "取消订阅", "取消訂閱"}
+COURTESY = {"谢谢", "謝謝", "谢谢你", "謝謝你", "thanks", "thank", "you", "please", "pls", "all"}
+_AFFIX = re.compile(r"^(?:我要|请|請|麻烦|麻煩)|(?:谢谢|謝謝|吧|了)$")
+
+
 def keyword(text: str) -> str | None:
     """ "stop" / "start" when the whole message is an opt-out / opt-in word, else None."""
     word = unicodedata.normalize("NFKC", _EDGE.sub("", text)).strip().lower()
@@ -100,4 +108,9 @@ def keyword(text: str) -> str | None:
         return "stop"
     if word in START_WORDS:
         return "start"
+    # latin words and CJK runs apart ("td退订" -> td, 退订), courtesy dropped; only clear words may remain
+    tokens = [_AFFIX.sub("", t) for t in re.findall(r"[a-z]+|\d+|[^\W\d_a-z]+", word)]
+    core = [t for t in tokens if t and t not in COURTESY]
+    if core and all(t in CLEAR_STOP for t in core):
+        return "stop"
     return None
