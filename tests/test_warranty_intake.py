@@ -454,3 +454,29 @@ def test_batch_defect_alerts_once_when_the_reports_arrive_together(app: Any, tmp
     asyncio.run(once(app))
     asyncio.run(once(app))
     assert len(notices(app, "batch_defect")) == 1
+
+
+def test_out_of_warranty_found_on_a_follow_up_tells_sales_once(app: Any, tmp_path: Path) -> None:
+    """The first mail names no serial; the customer's reply does, and the unit is out of warranty: the
+    ticket is flagged paid service and sales must hear of it (the notice was composed only for a NEW
+    ticket), once, however many replies follow."""
+    mail(tmp_path, "a", "PC won't power on", "No power since Monday", sender="Li <li@nanjing.example>")
+    asyncio.run(once(app))
+    assert notices(app, "warranty_out") == []
+    for name in ("b", "c"):
+        drop(
+            tmp_path,
+            name,
+            eml(
+                subject="Re: [SB-000001] PC won't power on",
+                body="The label says Serial No. OLD1234",
+                msgid=f"<{name}@t>",
+                sender="Li <li@nanjing.example>",
+            ),
+        )
+        asyncio.run(once(app))
+        asyncio.run(once(app))
+    t = app.store.get_ticket("SB-000001")
+    assert t.asset.serial == "OLD1234" and t.labels["paid_service"]["why"] == "out"
+    (n,) = notices(app, "warranty_out")
+    assert n["to"] == "sales@bridge.test" and "OLD1234" in n["body"] and "SB-000001" in n["subject"]

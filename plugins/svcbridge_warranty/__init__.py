@@ -80,6 +80,7 @@ def register_job_kinds(register: Any, settings: Settings) -> None:
     register(JobKind(ops.RULES_JOB, ops.rules_job, timeout=30.0))
     register(JobKind(ops.COMMAND_JOB, ops.command_job, timeout=30.0))
     register(JobKind(ops.BATCH_ALERT_JOB, ops.batch_alert_job, timeout=30.0))
+    register(JobKind(ops.SALES_JOB, ops.sales_job, timeout=30.0))
     # a fax's OCR takes a while: checked again with backoff, up to about an hour
     register(
         JobKind(
@@ -169,6 +170,10 @@ async def enrich_ticket(
             draft.asset.warranty_until = _midnight(draft.labels["warranty"]["end"])
         if "paid_service" in draft.labels and cfg.alerts.tell_customer and ticket is None:
             draft.labels["paid_service_notice"] = True  # the acknowledgement templates say so
+        if "paid_service" in draft.labels and ticket is not None and not ticket.labels.get("paid_service"):
+            # found on a follow-up: compose_notifications tells sales only for a new ticket; one job
+            # per ticket (its key) tells them after the commit, once
+            jobs.enqueue(ops.SALES_JOB, {}, key=f"{ticket.ref}:sales")
     if vendor in ops.VENDORS and vendor in cfg.vendors and cfg.vendors[vendor].enabled:
         data: dict[str, Any] = {"vendor": vendor, "serial": serial}
         if record is not None and record.extra.get("product_number"):  # HP: serials are unique only with it

@@ -46,6 +46,7 @@ VENDORS = tuple(CLIENTS)
 VENDOR_JOB = "warranty.vendor"  # + ":<vendor>"
 RULES_JOB = "warranty.rules"
 COMMAND_JOB = "warranty.command"
+SALES_JOB = "warranty.sales"  # keyed by the ticket: sales told once of a follow-up's out of warranty
 BATCH_ALERT_JOB = "warranty.batch_alert"  # keyed by model, category and window: one alert
 _state: dict[str, Any] = {}
 
@@ -178,6 +179,16 @@ def sales_notice(ticket: Ticket, to: Contact, answer: dict[str, Any], source: st
         "The ticket is flagged for paid service."
     )
     return _notice(to, "warranty_out", f"[{ticket.ref}] out of warranty: {ticket.asset.serial or ''}", body)
+
+
+def sales_job(job: Job, work: WorkQueue) -> TicketChange | None:
+    """Out of warranty found on a follow-up: the sales notice, once per ticket (the job's key)."""
+    _app, cfg = current()
+    ticket = job.ticket
+    if ticket is None or cfg.alerts.sales is None or not ticket.labels.get("paid_service"):
+        return None
+    notice = sales_notice(ticket, cfg.alerts.sales, ticket.labels.get("warranty") or {}, "rules")
+    return TicketChange(notifications=[notice])
 
 
 def _notice(
