@@ -145,3 +145,22 @@ async def test_wrong_credentials_are_auth_failed(case, tmp_path: Path) -> None:
 def test_no_secret_in_the_connector_s_repr(tmp_path: Path) -> None:
     cfg = ErpSettings(name="erp", **CASES["sapb1"][1])
     assert PASSWORD not in repr(cfg) and PASSWORD not in str(cfg.model_dump())
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("PSU 750W", "PSU_750W"),  # a space and an underscore cleaned to the same character
+        ("电源模块", "风扇模块"),  # every CJK name of one length was '____'
+        ("電源", "__"),
+        ("X" * 80 + "A", "X" * 80 + "B"),  # cut at 80
+    ],
+)
+def test_reservation_keys_of_different_parts_differ(a: str, b: str) -> None:
+    from svcbridge import Reservation
+
+    ka, kb = reservation_key("SB-000001", a), reservation_key("SB-000001", b)
+    assert ka != kb
+    assert ka == reservation_key("SB-000001", a)  # stable across re-runs
+    Reservation(key=ka, part=a, qty=1, depot="SH")  # a valid key (letters, digits, ':._/-', <= 120)
+    assert reservation_key("SB-000001", "PSU-750W") == "svcbridge:SB-000001:PSU-750W"  # unchanged

@@ -24,6 +24,7 @@ codes, nearest first), then the rest by available quantity. Plain models and a P
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Literal, Protocol, runtime_checkable
 
@@ -100,8 +101,14 @@ class PartsErp(Protocol):
 
 
 def reservation_key(ticket_ref: str, part: str) -> str:
-    """The idempotency key of a ticket's reservation of a part: the same after any crash or retry."""
+    """The idempotency key of a ticket's reservation of a part: the same after any crash or retry.
+
+    A part number that is not plain ASCII (``PSU 750W``, ``电源模块``) or longer than 80 gets a digest
+    of the whole number: cleaning alone made ``PSU 750W`` and ``PSU_750W`` (and every CJK name of one
+    length) the same key, so a ticket's second part was answered with the first one's reservation."""
     clean = re.sub(r"[^A-Za-z0-9._/-]", "_", part)[:80]
+    if clean != part:
+        clean = clean[:60] + "." + hashlib.sha256(part.encode()).hexdigest()[:16]
     return f"svcbridge:{ticket_ref}:{clean}"
 
 
