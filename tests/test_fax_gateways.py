@@ -292,3 +292,28 @@ def test_gateway_secrets_can_come_from_files(make_app, tmp_path) -> None:
     assert cfg.telnyx.api_key.get_secret_value() == API_KEY
     assert cfg.sinch.callback_token.get_secret_value() == TOKEN
     assert API_KEY not in repr(cfg) and TOKEN not in repr(cfg)
+
+
+async def test_a_sinch_retry_after_a_failed_journal_is_accepted(app, pdf, tmp_path) -> None:
+    """Phaxio signs no timestamp: its retry is the same request, same signature. When journaling fails
+    with an error that is no StoreUnavailable (here the blob directory cannot be written: ENOTDIR, as a
+    full or broken disk would), the answer is 500 and the retry must be taken, not refused as a replay
+    (it was: every retry 403, the fax lost)."""
+    c = client_for(app)
+    fields, files = sinch_fields(fax_id=777), {"filename": pdf}
+    sig = reference_phaxio(TOKEN, PUBLIC + "/hooks/sinch/fax", fields, files)
+    body, ctype = multipart(fields, {k: ("fax.pdf", v) for k, v in files.items()})
+    headers = {"content-type": ctype, "x-phaxio-signature": sig}
+    blobs = app.store.blobs
+    root, tmp, made = blobs.root, blobs.tmp, set(blobs._made)
+    (tmp_path / "not-a-dir").write_bytes(b"")
+    blobs.root, blobs.tmp, blobs._made = tmp_path / "not-a-dir" / "blobs", tmp_path / "not-a-dir" / "tmp", set()
+    try:
+        assert c.post("/hooks/sinch/fax", content=body, headers=headers).status_code == 500
+    finally:
+        blobs.root, blobs.tmp, blobs._made = root, tmp, made
+    assert app.store.journal_counts() == {}
+    assert c.post("/hooks/sinch/fax", content=body, headers=headers).status_code == 200
+    await app.pipeline.drain()
+    (t,) = app.store.list_tickets()
+    assert t.channel == "fax" and t.labels["fax"]["fax_id"] == "777"

@@ -175,12 +175,25 @@ class SinchFaxRoute:
         if not ok:
             log.warning("sinch_fax_refused", client=_client_host(request))
             return Response("forbidden", status_code=403)
+        # Phaxio signs no timestamp, so its retry is this very request: whatever kept it from being
+        # journaled (400, 503, a 500 from a full disk) must let the retry in, or the fax is lost
+        try:
+            resp = await self._take(ctx, params, files)
+        except BaseException:
+            self.replays.forget(sig)
+            raise
+        if resp.status_code >= 300:
+            self.replays.forget(sig)
+        return resp
+
+    async def _take(
+        self, ctx: IntakeContext, params: list[tuple[str, str]], files: list[tuple[str, bytes, str]]
+    ) -> Response:
         fields = dict(params)
         try:
             fax = json.loads(fields.get("fax", "{}"))
             fax_id = str(fax["id"])
         except (ValueError, KeyError, TypeError, RecursionError):
-            self.replays.forget(sig)
             return JSONResponse({"error": "no fax object"}, status_code=400)
         if fields.get("direction", fax.get("direction")) != "received":
             return JSONResponse({"ok": True, "ignored": "not a received fax"})
@@ -198,7 +211,6 @@ class SinchFaxRoute:
         try:
             await ctx.submit(raw)
         except StoreUnavailable:
-            self.replays.forget(sig)
             return Response("store unavailable", status_code=503)
         return JSONResponse({"ok": True})
 
