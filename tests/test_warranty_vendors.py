@@ -362,3 +362,20 @@ def test_a_kept_answer_is_judged_on_today_not_on_the_day_it_was_asked(world: Any
     answer = change.labels["vendor_warranty"]
     assert bool(answer.get("stale")) is stale
     assert answer["status"] == "out" and answer["end"] == yesterday.isoformat()
+
+
+@pytest.mark.parametrize("vendor", ["dell", "hp", "cisco"])
+def test_forbidden_api_call_is_a_credentials_problem_not_a_lost_lookup(world: Any, vendor: str) -> None:
+    """Cisco answers an inactive app with 403 "developer inactive" (api-contracts 3.4): the key must be
+    fixed, the lookups park and raise the alert (AuthFailed); a PermanentError dropped them for good."""
+
+    def forbidden(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("token"):
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 3600})
+        return httpx.Response(
+            403, json={"ErrorResponse": {"APIError": {"ErrorDescription": "developer inactive"}}}
+        )
+
+    ops._state["clients"][vendor].transport = httpx.MockTransport(forbidden)
+    with pytest.raises(AuthFailed, match="403"):
+        run(vendor)

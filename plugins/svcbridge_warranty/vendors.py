@@ -4,7 +4,8 @@ Each client turns one serial into one answer ``{vendor, serial, status, start, e
 (``status``: in | out | unknown; ``end`` the latest coverage end, a calendar date). Dell, HP and Cisco
 take an OAuth2 client-credentials token, cached until shortly before it expires; a 401 drops it and
 asks once more with a fresh one, a second 401 is ``AuthFailed`` (the vendor's jobs park, an alert is
-raised). 429 (and Cisco's 403 ``ERR_403_DEVELOPER_OVER_QPS``) is ``NotReady`` with the Retry-After.
+raised), as is any other 403 of an API call (Cisco's "developer inactive"). 429 (and Cisco's 403
+``ERR_403_DEVELOPER_OVER_QPS``) is ``NotReady`` with the Retry-After.
 Outages (5xx, timeouts, refused connections) are ``VendorDown``; the caller (``ops.py``) counts them
 on the vendor's circuit breaker and falls back to the last known answer, marked stale.
 
@@ -193,6 +194,10 @@ class VendorClient:
         for attempt in (1, 2):
             headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {await self.token()}"}
             res = await self._send(method, url, headers=headers, **kwargs)
+            if res.status_code == 403 and "OVER_QPS" not in res.text[:500]:
+                # the token is good but the app may not call (Cisco: "developer inactive"): the keys
+                # must be fixed; the lookups park (an alert) instead of being dropped for good
+                raise AuthFailed(f"{self.name}: API call refused (403)")
             if res.status_code != 401:
                 return res
             self._token = None  # revoked or expired early: one fresh token, then it is the credentials
