@@ -127,3 +127,43 @@ async def test_request_replies_and_status_once(make_app, tmp_path: Path) -> None
     assert len([n for n in notes if "approved -> replacement_shipped" in n]) == 1
     assert len([n for n in notes if n.startswith("Vendor reply not understood")]) == 1
     assert len([m for m in spool(tmp_path) if m["To"] == "rma@huawei.example"]) == 1  # requested once
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "RMA HW-A-0001 备件已发货，顺丰 SF1234567890",  # zh-CN, the other ticket's number
+        "RMA HW-A-0001 備件已發，請查收",  # zh-TW
+        "Replacement shipped for RMA# HW-A-0001",  # en
+    ],
+)
+async def test_a_reply_naming_another_ticket_s_rma_moves_nothing(make_app, tmp_path: Path, text) -> None:
+    """A vendor reply on ticket B that names ticket A's RMA number neither moves B's only RMA nor
+    gives it A's number (it was taken as 'the ticket's one open RMA')."""
+    from svcbridge import Job, RmaPart
+    from svcbridge_rma.mail import apply_reply
+
+    app = make_app(plugins={"rma": {"mail": {"vendors": VENDORS}}})
+    drop(tmp_path, "a", eml(subject="电源故障 A", body="电源坏了", msgid="<a@cust.example>"))
+    drop(
+        tmp_path,
+        "b",
+        eml(subject="電源故障 B", body="電源壞了", msgid="<b@cust2.example>", sender="b@cust2.example"),
+    )
+    await app.run_once()
+    ta, tb = sorted(app.store.list_tickets(), key=lambda t: t.ref)
+    ra = app.rmas.open(ta.ref, "huawei", [RmaPart(part="PSU")])
+    app.rmas.move(ra.id, RmaState.APPROVED, source="cli", number="HW-A-0001")
+    rb = app.rmas.open(tb.ref, "huawei", [RmaPart(part="PSU")])
+    job = Job(
+        id=1,
+        kind="rma.mail_reply",
+        key="rma-mail:x",
+        data={"text": text, "vendor": "HUAWEI", "message_id": "<x@huawei.example>"},
+        ticket=app.store.get_ticket(tb.ref),
+    )
+    change = apply_reply(MailSettings(vendors=VENDORS), app.rmas, job)
+    after = app.rmas.get(rb.id)
+    assert (after.state, after.number) == (RmaState.REQUESTED, None)
+    assert app.rmas.get(ra.id).state == RmaState.APPROVED
+    assert change is not None and "HW-A-0001" in (change.note or "")

@@ -152,7 +152,15 @@ def apply_reply(cfg: MailSettings, book: Any, job: Job) -> TicketChange | None:
     ]
     rma = next((r for r in open_ if number and r.number == number), None)
     if rma is None and len(open_) == 1:
-        rma = open_[0]
+        # the ticket's one open RMA, unless the reply names a number that is another RMA's (another
+        # ticket's: the vendor mixed them up, or a quoted mail) or not this one's: an agent decides
+        sole, elsewhere = open_[0], book.find(open_[0].vendor, number) if number else None
+        if number and ((sole.number and sole.number != number) or (elsewhere and elsewhere.id != sole.id)):
+            return TicketChange(
+                note=f"Vendor reply names RMA number {_safe(number)}, which is not RMA {sole.id} of this "
+                "ticket: read it on the ticket and set the RMA by hand (svcbridge rma set ID STATE)."
+            )
+        rma = sole
     if rma is None or state is None:
         why = "which RMA" if rma is None else "what it says"
         return TicketChange(
