@@ -51,7 +51,8 @@ def bar_chart(
         for v in nums
     ]
     ax.bar(range(len(keys)), nums, color=colors)
-    ax.set_xticks(range(len(keys)), [str(k)[:30] for k in keys], rotation=20, ha="right")
+    # parse_math off: a category like "cost $5 to $10" is text, not TeX (a bad one raised)
+    ax.set_xticks(range(len(keys)), [str(k)[:30] for k in keys], rotation=20, ha="right", parse_math=False)
     if line is not None:
         ax.axhline(line, color="#555", linestyle="--", linewidth=1)
         ax.text(len(keys) - 0.5, line, f"{line:g}", va="bottom", ha="right", fontsize=8)
