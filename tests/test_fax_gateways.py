@@ -317,3 +317,21 @@ async def test_a_sinch_retry_after_a_failed_journal_is_accepted(app, pdf, tmp_pa
     await app.pipeline.drain()
     (t,) = app.store.list_tickets()
     assert t.channel == "fax" and t.labels["fax"]["fax_id"] == "777"
+
+
+async def test_a_telnyx_delivery_that_failed_to_journal_can_come_again(app, tmp_path) -> None:
+    """The same signed Telnyx request after a 500 (journal failed) is taken, not refused as a replay."""
+    c = client_for(app)
+    body = fax_event("ev-500")
+    headers = sign(body)
+    blobs = app.store.blobs
+    root, tmp, made = blobs.root, blobs.tmp, set(blobs._made)
+    (tmp_path / "not-a-dir").write_bytes(b"")
+    blobs.root, blobs.tmp, blobs._made = tmp_path / "not-a-dir" / "blobs", tmp_path / "not-a-dir" / "tmp", set()
+    try:
+        assert c.post("/hooks/telnyx/fax", content=body, headers=headers).status_code == 500
+    finally:
+        blobs.root, blobs.tmp, blobs._made = root, tmp, made
+    assert c.post("/hooks/telnyx/fax", content=body, headers=headers).status_code == 200
+    assert c.post("/hooks/telnyx/fax", content=body, headers=headers).status_code == 403  # now a replay
+    assert app.store.journal_counts() == {"pending": 1}

@@ -85,18 +85,26 @@ class TelnyxFaxRoute:
         if why is not None:
             log.warning("telnyx_fax_refused", reason=why, client=_client_host(request))
             return Response("forbidden", status_code=403)
+        try:  # a request that was not journaled (400, 503, 500) lets the provider's retry in
+            resp = await self._take(ctx, body, sig)
+        except BaseException:
+            self.replays.forget(sig)
+            raise
+        if resp.status_code >= 300:
+            self.replays.forget(sig)
+        return resp
+
+    async def _take(self, ctx: IntakeContext, body: bytes, sig: str) -> Response:
         try:
             event = json.loads(body)
             data = event["data"]
             event_id, kind, payload = str(data["id"]), str(data["event_type"]), data.get("payload") or {}
         except (ValueError, KeyError, TypeError, RecursionError):
-            self.replays.forget(sig)
             return JSONResponse({"error": "not a Telnyx event"}, status_code=400)
         if kind in ("fax.delivered", "fax.failed"):  # a fax we sent (a notice to a fax customer)
             try:
                 return await self._outcome(ctx, event_id, kind, payload)
             except StoreUnavailable:
-                self.replays.forget(sig)
                 return Response("store unavailable", status_code=503)
         if kind != "fax.received":
             log.info("telnyx_fax_event", event_type=kind[:60], id=event_id[:80])
@@ -128,7 +136,6 @@ class TelnyxFaxRoute:
         try:
             await ctx.submit(raw)
         except StoreUnavailable:
-            self.replays.forget(sig)
             return Response("store unavailable", status_code=503)
         return JSONResponse({"ok": True})
 

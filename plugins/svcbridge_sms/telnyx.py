@@ -68,12 +68,21 @@ class TelnyxSmsRoute:
         if why is not None:
             log.warning("telnyx_sms_refused", reason=why)
             return Response("forbidden", status_code=403)
+        try:  # a request that was not journaled (400, 503, 500) lets the provider's retry in
+            resp = await self._take(ctx, body, sig)
+        except BaseException:
+            self.replays.forget(sig)
+            raise
+        if resp.status_code >= 300:
+            self.replays.forget(sig)
+        return resp
+
+    async def _take(self, ctx: IntakeContext, body: bytes, sig: str) -> Response:
         try:
             event = json.loads(body)
             data = event["data"]
             event_id, kind, payload = str(data["id"]), str(data["event_type"]), data.get("payload") or {}
         except (ValueError, KeyError, TypeError, RecursionError):
-            self.replays.forget(sig)
             return JSONResponse({"error": "not a Telnyx event"}, status_code=400)
         try:
             if kind == "message.received":
@@ -81,7 +90,6 @@ class TelnyxSmsRoute:
             if kind in ("message.sent", "message.finalized"):
                 return await self._status(ctx, event_id, kind, payload)
         except StoreUnavailable:
-            self.replays.forget(sig)
             return Response("store unavailable", status_code=503)
         return JSONResponse({"ok": True, "ignored": kind[:60]})
 
