@@ -379,3 +379,18 @@ def test_forbidden_api_call_is_a_credentials_problem_not_a_lost_lookup(world: An
     ops._state["clients"][vendor].transport = httpx.MockTransport(forbidden)
     with pytest.raises(AuthFailed, match="403"):
         run(vendor)
+
+
+def test_vendor_answer_is_judged_on_the_contracts_calendar_day(world: Any) -> None:
+    """The unit's contract is in Pago Pago (UTC-11); the daemon's default zone is Kiritimati (UTC+14):
+    their calendar days always differ. The vendor's last covered day is today in Pago Pago: "in" there,
+    whatever day it already is in the default zone."""
+    from svcbridge_warranty.rules import today_in
+
+    world.cfg.default_timezone = "Pacific/Kiritimati"
+    last = today_in("Pacific/Pago_Pago", utcnow())
+    world.fake.units["dell"][SERIAL["dell"]] = [("2023-01-01", last.isoformat(), "base")]
+    change, _ = run("dell", labels={"warranty": {"status": "unknown", "timezone": "Pacific/Pago_Pago"}})
+    answer = change.labels["vendor_warranty"]
+    assert (answer["status"], answer["end"]) == ("in", last.isoformat())
+    assert "paid_service" not in change.labels

@@ -95,7 +95,9 @@ async def vendor_job(job: Job, work: WorkQueue) -> TicketChange | None:
     breaker: Breaker = _state["breakers"][vendor]
     ttl = cfg.vendors[vendor].ttl
     ticket = job.ticket
-    today = today_in(cfg.default_timezone, utcnow())
+    # the contract's calendar day: the unit's zone as the local rules answered it, else the default
+    local = (ticket.labels.get("warranty") or {}) if ticket is not None else {}
+    today = today_in(str(local.get("timezone") or cfg.default_timezone), utcnow())
     system = f"vendor:{vendor}"
     cached = app.assets.last_answer(system, serial)
     if cached and (utcnow() - cached[1]).total_seconds() < ttl and not job.data.get("recheck"):
