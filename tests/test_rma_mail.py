@@ -167,3 +167,61 @@ async def test_a_reply_naming_another_ticket_s_rma_moves_nothing(make_app, tmp_p
     assert (after.state, after.number) == (RmaState.REQUESTED, None)
     assert app.rmas.get(ra.id).state == RmaState.APPROVED
     assert change is not None and "HW-A-0001" in (change.note or "")
+
+
+@pytest.mark.parametrize(
+    "evil",
+    [
+        "PSU\u2028Bcc: x@evil.example",
+        "PSU\u2029X",
+        "PSU\x85Bcc: y@evil.example",
+        "PSU\r\nBcc: z@evil.example",
+    ],
+)
+def test_line_breaks_in_agent_text_never_reach_a_mail_header(evil: str) -> None:
+    """Python's mail headers refuse any str.splitlines() break (U+2028, U+2029, NEL, not only CR/LF):
+    a part or tracking number holding one made the vendor request / customer notice undeliverable."""
+    from datetime import UTC, datetime
+    from email.message import EmailMessage
+
+    from svcbridge import Rma, RmaPart, Ticket
+    from svcbridge_rma.customer import CustomerSettings, notices
+    from svcbridge_rma.mail import request_mail
+
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    ticket = Ticket.model_validate(
+        {
+            "id": 1,
+            "ref": "SB-000001",
+            "subject": "s",
+            "channel": "email",
+            "created_at": now,
+            "updated_at": now,
+            "contact": {"email": "c@cust.example"},
+            "customer": evil,
+        }
+    )
+    rma = Rma(
+        id=1,
+        ticket_ref=ticket.ref,
+        vendor="HUAWEI",
+        parts=[RmaPart(part=evil, serial=evil)],
+        asset={"model": evil, "serial": evil},
+        fault=evil,
+        carrier=evil,
+        tracking=evil,
+        state=RmaState.REPLACEMENT_SHIPPED,
+        created_at=now,
+        updated_at=now,
+    )
+    request = request_mail(MailSettings(vendors=VENDORS), rma, ticket)
+    told = notices(CustomerSettings(states=[RmaState.REPLACEMENT_SHIPPED]))(rma, RmaState.APPROVED, ticket)
+    # a configured template of several lines: the subject is its start on one line
+    two = {"replacement_shipped": {"zh-CN": "您好，备件已发出。\n单号：{tracking}"}}
+    told += notices(CustomerSettings(states=[RmaState.REPLACEMENT_SHIPPED], templates=two))(
+        rma, RmaState.APPROVED, ticket
+    )
+    assert request is not None and len(told) == 2 and "\n" in told[1].body
+    for n in (request, *told):
+        assert len(n.subject.splitlines()) == 1
+        EmailMessage(policy=email.policy.default)["Subject"] = n.subject  # refused before

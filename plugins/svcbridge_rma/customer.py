@@ -43,7 +43,8 @@ class CustomerSettings(BaseModel):
 
 
 def _clean(text: Any) -> str:
-    return re.sub(r"[\x00-\x1f\x7f]+", " ", str(text or ""))[:200].strip()
+    # C0/C1 controls and U+2028/2029: every break str.splitlines() knows (mail headers refuse them all)
+    return re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+", " ", str(text or ""))[:200].strip()
 
 
 def notices(cfg: CustomerSettings) -> Callable[[Rma, RmaState | None, Ticket], list[Notification]]:
@@ -72,9 +73,14 @@ def notices(cfg: CustomerSettings) -> Callable[[Rma, RmaState | None, Ticket], l
             tracking=_clean(rma.tracking),
             parts=_clean(parts),
         ).strip()
+        # the subject is a header: one line even when a configured template has several
         return [
             Notification(
-                channel=channel, template=f"rma_{rma.state.value}", to=to, subject=body[:80], body=body
+                channel=channel,
+                template=f"rma_{rma.state.value}",
+                to=to,
+                subject=_clean(body)[:80],
+                body=body,
             )
         ]
 

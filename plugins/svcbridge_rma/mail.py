@@ -96,7 +96,8 @@ class MailSettings(BaseModel):
 
 def _safe(text: Any) -> str:
     """Customer or agent text in a plain-text mail: one line, no control characters."""
-    return re.sub(r"[\x00-\x1f\x7f]+", " ", str(text or "-"))[:500]
+    # C0/C1 controls and U+2028/2029: every break str.splitlines() knows (mail headers refuse them all)
+    return re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+", " ", str(text or "-"))[:500]
 
 
 def request_mail(cfg: MailSettings, rma: Rma, ticket: Ticket) -> Notification | None:
