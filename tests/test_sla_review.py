@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -70,3 +71,39 @@ def test_chart_labels_from_customers_are_text_not_mathtext(label: str) -> None:
         "html",
     )
     assert "<figure>" in page
+
+
+def _status(at: datetime, to: str) -> TicketEvent:
+    return TicketEvent(type="status_changed", at=at, actor="helpdesk", data={"to": to})
+
+
+@pytest.mark.parametrize("target", ["resolution", "restoration", "unsolved"])
+def test_a_reopened_ticket_is_not_resolved_and_its_resolved_time_does_not_count(target: str) -> None:
+    from svcbridge_sla.clock import plan
+    from svcbridge_sla.engine import evaluate
+    from svcbridge_sla.policy import Policy, Target
+    from svcbridge_sla.settings import SlaSettings
+
+    cfg = SlaSettings()
+    policy = Policy(name="p", targets={target: Target(within="8h")})
+    received = TicketEvent(type="received", at=T0, actor="t", data={})
+    resolved = [received, _status(T0 + timedelta(hours=1), "resolved")]
+    reopened = [*resolved, _status(T0 + timedelta(hours=3), "in_progress")]
+    again = [*reopened, _status(T0 + timedelta(hours=5), "resolved")]
+    now = T0 + timedelta(days=3)
+
+    def state(evs: list[TicketEvent]) -> tuple[Any, Any]:
+        tk = Ticket(id=1, ref="SB-000001", channel="email", events=evs)
+        (ts,) = evaluate(tk, policy, cfg, now)
+        return ts, plan(tk, policy, cfg, now)
+
+    ts, p = state(resolved)
+    assert ts.met_at == T0 + timedelta(hours=1) and ts.on_time
+    # reopened: open again; 1 h used before, the 2 h resolved do not count -> due at T0 + 10 h
+    ts, p = state(reopened)
+    assert ts.met_at is None
+    assert ts.deadline == T0 + timedelta(hours=10)
+    assert ts.breached(now) and f"sla_breach:{target}" in p.schedule
+    # resolved again after 1 + 2 h of work: met then, 3 h used
+    ts, p = state(again)
+    assert ts.met_at == T0 + timedelta(hours=5) and ts.used == timedelta(hours=3) and ts.on_time

@@ -19,7 +19,7 @@ import structlog
 from svcbridge import Ticket, TicketEvent, WorkQueue
 
 from .calendars import CalendarDataMissing, add_business_time
-from .engine import TargetState, _pauses, _states, evaluate, start_of
+from .engine import TargetState, _pauses, _states, evaluate, pause_states, start_of
 from .policy import Policy
 from .settings import SlaSettings
 
@@ -109,7 +109,7 @@ def plan(
         share = ts.target.warn_at or cfg.warn_at
         if ts.name != "unsolved" and not recorded(ticket, "sla_warning", ts.name, extra):
             cal = cfg.calendar(ts.target.calendar)
-            pauses = _pauses(states, {s.value for s in ts.target.pause_in})
+            pauses = _pauses(states, pause_states(ts.name, ts.target))
             try:
                 at = add_business_time(start, ts.allowed * share, cal, pauses)
             except ValueError:  # paused with no end (a missing year failed the deadline already)

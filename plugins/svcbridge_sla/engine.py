@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 from svcbridge import Ticket, TicketEvent, TicketState
@@ -28,7 +29,15 @@ from .calendars import CalendarDataMissing, Interval, add_business_time, busines
 from .policy import Policy, Target
 from .settings import SlaSettings
 
-__all__ = ["MET_BY", "TargetState", "evaluate", "milestone_time", "policy_facts", "start_of"]
+__all__ = [
+    "MET_BY",
+    "TargetState",
+    "evaluate",
+    "milestone_time",
+    "pause_states",
+    "policy_facts",
+    "start_of",
+]
 
 # target -> (milestones that meet it, states that meet it, event types that meet it)
 MET_BY: dict[str, tuple[set[str], set[str], set[str]]] = {
@@ -106,6 +115,27 @@ def _pauses(states: list[tuple[datetime, str]], pause_in: set[str]) -> list[Inte
     return found
 
 
+# targets a reopening undoes: the ticket is not solved after all, and its resolved time is no work
+REOPENABLE = {"restoration", "resolution", "unsolved"}
+_DONE = {TicketState.RESOLVED.value, TicketState.CLOSED.value}
+
+
+def pause_states(name: str, target: Target) -> set[str]:
+    """States that stop ``target``'s clock: its ``pause_in``, and resolved / closed for a target a
+    reopening can undo (the time between resolution and reopening is nobody's work)."""
+    found = {s.value for s in target.pause_in}
+    return found | _DONE if name in REOPENABLE else found
+
+
+def _reopened_at(states: list[tuple[datetime, str]]) -> datetime | None:
+    """The last time the ticket went from resolved / closed back to work, if it did."""
+    last = None
+    for (_, before), (at, after) in pairwise(states):
+        if before in _DONE and after not in _DONE:
+            last = at
+    return last
+
+
 def _met_at(name: str, ticket: Ticket, states: list[tuple[datetime, str]]) -> datetime | None:
     milestones, met_states, met_types = MET_BY[name]
     times = [at for at, s in states if s in met_states]
@@ -116,6 +146,9 @@ def _met_at(name: str, ticket: Ticket, states: list[tuple[datetime, str]]) -> da
             if ev.type == "notified" and name == "acknowledge" and not _is_ack(ev):
                 continue
             times.append(ev.at)
+    reopened = _reopened_at(states) if name in REOPENABLE else None
+    if reopened is not None:  # solved before a reopening does not count
+        times = [at for at in times if at >= reopened]
     return min(times) if times else None
 
 
@@ -131,7 +164,7 @@ def evaluate(ticket: Ticket, policy: Policy, cfg: SlaSettings, now: datetime) ->
     out = []
     for name, target in policy.targets.items():
         cal = cfg.calendar(target.calendar)
-        pauses = _pauses(states, {s.value for s in target.pause_in})
+        pauses = _pauses(states, pause_states(name, target))
         met = _met_at(name, ticket, states)
         allowed = target.allowed(cal)
         try:
