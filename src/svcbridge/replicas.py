@@ -31,6 +31,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 
 from .models import utcnow
 from .store import lease
@@ -99,20 +100,33 @@ class Replicas:
             [n for n in names if n not in keep and self._takeable(owner.get(n), now)] if not released else []
         )
         free.sort(key=lambda n: zlib.crc32(f"{self.holder}|{n}".encode()))
-        for n in free:
-            if len(keep) >= share:
-                break
-            holder = owner.get(n, (None, now))[0]
-            if holder and lease.local_dead(holder):  # gone with kill -9: no need to wait for its TTL
-                with self.store.tx() as conn:
+        wanted = free[: max(share - len(keep), 0)]
+        if wanted:  # one transaction for all of them: a daemon with 200 mailboxes starts in one commit
+            try:
+                got = self._take_all(wanted, owner, now)
+            except IntegrityError:  # another replica inserted one of them meanwhile: one by one
+                got = [
+                    n for n in wanted if lease.acquire(self.store, SOURCE + n, self.holder, self.ttl) is None
+                ]
+            for n in got:
+                keep.add(n)
+                previous = owner.get(n, (None, now))[0]
+                log.info("source_taken", source=n, previous=previous, share=share, replicas=len(live))
+        self.held = keep
+        return keep
+
+    def _take_all(self, wanted: list[str], owner: dict[str, tuple[str, Any]], now: Any) -> list[str]:
+        got = []
+        with self.store.tx() as conn:
+            for n in wanted:
+                holder = owner.get(n, (None, now))[0]
+                if holder and holder != self.holder and lease.local_dead(holder):  # gone with kill -9
                     conn.execute(
                         delete(t.leases).where(t.leases.c.name == SOURCE + n, t.leases.c.holder == holder)
                     )
-            if lease.acquire(self.store, SOURCE + n, self.holder, self.ttl) is None:
-                keep.add(n)
-                log.info("source_taken", source=n, previous=holder, share=share, replicas=len(live))
-        self.held = keep
-        return keep
+                if lease.take_in(conn, SOURCE + n, self.holder, self.ttl)[0] is None:
+                    got.append(n)
+        return got
 
     def _takeable(self, row: tuple[str, object] | None, now: object) -> bool:
         if row is None:

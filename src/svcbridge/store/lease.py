@@ -99,6 +99,9 @@ def beat(conn: Connection, name: str, holder: str, ttl: float) -> None:
         conn.execute(insert(t.leases).values(name=name, holder=holder, expires_at=until))
 
 
+take_in = _take  # inside the caller's transaction (replicas.py takes many sources in one)
+
+
 def take(store: Store, name: str, holder: str, ttl: float) -> tuple[str | None, bool]:
     """Take or renew lease ``name``: (None when ``holder`` has it now, else who has it; whether it was
     taken anew rather than renewed without a gap). Taken anew means another process may have held it
