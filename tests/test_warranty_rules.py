@@ -363,3 +363,54 @@ def test_part_without_install_date_is_unknown_when_its_term_counts_from_it(
     assert (got["status"], got["start"], got["end"], got["rule"]) == ("unknown", None, None, rule)
     assert got["start_source"] == "installed date missing"
     assert answer["expired_parts"] == []  # unknown is never "out"
+
+
+@pytest.mark.parametrize(
+    ("replaced_from", "now", "status", "end"),
+    [
+        # PSU-3 replaced PSU-2, itself fitted in a paid repair (3 months to 2025-09-01): the remaining
+        # period is PSU-2's, not the category's term from the unit's invoice ("other": 1y, 2025-01-02)
+        ("PSU-2", at("2025-09-01"), "in", "2025-09-01"),
+        ("PSU-2", at("2025-09-02"), "out", "2025-09-01"),
+        # by its serial too
+        ("SN-PSU-2", at("2025-09-02"), "out", "2025-09-01"),
+        # a part the register does not hold: the category's term from the unit's start, as before
+        # (long over: the 0-day floor makes it end on its install day)
+        ("PSU-OLD", at("2025-09-02"), "out", "2025-08-01"),
+    ],
+)
+def test_remaining_period_is_the_replaced_parts_own(
+    replaced_from: str, now: datetime, status: str, end: str
+) -> None:
+    terms = WarrantySettings(replacement="remaining").terms_model()
+    u = unit(
+        invoice_date=date(2024, 1, 2),
+        parts=[
+            AssetPart(category="main", part_number="MB-1"),
+            AssetPart(
+                category="psu",
+                part_number="PSU-2",
+                serial="SN-PSU-2",
+                installed=date(2025, 6, 1),
+                paid_repair=True,
+            ),
+            AssetPart(
+                category="psu", part_number="PSU-3", installed=date(2025, 8, 1), replaced_from=replaced_from
+            ),
+        ],
+    )
+    psu3 = unit_answer(u, terms, now, [])["parts"][2]
+    assert (psu3["status"], psu3["end"]) == (status, end)
+
+
+def test_a_cycle_of_replacements_ends() -> None:
+    terms = WarrantySettings(replacement="remaining").terms_model()
+    u = unit(
+        invoice_date=date(2024, 1, 2),
+        parts=[
+            AssetPart(category="psu", part_number="A", installed=date(2025, 1, 1), replaced_from="B"),
+            AssetPart(category="psu", part_number="B", installed=date(2025, 2, 1), replaced_from="A"),
+        ],
+    )
+    answer = unit_answer(u, terms, at("2025-03-01"), [])
+    assert [p["status"] for p in answer["parts"]] == ["out", "out"]

@@ -7,7 +7,8 @@ A part's period starts:
 - for a part the unit shipped with: the **invoice date**, else the **production date plus a grace**
   (``production_grace_days``), else it is unknown (never "out": an unknown start is said so);
 - for a **replacement** (``replaced_from``): its install date with a **new** full term, or the
-  **remaining** period of the part it replaced (``replacement = "new" | "remaining"``), at least
+  **remaining** period of the part it replaced (``replacement = "new" | "remaining"``; that part's
+  own period when the unit lists it by part number or serial, else the category's term), at least
   ``replacement_minimum_days`` from the install date;
 - for a part fitted in a **paid repair**: its install date plus ``paid_repair_months`` (3).
   Either of these without its install date is ``unknown`` (never the unit's term).
@@ -142,6 +143,12 @@ def part_answer(
                 )
                 rule += ".replacement_new"
             else:  # the remaining period of the part it replaced, at least the minimum
+                old = (replaced or {}).get(part.replaced_from.upper())
+                if old is not None and old is not part:  # its own period (a paid repair, a replacement)
+                    # the map shrinks by one part a step: a chain ends, a cycle (A <- B <- A) too
+                    rest = {k: v for k, v in (replaced or {}).items() if v is not old}
+                    prior = part_answer(unit, old, terms, today, [], rest)
+                    end = date.fromisoformat(prior["end"]) if prior["end"] else end
                 floor = part.installed + timedelta(days=terms.replacement_minimum_days)
                 why = "replaced part's start (remaining term)"
                 rule += ".replacement_remaining"
@@ -160,6 +167,19 @@ def part_answer(
     return answer
 
 
+def replaced_of(unit: AssetRecord, part: AssetPart) -> dict[str, AssetPart]:
+    """The unit's other parts by part number and serial (upper case), for the one ``part`` replaced;
+    without ``part`` itself, so a chain of replacements ends."""
+    out: dict[str, AssetPart] = {}
+    for p in unit.parts:
+        if p is part:
+            continue
+        for key in (p.part_number, p.serial):
+            if key:
+                out.setdefault(key.upper(), p)
+    return out
+
+
 def unit_answer(
     unit: AssetRecord, terms: Terms, now: datetime, exclusions: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -167,7 +187,7 @@ def unit_answer(
     expired_parts, today, timezone}``. A unit without parts is answered for its ``unit_category``."""
     today = today_in(unit.timezone, now)
     parts = list(unit.parts) or [AssetPart(category=terms.unit_category)]
-    answers = [part_answer(unit, p, terms, today, exclusions) for p in parts]
+    answers = [part_answer(unit, p, terms, today, exclusions, replaced_of(unit, p)) for p in parts]
     # the unit is its main part as shipped (not a replacement, not a paid repair) when it has one
     shipped = [
         a
