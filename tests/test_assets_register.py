@@ -394,3 +394,32 @@ def test_numbers_that_are_no_excel_date_are_refused(value: object) -> None:
 
     with pytest.raises(ValueError, match="invoice_date"):
         _date(value, "invoice_date")
+
+
+def test_big5_csv_from_traditional_chinese_excel_is_read_with_encoding(cfg: Path, tmp_path: Path) -> None:
+    """Excel on Traditional Chinese Windows saves CSV in Big5 (cp950): GB18030 decodes those bytes
+    without an error into other characters, so the operator names it; the register gets 台北銀行."""
+    f = tmp_path / "big5.csv"
+    f.write_bytes("serial,model,customer\nFOC2231X0AB,C9300-48P,台北銀行\n".encode("cp950"))
+    res = run(cfg, "assets", "import", "--encoding", "big5", str(f))
+    assert res.exit_code == 0, res.output
+    assert json.loads(run(cfg, "assets", "show", "FOC2231X0AB", "--json").stdout)["customer"] == "台北銀行"
+
+
+@pytest.mark.parametrize(
+    ("data", "args", "message"),
+    [
+        # bytes that are neither UTF-8 nor GB18030 were replaced by U+FFFD and stored without a word
+        (b"serial,customer\nAB12345,\xff\xfeACME\x80\n", [], "neither UTF-8 nor GB18030"),
+        ("serial,customer\nAB12345,台北銀行\n".encode("cp950") + b"\xff", ["--encoding", "big5"], "big5"),
+        (b"serial\nAB12345\n", ["--encoding", "klingon"], "unknown encoding"),
+    ],
+)
+def test_undecodable_csv_is_refused_whole_with_the_reason(
+    cfg: Path, tmp_path: Path, data: bytes, args: list[str], message: str
+) -> None:
+    f = tmp_path / "bad.csv"
+    f.write_bytes(data)
+    res = run(cfg, "assets", "import", *args, str(f))
+    assert res.exit_code == 2 and message in res.output
+    assert run(cfg, "assets", "show", "AB12345").exit_code != 0  # nothing imported

@@ -118,22 +118,44 @@ def header_key(name: Any) -> str:
     return ALIASES.get(key, key)
 
 
-def read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """``(line, {column: value})`` for every data row of a CSV or XLSX file (line 1 is the header)."""
+def read_rows(path: Path, encoding: str | None = None) -> list[tuple[int, dict[str, Any]]]:
+    """``(line, {column: value})`` for every data row of a CSV or XLSX file (line 1 is the header).
+    ``encoding`` names a CSV's encoding (``big5``); by default UTF-8 (with or without BOM), else GB18030."""
     suffix = path.suffix.lower()
     if suffix in (".xlsx", ".xlsm"):
         return _xlsx_rows(path)
     if suffix in (".csv", ".txt", ""):
-        return _csv_rows(path.read_bytes())
+        return _csv_rows(path.read_bytes(), encoding)
     raise ImportFileError(f"{path.name}: not a .csv or .xlsx file")
 
 
-def _csv_rows(data: bytes) -> list[tuple[int, dict[str, Any]]]:
-    # Excel on Chinese Windows writes CSV in GB18030 (GBK); a BOM or valid UTF-8 says otherwise
+def _decode(data: bytes, encoding: str | None) -> str:
+    """The CSV's text, strictly: a byte that does not decode refuses the file (U+FFFD stored in the
+    register without a word helps nobody)."""
+    if encoding:
+        try:
+            return data.decode(encoding)
+        except LookupError:
+            raise ImportFileError(f"unknown encoding {encoding!r}") from None
+        except UnicodeDecodeError as exc:
+            raise ImportFileError(f"not {encoding}: byte {exc.start} cannot be read") from None
+    # Excel on Simplified Chinese Windows writes CSV in GB18030 (GBK); a BOM or valid UTF-8 says
+    # otherwise. Big5 (Traditional Chinese Windows) also decodes as GB18030, into other characters:
+    # that one the operator names with --encoding big5
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        text = data.decode("gb18030", errors="replace")
+        pass
+    try:
+        return data.decode("gb18030")
+    except UnicodeDecodeError as exc:
+        raise ImportFileError(
+            f"neither UTF-8 nor GB18030 (byte {exc.start}): name it with --encoding (big5, ...)"
+        ) from None
+
+
+def _csv_rows(data: bytes, encoding: str | None = None) -> list[tuple[int, dict[str, Any]]]:
+    text = _decode(data, encoding)
     reader = csv.reader(io.StringIO(text, newline=""))
     rows = list(reader)
     if not rows:
