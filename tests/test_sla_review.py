@@ -107,3 +107,35 @@ def test_a_reopened_ticket_is_not_resolved_and_its_resolved_time_does_not_count(
     # resolved again after 1 + 2 h of work: met then, 3 h used
     ts, p = state(again)
     assert ts.met_at == T0 + timedelta(hours=5) and ts.used == timedelta(hours=3) and ts.on_time
+
+
+def test_resolved_again_after_a_reopening_records_a_new_sla_met_and_the_report_reads_it() -> None:
+    from svcbridge.reports.trail import outcomes
+    from svcbridge_sla.clock import plan
+    from svcbridge_sla.policy import Policy, Target
+    from svcbridge_sla.settings import SlaSettings
+
+    cfg = SlaSettings()
+    policy = Policy(name="p", targets={"resolution": Target(within="4h")})
+    first_met = TicketEvent(
+        type="sla_met",
+        at=T0 + timedelta(hours=1, minutes=1),
+        actor="sla",
+        data={"target": "resolution", "on_time": True, "used_s": 3600.0, "allowed_s": 14400.0},
+    )
+    evs = [
+        TicketEvent(type="received", at=T0, actor="t", data={}),
+        _status(T0 + timedelta(hours=1), "resolved"),
+        first_met,
+        _status(T0 + timedelta(hours=2), "in_progress"),  # reopened
+        _status(T0 + timedelta(hours=8), "resolved"),  # 1 + 6 h of work: late
+    ]
+    now = T0 + timedelta(hours=8, minutes=1)
+    tk = Ticket(id=1, ref="SB-000001", channel="email", events=evs)
+    (met,) = plan(tk, policy, cfg, now).events
+    assert met.type == "sla_met" and met.data["on_time"] is False and met.data["used_s"] == 7 * 3600
+    # recorded again: nothing new
+    tk2 = Ticket(id=1, ref="SB-000001", channel="email", events=[*evs, met])
+    assert plan(tk2, policy, cfg, now).events == []
+    (o,) = outcomes(tk2, now)
+    assert o.status == "missed" and o.late_s == 3 * 3600

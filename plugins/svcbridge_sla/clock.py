@@ -19,7 +19,7 @@ import structlog
 from svcbridge import Ticket, TicketEvent, WorkQueue
 
 from .calendars import CalendarDataMissing, add_business_time
-from .engine import TargetState, _pauses, _states, evaluate, pause_states, start_of
+from .engine import TargetState, _pauses, _states, evaluate, met_since, pause_states, start_of
 from .policy import Policy
 from .settings import SlaSettings
 
@@ -33,9 +33,19 @@ def timer_names(target: str) -> tuple[str, str, str]:
     return f"sla_warn:{target}", f"sla_breach:{target}", f"sla_escalate:{target}"
 
 
-def recorded(ticket: Ticket, etype: str, target: str, extra: list[TicketEvent] = ()) -> bool:  # type: ignore[assignment]
-    """Whether an ``etype`` event for ``target`` is in the trail (or about to be written)."""
-    return any(e.type == etype and e.data.get("target") == target for e in [*ticket.events, *extra])
+def recorded(
+    ticket: Ticket,
+    etype: str,
+    target: str,
+    extra: list[TicketEvent] = (),  # type: ignore[assignment]
+    since: datetime | None = None,
+) -> bool:
+    """Whether an ``etype`` event for ``target`` is in the trail (or about to be written), at or
+    after ``since`` when given (a reopening undid an earlier ``sla_met``)."""
+    return any(
+        e.type == etype and e.data.get("target") == target and (since is None or e.at >= since)
+        for e in [*ticket.events, *extra]
+    )
 
 
 @dataclass
@@ -81,7 +91,8 @@ def plan(
         warn, breach, esc = timer_names(ts.name)
         if ts.met_at is not None:
             out.cancel.update({warn, breach, esc})  # a pending escalation step is moot too
-            if not recorded(ticket, "sla_met", ts.name, extra):
+            since = met_since(ts.name, ticket)
+            if not recorded(ticket, "sla_met", ts.name, extra, since):
                 out.events.append(
                     TicketEvent(
                         type="sla_met",

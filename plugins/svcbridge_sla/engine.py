@@ -33,6 +33,7 @@ __all__ = [
     "MET_BY",
     "TargetState",
     "evaluate",
+    "met_since",
     "milestone_time",
     "pause_states",
     "policy_facts",
@@ -125,6 +126,14 @@ def pause_states(name: str, target: Target) -> set[str]:
     reopening can undo (the time between resolution and reopening is nobody's work)."""
     found = {s.value for s in target.pause_in}
     return found | _DONE if name in REOPENABLE else found
+
+
+def met_since(name: str, ticket: Ticket) -> datetime | None:
+    """From when an ``sla_met`` of target ``name`` still stands: after the last reopening for a
+    target a reopening undoes (an earlier one was undone), else always (None)."""
+    if name not in REOPENABLE:
+        return None
+    return _reopened_at(_states(ticket, start_of(ticket)))
 
 
 def _reopened_at(states: list[tuple[datetime, str]]) -> datetime | None:

@@ -75,7 +75,7 @@ def outcomes(ticket: Ticket, now: datetime) -> list[Outcome]:
     for e in ticket.events:
         target = str(e.data.get("target", ""))
         if e.type == "sla_met":
-            met.setdefault(target, e)
+            met[target] = e  # the last: a reopened ticket's resolution is recorded again
         elif e.type == "sla_breached":
             breached.setdefault(target, e)
         elif e.type == "sla_escalated":
