@@ -188,6 +188,13 @@ def test_shipment_refs_and_error_codes_in_the_open_are_no_serials(text: str) -> 
     assert found(text) == []
 
 
+def test_a_bare_error_word_does_not_hide_the_unit() -> None:
+    assert found("Boot error 7XK2M9P again, S/N FOC2231X0AB") == [
+        ("FOC2231X0AB", "label"),
+        ("7XK2M9P", "vendor:dell"),
+    ]
+
+
 def test_a_real_hp_serial_with_a_date_like_tail_after_a_label_is_kept() -> None:
     # after a label word the evidence is strong: only the open match is refused
     assert found("S/N: CN20240501 printer jams") == [("CN20240501", "label")]

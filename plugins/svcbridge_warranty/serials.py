@@ -76,7 +76,7 @@ NOT_SERIAL_LABELS = [
     r"Zip",
     r"错误(?:代码|码)",
     r"錯誤(?:代碼|碼)",
-    r"Error\s*(?:Code|No\.?|#)?",
+    r"Error\s*(?:Code|No\.?|#)",  # not a bare "error": "error 7XK2M9P" may name the unit
 ]
 VENDOR_PATTERNS: dict[str, str] = {
     # plant code (3 letters) + year and week (4 digits) + 4
