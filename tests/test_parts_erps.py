@@ -164,3 +164,28 @@ def test_reservation_keys_of_different_parts_differ(a: str, b: str) -> None:
     assert ka == reservation_key("SB-000001", a)  # stable across re-runs
     Reservation(key=ka, part=a, qty=1, depot="SH")  # a valid key (letters, digits, ':._/-', <= 120)
     assert reservation_key("SB-000001", "PSU-750W") == "svcbridge:SB-000001:PSU-750W"  # unchanged
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "gb18030"])
+@pytest.mark.parametrize(
+    ("name", "model"),
+    [("电源模块 900W", "华为 2288H V5"), ("電源供應器 900W", "華碩 RS520"), ("Power supply 900W", "R740")],
+)
+async def test_the_csv_table_reads_a_shop_s_file_in_its_encoding(
+    tmp_path: Path, encoding: str, name: str, model: str
+) -> None:
+    """Excel and WPS on a Chinese Windows save CSV as GB18030 (ANSI) or UTF-8 with a BOM."""
+    from svcbridge_parts import ErpSettings, TableErp
+
+    path = tmp_path / "stock.csv"
+    text = (
+        "part,name,category,models,depot,on_hand,reserved,lead_time_days,region\r\n"
+        f"PSU-900W,{name},psu,{model},SH,3,1,5,华东\r\n"
+    )
+    path.write_bytes(text.encode(encoding))
+    erp = TableErp(ErpSettings(name="shop", type="table", path=str(path)))
+    stock = await erp.lookup("PSU-900W")
+    assert stock is not None and stock.name == name
+    assert [(d.depot, d.available, d.region) for d in stock.depots] == [("SH", 2.0, "华东")]
+    assert await erp.find_parts(model, "psu") == ["PSU-900W"]
+    await erp.close()

@@ -1,7 +1,8 @@
 """The small shop's ERP: a CSV file or an SQL table of stock, reservations in a table beside it.
 
-``path`` is either a CSV file (UTF-8, a header row) or an SQLAlchemy URL (``sqlite:///stock.db``,
-``postgresql+psycopg://...``) whose ``parts_stock`` table has the same columns:
+``path`` is either a CSV file (UTF-8 with or without a BOM, or GB18030; a header row) or an
+SQLAlchemy URL (``sqlite:///stock.db``, ``postgresql+psycopg://...``) whose ``parts_stock``
+table has the same columns:
 
     part, name, category, models, depot, on_hand, reserved, lead_time_days, region
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import io
 import threading
 from pathlib import Path
 from typing import Any
@@ -76,10 +78,10 @@ class TableErp:
     def _rows(self, part: str | None = None) -> list[dict[str, Any]]:
         if self.csv is not None:
             try:
-                with self.csv.open(encoding="utf-8-sig", newline="") as fh:
-                    rows = [dict(r) for r in csv.DictReader(fh)]
+                raw = self.csv.read_bytes()
             except OSError as exc:
                 raise NotReady(f"parts table {self.csv.name}: {exc.strerror}") from None
+            rows = [dict(r) for r in csv.DictReader(io.StringIO(_decode(raw, self.csv.name), newline=""))]
         else:
             with self.engine.connect() as conn:
                 q = select(stock_t) if part is None else select(stock_t).where(stock_t.c.part == part)
@@ -243,6 +245,19 @@ class Ledger:
                 return found
             conn.execute(res_t.update().where(res_t.c.key == key).values(state=state))
             return found.model_copy(update={"state": state})
+
+
+def _decode(raw: bytes, name: str) -> str:
+    """UTF-8 (with or without a BOM), else GB18030: what Excel / WPS on a Chinese Windows save as
+    'CSV' (the ANSI code page); a file that is neither is refused with its name, not read as noise."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    try:
+        return raw.decode("gb18030")
+    except UnicodeDecodeError as exc:
+        raise PermanentError(f"parts table {name}: neither UTF-8 nor GB18030 (byte {exc.start})") from None
 
 
 def _num(value: Any) -> float:
