@@ -776,3 +776,105 @@ def test_asset_register_page(app, client, tmp_path) -> None:
     unit = client.get("/assets", params={"serial": " sn-7xk2 "}).text  # normalised like the register
     assert 'id="unit"' in unit and "P-200" in unit and "MB-1" in unit
     assert 'id="no-unit"' in client.get("/assets", params={"serial": "NOPE-1"}).text
+
+
+# ---------------------------------------------------------------------------------------------- review (second engineer)
+def test_readonly_operator_can_log_out(app, client) -> None:
+    """Log out is the one POST a read-only operator may make: refusing it left the session alive."""
+    login(client, "viewer")
+    token = csrf(client.get("/").text)
+    r = client.post("/logout", data={"csrf": token}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    assert client.get("/", follow_redirects=False).status_code == 303  # the session is gone
+    with app.store.engine.connect() as conn:
+        assert conn.execute(select(t.console_sessions)).all() == []
+    assert Accounts(app.store.engine).audit_list()[0]["action"] == "logout"
+
+
+@pytest.mark.parametrize(
+    ("path", "form", "action"),
+    [
+        ("/tickets/SB-000001/state", {"state": "no-such-state"}, "ticket_state"),
+        ("/tickets/SB-999999/state", {"state": "closed"}, "ticket_state"),
+        ("/tickets/SB-000001/note", {"text": "   "}, "ticket_note"),
+        ("/tickets/SB-000001/reply", {"text": ""}, "ticket_reply"),
+        ("/quarantine/999/retry", {}, "quarantine_retry"),
+        ("/quarantine/999/drop", {"confirm": "yes"}, "quarantine_drop"),
+        ("/outbox/target/replay", {"target": ""}, "outbox_replay_target"),
+        ("/outbox/target/bogus", {"target": "local"}, "outbox_bogus_target"),
+    ],
+)
+def test_refused_actions_are_audited(app, client, tmp_path, path, form, action) -> None:
+    """Every action is an audit row, a refused one too (who tried what, on what, and that it was refused)."""
+    deliver(app, tmp_path, eml())
+    login(client)
+    token = csrf(client.get("/tickets/SB-000001").text)
+    r = client.post(path, data={"csrf": token, **form}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].endswith("msg=refused")
+    row = Accounts(app.store.engine).audit_list()[0]
+    assert (row["actor"], row["action"]) == ("ops", action) and row["detail"].get("applied") is False
+
+
+def test_login_rate_limit_holds_against_parallel_attempts(app, client) -> None:
+    """Attempts in flight count: checking the limit, then verifying for ~0.3 s, then counting let a burst of
+    parallel guesses all through (the check saw none of them yet)."""
+    import httpx
+
+    async def burst() -> list[int]:
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as ac:
+            page = await ac.get("/login")
+            token = re.search(r'name="login_token" value="([^"]+)"', page.text).group(1)
+            form = {"username": "ops", "password": "wrong password", "login_token": token}
+            got = await asyncio.gather(*[ac.post("/login", data=form) for _ in range(20)])
+            return [g.status_code for g in got]
+
+    codes = asyncio.run(burst())
+    assert codes.count(401) == 5 and codes.count(429) == 15
+    actions = [r["action"] for r in Accounts(app.store.engine).audit_list()]
+    assert actions.count("login_failed") == 5
+
+
+def test_session_ends_after_idle_time_but_not_while_used(make_app, tmp_path) -> None:
+    app = make_app(console={"idle_minutes": 30})
+    Accounts(app.store.engine).add("ops", PASSWORD)
+    client = TestClient(build_web(app))
+    login(client)
+    assert client.get("/", follow_redirects=False).status_code == 200
+
+    def age(minutes: float) -> None:  # the session as if it were last used that long ago
+        from datetime import timedelta
+
+        from svcbridge.models import utcnow
+
+        with app.store.tx() as conn:
+            conn.execute(update(t.console_sessions).values(expires_at=utcnow() + timedelta(minutes=30 - minutes)))
+
+    age(20)
+    assert client.get("/", follow_redirects=False).status_code == 200  # used: the idle clock starts again
+    with app.store.engine.connect() as conn:
+        left = t.aware(conn.execute(select(t.console_sessions.c.expires_at)).scalar_one())
+    from svcbridge.models import utcnow
+
+    assert (left - utcnow()).total_seconds() > 29 * 60
+    age(31)
+    assert client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_session_ends_at_its_absolute_lifetime_even_when_used(make_app, tmp_path) -> None:
+    from datetime import timedelta
+
+    from svcbridge.models import utcnow
+
+    app = make_app(console={"idle_minutes": 30, "session_hours": 1})
+    Accounts(app.store.engine).add("ops", PASSWORD)
+    client = TestClient(build_web(app))
+    login(client)
+    with app.store.tx() as conn:  # logged in 59 min ago, used a moment ago
+        conn.execute(update(t.console_sessions).values(created_at=utcnow() - timedelta(minutes=59)))
+    assert client.get("/", follow_redirects=False).status_code == 200
+    got = Accounts(app.store.engine).session(client.cookies["sb_session"], 3600, 1800)
+    assert got is not None and (got.expires_at - utcnow()).total_seconds() <= 61  # not past created + 1 h
+    with app.store.tx() as conn:
+        conn.execute(update(t.console_sessions).values(created_at=utcnow() - timedelta(minutes=61)))
+    assert client.get("/", follow_redirects=False).status_code == 303

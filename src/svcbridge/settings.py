@@ -102,6 +102,7 @@ class ConsoleSettings(BaseModel):
     )
     admin_token_file: Path | None = Field(default=None, description="file holding the admin token")
     session_hours: float = Field(default=12.0, gt=0, description="a console session lasts this long")
+    idle_minutes: float = Field(default=60.0, gt=0, description="a session unused this long ends")
     login_attempts: int = Field(default=5, ge=1, description="failed logins per user or address per window")
     login_window: float = Field(default=300.0, gt=0, description="seconds of the login rate-limit window")
     timezone: str = Field(default="UTC", description="dates for operators without a time zone of their own")

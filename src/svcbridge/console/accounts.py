@@ -174,12 +174,13 @@ class Accounts:
         return r
 
     # ------------------------------------------------------------------ sessions
-    def open_session(self, op: Operator, ttl: float) -> tuple[str, Session]:
-        """A new session; returns the cookie value (shown once, stored only hashed) and the session."""
+    def open_session(self, op: Operator, ttl: float, idle: float | None = None) -> tuple[str, Session]:
+        """A new session; returns the cookie value (shown once, stored only hashed) and the session.
+        ``expires_at`` is the idle deadline, moved on by each use (``session``) up to created + ``ttl``."""
         token = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
         now = utcnow()
-        expires = now + timedelta(seconds=ttl)
+        expires = now + timedelta(seconds=ttl if idle is None else min(ttl, idle))
         with self.engine.begin() as conn:
             conn.execute(delete(t.console_sessions).where(t.console_sessions.c.expires_at < now))
             conn.execute(
@@ -193,7 +194,11 @@ class Accounts:
             )
         return token, Session(op, csrf, expires)
 
-    def session(self, token: str | None) -> Session | None:
+    def session(
+        self, token: str | None, ttl: float | None = None, idle: float | None = None
+    ) -> Session | None:
+        """The live session of this cookie. With ``ttl`` and ``idle`` a use moves the idle deadline to
+        now + idle, never past created + ttl (absolute lifetime); written at most once a minute."""
         if not token or len(token) > 200:
             return None
         q = (
@@ -203,10 +208,26 @@ class Accounts:
         )
         with self.engine.connect() as conn:
             r = conn.execute(q).mappings().first()
-        if r is None or t.aware(r["expires_at"]) <= utcnow():
+        now = utcnow()
+        expires = t.aware(r["expires_at"]) if r is not None else now
+        if r is None or expires <= now:
             return None
+        if ttl is not None and idle is not None:
+            end = t.aware(r["created_at"]) + timedelta(seconds=ttl)
+            if end <= now:
+                return None
+            moved = min(end, now + timedelta(seconds=idle))
+            if (moved - expires).total_seconds() > 60:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        update(t.console_sessions)
+                        .where(t.console_sessions.c.token_hash == r["token_hash"])
+                        .values(expires_at=moved)
+                    )
+                expires = moved
+            expires = min(expires, end)
         op = Operator(int(r["operator_id"]), r["username"], r["role"], r["tz"])
-        return Session(op, r["csrf"], t.aware(r["expires_at"]))
+        return Session(op, r["csrf"], expires)
 
     def close_session(self, token: str | None) -> None:
         if token:

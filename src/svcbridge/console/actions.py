@@ -71,19 +71,19 @@ async def login(request: Request) -> Response:
     ):
         return again("The form expired; reload the page and try again.", 403)
     keys = (f"user:{user.lower()}", f"addr:{_client(request)}")
-    if con.guard.limiter.blocked(*keys):
+    if not con.guard.limiter.attempt(*keys):
         await asyncio.to_thread(
             con.accounts.audit, user or "?", "login_throttled", None, addr=_client(request)
         )
         return again("Too many failed logins; try again later.", 429)
     op = await asyncio.to_thread(con.accounts.verify, user, password)
-    if op is None:
-        con.guard.limiter.failed(*keys)
+    if op is None:  # the attempt was counted before the check
         await asyncio.to_thread(con.accounts.audit, user or "?", "login_failed", None, addr=_client(request))
         return again("Wrong user name or password.", 401)
-    con.guard.limiter.clear(keys[0])
+    con.guard.limiter.succeeded(*keys)
     ttl = con.settings.console.session_hours * 3600
-    token, _session = await asyncio.to_thread(con.accounts.open_session, op, ttl)
+    idle = con.settings.console.idle_minutes * 60
+    token, _session = await asyncio.to_thread(con.accounts.open_session, op, ttl, idle)
     await asyncio.to_thread(con.accounts.audit, op.username, "login", None, addr=_client(request))
     resp = secure(RedirectResponse(nxt, status_code=303))
     cookie(resp, request, COOKIE, token, int(ttl))
@@ -91,7 +91,7 @@ async def login(request: Request) -> Response:
     return resp
 
 
-@action()
+@action(readonly_ok=True)
 async def logout(request: Request, con: Console, who: Any, form: dict[str, str]) -> Response:
     await asyncio.to_thread(con.accounts.close_session, request.cookies.get(COOKIE))
     await asyncio.to_thread(con.accounts.audit, who.name, "logout")
@@ -124,6 +124,9 @@ async def ticket_state(request: Request, con: Console, who: Any, form: dict[str,
     except ValueError:
         target = None
     if t is None or target is None or not can_transition(t.state, target):
+        await asyncio.to_thread(
+            con.accounts.audit, who.name, "ticket_state", ref, to=form.get("state", "")[:30], applied=False
+        )
         return back(f"/tickets/{quote(ref)}", "refused")
     ok = await _update(con, who, ref, state=target)
     await asyncio.to_thread(con.accounts.audit, who.name, "ticket_state", ref, to=target.value, applied=ok)
@@ -146,6 +149,7 @@ async def _text(
     ref = request.path_params["ref"]
     text = form.get("text", "").strip()[:20000]
     if not text:
+        await asyncio.to_thread(con.accounts.audit, who.name, what, ref, chars=0, applied=False)
         return back(f"/tickets/{quote(ref)}", "refused")
     ok = await _update(con, who, ref, **{field: text})
     await asyncio.to_thread(con.accounts.audit, who.name, what, ref, chars=len(text), applied=ok)
@@ -158,7 +162,15 @@ async def quarantine_retry(request: Request, con: Console, who: Any, form: dict[
     qid = int(request.path_params["qid"])
     try:
         jid = await asyncio.to_thread(con.app.store.quarantine_release, qid, "retry")
-    except (KeyError, StoreUnavailable):
+    except (KeyError, StoreUnavailable) as exc:
+        await asyncio.to_thread(
+            con.accounts.audit,
+            who.name,
+            "quarantine_retry",
+            str(qid),
+            applied=False,
+            error=type(exc).__name__,
+        )
         return back("/quarantine", "refused")
     con.app.wake.set()  # the pipeline takes the message again now
     await asyncio.to_thread(con.accounts.audit, who.name, "quarantine_retry", str(qid), journal_id=jid)
@@ -173,7 +185,10 @@ async def quarantine_drop(request: Request, con: Console, who: Any, form: dict[s
         return render(request, "confirm_drop.html", who=who, active="quarantine", row=row)
     try:
         await asyncio.to_thread(con.app.store.quarantine_release, qid, "drop")
-    except (KeyError, StoreUnavailable):
+    except (KeyError, StoreUnavailable) as exc:
+        await asyncio.to_thread(
+            con.accounts.audit, who.name, "quarantine_drop", str(qid), applied=False, error=type(exc).__name__
+        )
         return back("/quarantine", "refused")
     await asyncio.to_thread(con.accounts.audit, who.name, "quarantine_drop", str(qid))
     return back("/quarantine")
@@ -194,6 +209,8 @@ async def outbox_replay(request: Request, con: Console, who: Any, form: dict[str
 async def outbox_target(request: Request, con: Console, who: Any, form: dict[str, str]) -> Response:
     target, what = form.get("target", "")[:200], request.path_params["what"]
     if not target or what not in ("replay", "unpark"):
+        action = f"outbox_{what if what in ('replay', 'unpark') else 'bogus'}_target"
+        await asyncio.to_thread(con.accounts.audit, who.name, action, target or None, applied=False)
         return back("/outbox", "refused")
     if what == "replay":
         n = await asyncio.to_thread(queries.replay_dead, con.app.store, target)

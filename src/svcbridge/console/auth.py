@@ -8,8 +8,9 @@
   a foreign page is refused with 403 and nothing happens.
 - Scripts use ``Authorization: Bearer <admin token>`` (``[console] admin_token_file`` or the env); the
   token is compared in constant time and never logged (it is added to the log redaction).
-- Login failures are counted per user name and per client address in a sliding window; over
-  ``login_attempts`` the login answers 429 without checking the password.
+- Login attempts are counted per user name and per client address in a sliding window as they start
+  (parallel guesses count), a good password gives its attempt back; over ``login_attempts`` the login
+  answers 429 without checking the password.
 """
 
 from __future__ import annotations
@@ -61,6 +62,24 @@ class RateLimiter:
         now = time.monotonic()
         return any(len(self._recent(k, now)) >= self.limit for k in keys)
 
+    def attempt(self, *keys: str) -> bool:
+        """False when over the limit; else the attempt is counted NOW, before the slow password check,
+        so a burst of parallel guesses cannot all pass the check while none has been counted yet.
+        (No await between the check and the count: one event loop makes the pair atomic.)"""
+        if self.blocked(*keys):
+            return False
+        self.failed(*keys)
+        return True
+
+    def succeeded(self, user_key: str, *other: str) -> None:
+        """A good password: the user's count starts over; the other keys (the address) give back the
+        one attempt counted for it, keeping the failures the address made."""
+        self.clear(user_key)
+        for k in other:
+            q = self._fails.get(k)
+            if q:
+                q.pop()
+
     def failed(self, *keys: str) -> None:
         now = time.monotonic()
         for k in keys:
@@ -91,7 +110,9 @@ class Guard:
             if token and hmac.compare_digest(given.encode(), token.encode()):
                 return Principal(TOKEN_ACTOR, "admin", None, None)
             return None
-        s: Session | None = self.accounts.session(request.cookies.get(COOKIE))
+        s: Session | None = self.accounts.session(
+            request.cookies.get(COOKIE), self.cfg.session_hours * 3600, self.cfg.idle_minutes * 60
+        )
         if s is None:
             return None
         return Principal(s.operator.username, s.operator.role, s.operator.tz, s.csrf)

@@ -86,7 +86,9 @@ def page() -> Callable[[Page], Callable[[Request], Awaitable[Response]]]:
     return deco
 
 
-def action() -> Callable[[Action], Callable[[Request], Awaitable[Response]]]:
+def action(readonly_ok: bool = False) -> Callable[[Action], Callable[[Request], Awaitable[Response]]]:
+    """``readonly_ok``: a read-only operator may do this too (log out: it changes only their own session)."""
+
     def deco(fn: Action) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             con = _console(request)
@@ -109,7 +111,7 @@ def action() -> Callable[[Action], Callable[[Request], Awaitable[Response]]]:
                     who=who,
                     message="The form expired; reload the page and try again.",
                 )
-            if not who.can_act:
+            if not who.can_act and not readonly_ok:
                 await asyncio.to_thread(con.accounts.audit, who.name, "refused_readonly", request.url.path)
                 return render(request, "error.html", status=403, who=who, message="Not allowed.")
             try:
