@@ -17,6 +17,7 @@ import io
 import shutil
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ log = structlog.get_logger("svcbridge.fax.ocr")
 
 OCR_DPI = 300  # PDF pages are rendered at this; Tesseract reads fax fine mode (204x196) as well
 MAX_PIXELS = 40_000_000  # a page bigger than this is refused (a decompression bomb, not a fax)
+_PDFIUM = threading.Lock()  # every PDFium call of the process, one at a time (see _pdf_pages)
 
 
 class PageError(Exception):
@@ -124,31 +126,45 @@ def _pdf_pages(data: bytes, limit: int) -> tuple[list[object], int, list[str]]:
     import pypdfium2 as pdfium
     from PIL import ImageFilter
 
-    try:
-        pdf = pdfium.PdfDocument(data)
-    except Exception as exc:
-        raise PageError(f"not a readable PDF: {type(exc).__name__}: {exc}") from None
-    out: list[object] = []
-    try:
-        total = len(pdf)
-        for i in range(min(total, limit)):
-            try:
-                page = pdf[i]
-                w, h = page.get_size()  # points, 1/72 inch
-                scale = OCR_DPI / 72
-                if w * h * scale * scale > MAX_PIXELS:
-                    raise PageError(f"page {i + 1} of {w:.0f}x{h:.0f} pt is too large")
-                img = page.render(scale=scale, grayscale=True).to_pil().convert("L")
-                img = img.filter(ImageFilter.MedianFilter(3))  # speckle, as for TIFF pages
-                img.info["dpi"] = (OCR_DPI, OCR_DPI)
-                out.append(img)
-            except PageError as exc:
-                out.append(exc)
-            except Exception as exc:
-                out.append(PageError(f"page {i + 1} does not render: {type(exc).__name__}: {exc}"))
-    finally:
-        pdf.close()
-    return out, total, []
+    # PDFium is not thread-safe, not even for different documents (pypdfium2's docs: concurrent calls
+    # crash or corrupt the process), and fax.ocr jobs run on several worker threads: one at a time
+    with _PDFIUM:
+        try:
+            pdf = pdfium.PdfDocument(data)
+        except Exception as exc:
+            raise PageError(f"not a readable PDF: {type(exc).__name__}: {exc}") from None
+        out: list[object] = []
+        try:
+            total = len(pdf)
+            for i in range(min(total, limit)):
+                try:
+                    page = pdf[i]
+                    try:
+                        w, h = page.get_size()  # points, 1/72 inch
+                        scale = OCR_DPI / 72
+                        if w * h * scale * scale > MAX_PIXELS:
+                            raise PageError(f"page {i + 1} of {w:.0f}x{h:.0f} pt is too large")
+                        bitmap = page.render(scale=scale, grayscale=True)
+                        img = bitmap.to_pil().convert("L")  # a copy: the bitmap can go
+                        bitmap.close()
+                    finally:
+                        page.close()  # here, under the lock, not by a finalizer on another thread
+                    out.append(img)
+                except PageError as exc:
+                    out.append(exc)
+                except Exception as exc:
+                    out.append(PageError(f"page {i + 1} does not render: {type(exc).__name__}: {exc}"))
+        finally:
+            pdf.close()
+    pages: list[object] = []
+    for o in out:  # the median filter (speckle, as for TIFF pages) needs no lock
+        if isinstance(o, PageError):
+            pages.append(o)
+            continue
+        img = o.filter(ImageFilter.MedianFilter(3))  # type: ignore[attr-defined]
+        img.info["dpi"] = (OCR_DPI, OCR_DPI)
+        pages.append(img)
+    return pages, total, []
 
 
 def read_page(image: object, languages: list[str], timeout: float, psm: int = 3) -> tuple[str, float | None]:
