@@ -155,3 +155,25 @@ def test_reserve_while_the_erp_is_down_stays_queued(tmp_path, monkeypatch, tryto
     assert [(j["kind"], j["status"]) for j in jobs if j["kind"] == "parts.lookup"] == [
         ("parts.lookup", "pending")
     ]
+
+
+@pytest.mark.parametrize("qty", ["nan", "inf", "-inf", "0", "-1", "1e9", "1e308"])
+def test_reserve_refuses_a_quantity_no_depot_can_mean(tmp_path, monkeypatch, qty: str) -> None:
+    """'nan' and 'inf' passed click's FloatRange(min=0, min_open=True) (nan <= 0 is False): a NaN
+    reached the job's JSON and the ERP (SQLite stores NaN as NULL: the ledger's insert failed)."""
+    cfg = config(tmp_path, monkeypatch)
+    ref = run(cfg, "ingest", "-", input=eml(subject="Printer jams")).stdout.strip()
+    res = run(cfg, "parts", "reserve", ref, "PSU-750W", "--qty", qty)
+    assert res.exit_code == 2 and "--qty" in res.output, res.output
+    assert not (tmp_path / "stock.csv.reservations.sqlite").exists()  # nothing reached the ERP
+
+
+@pytest.mark.parametrize("qty", [float("nan"), float("inf"), 0, 1001])
+def test_the_configured_quantity_is_a_quantity(qty: float) -> None:
+    from pydantic import ValidationError
+
+    from svcbridge_parts import PartsSettings
+
+    with pytest.raises(ValidationError):
+        PartsSettings(quantity=qty)
+    assert PartsSettings(quantity=2).quantity == 2

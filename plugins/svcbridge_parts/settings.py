@@ -65,7 +65,9 @@ class PartsSettings(PluginSettings):
 
     erps: list[ErpSettings] = Field(default_factory=list)
     erp: str = Field(default="", description="the ERP the job and CLI use; default: the first")
-    quantity: float = Field(default=1, gt=0, description="parts reserved per ticket and part")
+    quantity: float = Field(
+        default=1, gt=0, le=1000, allow_inf_nan=False, description="parts reserved per ticket and part"
+    )
     categories: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_CATEGORIES))
     regions: dict[str, list[str]] = Field(
         default_factory=dict, description="region -> depot codes, nearest first"

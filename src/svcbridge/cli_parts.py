@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
 from typing import Any
 
@@ -152,10 +153,27 @@ def _run_jobs(app: Any, ref: str, kind: str, data: dict[str, Any], key: str) -> 
         sys.exit(1)
 
 
+MAX_QTY = 1000  # as an RMA's part: more is a purchase order, not a ticket's spare
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    # FloatRange lets nan through (every comparison with it is False); it would reach the job's
+    # JSON and the ERP (SQLite keeps NaN as NULL)
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a quantity", ctx=ctx, param=param)
+    return value
+
+
 @parts.command("reserve")
 @click.argument("ref")
 @click.argument("part")
-@click.option("--qty", type=click.FloatRange(min=0, min_open=True), default=1, show_default=True)
+@click.option(
+    "--qty",
+    type=click.FloatRange(min=0, min_open=True, max=MAX_QTY),
+    callback=_finite,
+    default=1,
+    show_default=True,
+)
 @click.option("--depot", help="this depot (default: the nearest that has it)")
 @click.option("--erp", "erp_name", help="which ERP (default: [plugins.parts] erp)")
 @click.pass_context
