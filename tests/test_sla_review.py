@@ -139,3 +139,29 @@ def test_resolved_again_after_a_reopening_records_a_new_sla_met_and_the_report_r
     assert plan(tk2, policy, cfg, now).events == []
     (o,) = outcomes(tk2, now)
     assert o.status == "missed" and o.late_s == 3 * 3600
+
+
+@pytest.mark.parametrize(
+    ("received", "typed", "want"),
+    [
+        # texted at 00:05 Shanghai about 23:50: yesterday's 23:50, not the time of the text
+        (datetime(2026, 3, 9, 16, 5, tzinfo=UTC), (23, 50), datetime(2026, 3, 9, 15, 50, tzinfo=UTC)),
+        (datetime(2026, 3, 9, 2, 0, tzinfo=UTC), (9, 40), datetime(2026, 3, 9, 1, 40, tzinfo=UTC)),
+        # a time later than the text that would fall before the ticket: the text's time
+        (datetime(2026, 3, 9, 2, 0, tzinfo=UTC), (10, 30), datetime(2026, 3, 9, 2, 0, tzinfo=UTC)),
+    ],
+)
+def test_sms_milestone_time_before_midnight_is_yesterdays(
+    received: datetime, typed: tuple[int, int], want: datetime
+) -> None:
+    from svcbridge_sla import _local_time
+    from svcbridge_sla.settings import SlaSettings
+
+    start = datetime(2026, 3, 8, 15, 0, tzinfo=UTC)  # Mar 8 23:00 Shanghai
+    tk = Ticket(
+        id=1,
+        ref="SB-000001",
+        channel="email",
+        events=[TicketEvent(type="received", at=start, actor="t", data={})],
+    )
+    assert _local_time(tk, SlaSettings(), received, *typed) == want

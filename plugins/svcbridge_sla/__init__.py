@@ -18,7 +18,7 @@ What no helpdesk models, as a plugin (``[plugins.sla]``, docs/sla.md):
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -47,7 +47,7 @@ from svcbridge import (
 from .calendars import parse_duration
 from .classify import FAULT_LEVELS, classify, facts_of, level_of, parse_priority
 from .clock import ACTOR, plan, timer_names
-from .engine import MILESTONES, policy_facts
+from .engine import MILESTONES, policy_facts, start_of
 from .escalation import base_change, fire
 from .followup import (
     fault_words,
@@ -239,8 +239,14 @@ def _local_time(ticket: Ticket, cfg: SlaSettings, received: datetime, hh: int, m
     policy = cfg.policy(ticket.sla_policy)
     tgt = policy.targets.get("onsite") if policy else None
     tz = cfg.calendar(tgt.calendar if tgt else "24x7")._tz
-    local = received.astimezone(tz).replace(hour=min(hh, 23), minute=min(mm, 59), second=0, microsecond=0)
-    return local if local <= received.astimezone(tz) else received
+    sent = received.astimezone(tz)
+    local = sent.replace(hour=min(hh, 23), minute=min(mm, 59), second=0, microsecond=0)
+    if local <= sent:
+        return local
+    # "23:50" texted at 00:05 is yesterday's 23:50 (a later time today has not happened yet), unless
+    # that is before the ticket began: then the text's own time, never later than the text
+    yesterday = local - timedelta(days=1)
+    return yesterday if yesterday >= start_of(ticket) else received
 
 
 @hookimpl
