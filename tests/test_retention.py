@@ -172,3 +172,21 @@ def test_cli_purge_dry_run_and_erase_record_the_operator(tmp_path: Path) -> None
     assert done.returncode == 0 and "erased by ops-lee" in done.stdout, (refused.stdout, done.stderr)
     usage = run("store", "usage", "--json")
     assert usage.returncode == 0 and '"journal_rows": 1' in usage.stdout
+
+
+async def test_the_daemons_maintenance_runs_once_per_period_in_one_replica(make_app, tmp_path: Path) -> None:
+    from svcbridge.maintenance import run_due
+    from svcbridge.store import lease
+
+    app = make_app(store={"retention": {"raw_days": 1, "every_hours": 6}})
+    app2 = make_app(store={"retention": {"raw_days": 1, "every_hours": 6}})
+    drop(tmp_path, "1", mail(("f.pdf", rnd(30_000))))
+    await app.run_once()
+    await app.delivery.drain()
+    age(app, [1])
+    me, other = lease.new_holder("daemon"), lease.new_holder("daemon")
+    first = run_due(app, me)
+    assert first is not None and first["raw"] == 1
+    assert run_due(app, me) is None  # done for this period (a checkpoint: survives a restart)
+    assert run_due(app2, other, force=True) is None  # another replica holds the maintenance lease
+    assert run_due(app, me, force=True) == {**first, "raw": 0, "blobs_removed": 0, "gc_blobs": 0, "gc_bytes": 0}
