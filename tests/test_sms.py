@@ -450,3 +450,24 @@ async def test_aliyun_throttled_notice_is_sent_on_its_retry(make_app, tmp_path) 
         await n.send(_item())
     res = await n.send(_item().model_copy(update={"attempts": 1}))  # the outbox's retry
     assert res.links[0].value == "biz2" and len(fake.nonces) == 2
+
+
+async def test_twilio_notices_are_cut_to_max_parts_like_every_provider(make_app) -> None:
+    """Twilio's notifier sent up to 1,600 characters: 24 UCS-2 parts for a Chinese notice; every SMS
+    notice is cut to ``[plugins.sms] max_parts``."""
+    sent: list[dict] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        sent.append(dict(urllib.parse.parse_qsl(request.content.decode())))
+        return httpx.Response(201, json={"sid": f"SM{len(sent)}", "status": "queued"})
+
+    app = make_app(outbound_allow=["api.twilio.com"], plugins={"sms": {"max_parts": 2}, "twilio": {
+        "account_sid": "AC" + "0" * 32, "auth_token": "twilio-token", "public_url": "https://bridge.example.com",
+        "from_number": "+8675512345678", "transport": httpx.MockTransport(api)}})
+    notifier = app.delivery.notifiers["sms"]
+    for body, parts in (("您的报修单已受理，工程师将在两小时内联系您。" * 30, 2), ("Ticket SB-000001 received.", 1)):
+        item = _item()
+        item.payload["notification"]["body"] = body
+        await notifier.send(item)
+        assert segments(sent[-1]["Body"])[1] == parts
+        assert sent[-1]["Body"] == body or sent[-1]["Body"].endswith("…")

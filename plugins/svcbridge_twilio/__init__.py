@@ -12,6 +12,7 @@ Outbound: a notifier for channel ``sms`` posting to the Messages API with Basic 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import urllib.parse
@@ -144,9 +145,15 @@ class SmsNotifier:
         return contact.phone
 
     def __init__(
-        self, cfg: TwilioSettings, transport: Any = None, allow: list[str] | None = None, optouts: Any = None
+        self,
+        cfg: TwilioSettings,
+        transport: Any = None,
+        allow: list[str] | None = None,
+        optouts: Any = None,
+        shorten: Any = None,
     ) -> None:
         self.cfg, self.optouts = cfg, optouts  # svcbridge_sms's register: who said STOP, on any ticket
+        self.shorten = shorten  # svcbridge_sms's cut to [plugins.sms] max_parts SMS parts
         self.client = make_client(
             cfg.api_base,
             auth=(cfg.account_sid, cfg.auth_token.get_secret_value()),
@@ -161,7 +168,8 @@ class SmsNotifier:
             stopped = await asyncio.to_thread(self.optouts.blocked, n["to"])
         if stopped:  # recorded by svcbridge_sms when the customer texted STOP / 退订
             raise PermanentError(f"{n['to']} opted out of SMS ({stopped}); not sent")
-        form = {"To": n["to"], "Body": (n.get("body") or n.get("subject") or "")[:1600]}
+        text = n.get("body") or n.get("subject") or ""
+        form = {"To": n["to"], "Body": (self.shorten(text) if self.shorten else text)[:1600]}
         if self.cfg.messaging_service_sid:
             form["MessagingServiceSid"] = self.cfg.messaging_service_sid
         elif self.cfg.from_number:
@@ -194,12 +202,20 @@ def register_notifiers(register: Any, settings: Any) -> None:
     cfg = settings.plugin_config("twilio")
     if cfg is not None and (cfg.from_number or cfg.messaging_service_sid):
         try:
-            from svcbridge_sms import optout_register
+            from svcbridge_sms import SmsSettings, optout_register
+            from svcbridge_sms.text import fit
         except ImportError:  # svcbridge_sms not installed: the ticket's label is all there is
-            optouts = None
+            optouts, shorten = None, None
         else:
             optouts = optout_register(settings)
-        register(SmsNotifier(cfg, allow=settings.outbound_allow, optouts=optouts))
+            parts = (settings.plugin_config("sms") or SmsSettings()).max_parts
+            shorten = functools.partial(_cut, fit, parts)
+        register(SmsNotifier(cfg, allow=settings.outbound_allow, optouts=optouts, shorten=shorten))
+
+
+def _cut(fit: Any, parts: int, text: str) -> str:
+    """``text`` cut to ``parts`` SMS by svcbridge_sms's ``fit`` (GSM-7 / UCS-2 segment rules)."""
+    return str(fit(text, parts))
 
 
 @hookimpl
