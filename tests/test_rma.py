@@ -220,3 +220,44 @@ async def test_the_reminder_fires_when_the_vendor_is_silent(make_app, tmp_path: 
     reminders = [n for n in _notes(desk) if n.startswith("RMA reminder")]
     assert len(reminders) == 1 and "RMA 1 (DELL): requested" in reminders[0]
     assert app.store.get_ticket(t.ref).labels["rma_stalled"] == [1]
+
+
+@pytest.mark.parametrize(
+    ("moved_days_ago", "reminded", "next_in_days"),
+    [
+        (4, False, 1),  # a vendor moved it 4 days ago (Cisco poll, a mail): the next check in 1 day, not 5
+        (1, False, 4),
+        (6, True, 5),  # idle: reminded now, again in reminder_days
+    ],
+)
+async def test_the_reminder_is_due_reminder_days_after_the_vendor_s_last_move(
+    make_app, tmp_path: Path, moved_days_ago: int, reminded: bool, next_in_days: int
+) -> None:
+    """A vendor's move (CiscoRmaSource, a mail reply) does not move the rma.reminder timer; when it
+    fired it looked again reminder_days from then, so a silence was reported up to twice too late."""
+    from datetime import timedelta
+
+    from svcbridge import Timer, WorkQueue, utcnow
+    from svcbridge_rma import remind
+
+    desk = Recorder()
+    app = _app(make_app, desk)  # reminder_days = 5
+    drop(tmp_path, "a", eml(subject="PSU"))
+    await app.run_once()
+    (t,) = app.store.list_tickets()
+    rma = app.rmas.open(t.ref, "cisco", [RmaPart(part="PSU")], source="cli")
+    now = utcnow()
+    app.rmas.move(
+        rma.id, R.APPROVED, source="vendor:cisco", number="800123456", at=now - timedelta(days=moved_days_ago)
+    )
+    ticket = app.store.get_ticket(t.ref)
+    timer = Timer(id=1, name="rma.reminder", due_at=now, fired_at=now, data={"rma": rma.id}, ticket=ticket)
+    work = WorkQueue(t.ref, ticket.id)
+    await app.pm.lifecycle("startup", app=app)  # the plugin's host, as in the daemon
+    try:
+        change = remind(timer, work)
+    finally:
+        await app.pm.lifecycle("shutdown", app=app)
+    assert (change is not None) == reminded
+    (nxt,) = work.timers
+    assert abs((nxt.at - now) - timedelta(days=next_in_days)) < timedelta(minutes=1)

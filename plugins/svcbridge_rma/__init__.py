@@ -224,11 +224,16 @@ def remind(timer: Timer, work: WorkQueue) -> TicketChange | None:
     """The vendor has not moved this ticket's RMAs: say which, and look again in reminder_days."""
     if timer.ticket is None:
         return None
-    days = _cfg().reminder_days
-    before = utcnow() - timedelta(days=days)
-    idle = [r for r in _book().by_ticket(timer.ticket.ref) if not r.state.is_final and r.updated_at <= before]
-    if any(not r.state.is_final for r in _book().by_ticket(timer.ticket.ref)):
-        work.schedule("rma.reminder", utcnow() + timedelta(days=days), dict(timer.data))
+    days, now = _cfg().reminder_days, utcnow()
+    before = now - timedelta(days=days)
+    open_ = [r for r in _book().by_ticket(timer.ticket.ref) if not r.state.is_final]
+    idle = [r for r in open_ if r.updated_at <= before]
+    if open_:
+        # next: when the first RMA that moved lately falls silent (a vendor's move by the Cisco poll
+        # or a mail does not move this timer, so 'now + days' came up to days late); an idle one,
+        # already reported now, again in reminder_days
+        later = [r.updated_at + timedelta(days=days) for r in open_ if r.updated_at > before]
+        work.schedule("rma.reminder", min([*later, now + timedelta(days=days)]), dict(timer.data))
     if not idle:
         return None
     lines = [f"- {r.summary()} (no change since {r.updated_at.date().isoformat()})" for r in idle]
