@@ -132,7 +132,7 @@ def test_users_cli(tmp_path, base_settings, monkeypatch) -> None:
 
 # ---------------------------------------------------------------------------------------------- authentication
 GETS = ["/", "/tickets", "/tickets/SB-000001", "/tickets/SB-000001/attachments/1", "/quarantine",
-        "/quarantine/1/raw", "/outbox", "/plugins", "/audit", "/sla", "/assets", "/rma", "/overview/live"]
+        "/quarantine/1/raw", "/outbox", "/plugins", "/audit", "/sla", "/assets", "/rma"]
 POSTS = ["/tickets/SB-000001/state", "/tickets/SB-000001/reply", "/tickets/SB-000001/note",
          "/quarantine/1/retry", "/quarantine/1/drop", "/outbox/1/replay", "/outbox/target/unpark",
          "/outbox/target/replay", "/logout"]
@@ -157,6 +157,7 @@ def test_unauthenticated_requests_do_nothing(app, client, tmp_path) -> None:
         assert r.status_code == 303 and r.headers["location"].startswith("/login?next="), path
         assert "SB-000001" not in r.text
     assert client.get("/api/overview").status_code == 401
+    assert client.get("/overview/live", follow_redirects=False).status_code == 401  # fetched by console.js
     for path in POSTS:
         r = client.post(path, data={"state": "closed", "text": "x", "confirm": "yes", "target": "notify:email"})
         assert r.status_code == 401, path
@@ -878,3 +879,38 @@ def test_session_ends_at_its_absolute_lifetime_even_when_used(make_app, tmp_path
     with app.store.tx() as conn:
         conn.execute(update(t.console_sessions).values(created_at=utcnow() - timedelta(minutes=61)))
     assert client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_live_fragment_of_an_ended_session_is_401_not_the_login_page(app, client) -> None:
+    """console.js reloads the page on a 401; a redirect was followed by fetch() and the login form was put
+    into the overview's live section (a page inside the page) every few seconds, never reloading."""
+    login(client)
+    assert client.get("/overview/live").status_code == 200
+    client.post("/logout", data={"csrf": csrf(client.get("/").text)})
+    r = client.get("/overview/live", follow_redirects=True)
+    assert r.status_code == 401 and 'name="password"' not in r.text
+    js = (Path(__file__).parents[1] / "src/svcbridge/console/static/console.js").read_text()
+    assert "r.status === 401" in js and "window.location.reload()" in js
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("https://svc:Hunter2-pw@rt.example.com/REST/2.0/", "https://svc:***@rt.example.com/REST/2.0/"),
+        ("postgresql://bridge:pg-pass@db/svc", "postgresql://bridge:***@db/svc"),
+        ("https://rt.example.com/", "https://rt.example.com/"),
+        ("https://hooks.example.com/in?token=abc123&x=1", "https://hooks.example.com/in?token=***&x=1"),
+        ("https://hooks.example.com/in?sig=s3&api_key=k", "https://hooks.example.com/in?sig=***&api_key=***"),
+        ("user@example.com", "user@example.com"),
+    ],
+)
+def test_plugins_page_hides_credentials_inside_urls(value, shown) -> None:
+    """A password in a URL's userinfo or a token in its query is a secret although the field is 'url'."""
+    from pydantic import BaseModel
+
+    from svcbridge.console.views import _settings_view
+
+    class Section(BaseModel):
+        url: str
+
+    assert dict(_settings_view(Section(url=value))) == {"url": shown}

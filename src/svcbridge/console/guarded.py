@@ -60,8 +60,13 @@ async def read_form(request: Request) -> dict[str, str] | None:
         return None
 
 
+# fetched by console.js, never opened by a person: a 401 makes the script reload the page into the login
+# (fetch() follows a redirect: the login form landed inside the overview's live section instead)
+_FETCHED = ("/api/", "/overview/live")
+
+
 def _unauthenticated(request: Request) -> Response:
-    if request.method == "GET" and not request.url.path.startswith("/api/"):
+    if request.method == "GET" and not request.url.path.startswith(_FETCHED):
         nxt = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return secure(RedirectResponse(f"/login?next={quote(nxt, safe='')}", status_code=303))
     return secure(PlainTextResponse("authentication required", status_code=401))

@@ -30,6 +30,17 @@ _SAFE_INLINE = re.compile(r"[^A-Za-z0-9._-]")
 _NOT_IN_NAME = re.compile(r'[\x00-\x1f\x7f-\x9f<>:"/\\|?*\u2028\u2029\u202a-\u202e\u2066-\u2069]')
 # downloads keep their type only when a browser cannot run it; anything else is a plain byte stream
 _KEEP_TYPES = {"application/pdf", "image/png", "image/jpeg", "image/gif", "text/plain", "text/csv"}
+# a password in a URL's userinfo, a token in its query: secrets in a field named "url" or "base_url"
+_URL_USERINFO = re.compile(r"(?<=://)([^/@:\s]*):[^/@\s]*@")
+_URL_SECRET_QUERY = re.compile(
+    r"([?&](?:[a-z_]*(?:token|key|secret|sig|signature|password|pass|auth))=)[^&#\s]*", re.I
+)
+
+
+def _hide_in_url(text: str) -> str:
+    if "://" not in text:
+        return text
+    return _URL_SECRET_QUERY.sub(r"\1***", _URL_USERINFO.sub(r"\1:***@", text))
 
 
 OVERVIEW_TTL = 1.0  # seconds several open tabs share one computation of the overview
@@ -223,14 +234,18 @@ def _settings_view(model: Any) -> list[tuple[str, str]]:
         elif isinstance(value, list | tuple) and any(isinstance(v, BaseModel) for v in value):
             # several mailboxes, helpdesks, rules: each its own rows (a list's str() would show them raw)
             for i, item in enumerate(value):
-                rows = _settings_view(item) if isinstance(item, BaseModel) else [("", str(item)[:200])]
+                rows = (
+                    _settings_view(item)
+                    if isinstance(item, BaseModel)
+                    else [("", _hide_in_url(str(item))[:200])]
+                )
                 out += [(f"{name}.{i}.{k}".rstrip("."), v) for k, v in rows]
         elif isinstance(value, dict) and any(isinstance(v, BaseModel) for v in value.values()):
             for key, item in value.items():
                 rows = _settings_view(item) if isinstance(item, BaseModel) else [("", str(item)[:200])]
                 out += [(f"{name}.{key}.{k}".rstrip("."), v) for k, v in rows]
         else:
-            out.append((name, str(value)[:200]))
+            out.append((name, _hide_in_url(str(value))[:200]))
     return out
 
 
