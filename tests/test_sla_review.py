@@ -165,3 +165,57 @@ def test_sms_milestone_time_before_midnight_is_yesterdays(
         events=[TicketEvent(type="received", at=start, actor="t", data={})],
     )
     assert _local_time(tk, SlaSettings(), received, *typed) == want
+
+
+class _Jobs:
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, dict[str, Any], str]] = []
+
+    def enqueue(self, kind: str, data: dict[str, Any], key: str) -> None:
+        self.asked.append((kind, data, key))
+
+
+def test_a_customer_reply_that_reopens_a_resolved_ticket_restarts_its_resolution_clock() -> None:
+    from svcbridge import TicketDraft, TicketState
+    from svcbridge_sla import _followup
+    from svcbridge_sla.engine import evaluate
+    from svcbridge_sla.policy import Policy, Target
+    from svcbridge_sla.settings import SlaSettings
+
+    cfg = SlaSettings(policies=[Policy(name="p", targets={"resolution": Target(within="8h")})])
+    evs = [
+        TicketEvent(type="received", at=T0, actor="t", data={}),
+        _status(T0 + timedelta(hours=1), "resolved"),
+    ]
+    tk = Ticket(
+        id=1, ref="SB-000001", channel="email", events=evs, state=TicketState.RESOLVED, sla_policy="p"
+    )
+    # the customer writes again (not a survey answer): the pipeline reopens, the SLA must recompute
+    jobs = _Jobs()
+    draft = TicketDraft(channel="email", subject="Re: 打印机又坏了", body_text="still broken / 还是不行")
+    draft.received_at = T0 + timedelta(hours=3)
+    _followup(draft, tk, cfg, jobs)
+    assert [k for k, _, _ in jobs.asked] == ["sla.recompute"]
+    # the pipeline's trail of that reopening: a "reopened" event, no status_changed
+    reopened = tk.model_copy(
+        update={
+            "state": TicketState.IN_PROGRESS,
+            "events": [
+                *evs,
+                TicketEvent(type="reopened", at=T0 + timedelta(hours=3), data={"by": "customer"}),
+            ],
+        }
+    )
+    (ts,) = evaluate(reopened, cfg.policies[0], cfg, T0 + timedelta(days=1))
+    assert ts.met_at is None and ts.deadline == T0 + timedelta(hours=10)
+    # a technician's milestone text on the resolved ticket is no new problem: it does not reopen it
+    tk = tk.model_copy(update={"labels": {}})
+    cfg = cfg.model_copy(update={"technicians": ["+8613800138000"]})
+    sms = TicketDraft(channel="sms", body_text="解决 SB-000001 10:00")
+    sms.contact.phone = "+8613800138000"
+    sms.received_at = T0 + timedelta(hours=4)
+    jobs = _Jobs()
+    _followup(sms, tk, cfg, jobs)
+    assert sms.labels.get("_keep_closed") is True
+    ((_, data, _),) = jobs.asked
+    assert data["milestone"]["milestone"] == "resolved"

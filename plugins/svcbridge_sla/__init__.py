@@ -158,10 +158,17 @@ def _followup(draft: TicketDraft, ticket: Ticket, cfg: SlaSettings, jobs: WorkQu
         if m.group(3):  # "14:05": the technician's local time today, in the ticket's calendar zone
             at = _local_time(ticket, cfg, at, int(m.group(3)), int(m.group(4)))
         data = {"milestone": _SMS_WORDS[m.group(1).lower()], "at": at.isoformat(), "source": f"sms:{phone}"}
+        if ticket.state.is_closed:  # a technician's report on a solved ticket is no new problem
+            draft.labels["_keep_closed"] = True
         jobs.enqueue(
             RECOMPUTE, {"milestone": data}, key=f"{ticket.ref}:ms:{data['milestone']}:{at.isoformat()}"
         )
         return
+    if ticket.state.is_closed and ticket.sla_policy:
+        # the customer's message reopens it (pipeline: a "reopened" event, no status update from a
+        # helpdesk): the solution clocks run again from the trail
+        at = (draft.received_at or utcnow()).isoformat()
+        jobs.enqueue(RECOMPUTE, {}, key=f"{ticket.ref}:sla:reopened:{at}")
     if ticket.labels.get("sla_override"):
         return  # the helpdesk decided: the rules no longer move priority or level
     facts = facts_of(

@@ -98,6 +98,8 @@ def _states(ticket: Ticket, start: datetime) -> list[tuple[datetime, str]]:
     for ev in ticket.events:
         if ev.type == "status_changed" and ev.data.get("to"):
             out.append((ev.at, str(ev.data["to"])))
+        elif ev.type == "reopened":  # a customer's message on a closed ticket: back to work
+            out.append((ev.at, TicketState.IN_PROGRESS.value))
     out.sort(key=lambda x: x[0])
     return out
 
