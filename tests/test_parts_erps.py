@@ -189,3 +189,17 @@ async def test_the_csv_table_reads_a_shop_s_file_in_its_encoding(
     assert [(d.depot, d.available, d.region) for d in stock.depots] == [("SH", 2.0, "华东")]
     assert await erp.find_parts(model, "psu") == ["PSU-900W"]
     await erp.close()
+
+
+@pytest.mark.parametrize("part", ["PSU/750W", "PSU#750W", "PSU?750W", "PSU 750W", "O'NEIL-1", "电源/750W"])
+async def test_a_part_number_with_url_characters_is_looked_up_as_itself(erp, monkeypatch, part: str) -> None:
+    """SAP B1 puts the code in the path (Items('...')): '/', '#', '?' cut or redirected the request
+    (a '#' started a fragment, a '?' a query, a '/' another resource), so the part was 'unknown'."""
+    from fakes import erps as fake_erps
+
+    monkeypatch.setitem(fake_erps.STOCK, part, fake_erps.STOCK["PSU-750W"])
+    if isinstance(erp.fake, FakeOdoo):  # its product ids were numbered when it was made
+        erp.fake.ids[part] = len(erp.fake.ids) + 1
+    stock = await erp.lookup(part)
+    assert stock is not None and figures(stock)["SH"] == (4, 1, 3)
+    await erp.close()

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from sqlalchemy import create_engine
@@ -291,7 +292,9 @@ class SapB1Erp(HttpErp):
         return None
 
     async def item(self, part: str) -> tuple[str, str | None, list[Row]] | None:
-        code = part.replace("'", "''")  # OData string literal
+        # an OData string literal ('' for '), percent-encoded as a path segment: a '#', '?' or '/' in
+        # a part number would otherwise end the path or name another resource
+        code = quote(part.replace("'", "''"), safe="'")
         resp = await self.get(
             f"/b1s/v1/Items('{code}')",
             params={"$select": "ItemCode,ItemName,U_Category,ItemWarehouseInfoCollection"},
