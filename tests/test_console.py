@@ -914,3 +914,18 @@ def test_plugins_page_hides_credentials_inside_urls(value, shown) -> None:
         url: str
 
     assert dict(_settings_view(Section(url=value))) == {"url": shown}
+
+
+def test_a_plugin_that_failed_to_load_makes_the_daemon_not_ready(make_app, tmp_path) -> None:
+    """A source or sink plugin that failed (bad settings, import error) means intake or delivery that is
+    silently missing: /readyz said ok while the Plugins page said failed."""
+    app = make_app()
+    app.pm.mark_failed("svcbridge_imap_demo", ValueError("imap: host is required"))
+    client = TestClient(build_web(app))
+    r = client.get("/readyz")
+    assert r.status_code == 503
+    assert ("plugin_failed", "svcbridge_imap_demo") in [(p["kind"], p["subject"]) for p in r.json()["problems"]]
+    Accounts(app.store.engine).add("ops", PASSWORD)
+    login(client)
+    zh = client.get("/", headers={"Accept-Language": "zh-CN"}).text
+    assert 'data-kind="plugin_failed"' in zh and "插件加载失败" in zh and "imap: host is required" in zh

@@ -2,7 +2,8 @@
 
 Loopback by default. ``/healthz`` says the process is alive; ``/readyz`` says whether the daemon can do
 its work: 503 when the store does not answer, or with the list of problems (a routed sink not configured,
-notices without a notifier, a parked target, a source failing past its threshold; console/facts.py).
+notices without a notifier, a parked target, a source failing past its threshold, a plugin that failed
+to load; console/facts.py).
 ``/metrics`` is Prometheus. Everything else is the console (console/routes.py), behind a login.
 """
 

@@ -1,7 +1,8 @@
 """What the overview shows and what ``/readyz`` reports: the same facts, computed in one place.
 
 ``problems`` is the truth behind readiness: a routed sink that is not configured, notices waiting for a
-channel no notifier serves, a parked target, a source failing for longer than its threshold. ``alerts``
+channel no notifier serves, a parked target, a source failing for longer than its threshold, a plugin
+that failed to load (whatever it serves is silently missing). ``alerts``
 are what delivery and jobs raised besides. Each names what to do (``hint``: English, the key the
 console translates). Everything here is a handful of grouped counts: cheap enough for a
 page that polls every few seconds all day.
@@ -31,6 +32,8 @@ HINTS = {
     "(or restart): its items go out again",
     "source_failing": "check the source's server, address and credentials; the error says what failed",
     "alert": "see the error; the Outbox or Jobs list shows the affected items",
+    "plugin_failed": "fix the plugin's settings (the reason says what), restart; until then what it "
+    "serves (a source, a helpdesk, a channel) does nothing",
 }
 
 
@@ -93,6 +96,9 @@ def problems(app: App, by_target: dict[str, dict[str, Any]] | None = None) -> li
         elif row["parked"]:
             detail = f"{row['parked']} parked: {row['last_error'] or ''}".strip()
             found.append(Problem("target_parked", target, detail, HINTS["target_parked"]))
+    for name, info in sorted(app.pm.infos.items()):  # "blocked" is the operator's choice, not a fault
+        if info.status == "failed":
+            found.append(Problem("plugin_failed", name, info.reason, HINTS["plugin_failed"]))
     threshold = app.settings.console.source_fail_threshold
     now = time.time()
     for name, h in sorted(app.health.items()):

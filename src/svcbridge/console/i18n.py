@@ -145,6 +145,8 @@ ZH: dict[str, str] = {
     "target_parked": "目标已暂停",
     "source_failing": "接入源故障",
     "alert": "告警",
+    "plugin_failed": "插件加载失败",
+    "fix the plugin's settings (the reason says what), restart; until then what it serves (a source, a helpdesk, a channel) does nothing": "修正该插件的设置（原因中有说明）后重启；在此之前，它负责的接入源、服务台或渠道都不工作。",
     "configure the sink's plugin section (or fix [routing]); see Plugins for a failed plugin; its items wait in the outbox and go out once it exists": "配置该服务台插件的设置（或修正 [routing]）；在“插件”页查看失败的插件。其待发项保留在发件箱中，配置好后自动发送。",
     "configure the channel's outbound side (e.g. [plugins.email.outbound]) or [notifications] fallback_channels, restart, then replay the parked notices": "配置该渠道的发送端（如 [plugins.email.outbound]）或 [notifications] fallback_channels，重启后重新发送已暂停的通知。",
     "fix the target's credentials or address, then unpark it on the Outbox page (or restart): its items go out again": "修正该目标的凭据或地址，然后在“发件箱”页恢复该目标（或重启），其待发项将重新发送。",
