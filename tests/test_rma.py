@@ -66,6 +66,23 @@ def test_lifecycle(old, new, ok) -> None:
         ("/rma 3 lost", [{"error": "unknown state 'lost'"}]),
         ("/rma ../etc part=x", [{"error": "not a vendor: '../etc'"}]),
         ("no command here, only /rmafoo and text", []),
+        # hostile notes: each an answer, never an exception in status_updated (the helpdesk poll)
+        ("/rma ² approved", [{"error": "not an RMA id: '²'"}]),
+        ("/rma  \u3000", [{"error": "no vendor or RMA id"}]),
+        ("/rma 99999999999999999999999 approved", [{"error": "not an RMA id: '99999999999999999999'"}]),
+        (
+            '/rma 3 shipped_to_vendor tracking="SF1\rBcc: x@evil"',
+            [{"error": "tracking: 1-100 characters on one line"}],
+        ),
+        (
+            "/rma 3 shipped_to_vendor tracking=" + "9" * 101,
+            [{"error": "tracking: 1-100 characters on one line"}],
+        ),
+        ("/rma 3 approved number=", [{"error": "number: 1-100 characters on one line"}]),
+        (
+            "/rma 3 approved number=退货单号ＲＭＡ１２３",
+            [{"move": 3, "state": "approved", "number": "退货单号ＲＭＡ１２３"}],
+        ),
     ],
 )
 def test_commands_are_read_from_notes(note, want) -> None:

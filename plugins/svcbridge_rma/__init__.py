@@ -66,6 +66,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 _LINE = re.compile(r"^\s*/rma\s+(.+)$", re.IGNORECASE | re.MULTILINE)
+_VALUE = re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]{1,100}")
 _host: dict[str, Any] = {}
 
 
@@ -94,6 +95,9 @@ def parse_commands(note: str) -> list[dict[str, Any]]:
         except ValueError as exc:
             out.append({"error": f"cannot read it: {exc}", "line": line})
             continue
+        if not words:  # only blanks the pattern's \s does not take (U+3000 after a space)
+            out.append({"error": "no vendor or RMA id", "line": line})
+            continue
         head, rest = words[0], words[1:]
         opts: dict[str, list[str]] = {}
         free = []
@@ -103,13 +107,22 @@ def parse_commands(note: str) -> list[dict[str, Any]]:
                 opts.setdefault(k.lower(), []).append(v)
             else:
                 free.append(w)
-        if head.isdigit():
+        if head.isdigit():  # str.isdigit() also takes '²' (int() refuses it) and ids past any column
             state = (free[0] if free else "").lower()
+            if not re.fullmatch(r"[0-9]{1,12}", head):
+                out.append({"error": f"not an RMA id: {head[:20]!r}", "line": line})
+                continue
             if state not in {s.value for s in RmaState}:
                 out.append({"error": f"unknown state {state!r}", "line": line})
                 continue
             cmd = {"move": int(head), "state": state, "line": line}
             cmd.update({k: opts[k][-1] for k in ("number", "carrier", "tracking") if k in opts})
+            bad = [
+                k for k in ("number", "carrier", "tracking") if k in cmd and not _VALUE.fullmatch(str(cmd[k]))
+            ]
+            if bad:  # the store's columns hold 100; a control character has no place in a number
+                out.append({"error": f"{bad[0]}: 1-100 characters on one line", "line": line})
+                continue
             out.append(cmd)
             continue
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,49}", head):
