@@ -64,6 +64,11 @@ def test_fax_numbers_are_normalised_to_e164(text, region, want) -> None:
     ("service@ringcentral.com", "New Fax Message from +886 2 2720 8889 on 12/03/2026", "", ["application/pdf"],
      "ringcentral", "+886227208889"),
     ("fax2mail@carrier.cn", "传真来自：0755-1234-5678", "", ["image/tiff"], "fax2mail", "+8675512345678"),
+    # a station id is free text the remote machine sends: a junk one is no number (it was +8600000)
+    ("faxmaster", 'Fax received from "HP LASERJET 00000"', "Sender: HP LASERJET 00000\n", [], "hylafax", None),
+    ("faxmaster", 'Fax received from "ACME 12345"', "Sender: ACME 12345\n", [], "hylafax", None),
+    ("faxmaster", 'Fax received from "ACME 0755 2345 6789"', "Sender: ACME 0755 2345 6789\n", [], "hylafax",
+     "+8675523456789"),
 ])
 def test_builtin_rules_find_the_fax_number(sender, subject, body, types, rule, number) -> None:
     from svcbridge import Attachment

@@ -133,8 +133,9 @@ def header_sender(raw: bytes) -> str:
     return found[0][1].strip().lower() if found else ""
 
 
-def e164(text: str | None, region: str | None) -> str | None:
-    """``text`` as an E.164 number, or None (a TSI like 'ACME FAX' or 'anonymous' is no number)."""
+def e164(text: str | None, region: str | None, valid: bool = False) -> str | None:
+    """``text`` as an E.164 number, or None (a TSI like 'ACME FAX' or 'anonymous' is no number);
+    ``valid``: a number of an assigned range only (for free text, where digits may be anything)."""
     if not text:
         return None
     digits = re.sub(r"[^\d+]", "", text)
@@ -144,7 +145,7 @@ def e164(text: str | None, region: str | None) -> str | None:
         num = phonenumbers.parse(text, None if digits.startswith("+") else region)
     except phonenumbers.NumberParseException:
         return None
-    if not phonenumbers.is_possible_number(num):
+    if not phonenumbers.is_possible_number(num) or (valid and not phonenumbers.is_valid_number(num)):
         return None
     return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
 
@@ -178,5 +179,7 @@ def detect(
         if sm:
             candidates.append(sm.group("number"))
     info.raw_numbers = [c for c in candidates if c]
-    info.number = next((n for n in (e164(c, region) for c in candidates) if n), None)
+    # the station id (TSI) is whatever the remote machine was set up to say ("HP LASERJET 00000"):
+    # only a valid number counts, or a junk one became the customer's phone
+    info.number = next((n for n in (e164(c, region, valid=c is info.tsi) for c in candidates) if n), None)
     return info
