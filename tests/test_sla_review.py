@@ -219,3 +219,31 @@ def test_a_customer_reply_that_reopens_a_resolved_ticket_restarts_its_resolution
     assert sms.labels.get("_keep_closed") is True
     ((_, data, _),) = jobs.asked
     assert data["milestone"]["milestone"] == "resolved"
+
+
+def test_first_contact_resolution_is_not_undone_by_the_survey_answer() -> None:
+    from svcbridge.reports.compute import satisfaction_report
+
+    def tk(n: int, *evs: tuple[int, str, dict[str, Any]]) -> Ticket:
+        trail = [TicketEvent(type="received", at=T0, actor="t", data={})]
+        trail += [TicketEvent(type=k, at=T0 + timedelta(hours=h), actor="t", data=d) for h, k, d in evs]
+        return Ticket(id=n, ref=f"SB-{n:06d}", channel="email", events=trail)
+
+    resolved = (2, "status_changed", {"to": "resolved"})
+    survey = (2, "notified", {"template": "survey"})
+    answer = [(3, "message_received", {}), (3, "survey_reply", {"score": 5})]  # the answer is a message
+    tickets = [
+        tk(1, resolved, survey, *answer),  # first contact: the answer came after the resolution
+        tk(2, (1, "message_received", {}), resolved),  # the customer had to write again: not
+        tk(3, resolved, (4, "message_received", {}), (4, "reopened", {"by": "customer"})),  # reopened
+        tk(
+            4,
+            resolved,
+            (5, "status_changed", {"to": "in_progress"}),
+            (6, "status_changed", {"to": "resolved"}),
+        ),
+    ]
+    now = T0 + timedelta(days=1)
+    assert [satisfaction_report([t], now)["first_contact_resolution"] for t in tickets] == [1, 0, 0, 0]
+    s = satisfaction_report(tickets, now)
+    assert (s["resolved"], s["first_contact_resolution"], s["replies"]) == (4, 1, 1)

@@ -123,6 +123,26 @@ def _model(tickets: list[Ticket], serial: str) -> str | None:
     return next((tk.asset.model for tk in tickets if tk.asset.serial == serial and tk.asset.model), None)
 
 
+def _first_contact(evs: list[Any]) -> bool | None:
+    """None: never resolved; else whether it was solved at first contact: the customer did not have
+    to write again before the first resolution, and it was not reopened after it (by the customer's
+    reply or a helpdesk state). A message after the resolution that reopens nothing (the survey
+    answer) does not count against it."""
+    done = ("resolved", "closed")
+    # the trail's order (by time, then as written), so same-second events keep their sequence
+    first = next(
+        (i for i, e in enumerate(evs) if e.type == "status_changed" and e.data.get("to") in done), None
+    )
+    if first is None:
+        return None
+    if any(e.type == "message_received" for e in evs[:first]):
+        return False
+    return not any(
+        e.type == "reopened" or (e.type == "status_changed" and e.data.get("to") not in done)
+        for e in evs[first:]
+    )
+
+
 def satisfaction_report(tickets: list[Ticket], now: datetime) -> dict[str, Any]:
     scores: list[int] = []
     comments: list[dict[str, Any]] = []
@@ -145,11 +165,10 @@ def satisfaction_report(tickets: list[Ticket], now: datetime) -> dict[str, Any]:
             if e.type == "followup_call":
                 k = str(e.data.get("outcome"))
                 calls[k] = calls.get(k, 0) + 1
-        if any(e.type == "status_changed" and e.data.get("to") in ("resolved", "closed") for e in evs):
+        first_contact = _first_contact(evs)
+        if first_contact is not None:
             resolved += 1
-            # first contact: solved without the customer writing again and without a reopening
-            if not any(e.type in ("message_received", "reopened") for e in evs):
-                fcr += 1
+            fcr += first_contact
     dist = {str(s): scores.count(s) for s in range(1, 6)}
     return {
         "surveys_sent": surveyed,
