@@ -225,3 +225,23 @@ def test_line_breaks_in_agent_text_never_reach_a_mail_header(evil: str) -> None:
     for n in (request, *told):
         assert len(n.subject.splitlines()) == 1
         EmailMessage(policy=email.policy.default)["Subject"] = n.subject  # refused before
+
+
+@pytest.mark.parametrize(
+    ("sender", "vendor"),
+    [
+        ("rma@huawei.example", "HUAWEI"),
+        ("service@huawei.example", "HUAWEI"),  # the vendor's own domain: any of its mailboxes
+        ("Weixiu_Zhan@QQ.com", "STATION"),  # the service station's mailbox itself
+        ("zhang.san@qq.com", None),  # a customer at the same public provider is no vendor
+        ("li.si@163.com", None),
+        ("wang@gmail.com", None),
+        ("customer@example.com", None),
+    ],
+)
+def test_a_vendor_on_a_public_mail_provider_is_only_its_own_address(sender: str, vendor: str | None) -> None:
+    """Service stations use QQ / 163 / Gmail mailboxes: matching their domain made every customer of
+    that provider 'the vendor' (their '已收到' moved an RMA, their mail naming an RMA number threaded
+    onto another customer's ticket)."""
+    cfg = MailSettings(vendors={**VENDORS, "station": "weixiu_zhan@qq.com", "depot": "fix@163.com"})
+    assert cfg.vendor_of(sender) == vendor

@@ -42,6 +42,41 @@ DEFAULT_NUMBERS = [
     r"(?:返修单号|返修單號|退货单号|退貨單號)\s*[:：]?\s*([A-Za-z0-9-]{4,30})",
 ]
 
+# mail providers anyone has an address at: a vendor (a service station) whose RMA mailbox is there is
+# only that address, or every customer at QQ / 163 / Gmail would be "the vendor" (their words move RMAs)
+PUBLIC_DOMAINS = frozenset(
+    [
+        "qq.com",
+        "foxmail.com",
+        "163.com",
+        "126.com",
+        "yeah.net",
+        "139.com",
+        "189.cn",
+        "sina.com",
+        "sina.cn",
+        "sohu.com",
+        "aliyun.com",
+        "tom.com",
+        "21cn.com",
+        "gmail.com",
+        "googlemail.com",
+        "outlook.com",
+        "hotmail.com",
+        "live.com",
+        "msn.com",
+        "yahoo.com",
+        "yahoo.com.tw",
+        "yahoo.com.hk",
+        "icloud.com",
+        "me.com",
+        "hinet.net",
+        "msa.hinet.net",
+        "proton.me",
+        "protonmail.com",
+    ]
+)
+
 SUBJECT = "RMA request {rma}: {vendor} {model} {serial} - {parts}"
 BODY = """RMA request / 返修申请
 
@@ -87,9 +122,10 @@ class MailSettings(BaseModel):
 
     def vendor_of(self, address: str | None) -> str | None:
         """The vendor whose RMA mailbox (or its domain) ``address`` is."""
-        addr = (address or "").lower()
+        addr = (address or "").strip().lower()
         for vendor, box in self.vendors.items():
-            if addr == box or addr.rpartition("@")[2] == box.rpartition("@")[2]:
+            domain = box.rpartition("@")[2]
+            if addr == box or (domain not in PUBLIC_DOMAINS and addr.rpartition("@")[2] == domain):
                 return vendor
         return None
 
