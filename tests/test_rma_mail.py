@@ -245,3 +245,17 @@ def test_a_vendor_on_a_public_mail_provider_is_only_its_own_address(sender: str,
     onto another customer's ticket)."""
     cfg = MailSettings(vendors={**VENDORS, "station": "weixiu_zhan@qq.com", "depot": "fix@163.com"})
     assert cfg.vendor_of(sender) == vendor
+
+
+@pytest.mark.parametrize(
+    ("text", "number", "state"),
+    [
+        # a reply quoting our request's body "(RMA 1234)": our own id is no vendor number
+        ("Approved, please ship.\n> Our reference / 我方单号: SB-000001 (RMA 1234)", None, RmaState.APPROVED),
+        ("已受理。\n我方单号: SB-000001 (RMA 1234)", None, RmaState.APPROVED),
+        ("已受理。RMA編號：TW-5512\n我方單號: SB-000001 (RMA 1234)", "TW-5512", RmaState.APPROVED),
+        ("(RMA 1234) RMA No. 88001234 approved", "88001234", RmaState.APPROVED),
+    ],
+)
+def test_our_own_rma_id_quoted_back_is_no_vendor_number(text, number, state) -> None:
+    assert read_reply(MailSettings(), text, ours={"1234"}) == (number, state)

@@ -18,6 +18,7 @@ set the RMA by hand.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -163,13 +164,15 @@ def request_mail(cfg: MailSettings, rma: Rma, ticket: Ticket) -> Notification | 
     )
 
 
-def read_reply(cfg: MailSettings, text: str) -> tuple[str | None, RmaState | None]:
-    """The RMA number and the state a vendor's reply names (either may be missing)."""
+def read_reply(
+    cfg: MailSettings, text: str, ours: Collection[str] = ()
+) -> tuple[str | None, RmaState | None]:
+    """The RMA number and the state a vendor's reply names (either may be missing). ``ours``: our own
+    RMA ids, which a reply quoting our request carries ("(RMA 1234)") and which are no vendor number."""
     number = None
     for pat in cfg.number_patterns:
-        m = re.search(pat, text)
-        if m:
-            number = m.group(1)
+        number = next((m.group(1) for m in re.finditer(pat, text) if m.group(1) not in ours), None)
+        if number:
             break
     state = next((r.state for r in cfg.rules if re.search(r.pattern, text)), None)
     if state is None and number:
@@ -183,10 +186,9 @@ def apply_reply(cfg: MailSettings, book: Any, job: Job) -> TicketChange | None:
     assert ticket is not None
     text = str(job.data.get("text") or "")
     vendor = job.data.get("vendor")
-    number, state = read_reply(cfg, text)
-    open_ = [
-        r for r in book.by_ticket(ticket.ref) if not r.state.is_final and (not vendor or r.vendor == vendor)
-    ]
+    mine = book.by_ticket(ticket.ref)
+    number, state = read_reply(cfg, text, {str(r.id) for r in mine})
+    open_ = [r for r in mine if not r.state.is_final and (not vendor or r.vendor == vendor)]
     rma = next((r for r in open_ if number and r.number == number), None)
     if rma is None and len(open_) == 1:
         # the ticket's one open RMA, unless the reply names a number that is another RMA's (another
