@@ -929,3 +929,37 @@ def test_a_plugin_that_failed_to_load_makes_the_daemon_not_ready(make_app, tmp_p
     login(client)
     zh = client.get("/", headers={"Accept-Language": "zh-CN"}).text
     assert 'data-kind="plugin_failed"' in zh and "插件加载失败" in zh and "imap: host is required" in zh
+
+
+@pytest.mark.parametrize(
+    ("addr", "key"),
+    [
+        ("192.0.2.7", "addr:192.0.2.7"),
+        ("2001:db8:1:2:aaaa::1", "addr:2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "addr:2001:db8:1:2::/64"),  # the same subscriber's /64
+        ("::ffff:192.0.2.7", "addr:192.0.2.7"),
+        ("testclient", "addr:testclient"),
+    ],
+)
+def test_login_limit_counts_an_ipv6_client_by_its_64(addr, key) -> None:
+    """One IPv6 subscriber holds 2^64 addresses: counted per address, it was never limited."""
+    from svcbridge.console.actions import _addr_key
+
+    assert _addr_key(addr) == key
+
+
+def test_login_limiter_forgets_keys_idle_for_a_window(monkeypatch) -> None:
+    """A spray of user names must not grow memory for ever: keys whose attempts all left the window go."""
+    from svcbridge.console import auth
+
+    now = [1000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: now[0])
+    lim = auth.RateLimiter(5, 60)
+    for i in range(10_050):
+        lim.failed(f"user:spray{i}")
+    now[0] += 61
+    lim.failed("user:late")
+    assert len(lim._fails) < 100 and not lim.blocked("user:spray1")
+    for _ in range(5):
+        lim.failed("user:ops")
+    assert lim.blocked("user:ops")  # the cleanup keeps what is still in the window

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import re
 import uuid
 from typing import Any
@@ -28,6 +29,20 @@ from .render import render, secure
 
 def _client(request: Request) -> str:
     return request.client.host if request.client else "?"
+
+
+def _addr_key(host: str) -> str:
+    """What the login limit counts: an IPv4 address, or an IPv6 client's /64 (one subscriber holds
+    2^64 addresses; counted one by one it was never limited)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return f"addr:{host}"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return f"addr:{ip.ipv4_mapped}"
+    if isinstance(ip, ipaddress.IPv6Address):
+        return f"addr:{ipaddress.ip_network(f'{ip}/64', strict=False)}"
+    return f"addr:{ip}"
 
 
 _LOCAL_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9/_.~%?=&+-]*")
@@ -70,7 +85,7 @@ async def login(request: Request) -> Response:
         or not con.guard.same_origin(request)
     ):
         return again("The form expired; reload the page and try again.", 403)
-    keys = (f"user:{user.lower()}", f"addr:{_client(request)}")
+    keys = (f"user:{user.lower()}", _addr_key(_client(request)))
     if not con.guard.limiter.attempt(*keys):
         await asyncio.to_thread(
             con.accounts.audit, user or "?", "login_throttled", None, addr=_client(request)

@@ -85,7 +85,8 @@ class RateLimiter:
         for k in keys:
             self._recent(k, now).append(now)
         if len(self._fails) > 10_000:  # a spray of names must not grow memory without bound
-            for k in [k for k, q in self._fails.items() if not q]:
+            # every key, not only the touched ones: a key nobody tries again keeps its old entries
+            for k in [k for k, q in self._fails.items() if not q or now - q[-1] > self.window]:
                 del self._fails[k]
 
     def clear(self, *keys: str) -> None:
