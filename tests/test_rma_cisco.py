@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -165,4 +166,26 @@ async def test_the_customer_hears_of_the_replacement_once(make_app, tmp_path, la
     assert len(rows) == 1
     note = rows[0]["payload"]["notification"]
     assert note["to"] == "alice@example.com" and text in note["body"]
+    await source.api.close()
+
+
+@pytest.mark.parametrize("error", [httpx.ConnectError, httpx.ReadTimeout, httpx.RemoteProtocolError])
+async def test_a_network_error_on_the_status_call_is_a_wait(make_app, tmp_path, error) -> None:
+    """The status GET bypassed http_request: a refused connection or a timeout escaped as a raw httpx
+    error (no NotReady, the source's health never said why) instead of a wait like a 5xx."""
+    app, fake, _desk, source, rid = await setup(make_app, tmp_path)
+    ctx = app.context(source.name)
+    fake.rmas["88001234"] = {"status": "Received"}
+    await source.poll(ctx)  # a token is cached: the next failure is the status call's
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        if "/rma_numbers/" in request.url.path:
+            raise error("down", request=request)
+        return fake.transport.handle_request(request)  # pragma: no cover - the token is cached
+
+    await source.api.close()
+    source.api.cfg = source.api.cfg.model_copy(update={"transport": httpx.MockTransport(broken)})
+    with pytest.raises(NotReady):
+        await source.poll(ctx)
+    assert app.rmas.get(rid).state == RmaState.RECEIVED_BY_VENDOR
     await source.api.close()

@@ -110,7 +110,10 @@ class CiscoRma:
             raise PermanentError(f"cisco: {number!r} is not an RMA number")
         for fresh in (False, True):  # a 401 gets one fresh token
             headers = {"Authorization": "Bearer " + await self._token(fresh)}
-            resp = await self._client().get(f"/return/v1.0/returns/rma_numbers/{number}", headers=headers)
+            try:  # not http_request: a 403 here is read (over QPS) before it is classified
+                resp = await self._client().get(f"/return/v1.0/returns/rma_numbers/{number}", headers=headers)
+            except httpx.TransportError as exc:  # refused, reset, timed out: a wait, as for a 5xx
+                raise NotReady(f"cisco rma: {type(exc).__name__}") from None
             if resp.status_code == 403 and "OVER_QPS" in resp.text:
                 raise NotReady("cisco: over the rate limit (ERR_403_DEVELOPER_OVER_QPS)", retry_after=60)
             if resp.status_code == 401 and not fresh:
