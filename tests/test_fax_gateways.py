@@ -335,3 +335,34 @@ async def test_a_telnyx_delivery_that_failed_to_journal_can_come_again(app, tmp_
     assert c.post("/hooks/telnyx/fax", content=body, headers=headers).status_code == 200
     assert c.post("/hooks/telnyx/fax", content=body, headers=headers).status_code == 403  # now a replay
     assert app.store.journal_counts() == {"pending": 1}
+
+
+async def test_a_big_unsigned_sinch_post_does_not_stall_the_event_loop(app) -> None:
+    """The multipart body must be parsed before its signature can be checked; parsed on the event loop,
+    one unauthenticated 20 MB post held every webhook (Telnyx answers within 2 s) for about a second."""
+    import asyncio
+    import os
+
+    blob = os.urandom(20 * 1024 * 1024 - 200_000)
+    body, ctype = multipart(sinch_fields(), {"filename": ("fax.pdf", blob)})
+    transport = httpx.ASGITransport(app=build_web(app))
+    gaps: list[float] = []
+
+    async def probe(stop: asyncio.Event) -> None:
+        last = time.monotonic()
+        while not stop.is_set():
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(probe(stop))
+        await asyncio.sleep(0.05)
+        r = await c.post("/hooks/sinch/fax", content=body, headers={"content-type": ctype,
+                                                                     "x-phaxio-signature": "0" * 40})
+        stop.set()
+        await watcher
+    assert r.status_code == 403 and app.store.journal_counts() == {}
+    assert max(gaps) < 0.3, f"event loop stalled {max(gaps):.2f} s"

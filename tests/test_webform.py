@@ -200,3 +200,34 @@ def test_rate_limit_buckets_an_ipv6_client_by_its_64_and_forgets_idle_addresses(
     future = time.monotonic() + 61.0
     route.limited("192.0.2.1", now=future)  # a later post: the idle addresses are dropped
     assert len(route.posts) == 1
+
+
+async def test_a_big_post_does_not_stall_the_event_loop(make_app) -> None:
+    """The form is parsed before its token is checked: on the event loop, one 12 MB post held every
+    webhook of the daemon for a good part of a second."""
+    import asyncio
+    import os
+    import time
+
+    import httpx
+
+    app = make_app(plugins={"webform": {**FORM, "max_request": 12 * 1024 * 1024, "max_file": 12 * 1024 * 1024}})
+    body, ctype = multipart({"csrf_token": "forged", **GOOD}, [("a.jpg", os.urandom(12 * 1024 * 1024 - 100_000))])
+    gaps: list[float] = []
+
+    async def probe(stop: asyncio.Event) -> None:
+        last = time.monotonic()
+        while not stop.is_set():
+            await asyncio.sleep(0.01)
+            gaps.append(time.monotonic() - last)
+            last = time.monotonic()
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_web(app)), base_url="http://t") as c:
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(probe(stop))
+        await asyncio.sleep(0.05)
+        r = await c.post("/form/service", content=body, headers={"content-type": ctype})
+        stop.set()
+        await watcher
+    assert r.status_code == 403 and app.store.journal_counts() == {}
+    assert max(gaps) < 0.3, f"event loop stalled {max(gaps):.2f} s"

@@ -25,6 +25,7 @@ Settings (``[plugins.webform]``)::
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import hashlib
@@ -145,7 +146,8 @@ class FormRoute:
         if not isinstance(body, bytes):
             return self.page(lang, {}, ["err_size"], status=413) if body.status_code == 413 else body
         try:
-            fields, files = _multipart(request.headers.get("content-type", ""), body)
+            # a 12 MB form takes the email parser a good part of a second: not on the event loop
+            fields, files = await asyncio.to_thread(_multipart, request.headers.get("content-type", ""), body)
         except ValueError:
             return self.page(lang, {}, ["err_token"], status=400)
         values = {k: fields.get(k, "").strip()[: LIMITS[k]] for k in FIELDS}
