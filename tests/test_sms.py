@@ -436,6 +436,12 @@ async def test_twilio_notifier_honours_the_register_on_every_ticket_of_the_numbe
     assert len(sent) == 1
     await notifier.send(_item(to="+8613900139000"))  # another number still gets its SMS
     assert len(sent) == 2
+    # START opts back in: an older ticket still labelled from the register must not block it
+    OptOuts(Path(app.settings.data_dir) / "sms-optout.db").clear("+8613800138000", utcnow())
+    stale = _item()
+    stale.ticket.labels["sms_opt_out"] = {"register": "'退订' at 2026-12-01"}
+    await notifier.send(stale)
+    assert len(sent) == 3
 
 
 async def test_aliyun_throttled_notice_is_sent_on_its_retry(make_app, tmp_path) -> None:

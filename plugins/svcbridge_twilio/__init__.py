@@ -163,9 +163,11 @@ class SmsNotifier:
 
     async def send(self, item: DeliveryItem) -> DeliveryResult:
         n = item.payload["notification"]
-        stopped = item.ticket.labels.get("sms_opt_out")
-        if not stopped and self.optouts is not None:  # a ticket opened before the STOP has no label
+        if self.optouts is not None:  # the register, not the ticket's label: a ticket opened before
+            # the STOP has none, and one labelled before a START keeps a stale one
             stopped = await asyncio.to_thread(self.optouts.blocked, n["to"])
+        else:
+            stopped = item.ticket.labels.get("sms_opt_out")
         if stopped:  # recorded by svcbridge_sms when the customer texted STOP / 退订
             raise PermanentError(f"{n['to']} opted out of SMS ({stopped}); not sent")
         text = n.get("body") or n.get("subject") or ""
