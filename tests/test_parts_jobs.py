@@ -308,3 +308,34 @@ async def test_a_component_named_without_a_known_unit_asks_for_nothing(make_app,
     drop(tmp_path, "a", eml(subject="Disk full 磁盘满了", body="The power supply of the office is fine."))
     await app.run_once()
     assert app.work.jobs.list() == [] and erp.reservations() == []
+
+
+@pytest.mark.parametrize(
+    ("states", "final", "settled"),
+    [
+        ([TicketState.CLOSED, TicketState.IN_PROGRESS], "reserved", 2),  # cancelled, then reopened
+        ([TicketState.CLOSED, TicketState.IN_PROGRESS, TicketState.RESOLVED], "consumed", 3),
+        ([TicketState.CLOSED, TicketState.WAITING_PARTS, TicketState.IN_PROGRESS], "reserved", 2),  # once
+    ],
+)
+async def test_a_ticket_reopened_after_close_gets_its_part_back(
+    make_app, tmp_path: Path, request, states, final, settled
+) -> None:
+    """Closing released the part; reopening the ticket left it released, so the engineer had no part
+    set aside and resolving it consumed nothing (the part used was never posted)."""
+    desk = Recorder()
+    erp = Erp("table", tmp_path, request)
+    app = build(make_app, erp, desk)
+    drop(tmp_path, "a", eml(subject=MAIL_EN[0], body=MAIL_EN[1]))
+    await app.run_once()
+    (t,) = app.store.list_tickets()
+    ctx = app.context("desk")
+    for n, state in enumerate(states):
+        await ctx.apply_status_update(
+            StatusUpdate(ticket_ref=t.ref, system="desk", state=state, external_event_id=f"e{n}")
+        )
+        await app.run_once()
+    t = app.store.get_ticket(t.ref)
+    assert t.labels["parts"]["items"][0]["reservation"]["state"] == final
+    assert erp.reservations() == [(f"svcbridge:{t.ref}:PSU-750W", final)]
+    assert len([n for n in notes(desk) if n.startswith("Spare parts ")]) == 1 + settled  # + the lookup's

@@ -10,7 +10,8 @@ the reservation and before the host recorded the job re-runs it: the connector f
 by its key, so there is exactly one.
 
 ``parts.settle`` releases (ticket cancelled, part not used) or consumes (ticket resolved) every
-reservation still open in the label; asked for by ``status_updated``, by the CLI, by an agent.
+reservation still open in the label; asked for by ``status_updated``, by the CLI, by an agent. A ticket
+reopened after a cancelling state gets what that state released reserved again (same key).
 """
 
 from __future__ import annotations
@@ -140,15 +141,18 @@ class PartsJobs:
         if ticket is None:
             raise PermanentError("parts.settle: the job belongs to no ticket")
         action = job.data.get("action")
-        if action == "state":  # from status_updated: what the new state means under this configuration
+        by_state = action == "state"
+        if by_state:  # from status_updated: what the new state means under this configuration
             state = job.data.get("state")
             if state in self.cfg.consume_states:
                 action = "consume"
             elif state in self.cfg.cancel_states and not job.data.get("resolved"):
                 action = "release"
+            elif not ticket.state.is_closed:  # reopened: what closing released is set aside again
+                action = "restore"
             else:
                 return None
-        if action not in ("release", "consume"):
+        if action not in ("release", "consume", "restore"):
             raise PermanentError(f"parts.settle: unknown action {action!r}")
         label = dict(ticket.labels.get("parts") or {})
         items = [dict(i) for i in label.get("items") or []]
@@ -156,19 +160,27 @@ class PartsJobs:
         changed = []
         for item in items:
             res = item.get("reservation")
-            if not res or res.get("state") not in ("reserved", "waiting"):
+            if action == "restore":  # only what a state change released, never a part 'not used'
+                if not res or res.get("state") != "released" or not res.get("released_by_state"):
+                    continue
+            elif not res or res.get("state") not in ("reserved", "waiting"):
                 continue
             if only and item.get("part") != only:
                 continue
             erp = self.erp(res.get("erp") or label.get("erp"))
-            done = await (erp.release(res["key"]) if action == "release" else erp.consume(res["key"]))
-            res = dict(res, state=done.state if done else "released")
+            if action == "restore":  # the same key: the ERP makes it live again, once
+                again = await erp.reserve(res["key"], item["part"], float(res["qty"]), res["depot"])
+                res = {**res, **again.model_dump(), "released_by_state": False}
+            else:
+                done = await (erp.release(res["key"]) if action == "release" else erp.consume(res["key"]))
+                res = dict(res, state=done.state if done else "released")
+                res["released_by_state"] = by_state and res["state"] == "released"
             item["reservation"] = res
             changed.append(f"{item['part']} x{res.get('qty', 1):g} @ {res.get('depot', '')}: {res['state']}")
         if not changed:
             return None
         label["items"] = items
-        word = "released" if action == "release" else "consumed"
+        word = {"release": "released", "consume": "consumed", "restore": "reserved again"}[action]
         why = job.data.get("reason") or ""
         note = f"Spare parts {word}{' (' + why + ')' if why else ''}:\n" + "\n".join(
             "- " + c for c in changed
