@@ -278,3 +278,26 @@ async def test_the_reminder_is_due_reminder_days_after_the_vendor_s_last_move(
     assert (change is not None) == reminded
     (nxt,) = work.timers
     assert abs((nxt.at - now) - timedelta(days=next_in_days)) < timedelta(minutes=1)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("tracking", "9" * 101),
+        ("number", "R" * 101),
+        ("carrier", "顺丰\u2028Bcc: x"),
+        ("tracking", "SF1\r\nX"),
+    ],
+)
+async def test_a_move_refuses_what_the_rma_row_cannot_hold(make_app, tmp_path: Path, field, value) -> None:
+    """The CLI and a vendor API (Cisco's tracking) reached the store unchecked: on PostgreSQL over 100
+    characters is a DataError (a traceback; for the Cisco poll every cycle, the other RMAs never read)."""
+    app = _app(make_app, Recorder())
+    drop(tmp_path, "a", eml(subject="PSU"))
+    await app.run_once()
+    (t,) = app.store.list_tickets()
+    rma = app.rmas.open(t.ref, "dell", [RmaPart(part="PSU")])
+    with pytest.raises(ValueError, match=field):
+        app.rmas.move(rma.id, R.SHIPPED_TO_VENDOR, source="cli", **{field: value})
+    assert app.rmas.get(rma.id).state == R.REQUESTED
+    assert app.rmas.move(rma.id, R.SHIPPED_TO_VENDOR, source="cli", **{field: "SF1234567890"}) is not None

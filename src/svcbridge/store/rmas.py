@@ -11,6 +11,7 @@ system ``rma``: the same report read twice changes nothing.
 from __future__ import annotations
 
 import builtins
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +29,7 @@ from .jobs import write_work
 from .repo import Store
 
 REMINDER = "rma.reminder"
+_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # controls and line breaks of any kind
 CustomerNotices = Callable[[Rma, RmaState | None, Ticket], list[Notification]]
 
 
@@ -166,6 +168,9 @@ class RmaStore:
                 return None
             old = RmaState(row["state"])
             extra = {k: v for k, v in (("number", number), ("carrier", carrier), ("tracking", tracking)) if v}
+            for k, v in extra.items():  # the columns hold 100 (PostgreSQL refuses more: a DataError)
+                if len(v) > 100 or _BREAKS.search(v):
+                    raise ValueError(f"RMA {rma_id}: {k} must be 1-100 characters on one line")
             if state == old:
                 if not any(row[k] != v for k, v in extra.items()):
                     return None  # the vendor said again what we know
