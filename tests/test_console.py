@@ -963,3 +963,15 @@ def test_login_limiter_forgets_keys_idle_for_a_window(monkeypatch) -> None:
     for _ in range(5):
         lim.failed("user:ops")
     assert lim.blocked("user:ops")  # the cleanup keeps what is still in the window
+
+
+@pytest.mark.parametrize(("token", "works"), [("admin", False), ("x" * 15, False), ("tok-0123456789ab", True)])
+def test_a_guessable_admin_token_is_refused(make_app, tmp_path, token, works) -> None:
+    """Bearer guesses are not rate limited (scripts must not lock themselves out), so the token itself must
+    be unguessable: one shorter than 16 characters is refused, and said so at start."""
+    secret = tmp_path / "token"
+    secret.write_text(token + "\n")
+    app = make_app(console={"admin_token_file": str(secret)})
+    client = TestClient(build_web(app))
+    r = client.get("/api/overview", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == (200 if works else 401)

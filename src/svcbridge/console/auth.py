@@ -7,7 +7,8 @@
   an Origin (or Referer), the console's own origin: a stale token (an old session, a password change) or
   a foreign page is refused with 403 and nothing happens.
 - Scripts use ``Authorization: Bearer <admin token>`` (``[console] admin_token_file`` or the env); the
-  token is compared in constant time and never logged (it is added to the log redaction).
+  token is compared in constant time and never logged (it is added to the log redaction); one shorter
+  than 16 characters is refused (guessable, and bearer guesses are not rate limited).
 - Login attempts are counted per user name and per client address in a sliding window as they start
   (parallel guesses count), a good password gives its attempt back; over ``login_attempts`` the login
   answers 429 without checking the password.
@@ -28,6 +29,7 @@ from starlette.responses import Response
 from ..settings import ConsoleSettings
 from .accounts import Accounts, Session
 
+MIN_TOKEN = 16  # bearer guesses are not rate limited (a script must not lock itself out): length is the guard
 COOKIE = "sb_session"
 LOGIN_COOKIE = "sb_login"  # double-submit token of the login form (no session exists yet)
 TOKEN_ACTOR = "token"  # noqa: S105  (the audit name of the admin token, not a secret)
@@ -108,7 +110,7 @@ class Guard:
         if auth.lower().startswith("bearer "):
             token = self.cfg.token()
             given = auth[7:].strip()
-            if token and hmac.compare_digest(given.encode(), token.encode()):
+            if token and len(token) >= MIN_TOKEN and hmac.compare_digest(given.encode(), token.encode()):
                 return Principal(TOKEN_ACTOR, "admin", None, None)
             return None
         s: Session | None = self.accounts.session(

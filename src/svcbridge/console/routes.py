@@ -8,18 +8,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import log as logmod
 from . import actions, features, views
 from .accounts import Accounts
-from .auth import Guard
+from .auth import MIN_TOKEN, Guard
 from .guarded import Console
 from .render import HERE
 
 if TYPE_CHECKING:
     from ..app import App
+
+log = structlog.get_logger("svcbridge.console")
 
 
 def make_console(app: App) -> Console:
@@ -27,6 +30,8 @@ def make_console(app: App) -> Console:
     token = cfg.token()
     if token:
         logmod.add_secrets([token])  # never in a log line, whatever prints it
+        if len(token) < MIN_TOKEN:
+            log.error("console_admin_token_refused", reason=f"shorter than {MIN_TOKEN} characters")
     accounts = Accounts(app.store.engine)
     return Console(app, accounts, Guard(accounts, cfg, app.settings.http.public_url))
 
