@@ -160,3 +160,24 @@ async def test_loopback_is_refused_without_allow(tryton: TrytonServer) -> None:
     with pytest.raises(Exception, match=r"(?i)not allowed|refus|private|loopback"):
         await erp.lookup("PSU-750W")
     await erp.close()
+
+
+async def test_two_concurrent_reservations_of_one_key_leave_one(
+    fresh_erp: TrytonErp, tryton: TrytonServer
+) -> None:
+    """The CLI's 'parts reserve' and the daemon's lookup job may reserve one ticket's part at once: both
+    found no shipment with the key and both created one (Tryton has no unique reference): two parts set
+    aside. Whoever sees two keeps the oldest and cancels the rest, so both answer the same one."""
+    import asyncio
+
+    other = TrytonErp(ErpSettings(**tryton.plugin_config(name="tryton")), allow=["127.0.0.1"])
+    key = reservation_key("SB-000042", "PSU-750W")
+    a, b = await asyncio.gather(
+        fresh_erp.reserve(key, "PSU-750W", 1, "SH"), other.reserve(key, "PSU-750W", 1, "SH")
+    )
+    live = [r for r in tryton.reservations() if r["reference"] == key and r["state"] != "cancelled"]
+    assert len(live) == 1
+    assert a.external_id == b.external_id == f"stock.shipment.internal,{live[0]['id']}"
+    assert by_depot(await fresh_erp.lookup("PSU-750W"))["SH"] == (4, 1, 3)
+    await fresh_erp.close()
+    await other.close()

@@ -160,7 +160,7 @@ class TrytonServer:
         return self.rpc().search_read(
             "stock.shipment.internal",
             [["reference", "like", key_prefix + "%"]],
-            ["reference", "state", "moves"],
+            ["id", "reference", "state", "moves"],
         )
 
 

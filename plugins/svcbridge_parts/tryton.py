@@ -191,13 +191,24 @@ class TrytonErp:
         return sorted(r["code"] for r in found if r.get("code"))
 
     # ------------------------------------------------------------------ reservations
-    async def _shipment(self, key: str) -> dict[str, Any] | None:
+    async def _shipment(self, key: str, dedupe: bool = False) -> dict[str, Any] | None:
+        """The live shipment of ``key`` (else the last cancelled one). Tryton has no unique reference,
+        so two reservations of one key at once (the CLI and the daemon) can both create one: with
+        ``dedupe`` the oldest stays and the others are cancelled, so every racer ends on the same one."""
         found = await self.search_read(
             "stock.shipment.internal", [["reference", "=", key]], ["id", "state", "moves", "from_location"]
         )
-        live = [r for r in found if r["state"] != "cancelled"]
-        pick = live or found
-        return max(pick, key=lambda r: r["id"]) if pick else None
+        live = sorted((r for r in found if r["state"] != "cancelled"), key=lambda r: r["id"])
+        if dedupe and len(live) > 1:
+            extra = [r["id"] for r in live[1:] if r["state"] != "done"]
+            if extra:
+                await self.call(
+                    "stock.shipment.internal", "cancel", extra, context={"company": await self._company()}
+                )
+            live = live[:1]
+        if live:
+            return live[0]
+        return max(found, key=lambda r: r["id"]) if found else None
 
     async def _reservation(self, key: str, ship: dict[str, Any]) -> Reservation:
         moves = await self.search_read(
@@ -266,14 +277,15 @@ class TrytonErp:
                 ],
                 context=ctx,
             )
-            ship = await self._shipment(key)
+            ship = await self._shipment(key, dedupe=True)
             if ship is None:
                 raise NotReady(f"tryton: shipment {key} not found after create")
         if ship["state"] == "draft":
             await self.call("stock.shipment.internal", "wait", [ship["id"]], context=ctx)
         if ship["state"] in ("draft", "waiting"):
             await self.call("stock.shipment.internal", "assign_try", [ship["id"]], context=ctx)
-            ship = await self._shipment(key) or ship
+        # a racer that created its shipment after ours looked may have left one: the oldest stands
+        ship = await self._shipment(key, dedupe=True) or ship
         return await self._reservation(key, ship)
 
     async def _consume_location(self) -> int:
