@@ -827,11 +827,13 @@ def test_login_rate_limit_holds_against_parallel_attempts(app, client) -> None:
             page = await ac.get("/login")
             token = re.search(r'name="login_token" value="([^"]+)"', page.text).group(1)
             form = {"username": "ops", "password": "wrong password", "login_token": token}
-            got = await asyncio.gather(*[ac.post("/login", data=form) for _ in range(20)])
+            # the form's own cookie on each (every answer sets a fresh one in the client's jar)
+            jar = {"Cookie": f"sb_login={page.cookies['sb_login']}"}
+            got = await asyncio.gather(*[ac.post("/login", data=form, headers=jar) for _ in range(20)])
             return [g.status_code for g in got]
 
     codes = asyncio.run(burst())
-    assert codes.count(401) == 5 and codes.count(429) == 15
+    assert codes.count(401) == 5 and codes.count(429) == 15, codes
     actions = [r["action"] for r in Accounts(app.store.engine).audit_list()]
     assert actions.count("login_failed") == 5
 
@@ -975,3 +977,14 @@ def test_a_guessable_admin_token_is_refused(make_app, tmp_path, token, works) ->
     client = TestClient(build_web(app))
     r = client.get("/api/overview", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == (200 if works else 401)
+
+
+def test_a_throttled_login_flood_writes_one_audit_row_not_one_per_request(app, client) -> None:
+    """Anyone can fetch a login form: an audit row per refused request let an anonymous client fill the
+    store at HTTP speed. The throttle is noted once per window and key."""
+    for _ in range(5):
+        login(client, password="wrong password")
+    for _ in range(30):
+        assert login(client, password="wrong password").status_code == 429
+    actions = [r["action"] for r in Accounts(app.store.engine).audit_list(500)]
+    assert actions.count("login_failed") == 5 and actions.count("login_throttled") == 1

@@ -87,9 +87,10 @@ async def login(request: Request) -> Response:
         return again("The form expired; reload the page and try again.", 403)
     keys = (f"user:{user.lower()}", _addr_key(_client(request)))
     if not con.guard.limiter.attempt(*keys):
-        await asyncio.to_thread(
-            con.accounts.audit, user or "?", "login_throttled", None, addr=_client(request)
-        )
+        if con.guard.limiter.first_refusal(*keys):
+            await asyncio.to_thread(
+                con.accounts.audit, user or "?", "login_throttled", None, addr=_client(request)
+            )
         return again("Too many failed logins; try again later.", 429)
     op = await asyncio.to_thread(con.accounts.verify, user, password)
     if op is None:  # the attempt was counted before the check

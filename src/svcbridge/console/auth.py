@@ -53,6 +53,7 @@ class RateLimiter:
     def __init__(self, limit: int, window: float) -> None:
         self.limit, self.window = limit, window
         self._fails: dict[str, deque[float]] = {}
+        self._noted: dict[str, float] = {}  # key -> when its throttling was last audited
 
     def _recent(self, key: str, now: float) -> deque[float]:
         q = self._fails.setdefault(key, deque())
@@ -72,6 +73,22 @@ class RateLimiter:
             return False
         self.failed(*keys)
         return True
+
+    def first_refusal(self, *keys: str) -> bool:
+        """True once per window and blocked key: the audit notes a throttle, not each refused request
+        (anyone can fetch a login form; a row per request would let them fill the store)."""
+        now = time.monotonic()
+        if len(self._noted) > 10_000:
+            self._noted = {k: at for k, at in self._noted.items() if now - at <= self.window}
+        fresh = False
+        for k in keys:
+            if (
+                len(self._recent(k, now)) >= self.limit
+                and now - self._noted.get(k, -self.window - 1) > self.window
+            ):
+                self._noted[k] = now
+                fresh = True
+        return fresh
 
     def succeeded(self, user_key: str, *other: str) -> None:
         """A good password: the user's count starts over; the other keys (the address) give back the
