@@ -301,3 +301,30 @@ async def test_a_move_refuses_what_the_rma_row_cannot_hold(make_app, tmp_path: P
         app.rmas.move(rma.id, R.SHIPPED_TO_VENDOR, source="cli", **{field: value})
     assert app.rmas.get(rma.id).state == R.REQUESTED
     assert app.rmas.move(rma.id, R.SHIPPED_TO_VENDOR, source="cli", **{field: "SF1234567890"}) is not None
+
+
+async def test_a_concurrent_move_is_not_overwritten(make_app, tmp_path: Path, monkeypatch) -> None:
+    """'svcbridge rma set' and a helpdesk '/rma' note at once: on SQLite the row is read outside any
+    write lock (FOR UPDATE is a no-op there), so the second move was judged on the state before the
+    first and overwrote it: a cancelled RMA came back 'approved' (out of a final state)."""
+    import svcbridge.store.rmas as store_rmas
+
+    app = _app(make_app, Recorder())
+    drop(tmp_path, "a", eml(subject="PSU"))
+    await app.run_once()
+    (t,) = app.store.list_tickets()
+    rma = app.rmas.open(t.ref, "dell", [RmaPart(part="PSU")])
+    real, raced = store_rmas.rma_can_move, []
+
+    def racing(old, new):  # the other writer commits between our read and our write
+        if not raced:
+            raced.append(new)
+            app.rmas.move(rma.id, R.CANCELLED, source="helpdesk:desk")
+        return real(old, new)
+
+    monkeypatch.setattr(store_rmas, "rma_can_move", racing)
+    with pytest.raises(ValueError, match="cancelled -> approved"):
+        app.rmas.move(rma.id, R.APPROVED, source="cli", number="R123456")
+    assert raced and app.rmas.get(rma.id).state == R.CANCELLED
+    trail = [(e.data["from"], e.data["to"]) for e in app.store.get_ticket(t.ref).events if e.type == "rma"]
+    assert trail == [(None, "requested"), ("requested", "cancelled")]

@@ -33,6 +33,10 @@ _BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # controls and line b
 CustomerNotices = Callable[[Rma, RmaState | None, Ticket], list[Notification]]
 
 
+class _Raced(Exception):
+    """The row's state changed under a move: its transaction is rolled back and the move judged again."""
+
+
 class RmaStore:
     """``svcbridge.RmaBook`` over the store."""
 
@@ -158,6 +162,28 @@ class RmaStore:
         """Apply a transition; ``None`` when ``key`` was seen or nothing changes (same state and
         details); ``ValueError`` for a move the lifecycle forbids."""
         at = at or utcnow()
+        for _ in range(5):
+            try:
+                return self._move_once(
+                    rma_id, state, source, number, carrier, tracking, note, key, at, remind_after
+                )
+            except _Raced:  # another writer moved it between our read and our write: judge again
+                continue
+        raise ValueError(f"RMA {rma_id}: moved by others meanwhile, try again")
+
+    def _move_once(
+        self,
+        rma_id: int,
+        state: RmaState,
+        source: str,
+        number: str | None,
+        carrier: str | None,
+        tracking: str | None,
+        note: str | None,
+        key: str | None,
+        at: datetime,
+        remind_after: timedelta | None,
+    ) -> Rma | None:
         with self.store.tx() as conn:
             row = (
                 conn.execute(select(t.rmas).where(t.rmas.c.id == rma_id).with_for_update()).mappings().first()
@@ -177,7 +203,13 @@ class RmaStore:
             elif not rma_can_move(old, state):
                 raise ValueError(f"RMA {rma_id}: {old.value} -> {state.value} is not allowed")
             values = {"state": state.value, "updated_at": at, **extra}
-            conn.execute(update(t.rmas).where(t.rmas.c.id == rma_id).values(**values))
+            # compare-and-set: FOR UPDATE is a no-op on SQLite, where the row was read without a lock,
+            # so a move judged on a state another writer has just left must not overwrite it
+            done = conn.execute(
+                update(t.rmas).where(t.rmas.c.id == rma_id, t.rmas.c.state == old.value).values(**values)
+            )
+            if done.rowcount != 1:
+                raise _Raced
             rma = self._rma(conn, {**row, **values})
             self._record(conn, int(row["ticket_id"]), rma, old, source, at, note, remind_after)
             return rma
