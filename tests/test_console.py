@@ -988,3 +988,22 @@ def test_a_throttled_login_flood_writes_one_audit_row_not_one_per_request(app, c
         assert login(client, password="wrong password").status_code == 429
     actions = [r["action"] for r in Accounts(app.store.engine).audit_list(500)]
     assert actions.count("login_failed") == 5 and actions.count("login_throttled") == 1
+
+
+def test_plugins_page_and_readyz_never_show_a_secret_inside_an_error(make_app, tmp_path) -> None:
+    """A plugin's failure reason, a source's error and an alert are exception texts: a library that
+    puts the URL or the header it used into its message carries the secret along."""
+    canary = "zammad-canary-5f1e2d3c4b5a"
+    app = make_app(plugins={"zammad": {"url": "https://zammad.example.com/", "name": "zammad", "token": canary}},
+                   outbound_allow=["zammad.example.com"], console={"source_fail_threshold": 0})
+    app.pm.mark_failed("svcbridge_demo", ValueError(f"bad header 'Authorization: Token {canary}'"))
+    app.context("imap:support").report(False, f"LoginError: token {canary} refused")
+    app.delivery.alerts["zammad"] = f"401 for Token token={canary}"
+    client = TestClient(build_web(app))
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and canary not in ready.text
+    Accounts(app.store.engine).add("ops", PASSWORD)
+    login(client)
+    for path in ("/plugins", "/", "/overview/live", "/api/overview"):
+        r = client.get(path)
+        assert r.status_code == 200 and canary not in r.text, path

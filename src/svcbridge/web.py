@@ -10,6 +10,7 @@ to load; console/facts.py).
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -20,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from . import log as logmod
 from . import metrics
 from .console import facts
 from .console.routes import console_routes, make_console
@@ -49,7 +51,9 @@ def build_web(app: App) -> Starlette:
             "alerts": alerts,
             "problems": [p.as_dict() for p in found],
         }
-        return JSONResponse(body, status_code=503 if found else 200)
+        # exception texts may carry a configured secret a library put into its message; /readyz is open
+        text = logmod.redact(json.dumps(body, default=str, ensure_ascii=False))
+        return Response(text, status_code=503 if found else 200, media_type="application/json")
 
     async def metrics_view(_: Request) -> Response:
         await asyncio.to_thread(_refresh_gauges, app)

@@ -13,6 +13,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from .. import log as logmod
 from . import i18n
 
 HERE = Path(__file__).parent
@@ -96,5 +97,7 @@ def render(request: Request, name: str, status: int = 200, **ctx: Any) -> Respon
         "dt": lambda v: fmt_dt(v, tz),
         "refresh": request.app.state.console.settings.console.refresh_seconds,
     }
-    html = ENV.get_template(name).render(**base, **ctx)
+    # exception texts (a plugin's failure, a source's error, an alert) may carry a configured secret a
+    # library put into its message: masked like in the log, whatever page shows them
+    html = logmod.redact(ENV.get_template(name).render(**base, **ctx))
     return secure(HTMLResponse(html, status_code=status))

@@ -19,8 +19,9 @@ from urllib.parse import quote
 import nh3
 from pydantic import BaseModel, SecretStr
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
+from .. import log as logmod
 from ..models import TRANSITIONS, TicketState
 from . import facts, queries
 from .guarded import Console, page
@@ -79,7 +80,8 @@ async def overview_live(request: Request, con: Console, who: Any) -> Response:
 @page()
 async def overview_json(request: Request, con: Console, who: Any) -> Response:
     data = await _overview(con)
-    return secure(JSONResponse(json.loads(json.dumps(data, default=str))))
+    text = logmod.redact(json.dumps(data, default=str, ensure_ascii=False))  # secrets in error texts
+    return secure(Response(text, media_type="application/json"))
 
 
 @page()
