@@ -1007,3 +1007,15 @@ def test_plugins_page_and_readyz_never_show_a_secret_inside_an_error(make_app, t
     for path in ("/plugins", "/", "/overview/live", "/api/overview"):
         r = client.get(path)
         assert r.status_code == 200 and canary not in r.text, path
+
+
+def test_logging_in_again_ends_the_session_the_browser_had(app, client) -> None:
+    """A new session id at each login, and the old one ends: a second login on a shared browser (or over
+    a cookie someone planted) left the previous session alive behind the new cookie."""
+    login(client)
+    old = client.cookies["sb_session"]
+    login(client, "viewer")
+    new = client.cookies["sb_session"]
+    assert new != old
+    acc = Accounts(app.store.engine)
+    assert acc.session(old) is None and acc.session(new).operator.username == "viewer"

@@ -99,6 +99,8 @@ async def login(request: Request) -> Response:
     con.guard.limiter.succeeded(*keys)
     ttl = con.settings.console.session_hours * 3600
     idle = con.settings.console.idle_minutes * 60
+    # the session this browser had (another operator's, or a planted cookie) ends: one live session
+    await asyncio.to_thread(con.accounts.close_session, request.cookies.get(COOKIE))
     token, _session = await asyncio.to_thread(con.accounts.open_session, op, ttl, idle)
     await asyncio.to_thread(con.accounts.audit, op.username, "login", None, addr=_client(request))
     resp = secure(RedirectResponse(nxt, status_code=303))
