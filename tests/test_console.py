@@ -576,6 +576,9 @@ def test_download_headers(original, ctype, star, media) -> None:
     assert (disp.split("filename*=")[1] if "filename*=" in disp else None) == star
     assert r.media_type == media and "\n" not in disp and "\r" not in disp
     assert r.headers["content-security-policy"].startswith("sandbox")
+    # a download framed by another site (a PDF viewer in a frame) is clickjacking material too
+    assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    assert r.headers["x-frame-options"] == "DENY" and r.headers["referrer-policy"] == "same-origin"
 
 
 def test_plugins_page_shows_secrets_as_set_or_unset_only(make_app, tmp_path) -> None:

@@ -164,12 +164,12 @@ def download(data: bytes, name: str, content_type: str, original: str | None = N
         disposition += f"; filename*=UTF-8''{quote(nice, safe='')}"
     headers = {
         "Content-Disposition": disposition,
-        "Content-Security-Policy": "sandbox; default-src 'none'",
+        "Content-Security-Policy": "sandbox; default-src 'none'; frame-ancestors 'none'",
         "X-Content-Type-Options": "nosniff",
         "Cache-Control": "no-store",
     }
     media = ctype if ctype in _KEEP_TYPES else "application/octet-stream"
-    return Response(data, media_type=media, headers=headers)
+    return secure(Response(data, media_type=media, headers=headers))  # + no framing, no referrer
 
 
 @page()
