@@ -189,3 +189,19 @@ async def test_a_network_error_on_the_status_call_is_a_wait(make_app, tmp_path, 
         await source.poll(ctx)
     assert app.rmas.get(rid).state == RmaState.RECEIVED_BY_VENDOR
     await source.api.close()
+
+
+async def test_open_rmas_past_the_first_200_are_read(make_app, tmp_path) -> None:
+    """The poll read book.list(vendor='CISCO'): the first 200 by id, closed ones included, so once a
+    shop had 200 Cisco RMAs no new one was ever read from Cisco."""
+    app, fake, _desk, source, rid = await setup(make_app, tmp_path)
+    ctx = app.context(source.name)
+    ref = app.rmas.get(rid).ticket_ref
+    for _ in range(200):  # earlier RMAs (closed, or waiting for their number)
+        app.rmas.open(ref, "cisco", [RmaPart(part="PWR-C1-715WAC")])
+    late = app.rmas.open(ref, "cisco", [RmaPart(part="PWR-C1-715WAC")])
+    app.rmas.move(late.id, RmaState.APPROVED, source="cli", number="88009999")
+    fake.rmas["88009999"] = {"status": "Shipped", "carrier": "DHL", "trackingNumber": "1Z1"}
+    await source.poll(ctx)
+    assert app.rmas.get(late.id).state == RmaState.REPLACEMENT_SHIPPED
+    await source.api.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -157,8 +158,10 @@ class CiscoRmaSource:
     async def poll(self, ctx: Any) -> int:
         book = self.book()
         moved = 0
-        for rma in book.list(vendor="CISCO"):
-            if rma.state.is_final or not rma.number:
+        # the open RMAs (list() gave the first 200 by id, closed ones included: past 200 Cisco RMAs
+        # in the store a new one was never read)
+        for rma in book.stale(datetime.now(UTC) + timedelta(days=1)):
+            if rma.vendor != "CISCO" or rma.state.is_final or not rma.number:
                 continue
             try:
                 rec = await self.api.status(rma.number)
