@@ -66,6 +66,10 @@ def test_lifecycle(old, new, ok) -> None:
         ("/rma 3 lost", [{"error": "unknown state 'lost'"}]),
         ("/rma ../etc part=x", [{"error": "not a vendor: '../etc'"}]),
         ("no command here, only /rmafoo and text", []),
+        # our own answers, handed back by a helpdesk without the connector's marker: never a command
+        ("/rma done: RMA 1 (HUAWEI): requested - PSU-900W", []),
+        ("/rma refused: this ticket has no RMA 9", []),
+        ("/rma not understood: no part= given\n> not understood: no part= given", []),
         # hostile notes: each an answer, never an exception in status_updated (the helpdesk poll)
         ("/rma ² approved", [{"error": "not an RMA id: '²'"}]),
         ("/rma  \u3000", [{"error": "no vendor or RMA id"}]),

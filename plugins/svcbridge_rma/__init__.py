@@ -65,7 +65,9 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-_LINE = re.compile(r"^\s*/rma\s+(.+)$", re.IGNORECASE | re.MULTILINE)
+# svcbridge's own answers ("/rma done: ...") are no commands, should a helpdesk hand one back without
+# the marker its connector skips: answering an answer would go on for ever
+_LINE = re.compile(r"^\s*/rma\s+(?!(?:done|refused|not understood):)(.+)$", re.IGNORECASE | re.MULTILINE)
 _VALUE = re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]{1,100}")
 _host: dict[str, Any] = {}
 
