@@ -1022,3 +1022,22 @@ def test_logging_in_again_ends_the_session_the_browser_had(app, client) -> None:
     assert new != old
     acc = Accounts(app.store.engine)
     assert acc.session(old) is None and acc.session(new).operator.username == "viewer"
+
+
+def test_replaying_a_delivered_item_asks_first(app, client, tmp_path) -> None:
+    """Replaying a done item sends it again (a customer gets the notice twice): one press of the Replay
+    button on the 'done' list did that. Now it asks, like drop; a dead letter replays at once."""
+    deliver(app, tmp_path, eml())
+    asyncio.run(app.delivery.drain())
+    done = app.delivery.outbox.list("done")
+    assert done
+    login(client)
+    token = csrf(client.get("/outbox?status=done").text)
+    item = done[0]["id"]
+    ask = client.post(f"/outbox/{item}/replay", data={"csrf": token}, headers={"Accept-Language": "zh-CN"})
+    assert ask.status_code == 200 and 'id="confirm-replay"' in ask.text and "再次发送" in ask.text
+    assert {r["id"] for r in app.delivery.outbox.list("done")} == {r["id"] for r in done}  # nothing yet
+    client.post(f"/outbox/{item}/replay", data={"csrf": token, "confirm": "yes"})
+    assert item not in {r["id"] for r in app.delivery.outbox.list("done")}
+    audit = Accounts(app.store.engine).audit_list()[0]
+    assert (audit["action"], audit["target"], audit["detail"]["applied"]) == ("outbox_replay", str(item), True)

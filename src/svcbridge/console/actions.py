@@ -216,6 +216,10 @@ async def quarantine_drop(request: Request, con: Console, who: Any, form: dict[s
 @action()
 async def outbox_replay(request: Request, con: Console, who: Any, form: dict[str, str]) -> Response:
     item = int(request.path_params["item"])
+    if form.get("confirm") != "yes":  # a delivered item goes out again (the customer gets it twice): ask
+        row = await asyncio.to_thread(queries.outbox_item, con.app.store, item)
+        if row is not None and row["status"] == "done":
+            return render(request, "confirm_replay.html", who=who, active="outbox", row=row)
     ok = await asyncio.to_thread(con.app.delivery.outbox.replay, item)
     if ok:
         con.app.delivery_wake.set()

@@ -96,6 +96,8 @@ ZH: dict[str, str] = {
     "Drop": "丢弃",
     "Drop this message? It stays in the journal, marked dropped, and is not processed.": "确定丢弃这条消息吗？它会以“已丢弃”状态保留在日志中，不再处理。",
     "Yes, drop it": "确定丢弃",
+    "This item was delivered. Replay sends it again: a customer notice reaches the customer twice.": "该条目已送达。重新发送会再发一次：客户会收到两次同样的通知。",
+    "Yes, send it again": "确定再次发送",
     "Cancel": "取消",
     "Nothing in quarantine.": "隔离区为空。",
     "Status": "状态",

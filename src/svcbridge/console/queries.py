@@ -144,6 +144,12 @@ def outbox_items(store: Store, target: str = "", status: str = "", limit: int = 
         return [dict(r) for r in conn.execute(q).mappings()]
 
 
+def outbox_item(store: Store, item_id: int) -> dict[str, Any] | None:
+    with store.engine.connect() as conn:
+        r = conn.execute(select(t.outbox).where(t.outbox.c.id == item_id)).mappings().first()
+    return dict(r) if r else None
+
+
 def replay_dead(store: Store, target: str) -> int:
     """Every dead item of ``target`` back to pending (same idempotency keys: nothing is sent twice)."""
     with store.tx() as conn:
