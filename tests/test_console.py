@@ -1041,3 +1041,30 @@ def test_replaying_a_delivered_item_asks_first(app, client, tmp_path) -> None:
     assert item not in {r["id"] for r in app.delivery.outbox.list("done")}
     audit = Accounts(app.store.engine).audit_list()[0]
     assert (audit["action"], audit["target"], audit["detail"]["applied"]) == ("outbox_replay", str(item), True)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/tickets/SB-99999999999999999999999",
+        "/tickets/SB-99999999999999999999999/attachments/1",
+        "/tickets/SB-000001/attachments/99999999999999999999999",
+        "/quarantine/99999999999999999999999/raw",
+        "/tickets/SB-" + "9" * 5000,
+    ],
+)
+def test_ids_past_the_database_range_are_not_found_not_500(app, client, path) -> None:
+    login(client)
+    assert client.get(path).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/outbox/99999999999999999999999/replay", "/quarantine/99999999999999999999999/retry",
+     "/quarantine/99999999999999999999999/drop"],
+)
+def test_actions_on_ids_past_the_database_range_are_refused_not_500(app, client, path) -> None:
+    login(client)
+    token = csrf(client.get("/").text)
+    r = client.post(path, data={"csrf": token, "confirm": "yes"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].endswith("msg=refused")

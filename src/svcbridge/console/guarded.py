@@ -119,6 +119,10 @@ def action(readonly_ok: bool = False) -> Callable[[Action], Callable[[Request], 
             if not who.can_act and not readonly_ok:
                 await asyncio.to_thread(con.accounts.audit, who.name, "refused_readonly", request.url.path)
                 return render(request, "error.html", status=403, who=who, message="Not allowed.")
+            if any(isinstance(v, int) and not 0 < v < 2**63 for v in request.path_params.values()):
+                # no such row, and past BIGINT the database driver raises (a 500): refused, noted
+                await asyncio.to_thread(con.accounts.audit, who.name, "refused_id", request.url.path)
+                return back("/" + request.url.path.split("/")[1], "refused")
             try:
                 return await fn(request, con, who, form)
             finally:

@@ -139,10 +139,9 @@ async def ticket(request: Request, con: Console, who: Any) -> Response:
 @page()
 async def attachment(request: Request, con: Console, who: Any) -> Response:
     ref = request.path_params["ref"]
-    tid = con.app.store.id_for_ref(ref)
-    row = await asyncio.to_thread(
-        queries.attachment, con.app.store, tid or -1, int(request.path_params["aid"])
-    )
+    tid, aid = con.app.store.id_for_ref(ref), int(request.path_params["aid"])
+    in_range = tid is not None and 0 < tid < 2**63 and 0 < aid < 2**63  # past BIGINT: the driver raises
+    row = await asyncio.to_thread(queries.attachment, con.app.store, tid or -1, aid) if in_range else None
     if tid is None or row is None or row["data"] is None:
         return secure(Response("not found", status_code=404, media_type="text/plain"))
     await asyncio.to_thread(con.accounts.audit, who.name, "attachment_downloaded", ref, name=row["safe_name"])
