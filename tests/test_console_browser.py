@@ -214,8 +214,9 @@ def test_failing_imap_source_turns_red_and_recovers(browser: Browser, daemon: Da
         pw_expect(row).to_have_attribute("data-state", "down", timeout=20_000)
         pw_expect(page.locator("#readiness")).to_have_class(re.compile("not-ready"))
         pw_expect(page.locator('tr.problem[data-kind="source_failing"]')).to_contain_text("imap:alice")
-        color = row.locator("td").first.evaluate("e => getComputedStyle(e).backgroundColor")
-        assert color == "rgb(253, 236, 236)", color  # the red row
+        # the red row; an auto-retrying assertion, because the live refresh replaces the row every few
+        # seconds and a one-shot evaluate() can land on the detached old one
+        pw_expect(row.locator("td").first).to_have_css("background-color", "rgb(253, 236, 236)")
         shot(page, "source-down")
         assert httpx.get(daemon.url + "/readyz").status_code == 503  # /readyz says the same
     finally:
