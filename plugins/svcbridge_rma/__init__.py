@@ -20,6 +20,7 @@ the helpdesk connectors (their marker), so an answer never re-triggers a command
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import shlex
@@ -174,9 +175,16 @@ def _book() -> Any:
     return app.rmas
 
 
+@functools.cache
+def _defaults() -> RmaSettings:
+    # built once: the default mail rules are validated models, and _cfg() runs in thread_message and
+    # classify_ticket for every message (a fresh RmaSettings() each time was 0.3 ms of a 5 ms mail)
+    return RmaSettings()
+
+
 def _cfg() -> RmaSettings:
     app = _host.get("app")
-    return (app.plugin_config("rma") if app else None) or RmaSettings()
+    return (app.plugin_config("rma") if app else None) or _defaults()
 
 
 @hookimpl
