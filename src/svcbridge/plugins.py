@@ -205,7 +205,10 @@ class PluginManager(pluggy.PluginManager):
                         res = await res
                     else:
                         try:
-                            res = await asyncio.wait_for(res, budget)
+                            # asyncio.timeout, not wait_for: wait_for wraps the coroutine in a new Task
+                            # (two loop turns a call, every message), timeout() awaits it in place
+                            async with asyncio.timeout(budget):
+                                res = await res
                         except TimeoutError:
                             log.warning("hook_over_budget", hook=hook, plugin=impl.plugin_name, took_s=budget)
                             why = f"{hook} did not finish within its {budget:g} s budget"
