@@ -247,3 +247,21 @@ def test_first_contact_resolution_is_not_undone_by_the_survey_answer() -> None:
     assert [satisfaction_report([t], now)["first_contact_resolution"] for t in tickets] == [1, 0, 0, 0]
     s = satisfaction_report(tickets, now)
     assert (s["resolved"], s["first_contact_resolution"], s["replies"]) == (4, 1, 1)
+
+
+def test_chinese_chart_labels_are_measured_with_a_cjk_font() -> None:
+    # DejaVu Sans has no CJK glyphs: without a CJK family after it matplotlib measured 故障 as empty
+    # boxes (a "Glyph ... missing" warning and a clipped axis); .ci/run installs fonts-noto-cjk
+    import os
+    import warnings
+
+    from matplotlib import font_manager
+
+    if not any("CJK" in f.name for f in font_manager.fontManager.ttflist):
+        if os.environ.get("CI") == "true":
+            pytest.fail("no CJK font installed (fonts-noto-cjk, see .ci/run)")
+        pytest.skip("no CJK font installed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        svg = bar_chart("按类别的故障", {"电源": 3, "顯示器": 2, "打印机 卡纸": 1})
+    assert "CJK" in svg and "电源" in svg

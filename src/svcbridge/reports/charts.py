@@ -21,6 +21,15 @@ def _plt() -> Any:
     import matplotlib.pyplot as plt
 
     plt.rcParams["svg.fonttype"] = "none"
+    # CJK families after DejaVu: matplotlib falls back per glyph (3.6+), so a Chinese label is measured
+    # with real glyph widths (no "Glyph missing" warning, no clipped axis) and the SVG names them too;
+    # families not installed are left out
+    # (a list in font.family, not font.sans-serif: fallback applies to the families named there)
+    from matplotlib import font_manager
+
+    have = {f.name for f in font_manager.fontManager.ttflist}
+    cjk = [f for f in ("Noto Sans CJK SC", "Noto Sans CJK TC", "WenQuanYi Zen Hei") if f in have]
+    plt.rcParams["font.family"] = ["DejaVu Sans", *cjk]
     plt.rcParams["svg.hashsalt"] = "svcbridge"  # the same data gives the same file
     return plt
 
