@@ -85,14 +85,7 @@ class TelnyxFaxRoute:
         if why is not None:
             log.warning("telnyx_fax_refused", reason=why, client=_client_host(request))
             return Response("forbidden", status_code=403)
-        try:  # a request that was not journaled (400, 503, 500) lets the provider's retry in
-            resp = await self._take(ctx, body, sig)
-        except BaseException:
-            self.replays.forget(sig)
-            raise
-        if resp.status_code >= 300:
-            self.replays.forget(sig)
-        return resp
+        return await self.replays.journal_once(sig, lambda: self._take(ctx, body, sig))
 
     async def _take(self, ctx: IntakeContext, body: bytes, sig: str) -> Response:
         try:
@@ -188,14 +181,7 @@ class SinchFaxRoute:
             return Response("forbidden", status_code=403)
         # Phaxio signs no timestamp, so its retry is this very request: whatever kept it from being
         # journaled (400, 503, a 500 from a full disk) must let the retry in, or the fax is lost
-        try:
-            resp = await self._take(ctx, params, files)
-        except BaseException:
-            self.replays.forget(sig)
-            raise
-        if resp.status_code >= 300:
-            self.replays.forget(sig)
-        return resp
+        return await self.replays.journal_once(sig, lambda: self._take(ctx, params, files))
 
     async def _take(
         self, ctx: IntakeContext, params: list[tuple[str, str]], files: list[tuple[str, bytes, str]]

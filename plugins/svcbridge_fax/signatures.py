@@ -19,7 +19,8 @@ import hashlib
 import hmac
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -105,3 +106,18 @@ class ReplayGuard:
     def forget(self, signature: str) -> None:
         """The request was not journaled (store down, 503): the provider may send it again."""
         self.seen.pop(signature, None)
+
+    async def journal_once(self, signature: str, take: Callable[[], Awaitable[Any]]) -> Any:
+        """Answer a request whose ``signature`` was just accepted with ``take()`` (a response).
+
+        A request that was not journaled (any answer but 2xx: 400, 503, a 500 from a full disk, or an
+        exception) is forgotten, so the provider's retry of it gets in instead of a 403.
+        """
+        try:
+            resp = await take()
+        except BaseException:
+            self.forget(signature)
+            raise
+        if resp.status_code >= 300:
+            self.forget(signature)
+        return resp

@@ -68,14 +68,7 @@ class TelnyxSmsRoute:
         if why is not None:
             log.warning("telnyx_sms_refused", reason=why)
             return Response("forbidden", status_code=403)
-        try:  # a request that was not journaled (400, 503, 500) lets the provider's retry in
-            resp = await self._take(ctx, body, sig)
-        except BaseException:
-            self.replays.forget(sig)
-            raise
-        if resp.status_code >= 300:
-            self.replays.forget(sig)
-        return resp
+        return await self.replays.journal_once(sig, lambda: self._take(ctx, body, sig))
 
     async def _take(self, ctx: IntakeContext, body: bytes, sig: str) -> Response:
         try:
