@@ -423,3 +423,10 @@ def test_undecodable_csv_is_refused_whole_with_the_reason(
     res = run(cfg, "assets", "import", *args, str(f))
     assert res.exit_code == 2 and message in res.output
     assert run(cfg, "assets", "show", "AB12345").exit_code != 0  # nothing imported
+
+
+def test_the_unit_columns_are_every_field_of_a_record_but_its_key_parts_and_provenance() -> None:
+    # the import reads them and the store compares them: a field added to AssetRecord must be in both
+    from svcbridge.assets import UNIT_FIELDS
+
+    assert set(UNIT_FIELDS) == set(AssetRecord.model_fields) - {"serial", "parts", "source", "extra"}

@@ -37,14 +37,7 @@ HOST = lease.HOST  # one host name for outbox claims and lease holders
 ONESHOT_WAIT = 30.0  # seconds run --once and ingest wait for another one-shot command's pipeline lease
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+pid_alive = lease.pid_alive  # outbox, job and lease claims of a dead local process are released
 
 
 async def recover(app: App) -> None:

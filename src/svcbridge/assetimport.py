@@ -23,21 +23,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ValidationError
 
-from .assets import AssetPart, AssetRecord, normalize_serial
+from .assets import UNIT_FIELDS, AssetPart, AssetRecord, normalize_serial
 
-UNIT = (
-    "vendor",
-    "model",
-    "product_line",
-    "customer",
-    "site",
-    "region",
-    "contract",
-    "timezone",
-    "invoice_date",
-    "production_date",
-    "contacts",
-)
+UNIT = UNIT_FIELDS
 EXTRA = ("product_number",)  # kept in the unit's ``extra``: HP's warranty API wants the product number
 PART = (
     "part_category",

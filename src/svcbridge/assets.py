@@ -74,6 +74,22 @@ class AssetPart(BaseModel):
         return v
 
 
+# a unit's own columns (not serial, parts, source, extra): what an import reads and the store compares
+UNIT_FIELDS = (
+    "vendor",
+    "model",
+    "product_line",
+    "customer",
+    "site",
+    "region",
+    "contract",
+    "timezone",
+    "invoice_date",
+    "production_date",
+    "contacts",
+)
+
+
 class AssetRecord(BaseModel):
     """One unit of the register (or of an ERP's answer); ``source`` says who answered."""
 

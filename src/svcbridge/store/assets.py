@@ -12,26 +12,13 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
-from ..assets import AssetPart, AssetRecord, normalize_serial
+from ..assets import UNIT_FIELDS, AssetPart, AssetRecord, normalize_serial
 from ..models import utcnow
 from . import schema as t
 from .repo import Store
 
 # the columns an import compares and writes (serial is the key, parts are compared as a list)
-FIELDS = (
-    "vendor",
-    "model",
-    "product_line",
-    "customer",
-    "site",
-    "region",
-    "contract",
-    "timezone",
-    "invoice_date",
-    "production_date",
-    "contacts",
-    "extra",
-)
+FIELDS = (*UNIT_FIELDS, "extra")
 
 
 class AssetStore:

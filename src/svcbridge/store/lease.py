@@ -140,7 +140,8 @@ def release(store: Store, name: str, holder: str) -> None:
 HEARTBEAT = "replica:"  # + holder: a daemon's heartbeat (replicas.py), renewed every third of its TTL
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with that pid exists (one owned by another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -150,7 +151,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def local_dead(holder: str, alive: Callable[[int], bool] = _alive) -> bool:
+def local_dead(holder: str, alive: Callable[[int], bool] = pid_alive) -> bool:
     """``holder`` is a process of this host that is gone (its pid dead, or reused by a later process)."""
     parts = str(holder).split(":")
     if parts[0] != HOST or len(parts) < 2 or not parts[1].isdigit():
