@@ -25,7 +25,8 @@ from tryton_server import TrytonServer, running_tryton
 pytestmark = pytest.mark.realserver
 
 UNIT_PLUGIN = '''
-"""Stands for the asset register in the daemon test: the unit's model (no warranty jobs involved)."""
+"""Stands for the asset register in the daemon test: the unit's model (no warranty jobs involved);
+the sender is a customer of the directory, so the lookup may reserve."""
 from svcbridge import hookimpl
 
 
@@ -57,6 +58,9 @@ def parts_config(tryton: TrytonServer) -> str:
         database = "erp"
         user = "admin"
         password_file = "{secret}"
+        [[plugins.customers.directory]]
+        name = "ACME"
+        domains = ["example.com"]
         """)
 
 

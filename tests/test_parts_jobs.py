@@ -119,7 +119,13 @@ def erp(request: pytest.FixtureRequest, tmp_path: Path) -> Erp:
     return Erp(request.param, tmp_path, request)
 
 
-def build(make_app: Any, erp: Erp, desk: Recorder, region: str | None = "north", **parts: Any) -> Any:
+# the sender of eml() is alice@example.com: a customer of the directory, so its tickets may reserve
+DIRECTORY = {"directory": [{"name": "ACME", "domains": ["example.com"]}]}
+
+
+def build(
+    make_app: Any, erp: Erp, desk: Recorder, region: str | None = "north", known: bool = True, **parts: Any
+) -> Any:
     def classify_ticket(draft: Any) -> None:  # stands for the asset register: the unit's model
         draft.asset.model = "PowerEdge R740"
         if region:
@@ -127,9 +133,10 @@ def build(make_app: Any, erp: Erp, desk: Recorder, region: str | None = "north",
 
     pm = make_plugin_manager(extra=(plugin("unit", classify_ticket=classify_ticket), recorder_plugin(desk)))
     cfg = {"erps": [erp.table], "regions": REGIONS, **parts}
-    return make_app(
-        pm=pm, routing={"default": ["desk"]}, outbound_allow=["127.0.0.1"], plugins={"parts": cfg}
-    )
+    plugins: dict[str, Any] = {"parts": cfg}
+    if known:
+        plugins["customers"] = DIRECTORY
+    return make_app(pm=pm, routing={"default": ["desk"]}, outbound_allow=["127.0.0.1"], plugins=plugins)
 
 
 def notes(desk: Recorder) -> list[str]:
@@ -339,3 +346,115 @@ async def test_a_ticket_reopened_after_close_gets_its_part_back(
     assert t.labels["parts"]["items"][0]["reservation"]["state"] == final
     assert erp.reservations() == [(f"svcbridge:{t.ref}:PSU-750W", final)]
     assert len([n for n in notes(desk) if n.startswith("Spare parts ")]) == 1 + settled  # + the lookup's
+
+
+@pytest.mark.parametrize(
+    ("sender", "customers", "reason"),
+    [
+        ("Spam <x@spam.example>", None, "unknown sender"),  # no directory at all
+        ("Spam <x@spam.example>", DIRECTORY, "unknown sender"),  # a directory that does not know it
+    ],
+)
+async def test_an_unknown_sender_naming_a_model_and_a_part_reserves_nothing(
+    make_app, tmp_path: Path, erp: Erp, sender, customers, reason
+) -> None:
+    """Spam naming 'R740 power supply' reserved a part in the ERP each time: anyone could drain the
+    depots. The stock is still looked up and noted; nothing is set aside, and the label says why."""
+    desk = Recorder()
+    app = build(make_app, erp, desk, known=False)
+    if customers is not None:
+        app = build(make_app, erp, desk, known=True)
+    drop(tmp_path, "a", eml(subject=MAIL_EN[0], body=MAIL_EN[1], sender=sender))
+    await app.run_once()
+    (t,) = app.store.list_tickets()
+    t = app.store.get_ticket(t.ref)
+    (item,) = t.labels["parts"]["items"]
+    assert item["part"] == "PSU-750W" and item["reservation"] is None and item["depots"]
+    assert reason in t.labels["parts_not_reserved"]
+    assert erp.reservations() == []
+    (note,) = notes(desk)
+    assert "BJ: 2 available" in note and "no reservation" in note and reason in note
+    assert "svcbridge parts reserve" in note
+    await app.run_once()
+    assert erp.reservations() == []
+
+
+async def test_a_customer_set_by_the_message_itself_is_not_known(make_app, tmp_path: Path) -> None:
+    """A customer name a plugin read from the message (not the directory, not the unit's owner) is
+    what the sender says: no reservation."""
+    erp = Erp("table", tmp_path, None)  # type: ignore[arg-type]
+    desk = Recorder()
+
+    def classify_ticket(draft: Any) -> None:
+        draft.asset.model = "PowerEdge R740"
+        draft.customer = "ACME"  # e.g. a webhook's 'customer' field
+
+    pm = make_plugin_manager(extra=(plugin("unit", classify_ticket=classify_ticket), recorder_plugin(desk)))
+    app = make_app(
+        pm=pm,
+        routing={"default": ["desk"]},
+        plugins={
+            "parts": {"erps": [erp.table]},
+            "customers": {"directory": [{"name": "Other", "domains": ["other.example"]}]},
+        },
+    )
+    drop(tmp_path, "a", eml(subject=MAIL_EN[0], body=MAIL_EN[1]))
+    await app.run_once()
+    (t,) = app.store.list_tickets()
+    assert app.store.get_ticket(t.ref).customer == "ACME"
+    assert erp.reservations() == [] and "parts_not_reserved" in app.store.get_ticket(t.ref).labels
+
+
+async def test_a_known_unit_reserves_for_an_unknown_sender(make_app, tmp_path: Path) -> None:
+    """The serial is in the asset register (the unit's owner is a customer): the part is set aside even
+    when the mail comes from an address no directory knows (a technician's free-mail account)."""
+    from svcbridge import AssetRecord
+    from svcbridge.store.assets import AssetStore
+
+    erp = Erp("table", tmp_path, None)  # type: ignore[arg-type]
+    desk = Recorder()
+    pm = make_plugin_manager(extra=(recorder_plugin(desk),))
+    app = make_app(
+        pm=pm,
+        routing={"default": ["desk"]},
+        plugins={"parts": {"erps": [erp.table], "regions": REGIONS}, "assets": {}},
+    )
+    AssetStore(app.store).upsert(
+        AssetRecord(
+            serial="7XK2M9P", vendor="Dell", model="PowerEdge R740", customer="华东电力", region="east"
+        )
+    )
+    drop(
+        tmp_path, "a", eml(subject=MAIL_CN[0], body="机身编号：7XK2M9P，电源坏了。", sender="x@free.example")
+    )
+    await app.run_once()
+    await app.run_once()
+    (t,) = app.store.list_tickets()
+    t = app.store.get_ticket(t.ref)
+    assert t.labels["parts"]["items"][0]["reservation"]["state"] == "reserved"
+    assert "parts_not_reserved" not in t.labels
+    assert erp.reservations() == [(f"svcbridge:{t.ref}:PSU-750W", "reserved")]
+
+
+async def test_an_agent_reserves_by_hand_for_an_unknown_sender(make_app, tmp_path: Path) -> None:
+    """'svcbridge parts reserve' is the agent's decision: it reserves, and the label saying why the
+    lookup did not goes."""
+    from svcbridge import WorkQueue
+    from svcbridge.store.jobs import write_work
+
+    erp = Erp("table", tmp_path, None)  # type: ignore[arg-type]
+    desk = Recorder()
+    app = build(make_app, erp, desk, known=False)
+    drop(tmp_path, "a", eml(subject=MAIL_EN[0], body=MAIL_EN[1], sender="x@spam.example"))
+    await app.run_once()
+    (t,) = app.store.list_tickets()
+    assert "parts_not_reserved" in app.store.get_ticket(t.ref).labels
+    work = WorkQueue(t.ref, t.id)
+    work.enqueue("parts.lookup", {"parts": ["PSU-750W"], "reserve": True}, key="cli:x")
+    with app.store.tx() as conn:
+        write_work(conn, app.store, work)
+    await app.run_once()
+    t = app.store.get_ticket(t.ref)
+    assert t.labels["parts"]["items"][0]["reservation"]["state"] == "reserved"
+    assert "parts_not_reserved" not in t.labels
+    assert erp.reservations() == [(f"svcbridge:{t.ref}:PSU-750W", "reserved")]

@@ -12,7 +12,9 @@ Flow (never a remote call in the pipeline):
   whose labels carry ``part_numbers``, asks for the durable job
   ``parts.lookup`` (``job.py``) with the categories, the model and the region;
 - the job reads stock per depot, reserves at the nearest depot that has the part and returns the
-  ``parts`` label and a note: stored on the ticket, sent to its helpdesks as an internal note;
+  ``parts`` label and a note: stored on the ticket, sent to its helpdesks as an internal note. It
+  reserves only for a known unit (asset register) or a customer of the directory; a stranger's ticket
+  gets the stock noted and the label ``parts_not_reserved`` (``reserve_unknown`` to reserve anyway);
 - ``status_updated``: the ticket reaches a ``consume_states`` state (resolved): ``parts.settle``
   consumes the reservations; a ``cancel_states`` state (closed) without having been resolved: it
   releases them.

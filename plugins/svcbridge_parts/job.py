@@ -67,6 +67,13 @@ class PartsJobs:
                 note=_no_parts(ticket, job.data),
             )
         region = ticket.labels.get("region") or getattr(unit, "region", None) or job.data.get("region")
+        wanted = job.data.get("reserve")  # True: an agent's command (the CLI), their decision
+        withheld = None
+        if wanted is None:
+            wanted = self.cfg.reserve
+            # any mail naming a model and a part reserved one: spam could empty the depots
+            withheld = None if not wanted or self.cfg.reserve_unknown else self._unknown(ticket, unit)
+            wanted = wanted and withheld is None
         items = []
         for part in parts[:MAX_PARTS]:
             stock = await erp.lookup(part)
@@ -75,19 +82,41 @@ class PartsJobs:
                 continue
             stock.depots = order_depots(stock.depots, region, self.cfg.regions)
             qty = float(job.data.get("qty") or self.cfg.quantity)
-            wanted = job.data.get("reserve", self.cfg.reserve)
             res = await self.reserve(erp, ticket.ref, stock, qty, job.data.get("depot")) if wanted else None
             if res is not None:  # the figures as they stand with our reservation (a re-run saw it already)
                 stock = await erp.lookup(part) or stock
                 stock.depots = order_depots(stock.depots, region, self.cfg.regions)
             items.append(_item(stock, res))
-        label = {"erp": erp.name, "region": region, "items": items}
+        label: dict[str, Any] = {"erp": erp.name, "region": region, "items": items}
+        if withheld:
+            label["not_reserved"] = withheld
         # a later lookup (the CLI, an agent's command) adds its parts to the ticket's, never drops one
         earlier = [
             i for i in (ticket.labels.get("parts") or {}).get("items") or [] if i.get("part") not in parts
         ]
         merged = {**label, "items": earlier + items}
-        return TicketChange(labels={"parts": merged}, note=render(label))
+        labels: dict[str, Any] = {"parts": merged}
+        if withheld:
+            labels["parts_not_reserved"] = withheld
+        elif "parts_not_reserved" in ticket.labels and any(i.get("reservation") for i in items):
+            labels["parts_not_reserved"] = None  # reserved by hand since: the reason no longer holds
+        return TicketChange(labels=labels, note=render(label))
+
+    def _unknown(self, ticket: Ticket, unit: Any) -> str | None:
+        """Why this ticket may not set a part aside, or None when it may: its unit is in the asset
+        register (``unit``: found by serial), or its customer is one the customer directory lists (a
+        customer name the message brought itself, a webhook's field, is only the sender's word)."""
+        if unit is not None:
+            return None
+        settings = getattr(self.host, "settings", None)
+        directory = settings.plugin_config("customers") if settings is not None else None
+        names = {c.name for c in getattr(directory, "directory", None) or []}
+        if ticket.customer and ticket.customer in names:
+            return None
+        serial = (
+            f"serial {ticket.asset.serial} not in the asset register" if ticket.asset.serial else "no serial"
+        )
+        return f"unknown sender and unit ({serial}, no customer of the directory)"
 
     async def part_numbers(
         self, erp: PartsErp, ticket: Ticket, data: dict[str, Any], unit: Any = None
@@ -219,8 +248,12 @@ def render(label: dict[str, Any]) -> str:
         res = item.get("reservation")
         if res:
             lines.append(f"    reserved {res['qty']:g} at {res['depot']} ({res['state']}, key {res['key']})")
+        elif label.get("not_reserved"):
+            lines.append(f"    no reservation: {label['not_reserved']}")
         else:
             lines.append("    no reservation: no depot has it")
+    if label.get("not_reserved"):
+        lines.append("An agent reserves with 'svcbridge parts reserve <ref> <part>'.")
     return "\n".join(lines)
 
 

@@ -76,6 +76,11 @@ class PartsSettings(PluginSettings):
         default_factory=dict, description="model -> category -> part numbers (wins over the ERP's answer)"
     )
     reserve: bool = Field(default=True, description="reserve a part for the ticket, or only show stock")
+    reserve_unknown: bool = Field(
+        default=False,
+        description="reserve also for a ticket whose unit is not in the asset register and whose customer "
+        "is not in the customer directory (off: a spam mail naming a model and a part would drain stock)",
+    )
     cancel_states: list[str] = Field(
         default_factory=lambda: ["closed"],
         description="a ticket reaching one of these without having been resolved is cancelled: release",
