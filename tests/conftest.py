@@ -66,7 +66,9 @@ def base_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, 
             monkeypatch.delenv(key)
     return {
         "data_dir": tmp_path / "var",
-        "http": {"enabled": False},
+        # the in-process clients' Host names (TestClient's "testserver", httpx base URLs); the default
+        # list (bound host, localhost, public_url) is tested in test_http_frontdoor.py
+        "http": {"enabled": False, "allowed_hosts": ["testserver", "t", "bridge.test", "b.test", "console.test"]},
         "outbox": {"backoff_initial": 0.01, "backoff_max": 0.05, "poll_interval": 0.05},
         "plugins": {
             "email": {

@@ -486,9 +486,10 @@ def test_a_job_alert_is_shown_but_leaves_the_daemon_ready(app) -> None:
     app.work.alerts["job:warranty.lookup"] = "ConnectError: vendor API unreachable"
     client = TestClient(build_web(app))
     r = client.get("/readyz")
-    assert r.status_code == 200 and r.json()["alerts"] == {"job:warranty.lookup": "ConnectError: vendor API unreachable"}
+    assert r.status_code == 200 and r.json()["alerts"] == {"job:warranty.lookup": "ConnectError"}  # anonymous
     Accounts(app.store.engine).add("ops", PASSWORD)
     login(client)
+    assert client.get("/readyz").json()["alerts"] == {"job:warranty.lookup": "ConnectError: vendor API unreachable"}
     zh = client.get("/", headers={"Accept-Language": "zh-CN"}).text
     assert 'id="alerts"' in zh and "vendor API unreachable" in zh and "查看错误信息" in zh and "就绪" in zh
 
@@ -1068,3 +1069,39 @@ def test_actions_on_ids_past_the_database_range_are_refused_not_500(app, client,
     token = csrf(client.get("/").text)
     r = client.post(path, data={"csrf": token, "confirm": "yes"}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"].endswith("msg=refused")
+
+
+def test_public_readyz_names_the_failing_component_but_never_quotes_its_error(make_app, tmp_path) -> None:
+    """Error texts quote what a server said: a mailbox address, a phone number, a customer's subject. The
+    anonymous /readyz names the component and the error class; the text needs a session or the token."""
+    mail, phone, name = "jane.canary@example.org", "+86 138 0013 8123", "Canary Customer GmbH"
+    secret = tmp_path / "token"
+    secret.write_text("tok-0123456789abcdef\n")
+    app = make_app(console={"source_fail_threshold": 0, "admin_token_file": str(secret)})
+    deliver(app, tmp_path, eml())
+    with app.store.tx() as conn:
+        conn.execute(update(t.outbox).values(status="parked", last_error=f"AuthFailed: 401 for {mail}"))
+    app.context("imap:support").report(False, f"LoginError: mailbox {mail} ({phone}) refused")
+    app.pm.mark_failed("svcbridge_demo", ValueError(f"subject 'Printer of {name}' unreadable"))
+    app.work.alerts["job:warranty.lookup"] = f"ConnectError: lookup for {name} {phone}"
+    client = TestClient(build_web(app))
+    r = client.get("/readyz")
+    assert r.status_code == 503 and r.json()["status"] == "not ready"
+    for canary in (mail, phone, name, "jane.canary", "0013"):
+        assert canary not in r.text, canary
+    got = {(p["kind"], p["subject"], p["error"]) for p in r.json()["problems"]}
+    assert {("source_failing", "imap:support", "LoginError"), ("target_parked", "notify:email", "AuthFailed"),
+            ("plugin_failed", "svcbridge_demo", "ValueError")} <= got
+    assert r.json()["failing_sources"] == {"imap:support": "LoginError"}
+    assert r.json()["alerts"] == {"job:warranty.lookup": "ConnectError"}
+    # a wrong token or a forged cookie is anonymous
+    assert mail not in client.get("/readyz", headers={"Authorization": "Bearer tok-0123456789abcdeX"}).text
+    client.cookies.set("sb_session", "forged")
+    assert mail not in client.get("/readyz").text
+    client.cookies.clear()
+    # the operator sees the texts: the admin token and a console session
+    detailed = client.get("/readyz", headers={"Authorization": "Bearer tok-0123456789abcdef"})
+    assert detailed.status_code == 503 and mail in detailed.text and phone in detailed.text and name in detailed.text
+    Accounts(app.store.engine).add("ops", PASSWORD)
+    login(client)
+    assert mail in client.get("/readyz").text

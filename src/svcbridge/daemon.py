@@ -184,6 +184,9 @@ def _http_server(app: App, nofile: int) -> tuple[_Server, int]:
         timeout_keep_alive=http.keep_alive_timeout,  # type: ignore[arg-type]  # a float works
         timeout_graceful_shutdown=max(1, int(app.settings.shutdown_grace)),
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        # uvicorn believed X-Forwarded-For from 127.0.0.1 (and $FORWARDED_ALLOW_IPS): any local process
+        # could name itself any client. [http] trusted_proxies decides instead (frontdoor.py)
+        proxy_headers=False,
     )
     return _Server(cfg), cap
 

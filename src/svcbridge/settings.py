@@ -11,6 +11,7 @@ plugin model can be given as ``foo_file = "/run/secrets/foo"`` instead: the file
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Collection
@@ -90,6 +91,26 @@ class HttpSettings(BaseModel):
         description="open connections at most (lowered to leave file descriptors free); beyond it the "
         "longest wait for headers is closed, or the new connection gets a 503 when all are requests",
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses / CIDRs of reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are "
+        "believed (the right-most hop not among them is the client); empty: the peer is the client",
+    )
+    allowed_hosts: list[str] | None = Field(
+        default=None,
+        description="Host header names answered (a leading '.' also allows subdomains, '*' allows all); "
+        "unset: the bound host, localhost forms and public_url's host; others get a 400",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network (CIDR)") from None
+        return [v.strip() for v in value]
 
 
 class ConsoleSettings(BaseModel):
@@ -105,6 +126,11 @@ class ConsoleSettings(BaseModel):
     idle_minutes: float = Field(default=60.0, gt=0, description="a session unused this long ends")
     login_attempts: int = Field(default=5, ge=1, description="failed logins per user or address per window")
     login_window: float = Field(default=300.0, gt=0, description="seconds of the login rate-limit window")
+    login_lockout_max: float = Field(
+        default=3600.0,
+        gt=0,
+        description="longest lockout: the first is login_window, each repeat within it doubles, up to this",
+    )
     timezone: str = Field(default="UTC", description="dates for operators without a time zone of their own")
     source_fail_threshold: float = Field(
         default=300.0, ge=0, description="seconds a source may fail before /readyz says not ready"

@@ -3,7 +3,9 @@
 Loopback by default. ``/healthz`` says the process is alive; ``/readyz`` says whether the daemon can do
 its work: 503 when the store does not answer, or with the list of problems (a routed sink not configured,
 notices without a notifier, a parked target, a source failing past its threshold, a plugin that failed
-to load; console/facts.py).
+to load; console/facts.py). Anonymous callers get the failing components by name and an error class;
+the error texts (which may quote customer data) need an operator session or the admin token.
+Every request passes frontdoor.py first: Host allow-list, client address from trusted proxies.
 ``/metrics`` is Prometheus. Everything else is the console (console/routes.py), behind a login.
 """
 
@@ -17,6 +19,7 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -24,7 +27,9 @@ from starlette.routing import Route
 from . import log as logmod
 from . import metrics
 from .console import facts
+from .console.auth import COOKIE
 from .console.routes import console_routes, make_console
+from .frontdoor import FrontDoor, default_hosts
 
 if TYPE_CHECKING:
     from .app import App
@@ -36,7 +41,7 @@ def build_web(app: App) -> Starlette:
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def readyz(_: Request) -> Response:
+    async def readyz(request: Request) -> Response:
         try:
             await asyncio.to_thread(_ping, app)
         except Exception as exc:
@@ -45,15 +50,32 @@ def build_web(app: App) -> Starlette:
         alerts = {**app.delivery.alerts, **app.work.alerts}
         # the console's overview shows the same list, with what to do about each (console/facts.py)
         found = await asyncio.to_thread(facts.problems, app)
+        status = 503 if found else 200
+        head = {"status": "not ready" if found else "ok"}
+        who = None
+        if app.settings.console.enabled and (
+            request.headers.get("authorization") or request.cookies.get(COOKIE)
+        ):
+            who = await asyncio.to_thread(web.state.console.guard.principal, request)
+        if who is None:
+            # open to anyone who reaches the webhooks: names and error classes only. Error texts quote
+            # what a server answered (a mailbox address, a phone number, a customer's subject line)
+            public = {
+                **head,
+                "failing_sources": {n: facts.error_class(d) for n, d in failing.items()},
+                "alerts": {k: facts.error_class(v) for k, v in alerts.items()},
+                "problems": [facts.public(p) for p in found],
+            }
+            return JSONResponse(public, status_code=status)
         body = {
-            "status": "not ready" if found else "ok",
+            **head,
             "failing_sources": failing,
             "alerts": alerts,
             "problems": [p.as_dict() for p in found],
         }
-        # exception texts may carry a configured secret a library put into its message; /readyz is open
+        # exception texts may carry a configured secret a library put into its message
         text = logmod.redact(json.dumps(body, default=str, ensure_ascii=False))
-        return Response(text, status_code=503 if found else 200, media_type="application/json")
+        return Response(text, status_code=status, media_type="application/json")
 
     async def metrics_view(_: Request) -> Response:
         await asyncio.to_thread(_refresh_gauges, app)
@@ -68,7 +90,13 @@ def build_web(app: App) -> Starlette:
         routes.append(_hook_route(app, r))
     if app.settings.console.enabled:  # the operator console (console/, docs/console.md)
         routes += console_routes()
-    web = Starlette(routes=routes)
+    http = app.settings.http
+    hosts = (
+        http.allowed_hosts if http.allowed_hosts is not None else default_hosts(http.host, http.public_url)
+    )
+    # before any routing: a foreign Host is a 400, the client address is the trusted proxies' (frontdoor.py)
+    door = Middleware(FrontDoor, allowed_hosts=hosts, trusted_proxies=http.trusted_proxies)
+    web = Starlette(routes=routes, middleware=[door])
     web.state.console = make_console(app)
     return web
 
@@ -97,4 +125,3 @@ def _refresh_gauges(app: App) -> None:
         metrics.QUEUE.labels(queue="journal", status=status).set(n)
     for status, n in app.delivery.outbox.counts().items():
         metrics.QUEUE.labels(queue="outbox", status=status).set(n)
-

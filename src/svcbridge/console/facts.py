@@ -10,6 +10,7 @@ page that polls every few seconds all day.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -46,6 +47,24 @@ class Problem:
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
+
+
+# an exception class name at the start of an error text or after a prefix ("failing for 3 min: OSError: ...")
+_ERROR_CLASS = re.compile(
+    r"\b([A-Z][A-Za-z0-9_]*(?:Error|Exception|Timeout|Failed|Refused|Denied|NotReady|Unavailable))\b"
+)
+
+
+def error_class(text: str | None) -> str | None:
+    """The exception class an error text names, else None: what anonymous /readyz callers may see. The
+    rest of the text quotes what a server said (a mailbox, a phone number, a customer's subject)."""
+    found = _ERROR_CLASS.search(text or "")
+    return found.group(1) if found else None
+
+
+def public(p: Problem) -> dict[str, str | None]:
+    """A problem as anonymous /readyz shows it: kind, component, error class; no detail, no hint."""
+    return {"kind": p.kind, "subject": p.subject, "error": error_class(p.detail)}
 
 
 def outbox_by_target(app: App) -> dict[str, dict[str, Any]]:
