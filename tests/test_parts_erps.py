@@ -164,6 +164,11 @@ def test_reservation_keys_of_different_parts_differ(a: str, b: str) -> None:
     assert ka == reservation_key("SB-000001", a)  # stable across re-runs
     Reservation(key=ka, part=a, qty=1, depot="SH")  # a valid key (letters, digits, ':._/-', <= 120)
     assert reservation_key("SB-000001", "PSU-750W") == "svcbridge:SB-000001:PSU-750W"  # unchanged
+    # a later generation (reserved again after the part was consumed) is another key, for every part
+    kc = reservation_key("SB-000001", a, generation=1)
+    assert kc not in (ka, kb, reservation_key("SB-000001", b, generation=1))
+    assert kc == reservation_key("SB-000001", a, generation=1)
+    Reservation(key=reservation_key("SB-999999999", a, generation=999), part=a, qty=1, depot="SH")
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "gb18030"])

@@ -458,3 +458,65 @@ async def test_an_agent_reserves_by_hand_for_an_unknown_sender(make_app, tmp_pat
     assert t.labels["parts"]["items"][0]["reservation"]["state"] == "reserved"
     assert "parts_not_reserved" not in t.labels
     assert erp.reservations() == [(f"svcbridge:{t.ref}:PSU-750W", "reserved")]
+
+
+async def test_a_part_reserved_again_after_it_was_consumed_gets_a_new_key(
+    make_app, tmp_path: Path, erp: Erp
+) -> None:
+    """Resolved (the part consumed), then reopened: the agent reserves the part again. The same key
+    answered 'consumed' and nothing was set aside; the next generation is a new reservation, and a
+    re-run of that job after the ERP committed (the kill -9 window) finds it: exactly one."""
+    import dataclasses
+
+    from svcbridge import WorkQueue
+    from svcbridge.store.jobs import write_work
+
+    desk = Recorder()
+    app = build(make_app, erp, desk)
+    drop(tmp_path, "a", eml(subject=MAIL_EN[0], body=MAIL_EN[1]))
+    await app.run_once()
+    (t,) = app.store.list_tickets()
+    ctx = app.context("desk")
+    for n, state in enumerate([TicketState.RESOLVED, TicketState.IN_PROGRESS]):
+        await ctx.apply_status_update(
+            StatusUpdate(ticket_ref=t.ref, system="desk", state=state, external_event_id=f"e{n}")
+        )
+        await app.run_once()
+    first = f"svcbridge:{t.ref}:PSU-750W"
+    assert erp.reservations() == [(first, "consumed")]
+
+    plugin_name, kind = app.work.job_kinds["parts.lookup"]
+    calls: list[Any] = []
+
+    async def lost_first(job: Any, work: Any) -> Any:
+        out = await kind.run(job)
+        calls.append(out)
+        if len(calls) == 1:
+            raise ConnectionError("killed before the record")
+        return out
+
+    app.work.job_kinds["parts.lookup"] = (
+        plugin_name,
+        dataclasses.replace(kind, run=lost_first, backoff_initial=0.01, backoff_max=0.01),
+    )
+    work = WorkQueue(t.ref, t.id)
+    work.enqueue("parts.lookup", {"parts": ["PSU-750W"], "reserve": True}, key="cli:again")
+    with app.store.tx() as conn:
+        write_work(conn, app.store, work)
+    await app.run_once()
+    await asyncio.sleep(0.05)
+    await app.run_once()
+    assert len(calls) == 2
+    second = f"{first}:r1"
+    assert erp.reservations() == sorted([(first, "consumed"), (second, "reserved")])
+    item = app.store.get_ticket(t.ref).labels["parts"]["items"][0]
+    assert (item["reservation"]["key"], item["reservation"]["state"], item["generation"]) == (
+        second,
+        "reserved",
+        1,
+    )
+    await ctx.apply_status_update(
+        StatusUpdate(ticket_ref=t.ref, system="desk", state=TicketState.RESOLVED, external_event_id="e9")
+    )
+    await app.run_once()
+    assert erp.reservations() == sorted([(first, "consumed"), (second, "consumed")])

@@ -111,6 +111,30 @@ async def test_consume_takes_the_part_out_of_the_depot(fresh_erp: TrytonErp, try
     await erp.close()
 
 
+async def test_a_consumed_key_stays_consumed_and_the_next_generation_reserves_anew(
+    fresh_erp: TrytonErp, tryton: TrytonServer
+) -> None:
+    """Tryton keeps a done shipment under its reference: reserving that key again answers 'consumed'
+    (nothing set aside). A reopened ticket's new reservation is the key's next generation: a shipment
+    of its own, found again by a re-run."""
+    erp = fresh_erp
+    first = reservation_key("SB-000005", "PSU-750W")
+    await erp.reserve(first, "PSU-750W", 1, "SH")
+    await erp.consume(first)
+    assert (await erp.reserve(first, "PSU-750W", 1, "SH")).state == "consumed"
+    second = reservation_key("SB-000005", "PSU-750W", generation=1)
+    assert second != first
+    res = await erp.reserve(second, "PSU-750W", 1, "SH")
+    assert (res.key, res.state, res.depot) == (second, "reserved", "SH")
+    assert await erp.reserve(second, "PSU-750W", 1, "BJ") == res  # the re-run after a kill -9
+    assert sorted((r["reference"], r["state"]) for r in tryton.reservations()) == [
+        (first, "done"),
+        (second, "assigned"),
+    ]
+    assert by_depot(await erp.lookup("PSU-750W"))["SH"] == (3, 1, 2)
+    await erp.close()
+
+
 async def test_no_stock_is_a_waiting_reservation(fresh_erp: TrytonErp) -> None:
     erp = fresh_erp
     res = await erp.reserve(reservation_key("SB-000003", "PSU-750W"), "PSU-750W", 1, "GZ")

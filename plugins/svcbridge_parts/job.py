@@ -7,7 +7,9 @@ model: ``[plugins.parts.models]``, the unit's parts in the asset register, else 
 the quantity at the first depot that has it, under the key ``svcbridge:<ref>:<part>``. The answer is
 the ticket's ``parts`` label and a note for the agents (``TicketChange``). A crash after the ERP made
 the reservation and before the host recorded the job re-runs it: the connector finds the reservation
-by its key, so there is exactly one.
+by its key, so there is exactly one. A part reserved again after its reservation was consumed (a
+reopened ticket) gets the key's next generation (``...:r1``, ``_generation``): the consumed key would
+only answer 'consumed'.
 
 ``parts.settle`` releases (ticket cancelled, part not used) or consumes (ticket resolved) every
 reservation still open in the label; asked for by ``status_updated``, by the CLI, by an agent. A ticket
@@ -82,11 +84,14 @@ class PartsJobs:
                 continue
             stock.depots = order_depots(stock.depots, region, self.cfg.regions)
             qty = float(job.data.get("qty") or self.cfg.quantity)
-            res = await self.reserve(erp, ticket.ref, stock, qty, job.data.get("depot")) if wanted else None
+            gen = _generation(ticket, stock.part)
+            res = None
+            if wanted:
+                res = await self.reserve(erp, ticket.ref, stock, qty, job.data.get("depot"), gen)
             if res is not None:  # the figures as they stand with our reservation (a re-run saw it already)
                 stock = await erp.lookup(part) or stock
                 stock.depots = order_depots(stock.depots, region, self.cfg.regions)
-            items.append(_item(stock, res))
+            items.append(_item(stock, res, gen))
         label: dict[str, Any] = {"erp": erp.name, "region": region, "items": items}
         if withheld:
             label["not_reserved"] = withheld
@@ -151,10 +156,11 @@ class PartsJobs:
             return None
 
     async def reserve(
-        self, erp: PartsErp, ref: str, stock: PartStock, qty: float, depot: str | None = None
+        self, erp: PartsErp, ref: str, stock: PartStock, qty: float, depot: str | None = None, gen: int = 0
     ) -> Reservation | None:
+        key = reservation_key(ref, stock.part, gen)
         if depot:  # asked for by name (CLI): that depot or nothing
-            return await erp.reserve(reservation_key(ref, stock.part), stock.part, qty, depot.upper())
+            return await erp.reserve(key, stock.part, qty, depot.upper())
         # the nearest depot that has it; none has: back-order at the nearest (the ERP waits for stock).
         # A re-run after a crash may see less stock (its own reservation): the key finds that one.
         depot = next((d.depot for d in stock.depots if d.available >= qty), None)
@@ -162,7 +168,7 @@ class PartsJobs:
             depot = stock.depots[0].depot
         if depot is None:
             return None
-        return await erp.reserve(reservation_key(ref, stock.part), stock.part, qty, depot)
+        return await erp.reserve(key, stock.part, qty, depot)
 
     # ------------------------------------------------------------------ release / consume
     async def settle(self, job: Job) -> TicketChange | None:
@@ -217,9 +223,23 @@ class PartsJobs:
         return TicketChange(labels={"parts": label}, note=note)
 
 
-def _item(stock: PartStock, res: Reservation | None) -> dict[str, Any]:
+def _generation(ticket: Ticket, part: str) -> int:
+    """Which reservation of ``part`` this is for the ticket: the recorded one's generation, one more
+    when that was consumed (its key answers 'consumed' for ever). Read from the ticket's label, which
+    the job's outcome updates in the same transaction as it is recorded: a re-run after a crash before
+    that record computes the same generation, so the same key, and finds what the ERP made."""
+    for item in (ticket.labels.get("parts") or {}).get("items") or []:
+        if item.get("part") == part:
+            gen = int(item.get("generation") or 0)
+            consumed = (item.get("reservation") or {}).get("state") == "consumed"
+            return gen + 1 if consumed else gen
+    return 0
+
+
+def _item(stock: PartStock, res: Reservation | None, generation: int = 0) -> dict[str, Any]:
     return {
         "part": stock.part,
+        "generation": generation,
         "name": stock.name,
         "category": stock.category,
         "lead_time_days": stock.lead_time_days,

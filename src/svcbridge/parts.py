@@ -100,16 +100,22 @@ class PartsErp(Protocol):
     async def consume(self, key: str) -> Reservation | None: ...
 
 
-def reservation_key(ticket_ref: str, part: str) -> str:
+def reservation_key(ticket_ref: str, part: str, generation: int = 0) -> str:
     """The idempotency key of a ticket's reservation of a part: the same after any crash or retry.
 
     A part number that is not plain ASCII (``PSU 750W``, ``电源模块``) or longer than 80 gets a digest
     of the whole number: cleaning alone made ``PSU 750W`` and ``PSU_750W`` (and every CJK name of one
-    length) the same key, so a ticket's second part was answered with the first one's reservation."""
+    length) the same key, so a ticket's second part was answered with the first one's reservation.
+
+    ``generation`` counts the reservations of that part for the ticket: a consumed reservation stays
+    consumed under its key (the ERP answers 'consumed' to a reserve of it), so a ticket reopened after
+    its part was fitted reserves the next generation (``...:r1``). The caller derives it from what it
+    recorded (the ticket's label), so a re-run after a crash asks for the same key again."""
     clean = re.sub(r"[^A-Za-z0-9._/-]", "_", part)[:80]
     if clean != part:
         clean = clean[:60] + "." + hashlib.sha256(part.encode()).hexdigest()[:16]
-    return f"svcbridge:{ticket_ref}:{clean}"
+    # generation 0 keeps the key every earlier reservation was made under; ':' never occurs in clean
+    return f"svcbridge:{ticket_ref}:{clean}" + (f":r{generation}" if generation else "")
 
 
 def order_depots(
