@@ -60,7 +60,7 @@ async def test_batches_are_bounded_by_count_and_bytes(make_app: Any, dovecot: Do
     app = imap_app(make_app, box(dovecot, user, batch=3, batch_bytes=2 * len(raws[0]) + 10))
     sizes: list[int] = []
     real = app.store.journal_insert_many
-    app.store.journal_insert_many = lambda rs: (sizes.append(len(rs)), real(rs))[1]
+    app.store.journal_insert_many = lambda rs, *fence: (sizes.append(len(rs)), real(rs, *fence))[1]
     await app.run_once()
     assert sizes == [2, 2, 2, 1] and app.store.count_tickets() == 7
 

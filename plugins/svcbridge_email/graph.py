@@ -146,6 +146,7 @@ class GraphSource:
         action = self.cfg.after
         if action == "none":
             return
+        await ctx.confirm_lease()  # LeaseLost (paused past the lease): another replica acts now
         url = f"{self.user_url}/messages/{urllib.parse.quote(mid, safe='')}"
         try:
             if action == "read":

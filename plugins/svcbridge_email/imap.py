@@ -13,9 +13,11 @@
 - **Journal, then acknowledge.** New UIDs are fetched with ``BODY.PEEK[]`` (nothing is marked seen by
   fetching) in batches bounded by count and by bytes; a batch is journaled in one transaction
   (``submit_many``), then the after-action runs (``none``, ``flag``, ``move``, ``delete``), then the
-  checkpoint moves. A crash in between fetches the batch again; the journal knows its external ids, so
-  it is only acknowledged. A refused after-action (quota, mail expunged elsewhere) is logged and the
-  checkpoint moves anyway: no reprocessing loop, no duplicate.
+  checkpoint moves. Each of the three is fenced on the source's lease (``ctx.confirm_lease``; the
+  journal checks it in its own transaction): a replica paused past its lease acts no more. A crash in
+  between fetches the batch again; the journal knows its external ids, so it is only acknowledged. A
+  refused after-action (quota, mail expunged elsewhere) is logged and the checkpoint moves anyway: no
+  reprocessing loop, no duplicate.
 - **Poison.** When a batch FETCH fails on one message (a reply the parser cannot read, a NO for one
   broken mail file) the batch is fetched again one UID at a time. A message imapclient cannot parse is
   fetched once more through plain imaplib; if its bytes come back it is journaled like any other. If not,
@@ -218,6 +220,8 @@ class ImapSource:
     ) -> int:
         if raws:
             await ctx.submit_many(raws)  # StoreUnavailable propagates: nothing is acknowledged
+        if ack and self.cfg.after != "none":
+            await ctx.confirm_lease()  # LeaseLost (paused past the lease): another replica acts now
         await self._call(self._after, client, ack)
         await ctx.set_checkpoint("last_uid", str(uids[-1]))
         return len(raws)
@@ -312,6 +316,7 @@ class ImapSource:
         c = self.cfg
         if not uids or c.after == "none":
             return
+        log.debug("imap_after_action", source=self.name, action=c.after, uids=len(uids))
         try:
             if c.after == "flag":
                 client.add_flags(uids, [c.flag], silent=True)

@@ -69,6 +69,7 @@ class MaildirSource:
             if not raws:
                 continue
             await ctx.submit_many(raws)  # raises StoreUnavailable: the files stay in new/
+            await ctx.confirm_lease()  # LeaseLost (paused past the lease): another replica moves them
             for entry, raw in zip(taken, raws, strict=True):
                 self._ack(Path(entry.path), raw.external_id)
             count += len(raws)

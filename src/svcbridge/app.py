@@ -8,12 +8,16 @@ one plugin are recorded on it (``svcbridge plugins`` shows them) and the others 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from pydantic import BaseModel
+from sqlalchemy import Connection
 
 from . import metrics, parsepool
 from .assetlookup import HostAssets
@@ -25,6 +29,7 @@ from .jobs import WorkRunner
 from .models import RawMessage, StatusUpdate
 from .pipeline import Outcome, Pipeline
 from .plugins import PluginManager, make_plugin_manager
+from .replicas import SourceLeases
 from .settings import Settings
 from .store import db, lease
 from .store.blobs import LocalBlobs
@@ -95,6 +100,10 @@ class App:
     delivery_wake: asyncio.Event = field(default_factory=asyncio.Event)
     # Host.assets: the asset register for plugins' jobs and timers (assetlookup.py, inline=False)
     assets: HostAssets | None = None
+    # the source leases of this process (replicas.py), while the daemon or a run --once runs: a
+    # source's context fences its journal writes and upstream actions on them; None: not fenced
+    leases: SourceLeases | None = None
+    left: dict[str, str] = field(default_factory=dict)  # run --once: source -> the live holder it left it to
 
     @classmethod
     def build(cls, settings: Settings, pm: PluginManager | None = None, migrate: bool = True) -> App:
@@ -149,8 +158,9 @@ class App:
         app.rmas = RmaStore(store)
         return app
 
-    def context(self, name: str) -> IntakeCtx:
-        return IntakeCtx(self, name)
+    def context(self, name: str, leased: bool = False) -> IntakeCtx:
+        """``leased``: a source run under its lease (daemon, run --once), not a webhook route."""
+        return IntakeCtx(self, name, self.leases if leased else None)
 
     def plugin_config(self, section: str) -> Any:
         """``svcbridge.Host``: the App is what the ``startup`` / ``shutdown`` hooks are given."""
@@ -165,21 +175,55 @@ class App:
         return self.store
 
     async def poll_sources_once(self) -> int:
-        """One pass over every source (``run --once``); a failing source is reported, the others run."""
+        """One pass over every source (``run --once``); a failing source is reported, the others run.
+
+        Beside daemons (or another run --once) on the same store, each source is polled under its lease
+        like in a replica: a source a live process holds is left to it (``self.left``), a free, run out
+        or dead-held one is leased for the pass, renewed every third of the TTL while the pass runs and
+        given back at its end. Alone on a store every source is free: all are polled."""
+        self.left = {}
+        leases = self.leases
+        names = list(self.sources)
+        if leases is not None:
+            names, self.left = await asyncio.to_thread(leases.take_for_pass, names)
+            for name, holder in self.left.items():
+                log.info("source_left_to_holder", source=name, holder=holder)
+        keep = asyncio.create_task(self._keep_leases(names)) if leases is not None and names else None
         total = 0
-        for name, src in self.sources.items():
-            ctx = self.context(name)
-            try:
-                total += await src.poll(ctx)
-                ctx.report(True)
-            except Exception as exc:
-                ctx.report(False, f"{type(exc).__name__}: {exc}")
-                log.error("source_failed", source=name, error=str(exc))
+        try:
+            for name in names:
+                src = self.sources[name]
+                ctx = self.context(name, leased=True)
+                try:
+                    total += await src.poll(ctx)
+                    ctx.report(True)
+                except Exception as exc:
+                    ctx.report(False, f"{type(exc).__name__}: {exc}")
+                    log.error("source_failed", source=name, error=str(exc))
+                if leases is not None:  # done with it: a daemon may take it at its next heartbeat
+                    await asyncio.to_thread(leases.release_all, [name])
+        finally:
+            if keep is not None:
+                keep.cancel()
+                await asyncio.gather(keep, return_exceptions=True)
+            if leases is not None:
+                await asyncio.to_thread(leases.release_all, names)
         return total
+
+    async def _keep_leases(self, names: list[str]) -> None:
+        assert self.leases is not None
+        while True:
+            await asyncio.sleep(self.leases.ttl / 3)
+            try:
+                await asyncio.to_thread(self.leases.renew_all, names)
+            except Exception as exc:  # the store is down: the sources' fences refuse once it ran out
+                log.error("source_leases_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def run_once(self) -> dict[str, Any]:
         """Poll every source once, process the journal, deliver what is due; for cron, tests, benchmarks."""
         await recover(self)
+        # the sources are polled under their leases, with this command's holder (a one-shot's)
+        self.leases = SourceLeases(self.store, self.pipeline.holder, self.settings.store.source_lease_ttl)
         # ask for the pipeline lease before the sources poll: their expect() hints start the parse
         # workers only in the process that holds it (the drain below asks again)
         await asyncio.to_thread(self.pipeline.take_lease)
@@ -228,11 +272,12 @@ class App:
                 polled = await polling
                 await processing
             finally:  # parse workers stop and the pipeline lease goes back, failure or not
+                self.leases = None
                 try:
                     self.pipeline.close()
                 finally:  # after the last work: plugins close their clients
                     await self.pm.lifecycle("shutdown", app=self)
-        return {"polled": polled, "processed": len(outcomes), "outcomes": outcomes}
+        return {"polled": polled, "processed": len(outcomes), "outcomes": outcomes, "left": dict(self.left)}
 
 
 def _kinds(found: list[tuple[str, Any]], cls: type[JobKind] | type[TimerKind], what: str) -> dict[str, Any]:
@@ -259,12 +304,25 @@ def _unique(table: dict[str, Any], key: str, obj: Any, plugin: str, kind: str) -
 class IntakeCtx:
     """The host side of ``svcbridge.IntakeContext`` for one source or webhook route."""
 
-    def __init__(self, app: App, name: str) -> None:
+    def __init__(self, app: App, name: str, leases: SourceLeases | None = None) -> None:
         self.app, self.name = app, name
         self.stopping = app.stopping
+        self.leases = leases  # a source run under its lease: journal writes and actions are fenced
+        self.began = time.monotonic()  # a lease taken anew after this is a gap this pass did not see
+
+    def _fenced(self) -> tuple[Callable[[Connection], None], ...]:
+        """The journal insert's extra argument: the lease check inside its transaction, if leased."""
+        return () if self.leases is None else (functools.partial(self.leases.fence, name=self.name),)
+
+    async def confirm_lease(self) -> None:
+        fault("before_upstream_action")  # tests pause here (SIGSTOP) with an action about to run
+        if self.leases is not None:
+            await self.leases.confirm(self.name, self.began)
 
     async def submit(self, raw: RawMessage) -> SubmitResult:
-        res = await asyncio.to_thread(self.app.store.journal_insert, raw)
+        if self.leases is not None:
+            await self.leases.confirm(self.name, self.began)
+        res = await asyncio.to_thread(self.app.store.journal_insert, raw, *self._fenced())
         fault("after_journal")
         metrics.INTAKE.labels(source=raw.source, new=str(res.new).lower()).inc()
         self.app.wake.set()
@@ -273,8 +331,12 @@ class IntakeCtx:
     async def submit_many(self, raws: list[RawMessage]) -> list[SubmitResult]:
         if not raws:
             return []
-        results = await asyncio.to_thread(self.app.store.journal_insert_many, raws)
+        fault("before_journal")  # tests pause here (SIGSTOP) with a fetched batch in hand
+        if self.leases is not None:  # before the blobs are written: a lapsed lease writes nothing
+            await self.leases.confirm(self.name, self.began)
+        results = await asyncio.to_thread(self.app.store.journal_insert_many, raws, *self._fenced())
         fault("after_journal")
+        log.debug("journaled", source=self.name, messages=len(raws), new=sum(r.new for r in results))
         for raw, res in zip(raws, results, strict=True):
             metrics.INTAKE.labels(source=raw.source, new=str(res.new).lower()).inc()
         self.app.wake.set()
@@ -289,6 +351,8 @@ class IntakeCtx:
         return await asyncio.to_thread(self.app.store.get_checkpoint, self.name, key)
 
     async def set_checkpoint(self, key: str, value: str) -> None:
+        if self.leases is not None:  # a paused holder must not move the new holder's checkpoint back
+            await self.leases.confirm(self.name, self.began)
         await asyncio.to_thread(self.app.store.set_checkpoint, self.name, key, value)
 
     async def apply_status_update(self, update: StatusUpdate) -> bool:
@@ -298,8 +362,6 @@ class IntakeCtx:
         return applied
 
     def report(self, ok: bool, detail: str = "") -> None:
-        import time
-
         h = self.app.health.setdefault(self.name, SourceHealth())
         h.ok, h.detail = ok, detail
         metrics.SOURCE_UP.labels(source=self.name).set(1 if ok else 0)

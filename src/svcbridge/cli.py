@@ -94,6 +94,8 @@ def run(ctx: click.Context, once: bool) -> None:
     if once:
         res = asyncio.run(app.run_once())
         out.print(f"polled {res['polled']}, processed {res['processed']}")
+        for source, holder in sorted(res["left"].items()):  # another process holds it (a daemon replica)
+            out.print(f"left {source} to {holder}")
         return
     from .daemon import serve
 

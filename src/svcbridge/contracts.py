@@ -73,6 +73,14 @@ class IntakeContext(Protocol):
         """
         ...
 
+    async def confirm_lease(self) -> None:
+        """Call right before an action upstream that must happen once (an IMAP move, delete or flag; a
+        Graph move): returns at once while this process holds the source's lease, and raises
+        ``LeaseLost`` (a ``StoreUnavailable``) when it does not any more (paused or cut off past the
+        lease, another replica may run the source now): then do not act, let it propagate. Contexts
+        of webhook routes, and of sources run outside the daemon and ``run --once``, always return."""
+        ...
+
     async def get_checkpoint(self, key: str) -> str | None:
         """A value this source stored earlier (IMAP UIDVALIDITY/UID, a delta link, a cursor)."""
         ...

@@ -23,7 +23,7 @@ import uvicorn
 from . import httpguard
 from . import log as logmod
 from .app import App, recover
-from .errors import AuthFailed, NotReady
+from .errors import AuthFailed, LeaseLost, NotReady
 from .maintenance import maintenance_loop
 from .replicas import Replicas, supervise
 from .store import lease
@@ -63,7 +63,7 @@ def source_retry_delay(exc: BaseException, interval: float, failures: int) -> fl
 
 async def _source_loop(app: App, name: str) -> None:
     src = app.sources[name]
-    ctx = app.context(name)
+    ctx = app.context(name, leased=True)
     failures = 0
     runner = getattr(src, "run", None)
     while not app.stopping.is_set():
@@ -77,6 +77,9 @@ async def _source_loop(app: App, name: str) -> None:
             delay = src.interval
         except asyncio.CancelledError:
             raise
+        except LeaseLost:  # paused or cut off past the lease: the supervisor renews or hands it over
+            log.info("source_lease_lost", source=name)
+            return
         except Exception as exc:
             failures += 1
             delay = source_retry_delay(exc, src.interval, failures)
@@ -142,16 +145,22 @@ async def _status_poll_loop(app: App, name: str) -> None:
     sink = app.delivery.sinks[name]
     interval = float(getattr(sink, "poll_interval", 60.0))
     key = f"sink:{name}"
+    began = time.monotonic()
     while not app.stopping.is_set():
         try:
             cursor = await asyncio.to_thread(app.store.get_checkpoint, key, "cursor")
             updates, new_cursor = await sink.poll_changes(cursor)  # type: ignore[attr-defined]
+            if app.leases is not None:  # the changes are recorded once, by the lease's holder
+                await app.leases.confirm(f"poll:{name}", began)
             for upd in updates:
                 await app.pipeline.apply_status_update(upd)
             if new_cursor is not None and new_cursor != cursor:
                 await asyncio.to_thread(app.store.set_checkpoint, key, "cursor", new_cursor)
             if updates:
                 app.delivery_wake.set()
+        except LeaseLost:
+            log.info("source_lease_lost", source=f"poll:{name}")
+            return
         except Exception as exc:
             log.error("status_poll_failed", sink=name, error=f"{type(exc).__name__}: {exc}")
         with contextlib.suppress(TimeoutError):
@@ -232,6 +241,7 @@ async def serve(app: App) -> int:
         if hasattr(sink, "poll_changes"):
             loops[f"poll:{name}"] = functools.partial(_status_poll_loop, app, name)
     shared = Replicas(app.store, app.pipeline.holder, app.settings.store.source_lease_ttl)
+    app.leases = shared.leases  # the sources' contexts fence on them
     intake = [asyncio.create_task(supervise(shared, loops, app.stopping), name="sources")]
     server, http_task, cap = None, None, 0
     if listener is not None:

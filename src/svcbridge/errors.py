@@ -70,6 +70,12 @@ class PipelineBusy(StoreUnavailable):
     """Another process holds the pipeline lease (``store/lease.py``): journal entries stay pending for it."""
 
 
+class LeaseLost(StoreUnavailable):
+    """This process no longer holds the lease of the source it acts for (``replicas.py``): it was paused
+    or cut off from the store past the lease, and another replica may run the source now. Nothing was
+    journaled; do not acknowledge or act upstream (no move, delete or flag), end the pass."""
+
+
 # What an error kept in the store (outbox, jobs, timers, quarantine) must never carry. A peer's error
 # page may echo the request (its Authorization header, a token in the URL); logs are redacted on the
 # way out (log.py), stored text is redacted on the way in, here, and shown as stored by the CLI and

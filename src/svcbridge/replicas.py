@@ -30,9 +30,10 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from .errors import LeaseLost
 from .models import utcnow
 from .store import lease
 from .store import schema as t
@@ -43,12 +44,115 @@ HEARTBEAT = lease.HEARTBEAT
 SOURCE = "source:"
 
 
+class SourceLeases:
+    """The source leases this process holds as its own monotonic clock knows them: the fence a source
+    passes before it journals a batch or acts upstream (a move, delete or flag).
+
+    A lease counts as valid for half its TTL after its last renewal (the monotonic time the renewing
+    transaction began, never later): the other half is the margin for clock skew between hosts and
+    for the action itself. Past it the store is asked (one UPDATE: still ours, not run out); if that
+    fails the source gets ``LeaseLost`` and acts no more. The journal insert checks the same inside
+    its own transaction (``fence``), so a batch fetched before a long pause is never committed."""
+
+    def __init__(self, store: Store, holder: str, ttl: float) -> None:
+        self.store, self.holder, self.ttl = store, holder, ttl
+        self.renewed: dict[str, float] = {}  # source -> monotonic start of its last renewal
+        self.taken: dict[str, float] = {}  # source -> monotonic time it was last taken anew (a gap)
+
+    def mark(self, name: str, at: float, anew: bool = False) -> None:
+        self.renewed[name] = at
+        if anew or name not in self.taken:
+            self.taken[name] = at
+
+    def forget(self, name: str) -> None:
+        self.renewed.pop(name, None)
+        self.taken.pop(name, None)
+
+    def fresh(self, name: str, began: float = math.inf) -> bool:
+        """Held, renewed less than half the TTL ago, and not taken anew since ``began`` (a pass that
+        began before a gap decided on what it read then: another holder may have acted meanwhile)."""
+        at = self.renewed.get(name)
+        return at is not None and time.monotonic() - at < self.ttl / 2 and self.taken.get(name, 0.0) <= began
+
+    def fence(self, conn: Connection, name: str) -> None:
+        """Inside the caller's transaction: extend this holder's lease of ``name`` if it has not run
+        out, else raise ``LeaseLost`` (the transaction rolls back). One small UPDATE."""
+        started = time.monotonic()
+        now = utcnow()
+        if not conn.execute(
+            update(t.leases)
+            .where(t.leases.c.name == SOURCE + name, t.leases.c.holder == self.holder)
+            .where(t.leases.c.expires_at >= now)
+            .values(expires_at=now + timedelta(seconds=self.ttl))
+        ).rowcount:
+            raise LeaseLost(f"the lease of source {name} was lost (paused or cut off past its TTL)")
+        self.renewed[name] = started  # the commit that follows makes it true; a rollback leaves it early
+
+    def renew(self, name: str) -> bool:
+        """Extend the lease in the store if it is still ours without a gap; False when it is not."""
+        try:
+            with self.store.tx() as conn:
+                self.fence(conn, name)
+            return True
+        except LeaseLost:
+            return False
+
+    async def confirm(self, name: str, began: float = math.inf) -> None:
+        """Before journaling or an upstream action: return at once while the lease is fresh by the
+        monotonic clock, else renew it in the store first; raise ``LeaseLost`` when it is gone."""
+        if self.fresh(name, began):
+            return
+        if self.taken.get(name, 0.0) <= began and await asyncio.to_thread(self.renew, name):
+            return
+        log.warning("source_lease_lapsed_not_acting", source=name, holder=self.holder)
+        raise LeaseLost(f"source {name}: this process no longer holds its lease; not acting")
+
+    # -------------------------------------------------------------- one-shot passes (run --once)
+    def take_for_pass(self, names: list[str]) -> tuple[list[str], dict[str, str]]:
+        """Lease every source that is free, run out or held by a dead process; (taken, {source: the
+        live holder it is left to})."""
+        got: list[str] = []
+        busy: dict[str, str] = {}
+        for n in names:
+            started = time.monotonic()
+            who, _anew = lease.take(self.store, SOURCE + n, self.holder, self.ttl)
+            if who is not None and lease.take_from_gone(self.store, SOURCE + n, self.holder, self.ttl):
+                log.info("source_taken_from_gone_holder", source=n, previous=who)
+                who = None
+            if who is None:
+                self.mark(n, started, anew=True)
+                got.append(n)
+            else:
+                busy[n] = who
+        return got, busy
+
+    def renew_all(self, names: list[str]) -> None:
+        """A long pass keeps its leases (every third of the TTL); one lost is forgotten (its source
+        gets ``LeaseLost`` at its next fence)."""
+        for n in names:
+            if n in self.renewed and not self.renew(n):
+                self.forget(n)
+
+    def release_all(self, names: list[str]) -> None:
+        # a lease not given back runs out by itself
+        with contextlib.suppress(Exception), self.store.tx() as conn:
+            conn.execute(
+                delete(t.leases).where(
+                    t.leases.c.name.in_([SOURCE + n for n in names]), t.leases.c.holder == self.holder
+                )
+            )
+        for n in names:
+            self.forget(n)
+
+
 class Replicas:
     """This replica's heartbeat and the sources it holds (synchronous: run in a thread)."""
 
     def __init__(self, store: Store, holder: str, ttl: float = 10.0) -> None:
         self.store, self.holder, self.ttl = store, holder, ttl
         self.held: set[str] = set()
+        self.leases = SourceLeases(store, holder, ttl)  # what the sources fence on (IntakeCtx)
+        self.taken: set[str] = set()  # taken anew in the last round: a task still running restarts
 
     def round(self, names: list[str]) -> set[str]:
         """One heartbeat: renew, take and give back leases; the source names this replica holds now.
@@ -56,6 +160,8 @@ class Replicas:
         The heartbeat and the renewal of every source held are one transaction (one UPDATE for all of
         them: 200 mailboxes must not cost 200 commits every few seconds); takes and gives happen only
         when the spread changes."""
+        started = time.monotonic()  # before the renewal: the fence counts from no later than it
+        self.taken = set()
         now = utcnow()
         until = now + timedelta(seconds=self.ttl)
         with self.store.tx() as conn:
@@ -101,6 +207,7 @@ class Replicas:
         )
         free.sort(key=lambda n: zlib.crc32(f"{self.holder}|{n}".encode()))
         wanted = free[: max(share - len(keep), 0)]
+        got: list[str] = []
         if wanted:  # one transaction for all of them: a daemon with 200 mailboxes starts in one commit
             try:
                 got = self._take_all(wanted, owner, now)
@@ -112,6 +219,11 @@ class Replicas:
                 keep.add(n)
                 previous = owner.get(n, (None, now))[0]
                 log.info("source_taken", source=n, previous=previous, share=share, replicas=len(live))
+        self.taken = set(got)
+        for n in keep:
+            self.leases.mark(n, started, anew=n in self.taken)
+        for n in set(self.leases.renewed) - keep:
+            self.leases.forget(n)
         self.held = keep
         return keep
 
@@ -138,6 +250,7 @@ class Replicas:
         """A clean stop: every source and the heartbeat go back at once."""
         with contextlib.suppress(Exception):
             for n in self.held:
+                self.leases.forget(n)
                 lease.release(self.store, SOURCE + n, self.holder)
             lease.release(self.store, HEARTBEAT + self.holder, self.holder)
         self.held = set()
@@ -160,7 +273,9 @@ async def supervise(
             except Exception as exc:  # the store is down: keep going until half the TTL, then stop
                 log.error("source_leases_failed", error=f"{type(exc).__name__}: {exc}")
                 held = set(running) if time.monotonic() - last_ok < replicas.ttl / 2 else set()
-            for n in sorted(set(running) - held):
+            # a lease taken anew while its loop still ran (this process was paused past the TTL and
+            # nobody took it meanwhile): the loop restarts, it may hold a view from before the gap
+            for n in sorted((set(running) - held) | (set(running) & replicas.taken)):
                 running.pop(n).cancel()
                 log.info("source_stopped", source=n)
             for n in sorted(held - set(running)):

@@ -8,7 +8,7 @@ All methods are synchronous and each is one short transaction; async callers run
 from __future__ import annotations
 
 import traceback as tb
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -37,6 +37,7 @@ from .surveys import awaiting_survey
 
 # Statements built once; values go in as parameters, so SQLAlchemy reuses the compiled form instead of
 # building a fresh statement with literal bind values on every call (the hot path's main CPU cost).
+Fence = Callable[[Connection], None]  # runs first in the journal's transaction; raises to refuse it
 _INS_TICKET = insert(t.tickets)
 _INS_EVENT = insert(t.events)
 _INS_LINK = insert(t.links)
@@ -75,12 +76,15 @@ class Store(AttachmentReads):
         return int(num) if head == self.prefix and num.isdigit() else None
 
     # ------------------------------------------------------------------ journal
-    def journal_insert(self, raw: RawMessage) -> SubmitResult:
-        """Commit a raw message; an existing (source, external_id) returns ``new=False``."""
+    def journal_insert(self, raw: RawMessage, fence: Fence | None = None) -> SubmitResult:
+        """Commit a raw message; an existing (source, external_id) returns ``new=False``. ``fence``
+        runs first in the same transaction (the source's lease still held, ``replicas.py``)."""
         row = journal_row(raw)
         items = self._put_raw(row, raw)
         try:
             with self.tx() as conn:
+                if fence is not None:
+                    fence(conn)
                 jid = conn.execute(insert(t.journal).values(**row)).inserted_primary_key[0]  # type: ignore[index]
             self._ensure(items)
             return SubmitResult(int(jid), True)
@@ -93,13 +97,14 @@ class Store(AttachmentReads):
                 ).scalar_one()
             return SubmitResult(int(existing), False)
 
-    def journal_insert_many(self, raws: list[RawMessage]) -> list[SubmitResult]:
-        """Journal several messages in one transaction; existing (source, external_id) are not new."""
+    def journal_insert_many(self, raws: list[RawMessage], fence: Fence | None = None) -> list[SubmitResult]:
+        """Journal several messages in one transaction; existing (source, external_id) are not new.
+        ``fence`` runs first in that transaction (the source's lease still held, ``replicas.py``)."""
         keys = [(r.source, r.external_id) for r in raws]
         try:
-            return self._insert_many(raws, keys)
+            return self._insert_many(raws, keys, fence)
         except IntegrityError:  # another replica journaled one of them meanwhile: go one by one
-            return [self.journal_insert(r) for r in raws]
+            return [self.journal_insert(r, fence) for r in raws]
 
     def _put_raw(self, row: dict[str, Any], raw: RawMessage) -> dict[str, Chunks]:
         """The row's stored form; its blobs on disk before the journal commit that names them."""
@@ -113,7 +118,9 @@ class Store(AttachmentReads):
         if items and self.blobs is not None:
             ensure(self.blobs, items, items)
 
-    def _insert_many(self, raws: list[RawMessage], keys: list[tuple[str, str]]) -> list[SubmitResult]:
+    def _insert_many(
+        self, raws: list[RawMessage], keys: list[tuple[str, str]], fence: Fence | None = None
+    ) -> list[SubmitResult]:
         prepared: dict[tuple[str, str], dict[str, Any]] = {}
         items: dict[str, Chunks] = {}
         for r in raws:  # the same message twice in one batch is journaled once
@@ -124,6 +131,8 @@ class Store(AttachmentReads):
             self.blobs.put_many(items)
             fault("after_blobs")
         with self.tx() as conn:
+            if fence is not None:
+                fence(conn)
             existing = self._journal_ids(conn, keys)
             seen = {k for k in prepared if k not in existing}
             rows = [row for k, row in prepared.items() if k in seen]
