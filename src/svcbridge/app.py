@@ -32,7 +32,7 @@ from .plugins import PluginManager, make_plugin_manager
 from .replicas import SourceLeases
 from .settings import Settings
 from .store import db, lease
-from .store.blobs import LocalBlobs
+from .store.blobs import open_blobs
 from .store.repo import Store
 from .store.rmas import RmaStore
 from .work import JobKind, TimerKind
@@ -124,7 +124,7 @@ class App:
 
         logmod.add_secrets(settings.secret_values())
         engine = db.make_engine(settings.db_url)
-        blobs = LocalBlobs(settings.blob_dir)
+        blobs = open_blobs(settings.store, settings.blob_dir)
         if migrate:
             db.upgrade(engine, blobs=blobs)
         store = Store(engine, settings.ticket_prefix, blobs)

@@ -174,9 +174,10 @@ def db_upgrade(ctx: click.Context) -> None:
     except ConfigError as exc:
         _print_config_errors(exc)
         sys.exit(2)
-    from .store.blobs import LocalBlobs
+    from .store.blobs import open_blobs
 
-    dbmod.upgrade(engine, blobs=LocalBlobs(s.blob_dir))  # 0012 moves stored bytes into the blob store
+    # 0012 moves stored bytes into the blob store
+    dbmod.upgrade(engine, blobs=open_blobs(s.store, s.blob_dir))
     out.print(f"database at revision {dbmod.current_revision(engine)}")
 
 

@@ -1,5 +1,8 @@
 """``svcbridge purge``, ``svcbridge contacts erase`` and ``svcbridge store usage|gc|move-blobs``.
 
+``store move-blobs --to s3|local`` moves the blobs between the local directory and the S3 bucket
+(``store/blobmove.py``: verified one by one, resumable).
+
 Attached to the main group by ``cli.py``. ``purge`` applies ``[store.retention]`` once (the daemon
 does it every ``every_hours``, ``maintenance.py``); ``--dry-run`` counts. ``contacts erase`` carries
 out a data-protection erasure (``store/erasure.py``) and records who did it (``--by``, else $USER).
@@ -141,12 +144,41 @@ def store_gc(ctx: click.Context, dry_run: bool, grace_hours: float | None) -> No
 
 
 @store.command("move-blobs")
+@click.option(
+    "--to", "to", type=click.Choice(["local", "s3"]), default=None,
+    help="move every blob from the other store into this one ([store] blob_dir <-> [store.s3])",
+)
+@click.option("--keep-source", is_flag=True, help="with --to: copy, leave the source as it is")
 @click.pass_context
-def store_move_blobs(ctx: click.Context) -> None:
-    """Move bytes still kept in rows (a store upgraded without a blob store) into the blob store."""
-    from .store.blobmove import run_chunks
+def store_move_blobs(ctx: click.Context, to: str | None, keep_source: bool) -> None:
+    """Move bytes still kept in rows into the blob store; with --to, move blobs between local and S3."""
+    from .store.blobmove import move_between, run_chunks
 
     app = _app(ctx)
     assert app.store.blobs is not None
-    j, a = run_chunks(app.store.engine.begin, app.store.blobs)
-    out.print(f"moved {j} raw messages and {a} attachments into the blob store")
+    if to is None:
+        j, a = run_chunks(app.store.engine.begin, app.store.blobs)
+        out.print(f"moved {j} raw messages and {a} attachments into the blob store")
+        return
+    from .store.blobs import open_blobs
+
+    s = app.settings
+    try:
+        src = open_blobs(s.store, s.blob_dir, "s3" if to == "local" else "local")
+        dst = open_blobs(s.store, s.blob_dir, to)
+    except ValueError as exc:
+        err.print(str(exc))
+        sys.exit(2)
+    res = move_between(
+        src, dst, keep_source=keep_source,
+        progress=lambda r: err.print(f"{r.moved + r.already} blobs so far, {len(r.failed)} failed"),
+    )
+    verb = "copied" if keep_source else "moved"
+    out.print(f"{verb} {res.moved} blobs ({res.bytes} bytes) from {src.where} to {dst.where}; "
+              f"{res.already} were there already")
+    for line in res.failed:
+        err.print(f"not moved: {line}")
+    if res.failed:
+        sys.exit(1)
+    if to != s.store.blobs:
+        out.print(f'now set [store] blobs = "{to}", restart, and run this again for blobs written meanwhile')

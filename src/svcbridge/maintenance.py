@@ -67,7 +67,8 @@ def check_blobs(app: App) -> str | None:
         return None
     return (
         f"{len(missing)} of the {len(keys)} newest blobs the database names are not in "
-        f"{app.settings.blob_dir}: replicas must share one blob store ([store] blob_dir on shared storage)"
+        f"{blobs.where}: replicas must share one blob store "
+        '([store] blobs = "s3", or blob_dir on shared storage)'
     )
 
 

@@ -6,21 +6,33 @@ by hand) or rows an older replica wrote during a rolling upgrade. Rows are moved
 chunk's blobs are on disk before the UPDATE that names them, so an interruption leaves orphans at
 worst (``store gc``), and a moved row reads exactly as before (the raw bytes are proven equal by
 ``split``). Rows without a size are the ones to move: ``size`` is set by every write since 0012.
+
+``move_between`` moves every blob from one store to another (``svcbridge store move-blobs --to s3``
+and back): rows name blobs by key only, so nothing in the database changes. Each blob is read from
+the source, checked against its key, put into the target, read back from the target and compared
+byte for byte, and only then deleted from the source. Resumable: what was moved is gone from the
+source, so a second run does the rest; with ``keep_source`` the source keeps everything (a copy,
+for switching a running deployment: copy, switch the setting, run again to move the stragglers).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, select, update
 
 from . import rawstore
 from . import schema as t
-from .blobs import BlobStore, Chunks, ensure
+from .blobs import BlobCorrupt, BlobStore, Chunks, ensure
+from .split import MAGIC
 
 CHUNK = 100
+MOVE_CHUNK = 500  # blobs listed, then moved in parallel, at a time
 ATTACHMENT_INLINE_MAX = 4096  # as planwriter: smaller files stay in their row
 
 
@@ -86,3 +98,69 @@ def run_chunks(begin: Callable[[], Any], blobs: BlobStore) -> tuple[int, int]:
     """``move_out`` in one transaction per call of ``begin`` (an engine's ``begin``)."""
     with begin() as conn:
         return move_out(conn, blobs)
+
+
+@dataclass
+class MoveResult:
+    moved: int = 0  # blobs now in the target and (unless keep_source) gone from the source
+    bytes: int = 0
+    already: int = 0  # already in the target with the same bytes
+    failed: list[str] = field(default_factory=list)  # "<key>: why"; left in the source
+
+
+def _sound(key: str, data: bytes) -> bool:
+    """A blob's bytes hash to its key, or it is a raw mail's skeleton (named by the whole mail's hash)."""
+    return data.startswith(MAGIC) or hashlib.sha256(data).hexdigest() == key
+
+
+def _move_one(src: BlobStore, dst: BlobStore, key: str, keep_source: bool) -> tuple[str, int, str | None]:
+    try:
+        data = src.get(key)
+    except BlobCorrupt as exc:
+        return "failed", 0, str(exc)
+    if data is None:
+        return "gone", 0, None  # deleted meanwhile (gc, erasure)
+    if not _sound(key, data):
+        return "failed", 0, "corrupt in the source: its bytes do not hash to its key (left in place)"
+    try:
+        there = dst.get(key)
+    except BlobCorrupt:
+        there = None
+        dst.delete(key)  # a damaged copy in the target: replaced below
+    status = "already" if there == data else "moved"
+    if there != data:
+        if there is not None:
+            dst.delete(key)
+        written = dst.put_many({key: data})
+        if dst.get(key) != data:  # read back: only a verified copy lets the source go
+            return "failed", 0, "the copy read back from the target differs (source kept)"
+    else:
+        written = 0
+        dst.put_many({key: data})  # touched: it is in use
+    if not keep_source:
+        src.delete(key)
+    return status, written or len(data), None
+
+
+def move_between(
+    src: BlobStore, dst: BlobStore, *, keep_source: bool = False, threads: int = 8,
+    progress: Callable[[MoveResult], None] | None = None,
+) -> MoveResult:
+    """Move (or with ``keep_source`` copy) every blob of ``src`` into ``dst``, verified one by one."""
+    result = MoveResult()
+    listing = src.keys()
+    with ThreadPoolExecutor(threads) as pool:
+        # a chunk at a time: a million keys are not held in memory
+        while keys := [k for k, _ in itertools.islice(listing, MOVE_CHUNK)]:
+            for key, (status, size, why) in zip(
+                keys, pool.map(lambda k: _move_one(src, dst, k, keep_source), keys), strict=True
+            ):
+                if status == "moved":
+                    result.moved, result.bytes = result.moved + 1, result.bytes + size
+                elif status == "already":
+                    result.already += 1
+                elif status == "failed":
+                    result.failed.append(f"{key}: {why}")
+            if progress is not None:
+                progress(result)
+    return result

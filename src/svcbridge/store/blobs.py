@@ -19,8 +19,9 @@ written. The raw blob's key is the sha256 of the whole original message (the jou
 ``content_hash``).
 
 ``BlobStore`` is the interface; ``LocalBlobs`` is the file-system implementation under
-``<data_dir>/blobs``. Replicas on several machines need a shared one (an S3-compatible object store
-would implement the same five methods); until then they share a directory (NFS) or run on one host.
+``<data_dir>/blobs``. Replicas on several machines need a shared one: ``[store] blobs = "s3"`` keeps
+the blobs in an S3-compatible bucket (``s3blobs.S3Blobs``, the same methods; boto3 is imported only
+then), or they share a directory (NFS). ``open_blobs`` picks the store the settings name.
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..storesettings import StoreSettings
 
 Chunks = bytes | memoryview | list[bytes | memoryview]
 SHARD = 1  # hex digits of the key naming its directory
@@ -41,7 +45,17 @@ class BlobMissing(LookupError):
     """A row names a blob the store does not hold (deleted by hand, or a store restored without it)."""
 
 
+class BlobCorrupt(RuntimeError):
+    """A blob's bytes are not what its name says (damaged, or overwritten behind the store's back)."""
+
+
+class BlobStoreError(RuntimeError):
+    """The blob store could not be reached or refused a request (S3); the text names no credentials."""
+
+
 class BlobStore(Protocol):
+    where: str  # for messages: the directory, or s3://bucket/prefix at the endpoint
+
     def put_many(self, items: dict[str, Chunks]) -> int:
         """Store every blob durably (existing ones are touched); the number of bytes newly written."""
 
@@ -53,6 +67,12 @@ class BlobStore(Protocol):
 
     def keys(self, older_than: float = 0.0) -> Iterator[tuple[str, int]]:
         """(key, size) of every blob last written or touched more than ``older_than`` seconds ago."""
+
+    def modified(self, key: str) -> float | None:
+        """When the blob was last written or touched (epoch seconds); None when it is gone."""
+
+    def usage(self) -> tuple[int, int]:
+        """(blobs, bytes) held."""
 
 
 def _is_key(name: str) -> bool:
@@ -70,6 +90,7 @@ class LocalBlobs:
         self.root = Path(root)
         self.tmp = self.root / "tmp"
         self.threads = threads
+        self.where = str(self.root)
         self._made: set[str] = set()
 
     def path(self, key: str) -> Path:
@@ -135,6 +156,12 @@ class LocalBlobs:
     def has(self, key: str) -> bool:
         return self.path(key).exists()
 
+    def modified(self, key: str) -> float | None:
+        try:
+            return self.path(key).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
     def delete(self, key: str) -> bool:
         try:
             self.path(key).unlink()
@@ -185,6 +212,18 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def open_blobs(store: StoreSettings, blob_dir: Path, kind: str | None = None) -> BlobStore:
+    """The blob store ``[store]`` names (or ``kind``: "local" / "s3", for moving between them)."""
+    if (kind or store.blobs) == "s3":
+        if store.s3 is None:
+            raise ValueError('the S3 blob store needs a [store.s3] table (bucket, endpoint_url...)')
+        from .s3blobs import S3Blobs
+
+        # touched again only when it could be near gc age: at most hourly, under a quarter of the grace
+        return S3Blobs(store.s3, touch_after=min(3600.0, store.blob_grace_hours * 900))
+    return LocalBlobs(blob_dir)
 
 
 def ensure(blobs: BlobStore, items: dict[str, Chunks], keys: Iterable[str]) -> None:

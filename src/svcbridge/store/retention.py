@@ -222,13 +222,9 @@ def gc(store: Store, grace_seconds: float, *, dry_run: bool = False) -> tuple[in
     for key, s in candidates.items():
         if key in still:
             continue
-        path = getattr(blobs, "path", None)
-        if path is not None:  # touched again since the listing (a writer reusing it): keep
-            try:
-                if path(key).stat().st_mtime > limit:
-                    continue
-            except FileNotFoundError:
-                continue
+        modified = blobs.modified(key)
+        if modified is None or modified > limit:  # gone, or touched since the listing (reused): keep
+            continue
         if dry_run or blobs.delete(key):
             n, size = n + 1, size + s
     clean = getattr(blobs, "clean_tmp", None)
