@@ -86,17 +86,20 @@ async def login(request: Request) -> Response:
     ):
         return again("The form expired; reload the page and try again.", 403)
     keys = (f"user:{user.lower()}", _addr_key(_client(request)))
-    if not con.guard.limiter.attempt(*keys):
-        if con.guard.limiter.first_refusal(*keys):
+    limiter = con.guard.limiter
+    verdict = await asyncio.to_thread(limiter.attempt, *keys)
+    if not verdict.admitted:
+        if verdict.note:  # once per window and key: anyone can fetch a login form
             await asyncio.to_thread(
                 con.accounts.audit, user or "?", "login_throttled", None, addr=_client(request)
             )
         return again("Too many failed logins; try again later.", 429)
     op = await asyncio.to_thread(con.accounts.verify, user, password)
     if op is None:  # the attempt was counted before the check
+        await asyncio.to_thread(limiter.failed, *keys)
         await asyncio.to_thread(con.accounts.audit, user or "?", "login_failed", None, addr=_client(request))
         return again("Wrong user name or password.", 401)
-    con.guard.limiter.succeeded(*keys)
+    await asyncio.to_thread(limiter.succeeded, *keys)
     ttl = con.settings.console.session_hours * 3600
     idle = con.settings.console.idle_minutes * 60
     # the session this browser had (another operator's, or a planted cookie) ends: one live session

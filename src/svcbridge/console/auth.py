@@ -11,15 +11,15 @@
   than 16 characters is refused (guessable, and bearer guesses are not rate limited).
 - Login attempts are counted per user name and per client address in a sliding window as they start
   (parallel guesses count), a good password gives its attempt back; over ``login_attempts`` the login
-  answers 429 without checking the password.
+  answers 429 without checking the password, and a key that reached it is locked out with a doubling
+  backoff (throttle.py). The counts are in the store, shared by every replica; the client address is
+  the one frontdoor.py resolved (``[http] trusted_proxies``), never a header the client wrote itself.
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
-import time
-from collections import deque
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -28,6 +28,7 @@ from starlette.responses import Response
 
 from ..settings import ConsoleSettings
 from .accounts import Accounts, Session
+from .throttle import LoginThrottle
 
 MIN_TOKEN = 16  # bearer guesses are not rate limited (a script must not lock itself out): length is the guard
 COOKIE = "sb_session"
@@ -47,76 +48,13 @@ class Principal:
         return self.role == "admin"
 
 
-class RateLimiter:
-    """Failed attempts per key in a sliding window (in memory: one daemon serves the console)."""
-
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit, self.window = limit, window
-        self._fails: dict[str, deque[float]] = {}
-        self._noted: dict[str, float] = {}  # key -> when its throttling was last audited
-
-    def _recent(self, key: str, now: float) -> deque[float]:
-        q = self._fails.setdefault(key, deque())
-        while q and now - q[0] > self.window:
-            q.popleft()
-        return q
-
-    def blocked(self, *keys: str) -> bool:
-        now = time.monotonic()
-        return any(len(self._recent(k, now)) >= self.limit for k in keys)
-
-    def attempt(self, *keys: str) -> bool:
-        """False when over the limit; else the attempt is counted NOW, before the slow password check,
-        so a burst of parallel guesses cannot all pass the check while none has been counted yet.
-        (No await between the check and the count: one event loop makes the pair atomic.)"""
-        if self.blocked(*keys):
-            return False
-        self.failed(*keys)
-        return True
-
-    def first_refusal(self, *keys: str) -> bool:
-        """True once per window and blocked key: the audit notes a throttle, not each refused request
-        (anyone can fetch a login form; a row per request would let them fill the store)."""
-        now = time.monotonic()
-        if len(self._noted) > 10_000:
-            self._noted = {k: at for k, at in self._noted.items() if now - at <= self.window}
-        fresh = False
-        for k in keys:
-            if (
-                len(self._recent(k, now)) >= self.limit
-                and now - self._noted.get(k, -self.window - 1) > self.window
-            ):
-                self._noted[k] = now
-                fresh = True
-        return fresh
-
-    def succeeded(self, user_key: str, *other: str) -> None:
-        """A good password: the user's count starts over; the other keys (the address) give back the
-        one attempt counted for it, keeping the failures the address made."""
-        self.clear(user_key)
-        for k in other:
-            q = self._fails.get(k)
-            if q:
-                q.pop()
-
-    def failed(self, *keys: str) -> None:
-        now = time.monotonic()
-        for k in keys:
-            self._recent(k, now).append(now)
-        if len(self._fails) > 10_000:  # a spray of names must not grow memory without bound
-            # every key, not only the touched ones: a key nobody tries again keeps its old entries
-            for k in [k for k, q in self._fails.items() if not q or now - q[-1] > self.window]:
-                del self._fails[k]
-
-    def clear(self, *keys: str) -> None:
-        for k in keys:
-            self._fails.pop(k, None)
-
-
 class Guard:
     def __init__(self, accounts: Accounts, cfg: ConsoleSettings, public_url: str | None = None) -> None:
         self.accounts, self.cfg = accounts, cfg
-        self.limiter = RateLimiter(cfg.login_attempts, cfg.login_window)
+        # in the store: every replica counts the same attempts (throttle.py)
+        self.limiter = LoginThrottle(
+            accounts.engine, cfg.login_attempts, cfg.login_window, cfg.login_lockout_max
+        )
         # behind a TLS reverse proxy the browser's origin is [http] public_url, not the loopback address
         # uvicorn sees; that origin is ours too, and https there means Secure cookies
         parts = urlsplit(public_url or "")

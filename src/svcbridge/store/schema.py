@@ -343,6 +343,28 @@ audit_log = Table(
 )
 Index("ix_audit_log_at", audit_log.c.at)
 
+# Console login rate limit (console/throttle.py), shared by every replica: one row per attempt counted
+# (per user name and per client address, in the sliding window) and one row per key with its lockout.
+login_attempts = Table(
+    "login_attempts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("key", String(200), nullable=False),
+    Column("at", TS, nullable=False),
+)
+Index("ix_login_attempts_key_at", login_attempts.c.key, login_attempts.c.at)
+Index("ix_login_attempts_at", login_attempts.c.at)  # the cleanup
+
+login_throttle = Table(
+    "login_throttle",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("strikes", Integer, nullable=False, default=0),  # lockouts in a row: each doubles the next
+    Column("locked_until", TS, nullable=True),
+    Column("noted_at", TS, nullable=True),  # when the lockout was last audited (once per window)
+    Column("touched_at", TS, nullable=False),
+)
+
 # Asset register (svcbridge.assets, store/assets.py): units by serial, the parts installed in them,
 # warranty exclusions an agent applied, and remote systems' last answers per serial (vendor warranty
 # lookups: the TTL cache and the stale answer used while a vendor is down).
