@@ -397,8 +397,7 @@ def test_numbers_that_are_no_excel_date_are_refused(value: object) -> None:
 
 
 def test_big5_csv_from_traditional_chinese_excel_is_read_with_encoding(cfg: Path, tmp_path: Path) -> None:
-    """Excel on Traditional Chinese Windows saves CSV in Big5 (cp950): GB18030 decodes those bytes
-    without an error into other characters, so the operator names it; the register gets 台北銀行."""
+    """Excel on Traditional Chinese Windows saves CSV in Big5 (cp950); naming it still works."""
     f = tmp_path / "big5.csv"
     f.write_bytes("serial,model,customer\nFOC2231X0AB,C9300-48P,台北銀行\n".encode("cp950"))
     res = run(cfg, "assets", "import", "--encoding", "big5", str(f))
@@ -406,11 +405,85 @@ def test_big5_csv_from_traditional_chinese_excel_is_read_with_encoding(cfg: Path
     assert json.loads(run(cfg, "assets", "show", "FOC2231X0AB", "--json").stdout)["customer"] == "台北銀行"
 
 
+# zh-TW files as Excel on Traditional Chinese Windows saves them (cp950) and zh-CN ones as on
+# Simplified Chinese Windows (GBK); "both" marks the files whose bytes decode cleanly as GB18030 AND
+# as Big5, where only the plausibility of the text can tell (Big5 bytes practically always decode as
+# GB18030: every Big5 file is such a case)
+BIG5_FILES = [
+    (
+        "序號,型號,客戶,發票日期\nFOC2231X0AB,C9300-48P 網路交換器,台北銀行,2024-01-02\n",
+        "customer",
+        "台北銀行",
+        True,
+    ),
+    (
+        "機身編號,品牌,型號,客戶\n7XK2M9P,戴爾,PowerEdge R740 伺服器,長庚紀念醫院\n",
+        "customer",
+        "長庚紀念醫院",
+        True,
+    ),
+    ("serial,model,customer\nFOC2231X0AB,電源供應器,中華電信\n", "customer", "中華電信", True),
+    ("serial,model,customer\nFOC2231X0AB,華碩筆記型電腦,國立臺灣大學\n", "model", "華碩筆記型電腦", True),
+]
+GBK_FILES = [
+    (
+        "序列号,型号,客户,发票日期\nJ1ABCDE,联想服务器电源,华东电力,2024-01-02\n",
+        "customer",
+        "华东电力",
+        False,
+    ),
+    ("serial,model,customer\nJ1ABCDE,网络交换机,中国银行\n", "customer", "中国银行", True),
+    ("serial,model,customer\nJ1ABCDE,笔记本电脑,华东电力\n", "model", "笔记本电脑", True),  # a tie: GB
+    ("机身编号,品牌,型号,客户\nJ1ABCDE,华为,不间断电源,北京大学\n", "customer", "北京大学", True),
+]
+
+
+def _both_decode(data: bytes) -> bool:
+    try:
+        data.decode("gb18030"), data.decode("cp950")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding", "field", "value", "both"),
+    [(*f[:1], "cp950", *f[1:]) for f in BIG5_FILES] + [(*f[:1], "gbk", *f[1:]) for f in GBK_FILES],
+    ids=[f"big5-{i}" for i in range(len(BIG5_FILES))] + [f"gbk-{i}" for i in range(len(GBK_FILES))],
+)
+def test_a_chinese_csv_is_read_in_its_encoding_without_being_told(
+    cfg: Path, tmp_path: Path, text: str, encoding: str, field: str, value: str, both: bool
+) -> None:
+    """Without --encoding a Big5 file was read as GB18030 (it decodes without an error, into other
+    characters): 台北銀行 became four odd symbols in the register."""
+    data = text.encode(encoding)
+    assert _both_decode(data) == both  # the hard cases are really there
+    f = tmp_path / "units.csv"
+    f.write_bytes(data)
+    res = run(cfg, "assets", "import", str(f))
+    assert res.exit_code == 0, res.output
+    serial = text.splitlines()[1].split(",")[0]
+    assert json.loads(run(cfg, "assets", "show", serial, "--json").stdout)[field] == value
+
+
+def test_the_detector_names_the_encoding_and_refuses_what_none_reads() -> None:
+    from svcbridge.textcodec import UndecodableText, decode_legacy
+
+    for text, *_ in BIG5_FILES:
+        assert decode_legacy(text.encode("cp950")) == (text, "big5")
+    for text, *_ in GBK_FILES:
+        assert decode_legacy(text.encode("gb18030")) == (text, "gb18030")
+    assert decode_legacy("序號,客戶\n".encode("utf-8-sig")) == ("序號,客戶\n", "utf-8")
+    with pytest.raises(UndecodableText) as got:
+        decode_legacy(b"serial,customer\nAB12345,\xff\xfeACME\x80\n")
+    assert got.value.start == 24
+
+
 @pytest.mark.parametrize(
     ("data", "args", "message"),
     [
         # bytes that are neither UTF-8 nor GB18030 were replaced by U+FFFD and stored without a word
-        (b"serial,customer\nAB12345,\xff\xfeACME\x80\n", [], "neither UTF-8 nor GB18030"),
+        (b"serial,customer\nAB12345,\xff\xfeACME\x80\n", [], "neither UTF-8, GB18030 nor Big5"),
         ("serial,customer\nAB12345,台北銀行\n".encode("cp950") + b"\xff", ["--encoding", "big5"], "big5"),
         (b"serial\nAB12345\n", ["--encoding", "klingon"], "unknown encoding"),
     ],

@@ -196,6 +196,25 @@ async def test_the_csv_table_reads_a_shop_s_file_in_its_encoding(
     await erp.close()
 
 
+async def test_the_csv_table_reads_a_big5_file_from_traditional_chinese_excel(tmp_path: Path) -> None:
+    """Big5 bytes decode as GB18030 without an error: the part's name and region were read as other
+    characters ('華東' is no region of the configuration then)."""
+    from svcbridge_parts import ErpSettings, TableErp
+
+    path = tmp_path / "stock.csv"
+    text = (
+        "part,name,category,models,depot,on_hand,reserved,lead_time_days,region\r\n"
+        "PSU-900W,電源供應器 900W,psu,華碩 RS520,TP,3,1,5,華東\r\n"
+    )
+    path.write_bytes(text.encode("cp950"))
+    erp = TableErp(ErpSettings(name="shop", type="table", path=str(path)))
+    stock = await erp.lookup("PSU-900W")
+    assert stock is not None and stock.name == "電源供應器 900W"
+    assert [(d.depot, d.region) for d in stock.depots] == [("TP", "華東")]
+    assert await erp.find_parts("華碩 RS520", "psu") == ["PSU-900W"]
+    await erp.close()
+
+
 @pytest.mark.parametrize("part", ["PSU/750W", "PSU#750W", "PSU?750W", "PSU 750W", "O'NEIL-1", "电源/750W"])
 async def test_a_part_number_with_url_characters_is_looked_up_as_itself(erp, monkeypatch, part: str) -> None:
     """SAP B1 puts the code in the path (Items('...')): '/', '#', '?' cut or redirected the request

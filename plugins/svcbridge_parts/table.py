@@ -29,7 +29,15 @@ from sqlalchemy import Column, Float, MetaData, String, Table, create_engine, fu
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from svcbridge import DepotStock, NotReady, PartStock, PermanentError, Reservation
+from svcbridge import (
+    DepotStock,
+    NotReady,
+    PartStock,
+    PermanentError,
+    Reservation,
+    UndecodableText,
+    decode_legacy,
+)
 
 from .settings import ErpSettings
 
@@ -248,16 +256,13 @@ class Ledger:
 
 
 def _decode(raw: bytes, name: str) -> str:
-    """UTF-8 (with or without a BOM), else GB18030: what Excel / WPS on a Chinese Windows save as
-    'CSV' (the ANSI code page); a file that is neither is refused with its name, not read as noise."""
+    """UTF-8 (with or without a BOM), else GB18030 or Big5, whichever reads as plausible text: what
+    Excel / WPS on a Chinese Windows save as 'CSV' (the ANSI code page); a file that is none of them is
+    refused with its name, not read as noise."""
     try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        pass
-    try:
-        return raw.decode("gb18030")
-    except UnicodeDecodeError as exc:
-        raise PermanentError(f"parts table {name}: neither UTF-8 nor GB18030 (byte {exc.start})") from None
+        return decode_legacy(raw)[0]
+    except UndecodableText as exc:
+        raise PermanentError(f"parts table {name}: {exc}") from None
 
 
 def _num(value: Any) -> float:

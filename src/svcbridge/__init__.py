@@ -69,6 +69,7 @@ from .models import (
 from .parts import DepotStock, PartsErp, PartStock, Reservation, order_depots, reservation_key
 from .rma import Rma, RmaBook, RmaPart, RmaState, rma_can_move
 from .settings import PluginSettings, Settings
+from .textcodec import UndecodableText, decode_legacy
 from .work import Job, JobKind, TicketChange, Timer, TimerKind, WorkQueue
 
 __version__ = "0.1.0"
@@ -134,6 +135,7 @@ __all__ = [
     "TicketState",
     "Timer",
     "TimerKind",
+    "UndecodableText",
     "WebhookRoute",
     "WorkQueue",
     "__version__",
@@ -141,6 +143,7 @@ __all__ = [
     "can_transition",
     "check_priorities",
     "classify_response",
+    "decode_legacy",
     "fetch_media",
     "hmac_matches",
     "hookimpl",

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import ValidationError
 
 from .assets import UNIT_FIELDS, AssetPart, AssetRecord, normalize_serial
+from .textcodec import UndecodableText, decode_legacy
 
 UNIT = UNIT_FIELDS
 EXTRA = ("product_number",)  # kept in the unit's ``extra``: HP's warranty API wants the product number
@@ -108,7 +109,8 @@ def header_key(name: Any) -> str:
 
 def read_rows(path: Path, encoding: str | None = None) -> list[tuple[int, dict[str, Any]]]:
     """``(line, {column: value})`` for every data row of a CSV or XLSX file (line 1 is the header).
-    ``encoding`` names a CSV's encoding (``big5``); by default UTF-8 (with or without BOM), else GB18030."""
+    ``encoding`` names a CSV's encoding (``big5``); by default UTF-8 (with or without BOM), else GB18030
+    or Big5, whichever reads as plausible text (``textcodec.decode_legacy``)."""
     suffix = path.suffix.lower()
     if suffix in (".xlsx", ".xlsm"):
         return _xlsx_rows(path)
@@ -127,19 +129,12 @@ def _decode(data: bytes, encoding: str | None) -> str:
             raise ImportFileError(f"unknown encoding {encoding!r}") from None
         except UnicodeDecodeError as exc:
             raise ImportFileError(f"not {encoding}: byte {exc.start} cannot be read") from None
-    # Excel on Simplified Chinese Windows writes CSV in GB18030 (GBK); a BOM or valid UTF-8 says
-    # otherwise. Big5 (Traditional Chinese Windows) also decodes as GB18030, into other characters:
-    # that one the operator names with --encoding big5
+    # Excel on Chinese Windows writes CSV in GB18030 (GBK) or Big5; Big5 bytes mostly decode as
+    # GB18030 too, into other characters: textcodec picks the reading with plausible characters
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        pass
-    try:
-        return data.decode("gb18030")
-    except UnicodeDecodeError as exc:
-        raise ImportFileError(
-            f"neither UTF-8 nor GB18030 (byte {exc.start}): name it with --encoding (big5, ...)"
-        ) from None
+        return decode_legacy(data)[0]
+    except UndecodableText as exc:
+        raise ImportFileError(f"{exc}: name it with --encoding (big5hkscs, ...)") from None
 
 
 def _csv_rows(data: bytes, encoding: str | None = None) -> list[tuple[int, dict[str, Any]]]:
