@@ -90,7 +90,7 @@ def run(args: Any) -> dict[str, Any]:
         _fill(app, n)
         fill_s = time.perf_counter() - t0
         Accounts(app.store.engine).add("bench", "bench password 1")
-        client = TestClient(build_web(app))
+        client = TestClient(build_web(app), base_url="http://localhost")  # an allowed Host (frontdoor.py)
         token = client.get("/login").text.split('name="login_token" value="')[1].split('"')[0]
         login = {"username": "bench", "password": "bench password 1", "login_token": token}
         client.post("/login", data=login)
