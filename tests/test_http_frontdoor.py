@@ -141,6 +141,8 @@ def test_default_hosts_and_matching() -> None:
     assert host_allowed("api.example.com", [".example.com"]) and host_allowed("example.com", [".example.com"])
     assert not host_allowed("badexample.com", [".example.com"])
     assert host_allowed("anything.example", ["*"])
+    assert host_allowed("[fe80::1]:8480", default_hosts("fe80::1", None))  # an IPv6 bind: bracketed in Host
+    assert not host_allowed("[fe80::2]:8480", default_hosts("fe80::1", None))
 
 
 def test_a_foreign_host_is_a_400_before_any_routing(make_app) -> None:

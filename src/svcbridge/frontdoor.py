@@ -74,7 +74,7 @@ def host_allowed(header: str | None, allowed: Iterable[str]) -> bool:
             return True
         if e.startswith(".") and (name == e[1:] or name.endswith(e)):
             return True
-        if name == e or (e == "::1" and name == "[::1]"):
+        if name == e or (":" in e and not e.startswith("[") and name == f"[{e}]"):  # IPv6 literal
             return True
     return False
 
