@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email
+import email.policy
 import gc
 import hashlib
 import hmac
@@ -56,7 +58,7 @@ from svcbridge import (
 )
 from svcbridge_email import msgid
 from svcbridge_email import parse_message as parse_mail
-from svcbridge_email.outbound import build_reply
+from svcbridge_email.outbound import build_reply, reply
 from svcbridge_twilio import TwilioSettings, _Inbound
 from svcbridge_twilio import parse_message as parse_sms
 from svcbridge_twilio.signature import compute as twilio_sign
@@ -133,6 +135,8 @@ def check_mail_draft(d: TicketDraft) -> None:
         item = DeliveryItem(id=1, kind="notify", target="notify:email", idempotency_key="k", ticket=ticket,
                             payload={"notification": note})
         build_reply(item, "support@bridge.test", "bridge.test").as_bytes()
+        data, _named, _msg = reply(item, "support@bridge.test", "bridge.test")  # the path notices take
+        assert email.message_from_bytes(data, policy=email.policy.default)["Subject"] is not None
 
 
 def mail(raw: bytes, **metadata: Any) -> TicketDraft | None:

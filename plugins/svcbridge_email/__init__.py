@@ -73,6 +73,8 @@ class OutboundSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     transport: Literal["spool", "smtp"] = "spool"
     spool_dir: Path = Path("var/outgoing")
+    # how long a spooled notice's receipt (spool_dir/.sent) is kept: a resend within it writes nothing
+    receipt_days: int = Field(default=30, ge=1)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
 
 

@@ -9,9 +9,12 @@ the body. Transport: ``spool`` writes ``.eml`` files (embedded default), ``smtp`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.policy
+import os
 import smtplib
 import ssl
+import time
 import uuid
 from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage
@@ -30,9 +33,19 @@ from svcbridge import (
     utcnow,
 )
 
+from . import fastreply
 from .msgid import only_valid
 
 AUTOMATIC = {"acknowledgement", "status_changed"}
+RECEIPTS = ".sent"  # in the spool: one empty file per item spooled (``MailNotifier._spool``)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class _HeaderClasses(HeaderRegistry):
@@ -54,36 +67,59 @@ class _HeaderClasses(HeaderRegistry):
 POLICY = email.policy.default.clone(header_factory=_HeaderClasses())
 
 
-def build_reply(item: DeliveryItem, from_addr: str, domain: str) -> EmailMessage:
+def fields(
+    item: DeliveryItem, from_addr: str, domain: str
+) -> tuple[list[tuple[str, str]], str, str, str | None]:
+    """What a notice says: its headers in order (the subject goes after To), subject, text, HTML."""
     n = item.payload["notification"]
     ticket = item.ticket
-    msg = EmailMessage(policy=POLICY)
-    msg["From"] = from_addr
-    msg["To"] = n["to"]
     subject = n.get("subject") or ticket.subject
     if f"[{ticket.ref}]" not in subject:
         subject = f"[{ticket.ref}] {subject}"
-    msg["Subject"] = subject
-    msg["Date"] = format_datetime(utcnow())
+    headers = [("From", from_addr), ("To", n["to"]), ("Date", format_datetime(utcnow()))]
     # deterministic per outbox item, so a resend after a crash is recognisable as the same mail
-    msg["Message-ID"] = f"<sb.{uuid.uuid5(uuid.NAMESPACE_URL, item.idempotency_key).hex}@{domain}>"
+    headers.append(
+        ("Message-ID", f"<sb.{uuid.uuid5(uuid.NAMESPACE_URL, item.idempotency_key).hex}@{domain}>")
+    )
     # only well-formed ids: a link stored before ids were read strictly may hold CR/LF (a folded
     # header), which the stdlib refuses in a header; the notice then goes out unthreaded, never dead
     stored = [ln.value for ln in ticket.links if ln.system == "email" and ln.kind == "message_id"]
     ids = list(dict.fromkeys(only_valid(stored)))
     if ids:
-        msg["In-Reply-To"] = ids[-1]
-        msg["References"] = " ".join(ids[-10:])
+        headers += [("In-Reply-To", ids[-1]), ("References", " ".join(ids[-10:]))]
     if n.get("template") in AUTOMATIC:
-        msg["Auto-Submitted"] = "auto-replied"
-        msg["X-Auto-Response-Suppress"] = "All"
-    msg["X-Loop"] = domain
-    msg["X-Svcbridge-Ticket"] = ticket.ref
-    msg.set_content(n.get("body") or "", charset="utf-8")
-    if n.get("body_html"):
+        headers += [("Auto-Submitted", "auto-replied"), ("X-Auto-Response-Suppress", "All")]
+    headers += [("X-Loop", domain), ("X-Svcbridge-Ticket", ticket.ref)]
+    return headers, subject, n.get("body") or "", n.get("body_html") or None
+
+
+def build_reply(item: DeliveryItem, from_addr: str, domain: str) -> EmailMessage:
+    """The notice as an ``EmailMessage`` (the general path; ``fastreply`` writes the usual case)."""
+    headers, subject, text, html = fields(item, from_addr, domain)
+    msg = EmailMessage(policy=POLICY)
+    for name, value in headers:
+        msg[name] = value
+        if name == "To":
+            msg["Subject"] = subject
+    msg.set_content(text, charset="utf-8")
+    if html:
         # multipart/alternative: the plain text stays first and complete for text-only clients
-        msg.add_alternative(n["body_html"], subtype="html", charset="utf-8")
+        msg.add_alternative(html, subtype="html", charset="utf-8")
     return msg
+
+
+def reply(
+    item: DeliveryItem, from_addr: str, domain: str
+) -> tuple[bytes, dict[str, str], EmailMessage | None]:
+    """(the notice's bytes with CRLF line ends, its From / To / Message-ID, the EmailMessage when the
+    general path made it). The bytes come from ``fastreply`` unless the notice is out of the ordinary."""
+    headers, subject, text, html = fields(item, from_addr, domain)
+    named = {k: v for k, v in headers if k in ("From", "To", "Message-ID")}
+    try:
+        return fastreply.reply_bytes(headers, subject, text, html), named, None
+    except fastreply.Unusual:
+        msg = build_reply(item, from_addr, domain)
+        return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")), named, msg
 
 
 class MailNotifier:
@@ -97,29 +133,70 @@ class MailNotifier:
     def __init__(self, from_address: str, cfg: Any) -> None:
         self.cfg, self.from_address = cfg, from_address
         self.name = "email"
+        self._pruned = -3600.0
         self.domain = from_address.rsplit("@", 1)[-1]
 
     async def send(self, item: DeliveryItem) -> DeliveryResult:
-        msg = build_reply(item, self.from_address, self.domain)
+        data, named, msg = reply(item, self.from_address, self.domain)
         if self.cfg.transport == "spool":
-            await asyncio.to_thread(self._spool, msg, item)
+            await asyncio.to_thread(self._spool, data, item)
         else:
-            await asyncio.to_thread(self._smtp, msg)
+            await asyncio.to_thread(self._smtp, data, named, msg)
         return DeliveryResult(
             # replies and bounces to this mail find the ticket through this link (mailthread.py)
-            links=[ExternalLink(system="email", kind="sent_message_id", value=str(msg["Message-ID"]))],
-            detail=f"mail to {msg['To']}",
+            links=[ExternalLink(system="email", kind="sent_message_id", value=named["Message-ID"])],
+            detail=f"mail to {named['To']}",
         )
 
-    def _spool(self, msg: EmailMessage, item: DeliveryItem) -> None:
-        spool = Path(self.cfg.spool_dir)
-        spool.mkdir(parents=True, exist_ok=True)
-        name = f"{item.id:08d}.eml"
-        tmp = spool / f".{name}.tmp"
-        tmp.write_bytes(msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")))
-        tmp.replace(spool / name)
+    @property
+    def idempotent(self) -> bool:
+        """The spool keeps a receipt per item (``_spool``): sending an item again does nothing, so the
+        delivery may spool several notices at once. SMTP has no such key: one at a time, in flight."""
+        return self.cfg.transport == "spool"
 
-    def _smtp(self, msg: EmailMessage) -> None:
+    def _spool(self, data: bytes, item: DeliveryItem) -> None:
+        """Write ``<item id>.eml`` durably, once per item, whatever happens to it afterwards.
+
+        The receipt (``.sent/<name>``, an empty file) is made after the mail is in place; a resend after
+        a crash finds it and writes nothing, even when a pickup (an MTA's, a cron job's) has taken the
+        file away meanwhile. The mail is fsynced before the receipt and the outcome are recorded: a
+        notice recorded as sent is on disk.
+        """
+        spool = Path(self.cfg.spool_dir)
+        name = f"{item.id:08d}.eml"
+        receipt = spool / RECEIPTS / name
+        if receipt.exists():
+            return
+        (spool / RECEIPTS).mkdir(parents=True, exist_ok=True)
+        tmp = spool / f".{name}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, spool / name)
+        _fsync_dir(spool)
+        os.close(os.open(receipt, os.O_WRONLY | os.O_CREAT, 0o640))
+        self._prune_receipts(spool / RECEIPTS)
+
+    def _prune_receipts(self, receipts: Path) -> None:
+        """Receipts older than ``receipt_days`` go (at most one scan an hour): by then the item has long
+        been recorded as sent, and a resend is no longer possible."""
+        now = time.monotonic()
+        if now - self._pruned < 3600:
+            return
+        self._pruned = now
+        cutoff = time.time() - self.cfg.receipt_days * 86400
+        with os.scandir(receipts) as it:
+            for e in it:
+                with contextlib.suppress(OSError):
+                    if e.stat().st_mtime < cutoff:
+                        os.unlink(e.path)
+
+    def _smtp(self, data: bytes, named: dict[str, str], msg: EmailMessage | None) -> None:
         c = self.cfg.smtp
         tls = ssl.create_default_context(cafile=str(c.ca_file) if c.ca_file else None)
         try:
@@ -133,7 +210,10 @@ class MailNotifier:
                     client.starttls(context=tls)
                 if c.username:
                     client.login(c.username, c.password.get_secret_value() if c.password else "")
-                client.send_message(msg)
+                if msg is not None:  # the general path: the stdlib finds the envelope (SMTPUTF8 too)
+                    client.send_message(msg)
+                else:  # plain ASCII addresses (fastreply checked them)
+                    client.sendmail(named["From"], [named["To"]], data)
         except smtplib.SMTPAuthenticationError as exc:
             raise AuthFailed(f"SMTP login refused ({exc.smtp_code})") from None
         except smtplib.SMTPRecipientsRefused as exc:

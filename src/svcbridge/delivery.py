@@ -202,10 +202,11 @@ class Delivery:
         """Handle every item due now (heads of their ticket/target queues); returns how many were seen.
 
         One round: claim the batch in one transaction, call the targets (targets concurrently, up to
-        ``outbox.concurrency`` items of one sink at a time, notices one at a time per channel; an auth
-        failure or an opened breaker stops what has not started yet). Each outcome is recorded as soon
-        as it is known (``settler.py``): a crash re-sends only what was in flight, a sink's item with
-        the same idempotency key, a notice at most once per channel.
+        ``outbox.concurrency`` items of one sink or idempotent notifier at a time, other notices one at
+        a time per channel; an auth failure or an opened breaker stops what has not started yet). Each
+        outcome is recorded as soon as it is known (``settler.py``): a crash re-sends only what was in
+        flight, a sink's item with the same idempotency key, a notice at most once per channel (an
+        idempotent notifier's resend has no effect).
         """
         rows = await asyncio.to_thread(self.outbox.due, self.cfg.batch)
         if not rows:
@@ -271,7 +272,7 @@ class Delivery:
                 stop.set()
             return out
 
-        if Target(target).is_notify:
+        if Target(target).is_notify and not getattr(impl, "idempotent", False):
             # no idempotency key on the far side (SMTP, SMS): one at a time, each marked in flight in
             # the transaction that records the one before, so a crash can repeat only that one
             for row in rows:
