@@ -87,3 +87,38 @@ def test_sla_commands(cfg: Path, tmp_path: Path) -> None:
     t = json.loads(run(cfg, "tickets", "show", ref, "--json").stdout)
     (call,) = [e for e in t["events"] if e["type"] == "followup_call"]
     assert call["data"] == {"outcome": "satisfied", "note": "客户满意"}
+
+
+def test_naive_times_and_report_months_are_the_deployment_s_time_zone(cfg: Path) -> None:
+    """A Shanghai shop typing '--at 2026-03-09T11:30' meant 11:30 in Shanghai, not UTC (8 hours later:
+    'in the future', or a milestone 8 hours off); its monthly report cut months at UTC midnight
+    unless every run said --tz. The top-level 'timezone' setting is the default for both."""
+    from zoneinfo import ZoneInfo
+
+    cfg.write_text('timezone = "Asia/Shanghai"\n' + cfg.read_text(encoding="utf-8"), encoding="utf-8")
+    assert run(cfg, "check-config").exit_code == 0
+    res = run(cfg, "ingest", "-", input=eml(subject="核心交换机 down", body="全部中断"))
+    ref = res.stdout.strip().splitlines()[-1]
+    local = datetime.now(ZoneInfo("Asia/Shanghai")) - timedelta(minutes=5)
+    typed = local.replace(tzinfo=None).isoformat(timespec="seconds")  # what the engineer types
+    res = run(cfg, "sla", "milestone", ref, "onsite", "--at", typed)
+    assert res.exit_code == 0, res.output
+    assert "+08:00" in res.stdout
+    t = json.loads(run(cfg, "tickets", "show", ref, "--json").stdout)
+    (ms,) = [e for e in t["events"] if e["type"] == "sla_milestone"]
+    assert datetime.fromisoformat(ms["data"]["at"]) == local.replace(microsecond=0)
+    explicit = (datetime.now(UTC) - timedelta(minutes=1)).isoformat(timespec="seconds")
+    assert run(cfg, "sla", "milestone", ref, "restored", "--at", explicit).exit_code == 0  # offset wins
+
+    month = local.strftime("%Y-%m")
+    res = run(cfg, "report", "sla", "--month", month, "--format", "json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["tz"] == "Asia/Shanghai"
+    res = run(cfg, "report", "sla", "--month", month, "--format", "json", "--tz", "UTC")
+    assert json.loads(res.stdout)["tz"] == "UTC"
+
+
+def test_an_unknown_time_zone_is_a_configuration_error(cfg: Path) -> None:
+    cfg.write_text('timezone = "Mars/Olympus"\n' + cfg.read_text(encoding="utf-8"), encoding="utf-8")
+    res = run(cfg, "check-config")
+    assert res.exit_code == 2 and "Mars/Olympus" in res.output

@@ -11,9 +11,10 @@ waits (``svcbridge jobs list``) and the event is still in the trail. Reports are
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -34,15 +35,16 @@ def _app(ctx: click.Context) -> Any:
     return root.obj["app"](root)
 
 
-def _when(value: str | None) -> datetime:
-    """``--at``: ISO 8601 with an offset (``2026-03-09T11:30+08:00``); without one it is UTC."""
+def _when(value: str | None, tz: str = "UTC") -> datetime:
+    """``--at``: ISO 8601 with an offset (``2026-03-09T11:30+08:00``); without one it is a wall-clock
+    time in ``tz``, the deployment's ``timezone`` (what an engineer in Shanghai types is Shanghai time)."""
     if not value:
         return utcnow()
     try:
         at = datetime.fromisoformat(value)
     except ValueError as exc:
         raise click.BadParameter(f"not an ISO time: {value!r} (e.g. 2026-03-09T11:30+08:00)") from exc
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
+    return at if at.tzinfo else at.replace(tzinfo=ZoneInfo(tz))
 
 
 def record_event(store: Store, ref: str, event: TicketEvent, job_key: str) -> bool:
@@ -74,14 +76,17 @@ def sla() -> None:
 @click.argument("ref")
 @click.argument("milestone", type=click.Choice(MILESTONES))
 @click.option(
-    "--at", "at", default=None, help="real time, ISO 8601 (default now), e.g. 2026-03-09T11:30+08:00"
+    "--at",
+    "at",
+    default=None,
+    help="real time, ISO 8601 (default now), e.g. 2026-03-09T11:30+08:00; without an offset: [timezone]",
 )
 @click.option("--by", "by", default="cli", help="who reports it (technician's name)")
 @click.pass_context
 def sla_milestone(ctx: click.Context, ref: str, milestone: str, at: str | None, by: str) -> None:
     """Record that MILESTONE happened on ticket REF at its real time."""
     app = _app(ctx)
-    when = _when(at)
+    when = _when(at, app.settings.timezone)
     if when > utcnow():
         err.print(f"{when.isoformat()} is in the future")
         sys.exit(2)
@@ -128,7 +133,7 @@ def followups(ctx: click.Context, due: bool, record: tuple[str, str] | None, not
 @click.option("--customer", default=None)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "html", "json"]), default="table")
 @click.option("--output", "output", type=click.Path(dir_okay=False, path_type=Path), default=None)
-@click.option("--tz", default="UTC", show_default=True, help="time zone of the month, e.g. Asia/Shanghai")
+@click.option("--tz", default=None, help="time zone of the month, e.g. Asia/Shanghai (default: [timezone])")
 @click.pass_context
 def report(
     ctx: click.Context,
@@ -137,14 +142,14 @@ def report(
     customer: str | None,
     fmt: str,
     output: Path | None,
-    tz: str,
+    tz: str | None,
 ) -> None:
     """A monthly report computed from the event trail: SLA compliance, faults or satisfaction."""
     from .reports import build, render
 
     app = _app(ctx)
     try:
-        data = build(app.store, kind, month, customer, tz)
+        data = build(app.store, kind, month, customer, tz or app.settings.timezone)
     except ValueError as exc:
         err.print(str(exc))
         sys.exit(2)

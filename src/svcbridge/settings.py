@@ -255,6 +255,11 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     database_url: str | None = Field(default=None, description="default sqlite:///<data_dir>/svcbridge.db")
     ticket_prefix: str = Field(default="SB", pattern=r"^[A-Z][A-Z0-9]{0,7}$")
+    timezone: str = Field(
+        default="UTC",
+        description="the deployment's time zone (IANA, e.g. Asia/Shanghai): report months and times typed "
+        "without an offset (sla milestone --at) are taken in it",
+    )
     our_addresses: list[str] = Field(default_factory=list, description="mail from these is never a ticket")
     outbound_allow: list[str] = Field(
         default_factory=list,
@@ -288,6 +293,17 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, _TomlSource(settings_cls), file_secret_settings
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (IANA name, e.g. Asia/Shanghai)") from None
+        return v
 
     @property
     def db_url(self) -> str:
