@@ -74,7 +74,7 @@ def seaweed(tmp: Path) -> Iterator[S3Server]:
     finally:
         proc.terminate()
         try:
-            proc.wait(10)
+            proc.wait(2)  # it lingers ~10 s on SIGTERM; its data is thrown away anyway
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

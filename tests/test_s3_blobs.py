@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,7 @@ def key(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.realserver
 def test_put_get_has_delete_keys_and_touch(s3: S3Server, bucket: str, tmp_path: Path) -> None:
     blobs = store(s3, bucket, tmp_path, touch_after=0.0)
     a, b = rnd(60_000, 1), rnd(5_000, 2)
@@ -85,11 +88,25 @@ def test_put_get_has_delete_keys_and_touch(s3: S3Server, bucket: str, tmp_path: 
     lazy = store(s3, bucket, tmp_path, touch_after=3600.0)  # touched within the hour: left alone
     assert lazy.put_many({key(a): a}) == 0 and lazy.modified(key(a)) == after
     assert blobs.usage() == (2, len(a) + len(b))
+    # requests: a new small blob is one conditional PUT; a large one (1 MiB+) is looked for first and,
+    # once there, only touched (no upload of its megabytes); a small one present: refused PUT, touch
+    calls: list[str] = []
+    blobs.client.meta.events.register("before-call.s3", lambda model, **kw: calls.append(model.name))
+    c, big = rnd(1000, 3), rnd(1_200_000, 4)
+    assert blobs.put_many({key(c): c}) == len(c) and calls == ["PutObject"]
+    calls.clear()
+    assert blobs.put_many({key(big): big}) == len(big) and calls == ["HeadObject", "PutObject"]
+    calls.clear()
+    assert blobs.put_many({key(big): big}) == 0 and calls == ["HeadObject", "CopyObject"]
+    calls.clear()
+    assert blobs.put_many({key(c): c}) == 0 and calls == ["PutObject", "HeadObject", "CopyObject"]
+    assert blobs.get(key(big)) == big and blobs.delete(key(big)) and blobs.delete(key(c))
     assert blobs.delete(key(a)) and not blobs.delete(key(a)) and blobs.get(key(a)) is None
     with pytest.raises(ValueError):
         blobs.get("../../etc/passwd")
 
 
+@pytest.mark.realserver
 def test_a_corrupted_object_is_an_error_naming_the_blob(s3: S3Server, bucket: str, tmp_path: Path) -> None:
     blobs = store(s3, bucket, tmp_path)
     data = rnd(20_000, 3)
@@ -111,6 +128,7 @@ def test_a_corrupted_object_is_an_error_naming_the_blob(s3: S3Server, bucket: st
         blobs.get(raw_key)
 
 
+@pytest.mark.realserver
 def test_listing_goes_through_every_page(s3: S3Server, bucket: str, tmp_path: Path) -> None:
     blobs = store(s3, bucket, tmp_path, page_size=10)
     items = {key(d): d for d in (rnd(100, i) for i in range(35))}
@@ -123,6 +141,7 @@ def test_listing_goes_through_every_page(s3: S3Server, bucket: str, tmp_path: Pa
     assert len(calls) == 4  # 36 objects under the prefix, 10 a page
 
 
+@pytest.mark.realserver
 async def test_pipeline_on_s3_stores_and_reads_back_attachments(
     s3: S3Server, bucket: str, make_app, tmp_path: Path
 ) -> None:
@@ -167,6 +186,7 @@ def _snapshot(root: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in root.glob("?/*")}
 
 
+@pytest.mark.realserver
 def test_move_blobs_local_to_s3_and_back_byte_for_byte(
     s3: S3Server, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -201,6 +221,7 @@ def test_move_blobs_local_to_s3_and_back_byte_for_byte(
     assert list(remote.keys()) == []
 
 
+@pytest.mark.realserver
 def test_move_keeps_a_blob_that_is_corrupt_in_the_source(s3: S3Server, bucket: str, tmp_path: Path) -> None:
     from svcbridge.store.blobmove import move_between
 
@@ -217,6 +238,7 @@ def test_move_keeps_a_blob_that_is_corrupt_in_the_source(s3: S3Server, bucket: s
     assert res.moved == 1 and remote.get(key(good)) == good == local.get(key(good))
 
 
+@pytest.mark.realserver
 async def test_the_secret_key_never_shows(
     s3: S3Server, bucket: str, make_app, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -279,3 +301,27 @@ async def test_the_secret_key_never_shows(
     assert SECRET.encode() not in db
     for k, _ in app.store.blobs.keys():
         assert SECRET.encode() not in (app.store.blobs.get(k) or b"")
+
+
+def test_a_local_deployment_never_imports_boto3(tmp_path: Path) -> None:
+    code = (
+        "import sys\nfrom svcbridge.app import App\nfrom svcbridge.settings import load_settings\n"
+        f"s = load_settings(None, data_dir={str(tmp_path / 'var')!r}, http={{'enabled': False}})\n"
+        "app = App.build(s)\nassert app.store.blobs.where.endswith('blobs'), app.store.blobs.where\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "[]"  # the last line: the log may precede it
+
+
+def test_s3_settings_are_checked_at_load(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"needs a \[store\.s3\] table"):
+        load_settings(None, data_dir=tmp_path, store={"blobs": "s3"})
+    with pytest.raises(ConfigError, match="both access_key_id and the secret key, or neither"):
+        load_settings(None, data_dir=tmp_path, store={"s3": {"bucket": "abc", "access_key_id": "AK"}})
+    with pytest.raises(ConfigError, match="cannot read it"):
+        load_settings(None, data_dir=tmp_path, store={"s3": {"bucket": "abc", "access_key_id": "AK",
+                                                           "secret_access_key_file": str(tmp_path / "none")}})
+    s = load_settings(None, data_dir=tmp_path, store={"s3": {"bucket": "abc", "prefix": "x/y"}})
+    assert s.store.blobs == "local" and s.store.s3 is not None and s.store.s3.prefix == "x/y/"

@@ -9,7 +9,11 @@ returns only when every PUT has been acknowledged; callers put before the commit
 blobs, exactly as with files. Each PUT carries ``Content-MD5`` and ``x-amz-checksum-sha256`` of the
 body, so the server refuses bytes damaged on the way (BadDigest) instead of storing them.
 
-Touch: an existing blob is not uploaded again; ``gc`` must see it in use again all the same, and S3's
+Writes: a blob under 1 MiB is PUT with ``If-None-Match: *`` (one request for a new blob; the server
+answers 412 when it is there); a larger one is looked for with HEAD first, so megabytes are not
+uploaded only to be refused.
+
+Touch: an existing blob is not stored again; ``gc`` must see it in use again all the same, and S3's
 only clock is ``LastModified``. An existing blob older than ``touch_after`` is therefore copied onto
 itself with its metadata replaced (a server-side copy: no bytes travel, ``LastModified`` becomes now),
 which is what ``keys(older_than)`` and ``modified`` read. A blob touched within ``touch_after`` (an
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
     from ..storesettings import S3Settings
 
 _MISSING = {"404", "NoSuchKey", "NotFound"}
+HEAD_FIRST = 1 << 20  # bytes: a blob this large is looked for (HEAD) before it is uploaded
 
 
 class S3Blobs:
@@ -126,25 +131,38 @@ class S3Blobs:
                 return False
             raise self._fail("touch (copy in place)", key, exc) from None
 
+    def _existing(self, key: str, head: dict[str, Any] | None = None) -> bool:
+        """The blob is there (touched when it could be near gc age); False when it is not."""
+        head = head or self._head(key)
+        if head is None:
+            return False
+        age = time.time() - head["LastModified"].timestamp()
+        return age < self.touch_after or self._touch(key, head)
+
     def _put(self, key: str, chunks: Chunks) -> int:
-        head = self._head(key)
-        if head is not None:
-            age = time.time() - head["LastModified"].timestamp()
-            if age < self.touch_after or self._touch(key, head):
-                return 0
+        size = sum(len(c) for c in chunks) if isinstance(chunks, list) else len(chunks)
+        if size >= HEAD_FIRST and self._existing(key):
+            return 0  # a large blob is not uploaded only to hear that it is there
         data = b"".join(chunks) if isinstance(chunks, list) else bytes(chunks)
         sha = hashlib.sha256(data)
         try:
+            # If-None-Match: one request for a new blob instead of HEAD + PUT; a server that ignores
+            # the header overwrites the same bytes, which renews LastModified: a touch as well
             self.client.put_object(
                 Bucket=self.bucket,
                 Key=self.name(key),
                 Body=data,
+                IfNoneMatch="*",
                 ContentType="application/octet-stream",
                 ContentMD5=base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode(),
                 ChecksumSHA256=base64.b64encode(sha.digest()).decode(),
                 Metadata={"sha256": sha.hexdigest()},
             )
         except Exception as exc:
+            if _code(exc) in ("PreconditionFailed", "412") and self._existing(key):
+                return 0
+            if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                return self._put(key, chunks)  # deleted (gc) or written concurrently meanwhile: again
             raise self._fail("PUT", key, exc) from None
         return len(data)
 
