@@ -14,8 +14,18 @@ folder, a sink's status poller: ``poll:<sink>``) is the lease ``source:<name>`` 
   recognised at once; one on another host when its lease runs out: failover within the TTL;
 - a replica runs a source only while it holds its lease, and stops every source when it could not
   renew for half the TTL (the store unreachable): it stops before anyone else may take over
-  (self-fencing), so two holders never act at once unless a process is paused for longer than half
-  the TTL and then acts before it notices (the journal's unique key still stores each mail once).
+  (self-fencing);
+- a source acts only while its lease is valid by this process's monotonic clock (``SourceLeases``:
+  less than half the TTL since its last renewal began, else one UPDATE asks the store): before it
+  journals a batch, before every upstream after-action (``IntakeContext.confirm_lease``: an IMAP
+  move, delete or flag) and before it moves a checkpoint. A process paused past the TTL (SIGSTOP, a
+  frozen VM) that resumes therefore stops without acting (``LeaseLost``) instead of acting once beside
+  the new holder; the journal insert checks the lease again inside its own transaction, so its batch
+  is never committed. Left open: a pause between the check and the command sent upstream (the server
+  cannot check our lease); moves and deletes by UID are idempotent there and the journal's unique key
+  stores each mail once;
+- ``svcbridge run --once`` holds the leases of the sources it polls for its pass (``take_for_pass``):
+  beside daemon replicas it leaves them the sources they hold (``app.py``).
 """
 
 from __future__ import annotations
