@@ -162,6 +162,13 @@ async def test_pipeline_on_s3_stores_and_reads_back_attachments(
     assert sorted(got.values()) == sorted([scan, photo])
     journal_id = next(o.journal_id for o in res["outcomes"] if app.store.load_raw(o.journal_id).raw == raw)
     assert app.store.load_raw(journal_id).raw == raw  # the raw mail rebuilt from S3, byte for byte
+    # a damaged part quarantines the mail with the reason (it is not guessed at, nor retried for ever)
+    damaged = bytearray(photo)
+    damaged[7] ^= 1
+    s3.client().put_object(Bucket=bucket, Key=f"{tmp_path.name}/{key(photo)}", Body=bytes(damaged))
+    loaded = app.store.load_raw(journal_id)
+    assert loaded.raw is None and f"blob {key(photo)} in s3://" in loaded.metadata["fetch_error"]
+    s3.client().put_object(Bucket=bucket, Key=f"{tmp_path.name}/{key(photo)}", Body=photo)
     # gc on S3: an orphan goes, what rows name stays
     orphan = rnd(3000, 9)
     app.store.blobs.put_many({key(orphan): orphan})

@@ -45,8 +45,9 @@ class BlobMissing(LookupError):
     """A row names a blob the store does not hold (deleted by hand, or a store restored without it)."""
 
 
-class BlobCorrupt(RuntimeError):
-    """A blob's bytes are not what its name says (damaged, or overwritten behind the store's back)."""
+class BlobCorrupt(BlobMissing):
+    """A blob's bytes are not what its name says (damaged, or overwritten behind the store's back):
+    as good as missing, so a reader quarantines the message with this reason instead of guessing."""
 
 
 class BlobStoreError(RuntimeError):
