@@ -32,6 +32,7 @@ from . import schema as t
 from .attachments import AttachmentReads
 from .batch import MARK_JOURNAL, ticket_row
 from .blobs import BlobMissing, BlobStore, Chunks, ensure
+from .recent import RecentRaws
 from .rows import attachment_model, journal_row, ticket_from_row
 from .surveys import awaiting_survey
 
@@ -55,6 +56,7 @@ class Store(AttachmentReads):
         self.prefix = prefix
         # raw messages and attachment bytes (blobs.py); None keeps them in the rows (tests, tools)
         self.blobs = blobs
+        self.recent = RecentRaws()  # what this process just journaled, for the pipeline (recent.py)
 
     @contextmanager
     def tx(self) -> Iterator[Connection]:
@@ -87,6 +89,8 @@ class Store(AttachmentReads):
                     fence(conn)
                 jid = conn.execute(insert(t.journal).values(**row)).inserted_primary_key[0]  # type: ignore[index]
             self._ensure(items)
+            if raw.raw:
+                self.recent.put(raw.content_hash, raw.raw)
             return SubmitResult(int(jid), True)
         except IntegrityError:
             with self.engine.connect() as conn:
@@ -140,6 +144,9 @@ class Store(AttachmentReads):
                 conn.execute(insert(t.journal), rows)
             ids = self._journal_ids(conn, keys)
         self._ensure(items)
+        for r in raws:
+            if r.raw and (r.source, r.external_id) in seen:
+                self.recent.put(r.content_hash, r.raw)
         new_keys = set(seen)
         out = []
         for k in keys:
@@ -199,11 +206,15 @@ class Store(AttachmentReads):
         out = {}
         for r in rows:
             meta = dict(r["meta"] or {})
-            try:
-                data = rawstore.load(self.blobs, r)
-            except BlobMissing as exc:  # quarantined by the parser with this reason, never guessed at
-                data, meta["fetch_error"] = None, str(exc)
-            out[int(r["id"])] = RawMessage(
+            held = r["raw"] is not None or r["blob_ref"] is not None  # not purged or erased meanwhile
+            data = self.recent.take(r["content_hash"], r["size"]) if held else None
+            hashed = data is not None  # the very bytes hashed when they were journaled
+            if data is None:
+                try:
+                    data = rawstore.load(self.blobs, r)
+                except BlobMissing as exc:  # quarantined by the parser with this reason, never guessed at
+                    data, meta["fetch_error"] = None, str(exc)
+            msg = out[int(r["id"])] = RawMessage(
                 channel=r["channel"],
                 source=r["source"],
                 external_id=r["external_id"],
@@ -212,6 +223,10 @@ class Store(AttachmentReads):
                 blob_ref=r["blob_ref"],
                 metadata=meta,
             )
+            if hashed:
+                msg.__dict__["content_hash"] = r["content_hash"]
+            else:
+                _ = msg.content_hash  # hashed here, in a loader thread, not later in the event loop's
         return out
 
     def journal_row(self, journal_id: int) -> dict[str, Any] | None:
