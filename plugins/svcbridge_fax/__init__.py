@@ -22,6 +22,9 @@ Settings (``[plugins.fax]``)::
     name = "carrier"
     senders = ["fax2mail@carrier.example"]
     attachment_types = ["application/pdf"]
+    [plugins.fax.trust.carrier]         # who may send that gateway's faxes (default: its senders)
+    authenticated = true                # and only with our MTA's DKIM/SPF/DMARC pass for its domain
+    authserv_ids = ["mx.example.com"]
     [plugins.fax.ocr]
     languages = ["chi_sim", "eng"]
     page_limit = 20
@@ -49,7 +52,17 @@ from svcbridge import (
 )
 
 from . import ocr
-from .detect import BUILTIN_RULES, FAX_TYPES, FaxRule, detect, e164, header_sender
+from .detect import (
+    BUILTIN_RULES,
+    BUILTIN_TRUST,
+    FAX_TYPES,
+    FaxRule,
+    GatewayTrust,
+    detect,
+    distrust,
+    e164,
+    header_sender,
+)
 from .gateways import SinchFaxRoute, TelnyxFaxRoute, parse_gateway_fax
 from .outbound import FaxMediaRoute, FaxNotifier
 from .pagecache import PageCache
@@ -110,6 +123,9 @@ class FaxSettings(PluginSettings):
         default=None, description="gateway that sends notices to fax customers as a fax"
     )
     font: str | None = Field(default=None, description="TrueType/OpenType font for fax notices (CJK)")
+    trust: dict[str, GatewayTrust] = Field(
+        default_factory=dict, description="per rule (gateway): allowed senders, sources, authentication"
+    )
 
     @model_validator(mode="after")
     def _outbound(self) -> FaxSettings:
@@ -125,8 +141,25 @@ class FaxSettings(PluginSettings):
             raise ValueError("outbound = sinch needs [plugins.fax.sinch] api_key and api_secret")
         return self
 
+    @model_validator(mode="after")
+    def _trust(self) -> FaxSettings:
+        names = {r.name for r in self.rules} | set(BUILTIN_TRUST)
+        unknown = sorted(set(self.trust) - names)
+        if unknown:
+            raise ValueError(f"trust: no fax rule named {', '.join(unknown)}")
+        return self
+
     def all_rules(self) -> list[FaxRule]:
         return [*self.rules, *(BUILTIN_RULES if self.builtin_rules else [])]
+
+    def trust_for(self, rule: str) -> GatewayTrust:
+        """The gateway's trust settings; senders left out are its own address(es)."""
+        trust = self.trust.get(rule) or GatewayTrust()
+        if trust.senders is None:
+            own = next((r.senders for r in self.rules if r.name == rule), None)
+            default = own if own is not None else BUILTIN_TRUST.get(rule, [])
+            trust = trust.model_copy(update={"senders": list(default)})
+        return trust
 
 
 _host: dict[str, Any] = {}  # the running App (``startup``): the OCR job reads the stored pages through it
@@ -211,14 +244,18 @@ def normalize_draft(draft: TicketDraft, raw: RawMessage, settings: Any) -> None:
         return
     if draft.channel != "email":
         return
-    info = detect(
-        cfg.all_rules(),
-        header_sender(raw.raw),
-        draft.subject,
-        draft.body_text,
-        draft.attachments,
-        cfg.default_region,
-    )
+    sender = header_sender(raw.raw)
+    looks = [r for r in cfg.all_rules() if r.matches(sender, draft.subject, draft.attachments)]
+    reasons = {r.name: distrust(cfg.trust_for(r.name), raw.raw, sender, raw.source) for r in looks}
+    trusted = [r for r in looks if reasons[r.name] is None]
+    if looks and not trusted:
+        # anyone can write a subject like a fax server's: the mail stays a mail (its caller id naming
+        # a customer would otherwise make it that customer's fax ticket)
+        first = looks[0].name
+        draft.labels["fax_lookalike"] = {"rule": first, "reason": reasons[first]}
+        log.warning("fax_lookalike", rule=first, reason=reasons[first])
+        return
+    info = detect(trusted, sender, draft.subject, draft.body_text, draft.attachments, cfg.default_region)
     if info is None:
         return
     pages = [a for a in draft.attachments if a.content_type.lower() in FAX_TYPES]

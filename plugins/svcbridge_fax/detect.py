@@ -9,6 +9,14 @@ matches wins. The fax number comes, in order of trust, from the caller ID of the
 HylaFAX's subject) or a number in the subject of a service's mail; it is normalised to E.164 with
 ``phonenumbers`` (``default_region`` for national numbers such as ``0532 8888 1234``).
 
+A rule recognises how a gateway's mail *looks*; who may send it is ``GatewayTrust`` (``[plugins.fax.
+trust.<rule>]``): the allow-list of sender addresses / domains (default: the rule's own ``senders``;
+for the built-in rules the services' own addresses, and for HylaFAX only the unqualified
+``FaxMaster`` of this host), optionally the journal sources the gateway delivers through and an
+authenticated path (``Authentication-Results`` of our own MTA: DKIM, SPF or DMARC pass for the From
+domain). A mail that looks like a fax but fails that is a look-alike: an ordinary mail, labelled,
+never a fax with a caller id that names a customer.
+
 Nothing here reads files or the network: it works on the header block and the parsed draft.
 """
 
@@ -131,6 +139,108 @@ def header_sender(raw: bytes) -> str:
     except Exception:  # a header the stdlib cannot read is no fax server's mail
         return ""
     return found[0][1].strip().lower() if found else ""
+
+
+class GatewayTrust(BaseModel):
+    """``[plugins.fax.trust.<rule>]``: who may send the faxes of the gateway a rule recognises."""
+
+    model_config = ConfigDict(extra="forbid")
+    senders: list[str] | None = Field(
+        default=None,
+        description="From addresses (exact or shell patterns), domains (@fax.example or fax.example: "
+        "subdomains too) or a bare local part (an unqualified local sender only); default: the rule's "
+        "senders (built-in rules: the service's addresses)",
+    )
+    sources: list[str] = Field(
+        default_factory=list, description="journal sources the gateway's mail arrives through (empty: any)"
+    )
+    authenticated: bool = Field(
+        default=False, description="require our MTA's Authentication-Results pass for the From domain"
+    )
+    authserv_ids: list[str] = Field(
+        default_factory=list, description="authserv-ids of our own MTAs (the A-R headers they add)"
+    )
+
+    @field_validator("senders")
+    @classmethod
+    def _lower(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else [s.strip().lower() for s in v if s.strip()]
+
+    def model_post_init(self, _ctx: Any) -> None:
+        if self.authenticated and not self.authserv_ids:
+            raise ValueError("authenticated = true needs authserv_ids (the authserv-id of our MTA)")
+
+
+# the built-in rules' senders: HylaFAX's faxrcvd mails as FaxMaster (FROMADDR) through the local MTA;
+# a qualified FaxMaster@host is configured (any mail server's user can call itself faxmaster)
+BUILTIN_TRUST = {
+    "hylafax": ["faxmaster"],
+    "efax": ["@efax.com"],
+    "ringcentral": ["@ringcentral.com"],
+    "fax2mail": [],  # a carrier's fax2mail has no one address: configured, or nothing is trusted
+}
+
+
+def sender_allowed(entries: list[str], sender: str) -> bool:
+    """Is ``sender`` (lower-case) on the allow-list ``entries``?"""
+    local, at, domain = sender.rpartition("@") if "@" in sender else (sender, "", "")
+    for entry in entries:
+        if entry.startswith("@") or ("@" not in entry and "." in entry):
+            want = entry.lstrip("@")
+            if at and (domain == want or domain.endswith("." + want)):
+                return True
+        elif "@" not in entry:  # a bare local part: only what the local system sends unqualified
+            if not at and fnmatch.fnmatchcase(local, entry):
+                return True
+        elif fnmatch.fnmatchcase(sender, entry):
+            return True
+    return False
+
+
+_RESINFO = re.compile(r"^\s*(?P<method>[a-z0-9-]+)\s*=\s*(?P<result>[a-z]+)(?P<props>.*)$", re.I | re.S)
+_PROP = re.compile(r"\b(header\.d|header\.i|header\.from|smtp\.mailfrom)\s*=\s*([^\s;]+)", re.I)
+
+
+def authenticated(raw: bytes, sender: str, authserv_ids: list[str]) -> bool:
+    """Did our MTA (an ``authserv_ids`` host) record a DKIM, SPF or DMARC pass aligned with the From
+    domain? Only the topmost Authentication-Results of ours is read: the MTA adds its own on top, and
+    a header further down may be the sender's forgery (RFC 8601 section 5)."""
+    domain = sender.rpartition("@")[2] if "@" in sender else ""
+    if not domain:
+        return False
+    try:
+        msg = BytesHeaderParser(policy=compat32).parsebytes(raw[:65536])
+        headers = [str(h) for h in msg.get_all("Authentication-Results") or []]
+    except Exception:
+        return False
+    ours = {a.lower() for a in authserv_ids}
+    for header in headers:
+        head, _, rest = " ".join(header.split()).partition(";")
+        if head.strip().split(" ")[0].lower() not in ours:
+            continue
+        for resinfo in rest.split(";"):
+            m = _RESINFO.match(resinfo)
+            if m is None or m.group("result").lower() != "pass":
+                continue
+            if m.group("method").lower() not in ("dkim", "spf", "dmarc"):
+                continue
+            for _key, value in _PROP.findall(m.group("props")):
+                d = value.rpartition("@")[2].lower().strip('<>"')
+                if d and (domain == d or domain.endswith("." + d) or d.endswith("." + domain)):
+                    return True
+        return False  # ours said no pass: nothing below it counts
+    return False
+
+
+def distrust(trust: GatewayTrust, raw: bytes, sender: str, source: str) -> str | None:
+    """Why a mail that looks like this gateway's is not taken as its fax; None when it is."""
+    if not sender_allowed(trust.senders or [], sender):
+        return f"sender {sender or '(none)'} is not on the gateway's allow-list"
+    if trust.sources and source not in trust.sources:
+        return f"came through source {source}, not {', '.join(trust.sources)}"
+    if trust.authenticated and not authenticated(raw, sender, trust.authserv_ids):
+        return "not authenticated: no DKIM, SPF or DMARC pass of our MTA for the sender's domain"
+    return None
 
 
 def e164(text: str | None, region: str | None, valid: bool = False) -> str | None:
