@@ -236,3 +236,26 @@ async def test_the_fence_costs_one_small_update_per_batch(make_app) -> None:
         event.remove(app.store.engine, "before_cursor_execute", count)
         counts.append(len(seen))
     assert counts[1] == counts[0] + 1, counts
+
+
+async def test_a_status_poller_records_a_poll_only_under_its_lease(make_app) -> None:
+    """``poll:<sink>`` is leased like a mailbox: a poller whose lease is gone records nothing."""
+    from svcbridge.daemon import _status_poll_loop
+
+    app = make_app()
+
+    class Poller:
+        name, poll_interval = "desk", 0.01
+
+        async def poll_changes(self, cursor: str | None) -> tuple[list[Any], str]:
+            app.stopping.set()  # one round
+            return [], "c1"
+
+    app.delivery.sinks["desk"] = Poller()  # type: ignore[assignment]
+    app.leases = SourceLeases(app.store, lease.new_holder("daemon"), 10.0)  # holds nothing
+    await _status_poll_loop(app, "desk")
+    assert app.store.get_checkpoint("sink:desk", "cursor") is None  # another replica's to record
+    app.stopping.clear()
+    assert app.leases.take_for_pass(["poll:desk"])[0] == ["poll:desk"]
+    await _status_poll_loop(app, "desk")
+    assert app.store.get_checkpoint("sink:desk", "cursor") == "c1"
