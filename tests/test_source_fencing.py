@@ -259,3 +259,30 @@ async def test_a_status_poller_records_a_poll_only_under_its_lease(make_app) -> 
     assert app.leases.take_for_pass(["poll:desk"])[0] == ["poll:desk"]
     await _status_poll_loop(app, "desk")
     assert app.store.get_checkpoint("sink:desk", "cursor") == "c1"
+
+
+async def test_a_source_given_back_to_a_joining_replica_is_not_fresh_any_more(
+    make_app, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not fresh before its lease goes back: the other replica may take it the moment it is free."""
+    app = make_app()
+    names = ["imap:a", "imap:b"]
+    a = Replicas(app.store, lease.new_holder("daemon"), 10.0)
+    assert a.round(names) == set(names)
+    b = Replicas(app.store, lease.new_holder("daemon"), 10.0)
+    b.round(names)  # joins: its heartbeat counts, nothing free yet
+    real, fresh_when_released = lease.release, []
+
+    def release(store: Any, name: str, holder: str) -> None:
+        fresh_when_released.append(a.leases.fresh(name[len(SOURCE) :]))
+        real(store, name, holder)
+
+    monkeypatch.setattr(lease, "release", release)
+    kept = a.round(names)  # gives one back
+    assert fresh_when_released == [False]
+    assert len(kept) == 1
+    (given,) = set(names) - kept
+    assert not a.leases.fresh(given) and a.leases.fresh(next(iter(kept)))
+    with pytest.raises(LeaseLost):
+        await a.leases.confirm(given)
+    assert b.round(names) == {given}

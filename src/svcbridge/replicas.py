@@ -205,6 +205,7 @@ class Replicas:
         released = False
         for n in mine:  # renewed above
             if len(keep) >= min(share, len(mine) - spare):  # give it back for a replica that joined
+                self.leases.forget(n)  # first: its loop must not act on it once another may take it
                 lease.release(self.store, SOURCE + n, self.holder)
                 log.info("source_released", source=n, share=share, replicas=len(live))
                 released = True
