@@ -696,3 +696,25 @@ async def test_a_pool_failing_under_one_batch_does_not_end_the_drain(make_app, t
         app.pipeline.close()
     assert [o.status for o in outcomes] == ["created"] * 80
     assert app.pipeline.workers.failures == 1 and app.pipeline.workers.pool is None
+
+
+async def test_a_large_batch_waits_for_starting_workers_instead_of_parsing_in_process(make_app, tmp_path: Path) -> None:
+    """Workers take a few tenths of a second to start; a backlog's first batch used to be parsed in the
+    daemon's process meanwhile (its event loop busy for as long), now it waits for them (READY_WAIT)."""
+    from svcbridge import parsepool
+
+    app = make_app(pipeline={"parse_workers": 1})
+    for i in range(parsepool.MIN_BATCH + 4):
+        drop(tmp_path, f"{i:03d}", eml(subject=f"case {i}", msgid=f"<w{i}@x>"))
+    workers = app.pipeline.workers
+    try:
+        await app.poll_sources_once()
+        ids = app.store.pending_journal(100)
+        raws = app.store.load_raws(ids)
+        workers.close()  # whatever the poll's hint started: this test starts them itself
+        assert workers.start()
+        assert workers.pool is not None and not workers.pool.ready  # a process takes longer than this
+        parsed = await workers.parse(ids, raws)
+        assert sorted(parsed) == sorted(ids)  # parsed in the workers, not handed back ({})
+    finally:
+        app.pipeline.close()

@@ -41,6 +41,7 @@ from .plugins import HookFailed, PluginManager
 
 MIN_BATCH = 32  # below this, pickling both ways costs more than a second core saves...
 MIN_BYTES = 1024 * 1024  # ... unless the mails are large (parsing grows with the size, pickling less)
+READY_WAIT = 3.0  # s a large batch waits for starting workers before it is parsed in process
 START_BYTES = 8 * 1024 * 1024  # a pool is started for a few mails only when they are this large
 MAX_WORKERS = 4
 IDLE_S = 120.0  # the daemon stops the workers after this long without a large batch
@@ -99,6 +100,16 @@ class ParsePool:
     @property
     def ready(self) -> bool:
         return all(f.done() for f in self._started)
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the workers to be up. Worth it for a large batch: parsed here,
+        it would hold the event loop's thread for as long as the workers take to start (the first
+        batches of a heavy backlog were parsed in the daemon's process, 1.2 s of its thread for
+        2,000 heavy mails), while the batch before it is still being stored anyway."""
+        pending = [asyncio.wrap_future(f) for f in self._started if not f.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+        return self.ready
 
     async def parse(self, raws: list[tuple[int, RawMessage]]) -> dict[int, Any]:
         """journal id -> draft | None | HookFailed, for every message; raises if the pool broke."""
@@ -159,8 +170,8 @@ class Workers:
         pool = self.pool
         assert pool is not None
         self.used = time.monotonic()
-        if not pool.ready:
-            return {}  # the workers are still starting: this batch is parsed here, the next there
+        if not pool.ready and not await pool.wait_ready(READY_WAIT):
+            return {}  # the workers are slow to start: this batch is parsed here, the next there
         try:
             return await pool.parse([(jid, raws[jid]) for jid in ids])
         except asyncio.CancelledError:
