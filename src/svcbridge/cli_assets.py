@@ -56,7 +56,9 @@ def assets() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="report what would change, write nothing")
 @click.option("--json", "as_json", is_flag=True, help="the report as JSON lines")
-@click.option("--encoding", help="a CSV's encoding (default: UTF-8, else GB18030 or Big5, whichever reads plausibly)")
+@click.option(
+    "--encoding", help="a CSV's encoding (default: UTF-8, else GB18030 or Big5, whichever reads plausibly)"
+)
 @click.pass_context
 def assets_import(ctx: click.Context, file: Path, dry_run: bool, as_json: bool, encoding: str | None) -> None:
     """Add or update units from a CSV or XLSX file (a row per unit, or per part of a unit)."""
