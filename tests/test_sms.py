@@ -25,6 +25,7 @@ from svcbridge import (
     DeliveryItem,
     Notification,
     NotReady,
+    OptOutRegister,
     PermanentError,
     StatusUpdate,
     Ticket,
@@ -32,7 +33,6 @@ from svcbridge import (
 )
 from svcbridge.web import build_web
 from svcbridge_sms.aliyun import AliyunSmsNotifier, sign
-from svcbridge_sms.optout import OptOuts
 from svcbridge_sms.telnyx import TelnyxSmsNotifier
 from svcbridge_sms.text import clean, fit, keyword, segments
 
@@ -257,12 +257,12 @@ def _item(to: str = "+8613800138000", template: str = "acknowledgement", lang: s
 ])
 async def test_telnyx_outbound_errors(app, fake, tmp_path, reply, error) -> None:
     cfg = app.settings.plugin_config("sms").telnyx
-    n = TelnyxSmsNotifier(cfg, OptOuts(tmp_path / "o.db"), ["api.telnyx.com"], httpx.MockTransport(fake))
+    n = TelnyxSmsNotifier(cfg, OptOutRegister.for_settings(app.settings), ["api.telnyx.com"], httpx.MockTransport(fake))
     fake.fail = [reply]
     with pytest.raises(error):
         await n.send(_item())
     bad = TelnyxSmsNotifier(cfg.model_copy(update={"api_key": __import__("pydantic").SecretStr("x")}),
-                            OptOuts(tmp_path / "o.db"), ["api.telnyx.com"], httpx.MockTransport(fake))
+                            OptOutRegister.for_settings(app.settings), ["api.telnyx.com"], httpx.MockTransport(fake))
     with pytest.raises(AuthFailed):
         await bad.send(_item())
 
@@ -319,7 +319,7 @@ class FakeDysms:
 async def test_aliyun_templated_notice_per_language(make_app, tmp_path, lang, code) -> None:
     app = make_app(plugins={"sms": {"outbound": "aliyun", "aliyun": ALI}})
     fake = FakeDysms()
-    n = AliyunSmsNotifier(app.settings.plugin_config("sms").aliyun, OptOuts(tmp_path / "o.db"),
+    n = AliyunSmsNotifier(app.settings.plugin_config("sms").aliyun, OptOutRegister.for_settings(app.settings),
                           ["dysmsapi.aliyuncs.com"], httpx.MockTransport(fake))
     res = await n.send(_item(lang=lang))
     (q,) = fake.calls
@@ -339,7 +339,7 @@ async def test_aliyun_errors(make_app, tmp_path, reply, error) -> None:
     app = make_app(plugins={"sms": {"outbound": "aliyun", "aliyun": ALI}})
     fake = FakeDysms()
     fake.reply = [reply]
-    n = AliyunSmsNotifier(app.settings.plugin_config("sms").aliyun, OptOuts(tmp_path / "o.db"),
+    n = AliyunSmsNotifier(app.settings.plugin_config("sms").aliyun, OptOutRegister.for_settings(app.settings),
                           ["dysmsapi.aliyuncs.com"], httpx.MockTransport(fake))
     with pytest.raises(error):
         await n.send(_item())
@@ -430,14 +430,14 @@ async def test_twilio_notifier_honours_the_register_on_every_ticket_of_the_numbe
     notifier = app.delivery.notifiers["sms"]
     await notifier.send(_item())  # not opted out: sent
     assert len(sent) == 1
-    OptOuts(Path(app.settings.data_dir) / "sms-optout.db").record("+8613800138000", "退订", "sms", utcnow())
+    OptOutRegister.for_settings(app.settings).record("+8613800138000", "退订", "sms", utcnow())
     with pytest.raises(PermanentError, match="opted out"):
         await notifier.send(_item())  # the ticket carries no sms_opt_out label
     assert len(sent) == 1
     await notifier.send(_item(to="+8613900139000"))  # another number still gets its SMS
     assert len(sent) == 2
     # START opts back in: an older ticket still labelled from the register must not block it
-    OptOuts(Path(app.settings.data_dir) / "sms-optout.db").clear("+8613800138000", utcnow())
+    OptOutRegister.for_settings(app.settings).clear("+8613800138000", utcnow())
     stale = _item()
     stale.ticket.labels["sms_opt_out"] = {"register": "'退订' at 2026-12-01"}
     await notifier.send(stale)
@@ -450,7 +450,7 @@ async def test_aliyun_throttled_notice_is_sent_on_its_retry(make_app, tmp_path) 
     app = make_app(plugins={"sms": {"outbound": "aliyun", "aliyun": ALI}})
     fake = FakeDysms()
     fake.reply = [httpx.Response(200, json={"Code": "isv.BUSINESS_LIMIT_CONTROL", "Message": "触发分钟级流控"})]
-    n = AliyunSmsNotifier(app.settings.plugin_config("sms").aliyun, OptOuts(tmp_path / "o.db"),
+    n = AliyunSmsNotifier(app.settings.plugin_config("sms").aliyun, OptOutRegister.for_settings(app.settings),
                           ["dysmsapi.aliyuncs.com"], httpx.MockTransport(fake))
     with pytest.raises(NotReady):
         await n.send(_item())
@@ -477,3 +477,67 @@ async def test_twilio_notices_are_cut_to_max_parts_like_every_provider(make_app)
         await notifier.send(item)
         assert segments(sent[-1]["Body"])[1] == parts
         assert sent[-1]["Body"] == body or sent[-1]["Body"].endswith("…")
+
+
+async def test_a_stop_recorded_by_one_replica_stops_the_sms_of_another(make_app, fake, tmp_path) -> None:
+    """The register was a SQLite file in the data_dir of the replica that processed the STOP: a second
+    replica on the same store (its own data_dir) did not see it and texted the customer anyway."""
+    plugins = {"sms": {"outbound": "telnyx", "transport": httpx.MockTransport(fake),
+                       "telnyx": {"public_key": PUB, "api_key": API_KEY, "from_number": "+8675512345678"}}}
+    one = make_app(outbound_allow=["api.telnyx.com"], plugins=plugins)
+    await one.pm.lifecycle("startup", app=one)
+    two = make_app(outbound_allow=["api.telnyx.com"], plugins=plugins, data_dir=str(tmp_path / "replica2"),
+                   database_url=one.settings.db_url)
+    assert two.settings.data_dir != one.settings.data_dir
+    c = TestClient(build_web(one))
+    post(c, sms_event("e1", "退订"))
+    await one.run_once()
+    notifier = two.delivery.notifiers["sms"]
+    with pytest.raises(PermanentError, match="opted out"):
+        await notifier.send(_item())
+    assert fake.sent == []
+    await notifier.send(_item(to="+8613900139000"))  # another number still gets its SMS
+    assert len(fake.sent) == 1
+
+
+async def test_the_old_register_file_is_imported_once_and_renamed(make_app, fake) -> None:
+    """Opt-outs recorded before the register moved into the store are honoured, not forgotten."""
+    import sqlite3
+
+    from svcbridge_sms import optout_register
+
+    app = make_app(outbound_allow=["api.telnyx.com"], plugins={"sms": {}})
+    old = Path(app.settings.data_dir) / "sms-optout.db"
+    with sqlite3.connect(old) as db:
+        db.execute("CREATE TABLE optouts (phone TEXT PRIMARY KEY, at TEXT NOT NULL, word TEXT NOT NULL, "
+                   "source TEXT NOT NULL)")
+        db.execute("INSERT INTO optouts VALUES ('+8613800138000', '2026-11-01T08:00:00+00:00', 'TD', 'sms')")
+        db.execute("INSERT INTO optouts VALUES ('+8613900139000', '2026-11-01T08:00:00+00:00', 'STOP', 'sms')")
+    register = OptOutRegister.for_settings(app.settings)
+    # a START recorded in the store after the file's STOP wins over it
+    register.record("+8613900139000", "STOP", "sms", utcnow())
+    register.clear("+8613900139000", utcnow())
+    optout_register(app.settings)
+    assert register.blocked("+8613800138000") == "'TD' at 2026-11-01T08:00:00+00:00"
+    assert not old.exists() and old.with_name("sms-optout.db.imported").exists()
+    register.clear("+8613800138000", utcnow())
+    optout_register(app.settings)  # nothing imported again
+    assert register.blocked("+8613800138000") is None
+
+
+def test_the_register_keeps_the_latest_word_by_time() -> None:
+    from datetime import UTC, datetime
+
+    from svcbridge.store import db, schema
+
+    engine = db.make_engine("sqlite://")
+    schema.metadata.create_all(engine, tables=[schema.sms_optouts])
+    reg = OptOutRegister(engine)
+    t0 = datetime(2026, 12, 1, 8, tzinfo=UTC)
+    reg.record("+8613800138000", "STOP", "sms", t0)
+    reg.record("+8613800138000", "退订", "sms", t0 - timedelta(hours=1))  # an older STOP replayed
+    assert reg.blocked("+8613800138000") == f"'STOP' at {t0.isoformat()}"
+    reg.clear("+8613800138000", t0 - timedelta(minutes=1))  # a START older than the STOP
+    assert reg.blocked("+8613800138000") is not None
+    reg.clear("+8613800138000", t0 + timedelta(minutes=1))
+    assert reg.blocked("+8613800138000") is None and reg.blocked(None) is None

@@ -9,8 +9,9 @@ For every SMS draft, whichever provider brought it (channel ``sms``):
 - ``normalize_draft``: control characters, bidi overrides and zero-width characters leave subject and
   body (``text.clean``); the label ``sms_segments`` says how many parts and which encoding it took.
 - ``classify_ticket``: a message that is only ``STOP`` / ``退订`` / ``TD`` ... (``text.keyword``) is
-  recorded in the opt-out register (``optout.py``) and on the ticket (label ``sms_opt_out``; ``START``
-  removes it); every SMS notifier refuses an opted-out number, visibly (a dead row with the reason).
+  recorded in the store's opt-out register (``optout.py``: every replica sees it) and on the ticket
+  (label ``sms_opt_out``; ``START`` removes it); every SMS notifier refuses an opted-out number,
+  visibly (a dead row with the reason).
 - ``thread_message``: a ticket reference in the text (``SB-000123``) threads onto that ticket; else
   the number's open SMS ticket continues if it was updated within ``thread_window_hours``; older
   conversations start a new ticket.
@@ -43,6 +44,7 @@ from svcbridge import (
     Attachment,
     Contact,
     ExternalLink,
+    OptOutRegister,
     ParseError,
     PluginSettings,
     RawMessage,
@@ -55,7 +57,7 @@ from svcbridge import (
 )
 
 from .aliyun import AliyunPushRoute, AliyunSmsNotifier
-from .optout import OptOuts
+from .optout import import_file
 from .telnyx import TelnyxSmsNotifier, TelnyxSmsRoute
 from .text import clean, keyword, segments
 
@@ -94,7 +96,11 @@ class SmsSettings(PluginSettings):
     thread_window_hours: float = Field(default=72.0, gt=0)
     max_parts: int = Field(default=3, ge=1, le=10)
     outbound: Literal["telnyx", "aliyun"] | None = None
-    optout_db: Path | None = Field(default=None, description="default <data_dir>/sms-optout.db")
+    optout_db: Path | None = Field(
+        default=None,
+        description="the old opt-out register file (default <data_dir>/sms-optout.db): imported into "
+        "the store once, then renamed *.imported",
+    )
     default_region: str | None = None
     telnyx: TelnyxSmsSettings | None = None
     aliyun: AliyunSmsSettings | None = None
@@ -104,16 +110,18 @@ class SmsSettings(PluginSettings):
 _state: dict[str, Any] = {"window": 72.0, "optouts": None, "host": None}
 
 
-def _optouts(settings: Any) -> OptOuts:
+def _optouts(settings: Any) -> OptOutRegister:
+    """The store's register; the first time per store, the old register file is imported into it."""
     cfg: SmsSettings | None = settings.plugin_config("sms")
     path = (cfg.optout_db if cfg and cfg.optout_db else None) or Path(settings.data_dir) / "sms-optout.db"
-    have = _state.get("optouts")
-    if have is None or have.path != path:
-        _state["optouts"] = OptOuts(path)
-    return _state["optouts"]
+    register = OptOutRegister.for_settings(settings)
+    if _state.get("optouts") != (settings.db_url, path):
+        import_file(path, register)
+        _state["optouts"] = (settings.db_url, path)
+    return register
 
 
-def optout_register(settings: Any) -> OptOuts:
+def optout_register(settings: Any) -> OptOutRegister:
     """The install's opt-out register, for SMS notifiers of other plugins (Twilio's)."""
     return _optouts(settings)
 

@@ -40,6 +40,7 @@ from svcbridge import (
     ExternalLink,
     IntakeContext,
     NotReady,
+    OptOutRegister,
     PermanentError,
     RawMessage,
     StatusUpdate,
@@ -49,7 +50,6 @@ from svcbridge import (
     read_body,
 )
 
-from .optout import OptOuts
 from .text import segments
 
 log = structlog.get_logger("svcbridge.sms.aliyun")
@@ -79,7 +79,7 @@ class AliyunSmsNotifier:
     def address(contact: Contact) -> str | None:
         return contact.phone
 
-    def __init__(self, cfg: Any, optouts: OptOuts, allow: list[str], transport: Any = None) -> None:
+    def __init__(self, cfg: Any, optouts: OptOutRegister, allow: list[str], transport: Any = None) -> None:
         self.cfg, self.optouts = cfg, optouts
         self.client = make_client(cfg.api_base, transport=transport, allow=allow)
 
@@ -124,7 +124,7 @@ class AliyunSmsNotifier:
 
     async def send(self, item: DeliveryItem) -> DeliveryResult:
         n = item.payload["notification"]
-        stopped = await asyncio.to_thread(self.optouts.blocked, n["to"])  # SQLite: off the event loop
+        stopped = await asyncio.to_thread(self.optouts.blocked, n["to"])  # a store read: off the event loop
         if stopped:
             raise PermanentError(f"{n['to']} opted out of SMS ({stopped}); not sent")
         r = await http_request(self.client, "GET", "/", "Alibaba SendSms", params=self.params(item))

@@ -1,61 +1,47 @@
-"""Who said STOP: a small durable register of opted-out numbers, read before every SMS is sent.
+"""Who said STOP: the store's opt-out register (``svcbridge.OptOutRegister``), and the file it replaced.
 
-The register is a SQLite file of the plugin's own (``<data_dir>/sms-optout.db``, or ``optout_db``):
-the classify stage records a ``STOP`` / ``退订`` (and a later ``START``) as it processes the message,
-and every SMS notifier asks ``blocked(number)`` before it sends. Writing is idempotent (a message
-processed again after a crash writes the same row), so it needs no place in the ticket's transaction.
-The opt-out is also recorded on the ticket (label ``sms_opt_out``), where agents and helpdesks see it.
-Several replicas must share the file (a shared volume) or point ``optout_db`` at one path.
+The register is the store's table ``sms_optouts``: the classify stage records a ``STOP`` / ``退订`` (and
+a later ``START``), every SMS notifier asks ``blocked(number)`` before it sends, and every replica
+sees what any of them recorded. The opt-out is also recorded on the ticket (label ``sms_opt_out``),
+where agents and helpdesks see it.
+
+Before, the register was a SQLite file of this plugin (``<data_dir>/sms-optout.db``, or
+``optout_db``), seen only by the replica that wrote it. ``import_file`` copies such a file's numbers
+into the store once (a later STOP or START recorded in the store wins, by time) and renames it
+``*.imported``: an opt-out is never lost in the move, and never imported twice.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+import structlog
+
+from svcbridge import OptOutRegister
+
+__all__ = ["OptOutRegister", "import_file"]
+
+log = structlog.get_logger("svcbridge.sms")
 _lock = threading.Lock()
 
 
-class OptOuts:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS optouts (phone TEXT PRIMARY KEY, at TEXT NOT NULL, "
-                "word TEXT NOT NULL, source TEXT NOT NULL)"
-            )
-
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)  # autocommit: one statement
+def import_file(path: Path, register: OptOutRegister) -> int:
+    """Copy the opt-outs of the old register file ``path`` into the store; the number copied."""
+    with _lock:
+        if not path.is_file():
+            return 0
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            yield db
+            rows = db.execute("SELECT phone, at, word, source FROM optouts").fetchall()
+        except sqlite3.DatabaseError:  # no table (never written) or not a register: nothing to copy
+            rows = []
         finally:
             db.close()
-
-    def record(self, phone: str, word: str, source: str, at: datetime) -> None:
-        with _lock, self._db() as db:
-            db.execute(
-                "INSERT INTO optouts(phone, at, word, source) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(phone) DO UPDATE SET at = excluded.at, word = excluded.word, "
-                "source = excluded.source WHERE excluded.at >= optouts.at",
-                (phone, at.isoformat(), word[:40], source[:100]),
-            )
-
-    def clear(self, phone: str, at: datetime) -> None:
-        with _lock, self._db() as db:  # a START older than the STOP does not undo it
-            db.execute("DELETE FROM optouts WHERE phone = ? AND at <= ?", (phone, at.isoformat()))
-
-    def blocked(self, phone: str | None) -> str | None:
-        """When and how ``phone`` opted out (``'退订 at 2026-...'``), or None."""
-        if not phone:
-            return None
-        with self._db() as db:
-            row = db.execute("SELECT word, at FROM optouts WHERE phone = ?", (phone,)).fetchone()
-        return f"{row[0]!r} at {row[1]}" if row else None
+        for phone, at, word, source in rows:
+            register.record(phone, word, source, datetime.fromisoformat(at))
+        path.rename(path.with_name(path.name + ".imported"))
+        log.info("sms_optouts_imported", file=str(path), numbers=len(rows))
+        return len(rows)

@@ -31,6 +31,7 @@ from svcbridge import (
     ExternalLink,
     IntakeContext,
     MediaError,
+    OptOutRegister,
     PermanentError,
     RawMessage,
     StatusUpdate,
@@ -42,7 +43,6 @@ from svcbridge import (
 )
 from svcbridge_fax.signatures import ReplayGuard, telnyx_public_key, telnyx_verify
 
-from .optout import OptOuts
 from .text import fit, segments
 
 log = structlog.get_logger("svcbridge.sms.telnyx")
@@ -146,7 +146,7 @@ class TelnyxSmsNotifier:
     def address(contact: Contact) -> str | None:
         return contact.phone
 
-    def __init__(self, cfg: Any, optouts: OptOuts, allow: list[str], transport: Any = None) -> None:
+    def __init__(self, cfg: Any, optouts: OptOutRegister, allow: list[str], transport: Any = None) -> None:
         self.cfg, self.optouts = cfg, optouts
         self.client = make_client(
             cfg.api_base,
@@ -158,7 +158,7 @@ class TelnyxSmsNotifier:
     async def send(self, item: DeliveryItem) -> DeliveryResult:
         n = item.payload["notification"]
         to = n["to"]
-        stopped = await asyncio.to_thread(self.optouts.blocked, to)  # SQLite: off the event loop
+        stopped = await asyncio.to_thread(self.optouts.blocked, to)  # a store read: off the event loop
         if stopped:
             raise PermanentError(f"{to} opted out of SMS ({stopped}); not sent")
         text = fit(n.get("body") or n.get("subject") or "", self.cfg.max_parts)

@@ -69,6 +69,7 @@ from .models import (
 from .parts import DepotStock, PartsErp, PartStock, Reservation, order_depots, reservation_key
 from .rma import Rma, RmaBook, RmaPart, RmaState, rma_can_move
 from .settings import PluginSettings, Settings
+from .store.optouts import OptOutRegister
 from .textcodec import UndecodableText, decode_legacy
 from .work import Job, JobKind, TicketChange, Timer, TimerKind, WorkQueue
 
@@ -104,6 +105,7 @@ __all__ = [
     "NotReady",
     "Notification",
     "Notifier",
+    "OptOutRegister",
     "OutboundGuard",
     "OutboxKind",
     "ParseError",

@@ -365,6 +365,17 @@ login_throttle = Table(
     Column("touched_at", TS, nullable=False),
 )
 
+# SMS opt-outs (store/optouts.py, svcbridge_sms): who said STOP / 退订, read before every SMS is sent;
+# in the store so every replica sees it (it was a SQLite file in one replica's data_dir)
+sms_optouts = Table(
+    "sms_optouts",
+    metadata,
+    Column("phone", String(32), primary_key=True),  # E.164
+    Column("at", TS, nullable=False),  # when they said it: a START older than the STOP does not undo it
+    Column("word", String(40), nullable=False),
+    Column("source", String(100), nullable=False),
+)
+
 # Asset register (svcbridge.assets, store/assets.py): units by serial, the parts installed in them,
 # warranty exclusions an agent applied, and remote systems' last answers per serial (vendor warranty
 # lookups: the TTL cache and the stale answer used while a vendor is down).
