@@ -525,13 +525,21 @@ async def test_the_old_register_file_is_imported_once_and_renamed(make_app, fake
     assert register.blocked("+8613800138000") is None
 
 
-def test_the_register_keeps_the_latest_word_by_time() -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    if request.param == "postgresql":
+        return request.getfixturevalue("pg_url")
+    return f"sqlite:///{tmp_path}/shared.db"
+
+
+def test_the_register_keeps_the_latest_word_by_time(db_url: str) -> None:
+    """On both stores (the upsert is dialect-specific), migrated by Alembic like a real one."""
     from datetime import UTC, datetime
 
-    from svcbridge.store import db, schema
+    from svcbridge.store import db
 
-    engine = db.make_engine("sqlite://")
-    schema.metadata.create_all(engine, tables=[schema.sms_optouts])
+    engine = db.make_engine(db_url)
+    db.upgrade(engine)
     reg = OptOutRegister(engine)
     t0 = datetime(2026, 12, 1, 8, tzinfo=UTC)
     reg.record("+8613800138000", "STOP", "sms", t0)
@@ -541,3 +549,4 @@ def test_the_register_keeps_the_latest_word_by_time() -> None:
     assert reg.blocked("+8613800138000") is not None
     reg.clear("+8613800138000", t0 + timedelta(minutes=1))
     assert reg.blocked("+8613800138000") is None and reg.blocked(None) is None
+    engine.dispose()
