@@ -32,7 +32,6 @@ from svcbridge_email.imap import MAX_STRIKES, ImapSource
 BIN = Path(sys.executable).parent / "svcbridge"
 
 
-
 # ----------------------------------------------------------------------------------------- polling
 async def test_poll_ingests_everything_once_including_seen_mail(make_app: Any, dovecot: Dovecot) -> None:
     user = "user1"
@@ -280,7 +279,9 @@ def test_kill_9_after_journal_then_restart_gives_one_ticket(dovecot: Dovecot, tm
                           capture_output=True, timeout=60)  # fmt: skip
     assert died.returncode == -signal.SIGKILL, died.stdout.decode()[-2000:]
     assert not any("$svcbridge" in f for f in dovecot.flags(user).values())  # journaled, not acknowledged
-    ok = subprocess.run([*cmd, "run", "--once"], env=ENV, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    ok = subprocess.run(
+        [*cmd, "run", "--once"], env=ENV, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert ok.returncode == 0 and "polled 1, processed 1" in ok.stdout, ok.stdout + ok.stderr
     assert cli_tickets(cmd, tmp_path) == ["survives kill -9"]
     assert all("$svcbridge" in f for f in dovecot.flags(user).values())
@@ -291,7 +292,9 @@ def test_daemon_idles_and_stops_on_sigterm(dovecot: Dovecot, tmp_path: Path) -> 
     user = "user5"
     fresh(dovecot, user)
     cmd = daemon_config(tmp_path, dovecot, user, poll_interval=3600)
-    proc = subprocess.Popen([*cmd, "run"], env=ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [*cmd, "run"], env=ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         deadline = time.monotonic() + 30
         while not dovecot.idling(user):
@@ -328,10 +331,47 @@ async def test_connection_lost_mid_batch(make_app: Any, dovecot: Dovecot, monkey
     with pytest.raises(imap_mod.CONNECTION_ERRORS):
         await src.poll(app.context(src.name))
     flagged = [u for u, f in dovecot.flags(user).items() if "$svcbridge" in f]
-    assert app.store.journal_counts() == {"pending": 2} and len(flagged) == 2  # the first batch is done
+    # the first batch is journaled; its flag was queued behind the second FETCH (fetching overlaps
+    # journaling) and went down with the connection: the next pass only acknowledges it
+    assert app.store.journal_counts() == {"pending": 2} and flagged == []
     res = await app.run_once()
     assert res["processed"] == 5 and app.store.count_tickets() == 5
     assert all("$svcbridge" in f for f in dovecot.flags(user).values())
+
+
+async def test_the_next_batch_is_fetched_while_this_one_is_journaled(
+    make_app: Any, dovecot: Dovecot, monkeypatch
+) -> None:
+    user = "user2"
+    fresh(dovecot, user, mails(6, "o"))
+    app = imap_app(make_app, box(dovecot, user, after="flag", batch=2))
+    src = app.sources[f"imap:{user}"]
+    spans: dict[str, list[tuple[float, float]]] = {"fetch": [], "journal": []}
+    real_fetch, real_insert = ImapSource._fetch, app.store.journal_insert_many
+
+    def fetch(self: ImapSource, client: Any, uids: list[int], uv: str) -> Any:
+        t0 = time.monotonic()
+        try:
+            return real_fetch(self, client, uids, uv)
+        finally:
+            spans["fetch"].append((t0, time.monotonic()))
+
+    def insert(raws: Any, fence: Any = None) -> Any:
+        t0 = time.monotonic()
+        time.sleep(0.3)  # a slow disk: the fetch of the next batch goes on meanwhile
+        try:
+            return real_insert(raws, fence)
+        finally:
+            spans["journal"].append((t0, time.monotonic()))
+
+    monkeypatch.setattr(ImapSource, "_fetch", fetch)
+    monkeypatch.setattr(app.store, "journal_insert_many", insert)
+    assert await src.poll(app.context(src.name)) == 6
+    assert len(spans["fetch"]) == 3 and len(spans["journal"]) == 3
+    # fetch 2 began before journal 1 ended, fetch 3 before journal 2 ended
+    assert all(spans["fetch"][i + 1][0] < spans["journal"][i][1] for i in range(2))
+    assert all("$svcbridge" in f for f in dovecot.flags(user).values())  # every batch acknowledged
+    assert app.store.journal_counts() == {"pending": 6}
 
 
 # ------------------------------------------------------------------------------ after-action failures

@@ -195,24 +195,44 @@ class ImapSource:
         ctx.expect(len(sizes), sum(sizes.values()))
         suspect = _suspect(await ctx.get_checkpoint("suspect"), uidvalidity)
         total = 0
+        # a batch fetched and not yet journaled: it is journaled while the next one comes over the wire
+        # (the fetch waits on the socket in the mailbox's thread, the journal writes blobs and commits
+        # in others); its after-action queues behind that fetch in the mailbox's one thread
+        held: tuple[list[int], list[RawMessage], list[int]] | None = None
         for chunk in batches(sizes, c.batch, c.batch_bytes):
             if ctx.stopping.is_set():
                 break
             if suspect and chunk[0] <= suspect[0] <= chunk[-1]:
+                if held is not None:
+                    total += await self._journal_and_ack(ctx, client, *held)
+                    held = None
                 # a FETCH of this batch dropped the connection last time: one UID at a time, counting
                 for uid in chunk:
                     total += await self._careful(ctx, client, uid, uidvalidity, suspect)
                 await ctx.set_checkpoint("suspect", "")
                 suspect = None
                 continue
+            fetch = asyncio.ensure_future(self._call(self._fetch, client, chunk, uidvalidity))
+            failed: BaseException | None = None
+            if held is not None:
+                try:
+                    total += await self._journal_and_ack(ctx, client, *held)
+                except BaseException as exc:  # raised below, once this fetch has let go of the client
+                    failed = exc
+                held = None
             try:
-                raws, ack = await self._call(self._fetch, client, chunk, uidvalidity)
+                raws, ack = await fetch
             except CONNECTION_ERRORS:
                 # maybe the network, maybe a mail the server dies on (Dovecot answers an unreadable
-                # mail file with BYE): the next pass takes this batch one UID at a time
+                # mail file with BYE): the next pass takes this batch one UID at a time (the batch
+                # before it failed its after-action for the same reason: it is only acknowledged then)
                 await ctx.set_checkpoint("suspect", f"{uidvalidity}:{chunk[0]}:0")
                 raise
-            total += await self._journal_and_ack(ctx, client, chunk, raws, ack)
+            if failed is not None:
+                raise failed
+            held = (chunk, raws, ack)
+        if held is not None:
+            total += await self._journal_and_ack(ctx, client, *held)
         return total
 
     async def _journal_and_ack(
