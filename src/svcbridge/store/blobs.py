@@ -72,6 +72,9 @@ class BlobStore(Protocol):
     def modified(self, key: str) -> float | None:
         """When the blob was last written or touched (epoch seconds); None when it is gone."""
 
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        """The keys the store does not hold (``has`` for many: S3 asks in parallel)."""
+
     def usage(self) -> tuple[int, int]:
         """(blobs, bytes) held."""
 
@@ -163,6 +166,9 @@ class LocalBlobs:
         except FileNotFoundError:
             return None
 
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        return [k for k in keys if not self.has(k)]
+
     def delete(self, key: str) -> bool:
         try:
             self.path(key).unlink()
@@ -230,6 +236,6 @@ def open_blobs(store: StoreSettings, blob_dir: Path, kind: str | None = None) ->
 def ensure(blobs: BlobStore, items: dict[str, Chunks], keys: Iterable[str]) -> None:
     """After a commit: every key it references is still there (a gc between our touch and our commit
     may have taken a reused blob); put back what is missing from the bytes still in hand."""
-    missing = {k: items[k] for k in keys if k in items and not blobs.has(k)}
+    missing = {k: items[k] for k in blobs.missing(k for k in keys if k in items)}
     if missing:
         blobs.put_many(missing)

@@ -13,6 +13,12 @@ Writes: a blob under 1 MiB is PUT with ``If-None-Match: *`` (one request for a n
 answers 412 when it is there); a larger one is looked for with HEAD first, so megabytes are not
 uploaded only to be refused.
 
+The process remembers the blobs it wrote or saw younger than ``touch_after`` (up to 50,000): the
+pipeline puts every attachment twice (cut out of the raw mail at journal time, then as the ticket's
+file), and the second put costs no request. ``has`` (the check after each commit, ``blobs.ensure``)
+always asks the server, and forgets a blob it finds gone, so a blob deleted behind our back
+(an erasure, another replica's gc) is put again for real.
+
 Touch: an existing blob is not stored again; ``gc`` must see it in use again all the same, and S3's
 only clock is ``LastModified``. An existing blob older than ``touch_after`` is therefore copied onto
 itself with its metadata replaced (a server-side copy: no bytes travel, ``LastModified`` becomes now),
@@ -34,8 +40,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import threading
 import time
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +56,7 @@ if TYPE_CHECKING:
 
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 HEAD_FIRST = 1 << 20  # bytes: a blob this large is looked for (HEAD) before it is uploaded
+RECENT_MAX = 50_000  # keys this process knows to be fresh (a few MB)
 
 
 class S3Blobs:
@@ -64,6 +73,11 @@ class S3Blobs:
         self.page_size = page_size
         where = cfg.endpoint_url or f"AWS {cfg.region}"
         self.where = f"s3://{cfg.bucket}/{cfg.prefix} at {where}"
+        # key -> when it was last written or touched, as far as this process saw: the pipeline puts an
+        # attachment twice (cut out of the raw mail at journal time, then as the ticket's file), and
+        # the second put needs no request while the blob is younger than touch_after
+        self._recent: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
         secret = cfg.secret_access_key.get_secret_value() if cfg.secret_access_key else None
         if secret:
             logmod.add_secrets([secret])
@@ -131,15 +145,41 @@ class S3Blobs:
                 return False
             raise self._fail("touch (copy in place)", key, exc) from None
 
+    def _remember(self, key: str, when: float) -> None:
+        with self._lock:
+            self._recent[key] = when
+            self._recent.move_to_end(key)
+            if len(self._recent) > RECENT_MAX:
+                self._recent.popitem(last=False)
+
+    def _forget(self, key: str) -> None:
+        with self._lock:
+            self._recent.pop(key, None)
+
+    def _fresh(self, key: str) -> bool:
+        with self._lock:
+            when = self._recent.get(key)
+        return when is not None and time.time() - when < self.touch_after
+
     def _existing(self, key: str, head: dict[str, Any] | None = None) -> bool:
         """The blob is there (touched when it could be near gc age); False when it is not."""
         head = head or self._head(key)
         if head is None:
             return False
-        age = time.time() - head["LastModified"].timestamp()
-        return age < self.touch_after or self._touch(key, head)
+        modified = head["LastModified"].timestamp()
+        if time.time() - modified < self.touch_after:
+            self._remember(key, modified)
+            return True
+        now = time.time()
+        if self._touch(key, head):
+            self._remember(key, now)
+            return True
+        return False
 
     def _put(self, key: str, chunks: Chunks) -> int:
+        if self._fresh(key):
+            return 0  # written or touched by us within touch_after: no gc can take it for its age
+        now = time.time()
         size = sum(len(c) for c in chunks) if isinstance(chunks, list) else len(chunks)
         if size >= HEAD_FIRST and self._existing(key):
             return 0  # a large blob is not uploaded only to hear that it is there
@@ -164,6 +204,7 @@ class S3Blobs:
             if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
                 return self._put(key, chunks)  # deleted (gc) or written concurrently meanwhile: again
             raise self._fail("PUT", key, exc) from None
+        self._remember(key, now)
         return len(data)
 
     def put_many(self, items: dict[str, Chunks]) -> int:
@@ -187,14 +228,26 @@ class S3Blobs:
         digest = hashlib.sha256(data).hexdigest()
         recorded = (resp.get("Metadata") or {}).get("sha256")
         if digest != key and not (data.startswith(MAGIC) and recorded == digest):
+            self._forget(key)
             raise BlobCorrupt(
                 f"blob {key} in {self.where} is corrupt: its {len(data)} bytes hash to {digest}"
                 + (f" (recorded {recorded})" if recorded and recorded != key else "")
             )
         return data
 
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        # after every batch commit (blobs.ensure): a HEAD a blob, in parallel rather than in a row
+        keys = list(keys)
+        if len(keys) <= 1 or self.threads <= 1:
+            return [k for k in keys if not self.has(k)]
+        with ThreadPoolExecutor(min(self.threads, len(keys))) as pool:
+            return [k for k, there in zip(keys, pool.map(self.has, keys), strict=True) if not there]
+
     def has(self, key: str) -> bool:
-        return self._head(key) is not None
+        if self._head(key) is not None:
+            return True
+        self._forget(key)  # deleted behind us (an erasure, another replica's gc): put it for real
+        return False
 
     def modified(self, key: str) -> float | None:
         """When the blob was last written or touched (epoch seconds); None when it is gone."""
@@ -203,6 +256,7 @@ class S3Blobs:
 
     def delete(self, key: str) -> bool:
         # DELETE answers 204 whether the object existed or not: HEAD first, callers count removals
+        self._forget(key)
         if self._head(key) is None:
             return False
         try:
