@@ -474,6 +474,9 @@ def test_the_detector_names_the_encoding_and_refuses_what_none_reads() -> None:
     for text, *_ in GBK_FILES:
         assert decode_legacy(text.encode("gb18030")) == (text, "gb18030")
     assert decode_legacy("序號,客戶\n".encode("utf-8-sig")) == ("序號,客戶\n", "utf-8")
+    # Hong Kong: Big5-HKSCS characters (嘅) are not in cp950; GB18030 decodes the bytes, wrongly
+    hk = "序號,型號,客戶\nHK1,印表機,香港中文大學 嘅 分部\n"
+    assert decode_legacy(hk.encode("big5hkscs")) == (hk, "big5hkscs")
     with pytest.raises(UndecodableText) as got:
         decode_legacy(b"serial,customer\nAB12345,\xff\xfeACME\x80\n")
     assert got.value.start == 24

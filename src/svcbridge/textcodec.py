@@ -25,7 +25,7 @@ SAMPLE = 200_000  # characters scored: enough for any header and thousands of ro
 
 
 class UndecodableText(ValueError):
-    """Bytes that are neither UTF-8, GB18030 nor Big5; ``start`` is the first byte GB18030 refused."""
+    """Bytes that are neither UTF-8, GB18030 nor Big5 (HKSCS); ``start``: the first byte GB18030 refused."""
 
     def __init__(self, start: int) -> None:
         super().__init__(f"neither UTF-8, GB18030 nor Big5 (byte {start})")
@@ -65,25 +65,29 @@ def plausibility(text: str, encoding: str) -> float:
 
 
 def decode_legacy(data: bytes) -> tuple[str, str]:
-    """``(text, encoding)`` of a file whose encoding was not named: ``utf-8``, ``gb18030`` or
-    ``big5`` (decoded as cp950, what Windows writes). Strict: raises ``UndecodableText``."""
+    """``(text, encoding)`` of a file whose encoding was not named: ``utf-8``, ``gb18030``, ``big5``
+    (decoded as cp950, what Windows writes) or ``big5hkscs``. Strict: raises ``UndecodableText``."""
     try:
         return data.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError:
         pass
     readings: dict[str, str] = {}
     start = 0
-    for name, codec in (("gb18030", "gb18030"), ("big5", "cp950")):
+    # Hong Kong's Big5-HKSCS adds characters (嘅, 啱, 咗) in byte ranges cp950 leaves empty
+    for name, codec in (("gb18030", "gb18030"), ("big5", "cp950"), ("big5hkscs", "big5hkscs")):
+        if name == "big5hkscs" and "big5" in readings:
+            continue
         try:
             readings[name] = data.decode(codec)
         except UnicodeDecodeError as exc:
             start = exc.start if name == "gb18030" else start
     if not readings:
         raise UndecodableText(start)
-    if len(readings) == 1:
-        ((name, text),) = readings.items()
-        return text, name
-    gb, big5 = readings["gb18030"], readings["big5"]
-    if plausibility(big5, "big5") > plausibility(gb, "gb18030"):
-        return big5, "big5"
+    gb = readings.pop("gb18030", None)
+    if not readings:
+        assert gb is not None
+        return gb, "gb18030"
+    ((name, big5),) = readings.items()
+    if gb is None or plausibility(big5, "big5") > plausibility(gb, "gb18030"):
+        return big5, name
     return gb, "gb18030"
