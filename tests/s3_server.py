@@ -78,6 +78,9 @@ def seaweed(tmp: Path) -> Iterator[S3Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        for port in [*ports.values(), *grpc.values()]:  # its Unix sockets, left behind by a kill
+            for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)
 
 
 def _wait(server: S3Server, proc: subprocess.Popen[bytes], limit: float) -> bool:
