@@ -122,3 +122,26 @@ def test_an_unknown_time_zone_is_a_configuration_error(cfg: Path) -> None:
     cfg.write_text('timezone = "Mars/Olympus"\n' + cfg.read_text(encoding="utf-8"), encoding="utf-8")
     res = run(cfg, "check-config")
     assert res.exit_code == 2 and "Mars/Olympus" in res.output
+
+
+def test_followups_show_times_in_the_deployment_s_time_zone(cfg: Path, monkeypatch) -> None:
+    """The list cut the UTC ISO times to minutes, offset and all: a call due at 11:30 in Shanghai read
+    '03:30' with nothing saying it was UTC."""
+    from svcbridge.cli_sla import record_event
+    from svcbridge.models import TicketEvent
+    from svcbridge.settings import load_settings
+    from svcbridge.store import db
+    from svcbridge.store.repo import Store
+
+    cfg.write_text('timezone = "Asia/Shanghai"\n' + cfg.read_text(encoding="utf-8"), encoding="utf-8")
+    res = run(cfg, "ingest", "-", input=eml(subject="打印机卡纸", body="卡纸"))
+    ref = res.stdout.strip().splitlines()[-1]
+    resolved = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+    data = {"resolved_at": resolved.isoformat(), "due_at": (resolved + timedelta(hours=1)).isoformat()}
+    store = Store(db.make_engine(load_settings(cfg).db_url))
+    assert record_event(store, ref, TicketEvent(type="followup_due", actor="sla", data=data), "t")
+    monkeypatch.setenv("COLUMNS", "200")  # the whole table, not cells cut to fit 80 columns
+    res = run(cfg, "followups")
+    assert res.exit_code == 0, res.output
+    local = (resolved + timedelta(hours=1)).astimezone(__import__("zoneinfo").ZoneInfo("Asia/Shanghai"))
+    assert local.strftime("%Y-%m-%d %H:%M") in res.stdout and "Asia/Shanghai" in res.stdout

@@ -121,10 +121,22 @@ def followups(ctx: click.Context, due: bool, record: tuple[str, str] | None, not
         return
     from rich.table import Table
 
-    table = Table("ticket", "customer", "contact", "resolved", "call due", "status")
+    tz = app.settings.timezone
+    table = Table("ticket", "customer", "contact", f"resolved ({tz})", f"call due ({tz})", "status")
     for c in followup_calls(app.store, utcnow(), due_only=due):
-        table.add_row(c.ref, c.customer or "-", c.contact, c.resolved_at[:16], c.due_at[:16], c.status)
+        table.add_row(
+            c.ref, c.customer or "-", c.contact, _local(c.resolved_at, tz), _local(c.due_at, tz), c.status
+        )
     out.print(table)
+
+
+def _local(iso: str, tz: str) -> str:
+    """A stored time (UTC ISO) as the deployment's wall clock: cut to minutes, an ISO string showed
+    the UTC time without its offset."""
+    try:
+        return datetime.fromisoformat(iso).astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return iso[:16]
 
 
 @click.command("report")
