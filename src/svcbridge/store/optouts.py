@@ -16,6 +16,7 @@ as used).
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +27,10 @@ from . import schema as t
 
 __all__ = ["OptOutRegister"]
 
-_engines: dict[str, Engine] = {}
+# one engine per store URL; a process normally has one, tests build hundreds of stores: the oldest
+# beyond a few is disposed (its pooled connections closed, so no file handles pile up)
+MAX_ENGINES = 8
+_engines: OrderedDict[str, Engine] = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -46,6 +50,9 @@ class OptOutRegister:
             engine = _engines.get(url)
             if engine is None:
                 engine = _engines[url] = make_engine(url)
+                while len(_engines) > MAX_ENGINES:
+                    _engines.popitem(last=False)[1].dispose()  # still usable: it opens a new pool
+            _engines.move_to_end(url)
         return cls(engine)
 
     def record(self, phone: str, word: str, source: str, at: datetime) -> None:
