@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from svcbridge.store import retention, split
 from svcbridge.store.blobs import BlobCorrupt, BlobStoreError, LocalBlobs, ensure
 from svcbridge.store.s3blobs import S3Blobs
 from svcbridge.storesettings import S3Settings
+from tcpgate import TcpGate
 from test_blobs import mail, rnd
 from test_email_pipeline import drop
 
@@ -344,3 +347,64 @@ def test_s3_settings_are_checked_at_load(tmp_path: Path) -> None:
                                                            "secret_access_key_file": str(tmp_path / "none")}})
     s = load_settings(None, data_dir=tmp_path, store={"s3": {"bucket": "abc", "prefix": "x/y"}})
     assert s.store.blobs == "local" and s.store.s3 is not None and s.store.s3.prefix == "x/y/"
+
+
+class Throttling(TcpGate):
+    """Answers the next ``n`` connections with 503 SlowDown (S3's throttling answer), forwards the rest."""
+
+    BODY = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+
+    def __init__(self, upstream_port: int) -> None:
+        super().__init__(upstream_port)
+        self.n = self.refused = 0
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            if self.refused < self.n:
+                self.refused += 1
+                threading.Thread(target=self._slow_down, args=(client,), daemon=True).start()
+                continue
+            server = socket.create_connection((self.host, self.upstream), timeout=5)
+            server.settimeout(None)
+            with self._lock:
+                self._conns += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _slow_down(self, client: socket.socket) -> None:
+        with client:
+            head = b""
+            while b"\r\n\r\n" not in head and (chunk := client.recv(65536)):
+                head += chunk
+            headers, _, body = head.partition(b"\r\n\r\n")
+            size = next((int(v) for k, _, v in (ln.partition(b":") for ln in headers.split(b"\r\n"))
+                         if k.strip().lower() == b"content-length"), 0)
+            while len(body) < size and (chunk := client.recv(65536)):
+                body += chunk
+            client.sendall(b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+                           + f"Content-Length: {len(self.BODY)}\r\n\r\n".encode() + self.BODY)
+
+
+@pytest.mark.realserver
+def test_throttling_is_retried_and_then_named(s3: S3Server, bucket: str, tmp_path: Path) -> None:
+    gate = Throttling(int(s3.endpoint.rsplit(":", 1)[1]))
+    gate.open()
+    try:
+        via = f"http://127.0.0.1:{gate.port}"
+        patient = S3Blobs(S3Settings(**s3_table(s3, bucket, tmp_path, endpoint_url=via, max_attempts=3)))
+        data = rnd(5000, 11)
+        gate.n = 2  # two SlowDown answers: the third try (max_attempts = 3) goes through
+        assert patient.put_many({key(data): data}) == len(data)
+        assert gate.refused == 2 and patient.get(key(data)) == data
+        hasty = S3Blobs(S3Settings(**s3_table(s3, bucket, tmp_path, endpoint_url=via, max_attempts=1)))
+        other = rnd(5000, 12)
+        gate.n += 1  # one answer is enough to fail a single try: the error names what happened
+        with pytest.raises(BlobStoreError, match=f"S3 PUT of blob {key(other)} in s3://{bucket}/.* SlowDown"):
+            hasty.put_many({key(other): other})
+        assert not patient.has(key(other))
+    finally:
+        gate.close()

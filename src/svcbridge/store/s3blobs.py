@@ -83,7 +83,8 @@ class S3Blobs:
             logmod.add_secrets([secret])
         config = Config(
             region_name=cfg.region,
-            retries={"max_attempts": cfg.max_attempts, "mode": "standard"},
+            # total_max_attempts counts the first try (botocore's max_attempts would not)
+            retries={"total_max_attempts": cfg.max_attempts, "mode": "standard"},
             s3={"addressing_style": cfg.addressing_style},
             connect_timeout=cfg.connect_timeout,
             read_timeout=cfg.read_timeout,
