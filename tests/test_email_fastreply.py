@@ -45,7 +45,7 @@ def parsed(data: bytes) -> email.message.EmailMessage:
     return email.message_from_bytes(data, policy=email.policy.default)  # type: ignore[return-value]
 
 
-def same(fast: bytes, slow: bytes) -> None:
+def same(fast: bytes, slow: bytes, subject: str | None = None) -> None:
     a, b = parsed(fast), parsed(slow)
     assert not a.defects and not b.defects
     names = sorted(b.keys())  # the MIME headers' order differs; every other header keeps its place
@@ -56,6 +56,11 @@ def same(fast: bytes, slow: bytes) -> None:
     for k in names:
         if k == "Date" or (k == "Content-Type" and a.is_multipart()):
             continue  # each path reads the clock; boundaries are random (the type is compared below)
+        if k == "Subject" and subject is not None:
+            # the subject as given, exactly: the stdlib's folder drops a space between two encoded
+            # words now and then ('𐀀 ¡' read back as '𐀀¡'); ours keeps it
+            assert str(a[k]).strip() == subject.strip()
+            continue
         assert str(a[k]).strip() == str(b[k]).strip(), k
     assert a.get_content_type() == b.get_content_type()
     for kind in ("plain", "html"):
@@ -119,7 +124,8 @@ def test_generated_notices_read_the_same(subject: str, body: str, html: str | No
         return
     if msg is None:
         slow = build_reply(it, FROM, DOMAIN).as_bytes(policy=email.policy.default.clone(linesep="\r\n"))
-        same(data, slow)
+        given = subject or "s"  # an empty notice subject: the ticket's
+        same(data, slow, subject=given if "[SB-000007]" in given else f"[SB-000007] {given}")
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ import smtplib
 import ssl
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -34,18 +35,12 @@ from svcbridge import (
 )
 
 from . import fastreply
+from .groupsync import GroupSync
 from .msgid import only_valid
 
 AUTOMATIC = {"acknowledgement", "status_changed"}
 RECEIPTS = ".sent"  # in the spool: one empty file per item spooled (``MailNotifier._spool``)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+SPOOL_CONCURRENCY = 16
 
 
 class _HeaderClasses(HeaderRegistry):
@@ -134,12 +129,16 @@ class MailNotifier:
         self.cfg, self.from_address = cfg, from_address
         self.name = "email"
         self._pruned = -3600.0
+        self._synced = GroupSync()
+        self._pool: ThreadPoolExecutor | None = None  # the spool's own threads (``concurrency``)
         self.domain = from_address.rsplit("@", 1)[-1]
 
     async def send(self, item: DeliveryItem) -> DeliveryResult:
         data, named, msg = reply(item, self.from_address, self.domain)
         if self.cfg.transport == "spool":
-            await asyncio.to_thread(self._spool, data, item)
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(SPOOL_CONCURRENCY, thread_name_prefix="mail-spool")
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._spool, data, item)
         else:
             await asyncio.to_thread(self._smtp, data, named, msg)
         return DeliveryResult(
@@ -147,6 +146,11 @@ class MailNotifier:
             links=[ExternalLink(system="email", kind="sent_message_id", value=named["Message-ID"])],
             detail=f"mail to {named['To']}",
         )
+
+    @property
+    def concurrency(self) -> int | None:
+        """Notices spooled at once: their fsyncs are made together (groupsync.py)."""
+        return SPOOL_CONCURRENCY if self.cfg.transport == "spool" else None
 
     @property
     def idempotent(self) -> bool:
@@ -174,11 +178,10 @@ class MailNotifier:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, spool / name)
-        _fsync_dir(spool)
+        self._synced.durable(spool / name, spool)  # with the others spooled meanwhile (groupsync.py)
         os.close(os.open(receipt, os.O_WRONLY | os.O_CREAT, 0o640))
         self._prune_receipts(spool / RECEIPTS)
 

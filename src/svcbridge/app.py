@@ -257,11 +257,12 @@ class App:
                 upstream_done = processing.done()
                 rounds_after += upstream_done
                 seen = await self.delivery.run_once()
+                full = seen >= self.settings.outbox.batch  # more is due now: go again at once
                 # jobs and timers due now: their ticket changes become outbox rows for the next round
                 seen += len(await self.work.run_once())
                 if upstream_done and not seen:
                     break
-                if not upstream_done:
+                if not upstream_done and not full:
                     waiter = asyncio.ensure_future(committed.wait())
                     await asyncio.wait([processing, waiter], timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
                     waiter.cancel()

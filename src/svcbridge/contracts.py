@@ -233,8 +233,9 @@ class Notifier(Protocol):
     address, else phone number), ``html: bool``, whether a notice may carry an HTML part, and
     ``idempotent: bool`` (default False): True when sending the same item again (same ``item.id``) has
     no visible effect, e.g. a spool that keeps a receipt per item. An idempotent notifier's notices are
-    delivered like a sink's items (several at a time, outcomes grouped); the others go one at a time,
-    each marked in flight first, so a crash can repeat at most the one send that was under way.
+    delivered like a sink's items (several at a time, outcomes grouped; ``concurrency: int`` says how
+    many at once, default ``outbox.concurrency``); the others go one at a time, each marked in flight
+    first, so a crash can repeat at most the one send that was under way.
     """
 
     name: str

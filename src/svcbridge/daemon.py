@@ -114,10 +114,13 @@ async def _pipeline_loop(app: App) -> None:
 
 async def _delivery_loop(app: App) -> None:
     while not app.stopping.is_set():
+        seen = 0
         try:
-            await app.delivery.run_once()
+            seen = await app.delivery.run_once()
         except Exception as exc:
             log.error("delivery_loop_failed", error=f"{type(exc).__name__}: {exc}")
+        if seen >= app.settings.outbox.batch:
+            continue  # a full round: more is due now (a backlog), not after the next wake
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(app.delivery_wake.wait(), timeout=app.settings.outbox.poll_interval)
         app.delivery_wake.clear()

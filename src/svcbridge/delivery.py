@@ -283,7 +283,9 @@ class Delivery:
                 settler.add(judge(await self._attempt(impl, row, items[row["id"]])))
             await settler.flush()  # the last one's outcome, now: not when slower targets finish
             return
-        sem = asyncio.Semaphore(self.cfg.concurrency)
+        # an idempotent notifier may say how many of its sends can run at once (the mail spool: many,
+        # their fsyncs made together); a sink's items are bounded by outbox.concurrency
+        sem = asyncio.Semaphore(getattr(impl, "concurrency", None) or self.cfg.concurrency)
 
         async def one(row: dict[str, Any]) -> None:
             async with sem:
