@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import socket
 import subprocess
@@ -234,12 +235,19 @@ def test_move_blobs_local_to_s3_and_back_byte_for_byte(
     app = App.build(load_settings(cfg))
     got = sorted(a.data for tid in range(1, 6) for a in app.store.attachments_with_data(tid))
     assert got == sorted(files)
+    # a mail taken in now goes to S3 (the MTA's `svcbridge ingest`), and usage counts the bucket
+    late = rnd(50_000, 99)
+    res = run.invoke(main, ["--config", str(cfg), "ingest", "-"], input=mail(("late.pdf", late), msgid="<l@x>"))
+    assert res.exit_code == 0, res.output
+    assert remote.get(key(late)) == late and not (local / key(late)[0] / key(late)).exists()
+    res = run.invoke(main, ["--config", str(cfg), "store", "usage", "--json"])
+    assert json.loads(res.output)["blobs"] == 7
     # resumable: a second run finds nothing left to move; and back to the local disk
     res = run.invoke(main, ["--config", str(cfg), "store", "move-blobs", "--to", "s3"])
     assert res.exit_code == 0 and "moved 0 blobs" in res.output
     res = run.invoke(main, ["--config", str(cfg), "store", "move-blobs", "--to", "local"])
     assert res.exit_code == 0, res.output
-    assert _snapshot(local) == before  # byte for byte, same names
+    assert _snapshot(local) == {**before, key(late): late}  # byte for byte, same names
     assert list(remote.keys()) == []
 
 
