@@ -110,3 +110,23 @@ async def test_smtp_notices_go_one_at_a_time_each_marked_in_flight(make_app, tmp
     assert [len(m) for m in marked] == [1] * 5
     assert all(r["status"] == "done" and r["inflight_at"] is None for r in notices(app))
     await asyncio.sleep(0)
+
+
+async def test_the_daemon_goes_again_at_once_after_a_full_round(make_app, tmp_path: Path) -> None:
+    """A backlog larger than a round (outbox.batch) is delivered round after round, not one round per
+    poll interval (or per committed batch): acknowledgements fell behind a heavy backlog for minutes."""
+    from svcbridge.daemon import _delivery_loop
+
+    app = make_app(outbox={"batch": 3, "poll_interval": 60.0})
+    await make_tickets(app, tmp_path, 8)  # 8 creates to the local sink, 8 acknowledgements
+    task = asyncio.create_task(_delivery_loop(app))
+    try:
+        for _ in range(200):
+            if all(r["status"] == "done" for r in app.delivery.outbox.list(limit=1000)):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        app.stopping.set()
+        app.delivery_wake.set()
+        await asyncio.wait_for(task, 10)
+    assert all(r["status"] == "done" for r in app.delivery.outbox.list(limit=1000))
