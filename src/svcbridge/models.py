@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import random
 import re
-import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cached_property
@@ -434,4 +434,6 @@ class Notification(_Model):
     automatic: bool = Field(
         default=True, description="sent without a person (ack, status notice): rate-limited per recipient"
     )
-    key: str = Field(default_factory=lambda: uuid.uuid4().hex, description="idempotency key")
+    # unique, not secret: os.urandom (uuid4) releases the GIL and, with the store's threads busy, took
+    # milliseconds to get it back for every notification (the module's generator reseeds after fork)
+    key: str = Field(default_factory=lambda: f"{random.getrandbits(128):032x}", description="idempotency key")
