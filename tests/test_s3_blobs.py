@@ -24,10 +24,11 @@ import structlog
 from click.testing import CliRunner
 
 from s3_server import ACCESS_KEY, SECRET, S3Server, seaweed
+from svcbridge import RawMessage
 from svcbridge import log as logmod
 from svcbridge.app import App
 from svcbridge.cli import main
-from svcbridge.errors import ConfigError
+from svcbridge.errors import ConfigError, StoreUnavailable
 from svcbridge.settings import load_settings
 from svcbridge.store import retention, split
 from svcbridge.store.blobs import BlobCorrupt, BlobStoreError, LocalBlobs, ensure
@@ -414,5 +415,40 @@ def test_throttling_is_retried_and_then_named(s3: S3Server, bucket: str, tmp_pat
         with pytest.raises(BlobStoreError, match=f"S3 PUT of blob {key(other)} in s3://{bucket}/.* SlowDown"):
             hasty.put_many({key(other): other})
         assert not patient.has(key(other))
+    finally:
+        gate.close()
+
+
+@pytest.mark.realserver
+async def test_an_s3_outage_holds_the_work_back_and_quarantines_nothing(
+    s3: S3Server, bucket: str, make_app, tmp_path: Path
+) -> None:
+    gate = TcpGate(int(s3.endpoint.rsplit(":", 1)[1]))
+    gate.open()
+    table = s3_table(s3, bucket, tmp_path, endpoint_url=f"http://127.0.0.1:{gate.port}", max_attempts=1,
+                     connect_timeout=1.0)
+    app = make_app(store={"blobs": "s3", "s3": table})
+    scan, photo = rnd(60_000, 21), rnd(60_000, 22)
+    try:
+        # intake while the bucket cannot be reached: the mail stays in the mailbox, nothing journaled
+        gate.close()
+        drop(tmp_path, "1", mail(("scan.pdf", scan)))
+        await app.run_once()
+        assert (tmp_path / "maildir" / "new" / "1").exists()
+        # journaled while it could be reached, processed while it cannot: the entry stays pending
+        gate.open()
+        raw = mail(("photo.jpg", photo), msgid="<p@x>", sender="bob@example.com")
+        app.store.journal_insert(RawMessage(channel="email", source="t", external_id="p", raw=raw))
+        gate.close()
+        app = make_app(store={"blobs": "s3", "s3": table})  # restarted: nothing in memory, S3 must answer
+        with pytest.raises(StoreUnavailable, match=r"S3 GET of blob .* EndpointConnectionError"):
+            await app.run_once()  # as with the database down (the daemon's loop goes on, cron retries)
+        assert app.store.quarantine_list() == [] and app.store.get_ticket("SB-000001") is None
+        # back: both become tickets with their files
+        gate.open()
+        res = await app.run_once()
+        assert sorted(o.status for o in res["outcomes"]) == ["created", "created"]
+        got = sorted(a.data for t in (1, 2) for a in app.store.attachments_with_data(t))
+        assert got == sorted([scan, photo]) and app.store.quarantine_list() == []
     finally:
         gate.close()
