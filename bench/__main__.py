@@ -6,7 +6,9 @@ import argparse
 import importlib
 import sys
 
-BENCHES = ["delivery", "webhook", "pipeline", "intake", "latency", "scale", "sla", "store", "ocr", "console"]
+BENCHES = [
+    "delivery", "webhook", "pipeline", "intake", "latency", "scale", "sla", "store", "s3", "ocr", "console",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
