@@ -161,18 +161,25 @@ class MailNotifier:
     def _spool(self, data: bytes, item: DeliveryItem) -> None:
         """Write ``<item id>.eml`` durably, once per item, whatever happens to it afterwards.
 
-        The receipt (``.sent/<name>``, an empty file) is made after the mail is in place; a resend after
-        a crash finds it and writes nothing, even when a pickup (an MTA's, a cron job's) has taken the
-        file away meanwhile. The mail is fsynced before the receipt and the outcome are recorded: a
-        notice recorded as sent is on disk.
+        The receipt (``.sent/<name>.<key hash>``, an empty file) is made once the mail is written and
+        before it is renamed into place: a resend after a crash that finds it writes nothing, even when
+        a pickup (an MTA's, a cron job's) has taken the file away meanwhile, unless the temporary file
+        is still there (killed before the rename: it is written again and renamed). A receipt made after
+        the rename left the whole group fsync (groupsync.py) as a window in which a kill made every
+        renamed notice go out twice once a pickup had taken it. The key's hash is in the names because
+        an outbox id alone can come back (another store on this spool, SQLite reusing a pruned row's
+        id) and its receipt would swallow the new notice. The mail is fsynced before the outcome is
+        recorded: a notice recorded as sent is on disk.
         """
         spool = Path(self.cfg.spool_dir)
         name = f"{item.id:08d}.eml"
-        receipt = spool / RECEIPTS / name
-        if receipt.exists():
+        tag = f"{name}.{uuid.uuid5(uuid.NAMESPACE_URL, item.idempotency_key).hex}"
+        receipt, tmp = spool / RECEIPTS / tag, spool / f".{tag}.tmp"
+        if receipt.exists() and not tmp.exists():
+            if (spool / name).exists():  # renamed, maybe not yet on disk when the process died
+                self._synced.durable(spool / name, spool)
             return
         (spool / RECEIPTS).mkdir(parents=True, exist_ok=True)
-        tmp = spool / f".{name}.{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         try:
             view = memoryview(data)
@@ -180,9 +187,9 @@ class MailNotifier:
                 view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
+        os.close(os.open(receipt, os.O_WRONLY | os.O_CREAT, 0o640))
         os.replace(tmp, spool / name)
         self._synced.durable(spool / name, spool)  # with the others spooled meanwhile (groupsync.py)
-        os.close(os.open(receipt, os.O_WRONLY | os.O_CREAT, 0o640))
         self._prune_receipts(spool / RECEIPTS)
 
     def _prune_receipts(self, receipts: Path) -> None:
