@@ -88,6 +88,31 @@ AR_OK = (
             False,
         ),
         ("", False),
+        # the text of comments and quoted strings is not the verdict: our MTA quotes what the sender
+        # chose there (its envelope sender, HELO), and a ';' or 'header.d=' in it is no result
+        (
+            "Authentication-Results: mx.bridge.test; spf=pass (domain of x@evil.example; dkim=pass "
+            "header.d=efax.com ) smtp.mailfrom=evil.example\r\n",
+            False,
+        ),
+        (
+            'Authentication-Results: mx.bridge.test; spf=pass smtp.mailfrom="a; dkim=pass header.d=efax.com '
+            '"@evil.example\r\n',
+            False,
+        ),
+        (
+            "Authentication-Results: mx.bridge.test; spf=pass (header.d=efax.com) smtp.mailfrom=evil.example\r\n",
+            False,
+        ),
+        # a comment of ours does not hide a real pass
+        (
+            "Authentication-Results: mx.bridge.test; dkim=pass (2048-bit key; secure) header.d=efax.com\r\n",
+            True,
+        ),
+        (
+            'Authentication-Results: mx.bridge.test; spf=pass smtp.mailfrom="fax desk"@inbound.efax.com\r\n',
+            True,
+        ),
     ],
 )
 def test_an_authenticated_path_is_our_mta_s_pass_for_the_sender_s_domain(headers: str, ok: bool) -> None:

@@ -197,6 +197,37 @@ def sender_allowed(entries: list[str], sender: str) -> bool:
     return False
 
 
+def _plain(header: str) -> str:
+    """The header without its comments, each quoted string emptied (``""``): our MTA writes into them
+    what the sender chose (an envelope sender like ``"a; dkim=pass header.d=efax.com"@evil``, a HELO
+    name), so a ``;`` or a ``header.d=`` there is neither a result nor a property (RFC 5322 3.2.2-3.2.4)."""
+    out: list[str] = []
+    depth, quoted, escaped = 0, False, False
+    for ch in header:
+        if escaped:
+            escaped = False
+        elif ch == "\\" and (quoted or depth):
+            escaped = True
+        elif quoted:
+            if ch == '"':
+                quoted = False
+                out.append('"')
+        elif ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+            if not depth:
+                out.append(" ")
+        elif depth:
+            continue
+        elif ch == '"':
+            quoted = True
+            out.append('"')
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 _RESINFO = re.compile(r"^\s*(?P<method>[a-z0-9-]+)\s*=\s*(?P<result>[a-z]+)(?P<props>.*)$", re.I | re.S)
 _PROP = re.compile(r"\b(header\.d|header\.i|header\.from|smtp\.mailfrom)\s*=\s*([^\s;]+)", re.I)
 
@@ -215,7 +246,7 @@ def authenticated(raw: bytes, sender: str, authserv_ids: list[str]) -> bool:
         return False
     ours = {a.lower() for a in authserv_ids}
     for header in headers:
-        head, _, rest = " ".join(header.split()).partition(";")
+        head, _, rest = " ".join(_plain(header).split()).partition(";")
         if head.strip().split(" ")[0].lower() not in ours:
             continue
         for resinfo in rest.split(";"):
