@@ -286,3 +286,12 @@ async def test_a_source_given_back_to_a_joining_replica_is_not_fresh_any_more(
     with pytest.raises(LeaseLost):
         await a.leases.confirm(given)
     assert b.round(names) == {given}
+
+
+def test_default_failover_from_another_host_is_within_ten_seconds() -> None:
+    """Issue 19: failover after a kill -9 within 10 s by default. A holder on another host is seen dead
+    when its lease runs out, at the next heartbeat of another replica (every third of the TTL)."""
+    from svcbridge.storesettings import StoreSettings
+
+    ttl = StoreSettings().source_lease_ttl
+    assert ttl + ttl / 3 <= 10.0

@@ -6,7 +6,7 @@ account, and every helpdesk status poll ran in every replica. Now each source (a
 folder, a sink's status poller: ``poll:<sink>``) is the lease ``source:<name>`` (``store/lease.py``):
 
 - every replica writes a heartbeat (the lease ``replica:<holder>``) every third of
-  ``[store] source_lease_ttl`` (10 s) and counts the live ones;
+  ``[store] source_lease_ttl`` (7 s) and counts the live ones;
 - it holds its fair share, ``ceil(sources / live replicas)``: it renews what it holds, takes free,
   expired or dead-held sources up to its share, and gives back one above it per round, so a replica
   that joins gets work and one that leaves (or dies) hands its sources over;

@@ -118,7 +118,9 @@ class StoreSettings(BaseModel):
         default=24.0, gt=0, description="an unreferenced blob is removed by gc only after this many hours"
     )
     source_lease_ttl: float = Field(
-        default=10.0,
+        # 7 s: a replica that died on another host is noticed when its lease runs out, at the next
+        # heartbeat of another (a third of this later): 9.3 s at most, within issue 19's 10 s
+        default=7.0,
         ge=2.0,
         description="seconds a replica's lease on a source (mailbox, status poller) lasts unrenewed: "
         "how long the others wait for a replica that died on another host (replicas.py)",
