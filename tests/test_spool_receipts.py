@@ -73,7 +73,9 @@ async def test_killed_after_the_rename_a_resend_writes_nothing_after_a_pickup(
     assert mails(spool) == []  # not a second copy
 
 
-async def test_killed_before_the_rename_a_resend_writes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_killed_before_the_rename_a_resend_writes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spool = tmp_path / "outgoing"
     n = notifier(spool)
     real = os.replace

@@ -47,7 +47,9 @@ def fold(name: str, value: str) -> bytes:
         else:
             line += piece
     out.append(line)
-    if any(len(x) > 998 for x in out):
+    # a line of white space only is forbidden (RFC 5322 3.2.2): a parser may take it for the end of the
+    # header block (then Auto-Submitted and X-Loop are body text); the stdlib encodes such spaces
+    if any(len(x) > 998 or not x.strip() for x in out):
         raise Unusual(f"{name} cannot be folded")
     return "\r\n".join(out).encode("ascii") + CRLF
 

@@ -71,6 +71,9 @@ def fields(
     subject = n.get("subject") or ticket.subject
     if f"[{ticket.ref}]" not in subject:
         subject = f"[{ticket.ref}] {subject}"
+    # trailing spaces folded onto a line of their own make a header line of white space only, which
+    # the stdlib's folder writes too (a parser may end the header block there): they say nothing
+    subject = subject.rstrip()
     headers = [("From", from_addr), ("To", n["to"]), ("Date", format_datetime(utcnow()))]
     # deterministic per outbox item, so a resend after a crash is recognisable as the same mail
     headers.append(
