@@ -519,10 +519,40 @@ async def test_the_old_register_file_is_imported_once_and_renamed(make_app, fake
     register.clear("+8613900139000", utcnow())
     optout_register(app.settings)
     assert register.blocked("+8613800138000") == "'TD' at 2026-11-01T08:00:00+00:00"
+    assert register.blocked("+8613900139000") is None  # the file's older STOP did not come back
     assert not old.exists() and old.with_name("sms-optout.db.imported").exists()
     register.clear("+8613800138000", utcnow())
     optout_register(app.settings)  # nothing imported again
     assert register.blocked("+8613800138000") is None
+
+
+def test_two_processes_importing_the_old_file_at_once_both_finish(tmp_path) -> None:
+    """A daemon and a run --once on one data_dir both find the file: the one that renames it second
+    finds it gone. That is an import done (by the other), not an error failing the SMS plugin."""
+    import sqlite3
+    from datetime import UTC, datetime
+
+    from svcbridge.store import db
+    from svcbridge_sms.optout import import_file
+
+    old = tmp_path / "sms-optout.db"
+    with sqlite3.connect(old) as conn:
+        conn.execute("CREATE TABLE optouts (phone TEXT PRIMARY KEY, at TEXT, word TEXT, source TEXT)")
+        conn.execute("INSERT INTO optouts VALUES ('+8613800138000', '2026-11-01T08:00:00+00:00', 'TD', 'sms')")
+    engine = db.make_engine(f"sqlite:///{tmp_path}/store.db")
+    db.upgrade(engine)
+    register = OptOutRegister(engine)
+
+    class OtherProcessFinishesMeanwhile:
+        def record(self, *args: object) -> None:
+            register.record(*args)  # type: ignore[arg-type]
+            if old.exists():  # the other process's import ends now: it renames the file
+                old.rename(old.with_name(old.name + ".imported"))
+
+    assert import_file(old, OtherProcessFinishesMeanwhile()) == 1  # type: ignore[arg-type]
+    assert register.blocked("+8613800138000") == f"'TD' at {datetime(2026, 11, 1, 8, tzinfo=UTC).isoformat()}"
+    assert import_file(old, register) == 0  # and later: nothing left to import
+    engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -549,4 +579,14 @@ def test_the_register_keeps_the_latest_word_by_time(db_url: str) -> None:
     assert reg.blocked("+8613800138000") is not None
     reg.clear("+8613800138000", t0 + timedelta(minutes=1))
     assert reg.blocked("+8613800138000") is None and reg.blocked(None) is None
+    # the STOP processed again after the START (a crash replays it, another replica was behind):
+    # the customer's last word is still START
+    reg.record("+8613800138000", "STOP", "sms", t0)
+    assert reg.blocked("+8613800138000") is None
+    # a START first, its older STOP later: the same
+    reg.clear("+8613700137000", t0 + timedelta(minutes=1))
+    reg.record("+8613700137000", "STOP", "sms", t0)
+    assert reg.blocked("+8613700137000") is None
+    reg.record("+8613700137000", "STOP", "sms", t0 + timedelta(minutes=2))  # and a newer STOP counts
+    assert reg.blocked("+8613700137000") == f"'STOP' at {(t0 + timedelta(minutes=2)).isoformat()}"
     engine.dispose()

@@ -13,6 +13,7 @@ into the store once (a later STOP or START recorded in the store wins, by time) 
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from datetime import datetime
@@ -42,6 +43,8 @@ def import_file(path: Path, register: OptOutRegister) -> int:
             db.close()
         for phone, at, word, source in rows:
             register.record(phone, word, source, datetime.fromisoformat(at))
-        path.rename(path.with_name(path.name + ".imported"))
+        # FileNotFoundError: another process on this data_dir imported it meanwhile (the same rows)
+        with contextlib.suppress(FileNotFoundError):
+            path.rename(path.with_name(path.name + ".imported"))
         log.info("sms_optouts_imported", file=str(path), numbers=len(rows))
         return len(rows)

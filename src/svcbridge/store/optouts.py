@@ -20,7 +20,7 @@ from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from . import schema as t
@@ -30,6 +30,7 @@ __all__ = ["OptOutRegister"]
 # one engine per store URL; a process normally has one, tests build hundreds of stores: the oldest
 # beyond a few is disposed (its pooled connections closed, so no file handles pile up)
 MAX_ENGINES = 8
+OPTED_IN = ""  # the word of a START's row: the number said START at ``at`` (not blocked)
 _engines: OrderedDict[str, Engine] = OrderedDict()
 _lock = threading.Lock()
 
@@ -56,9 +57,12 @@ class OptOutRegister:
         return cls(engine)
 
     def record(self, phone: str, word: str, source: str, at: datetime) -> None:
-        """``phone`` said STOP (``word``) at ``at``; a later STOP already recorded stays."""
+        """``phone`` said STOP (``word``) at ``at``; a later STOP or START already recorded stays."""
+        self._put(phone, word.strip()[:40] or "STOP", source, at)
+
+    def _put(self, phone: str, word: str, source: str, at: datetime) -> None:
         insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
-        row = {"phone": phone, "at": at.astimezone(UTC), "word": word[:40], "source": source[:100]}
+        row = {"phone": phone, "at": at.astimezone(UTC), "word": word, "source": source[:100]}
         stmt = insert(t.sms_optouts).values(**row)
         stmt = stmt.on_conflict_do_update(
             index_elements=["phone"],
@@ -69,10 +73,11 @@ class OptOutRegister:
             conn.execute(stmt)
 
     def clear(self, phone: str, at: datetime) -> None:
-        """``phone`` said START at ``at``: a STOP recorded after that time stays."""
-        c = t.sms_optouts.c
-        with self.engine.begin() as conn:
-            conn.execute(delete(t.sms_optouts).where(c.phone == phone, c.at <= at.astimezone(UTC)))
+        """``phone`` said START at ``at``: a STOP recorded after that time stays. The START stays as a
+        row (word ``""``) so that an older STOP processed after it (replayed after a crash, a replica
+        that was behind, the old file's import) does not opt the number out again; deleting the row
+        forgot when the START was."""
+        self._put(phone, OPTED_IN, "start", at)
 
     def blocked(self, phone: str | None) -> str | None:
         """When and how ``phone`` opted out (``'退订' at 2026-...``), or None."""
@@ -80,5 +85,5 @@ class OptOutRegister:
             return None
         c = t.sms_optouts.c
         with self.engine.connect() as conn:
-            row = conn.execute(select(c.word, c.at).where(c.phone == phone)).first()
+            row = conn.execute(select(c.word, c.at).where(c.phone == phone, c.word != OPTED_IN)).first()
         return f"{row.word!r} at {row.at.isoformat()}" if row else None
