@@ -32,7 +32,7 @@ from .plugins import PluginManager, make_plugin_manager
 from .replicas import SourceLeases
 from .settings import Settings
 from .store import db, lease
-from .store.blobs import open_blobs
+from .store.openblobs import open_blobs
 from .store.repo import Store
 from .store.rmas import RmaStore
 from .work import JobKind, TimerKind

@@ -174,7 +174,7 @@ def db_upgrade(ctx: click.Context) -> None:
     except ConfigError as exc:
         _print_config_errors(exc)
         sys.exit(2)
-    from .store.blobs import open_blobs
+    from .store.openblobs import open_blobs
 
     # 0012 moves stored bytes into the blob store
     dbmod.upgrade(engine, blobs=open_blobs(s.store, s.blob_dir))

@@ -160,7 +160,7 @@ def store_move_blobs(ctx: click.Context, to: str | None, keep_source: bool) -> N
         j, a = run_chunks(app.store.engine.begin, app.store.blobs)
         out.print(f"moved {j} raw messages and {a} attachments into the blob store")
         return
-    from .store.blobs import open_blobs
+    from .store.openblobs import open_blobs
 
     s = app.settings
     try:

@@ -15,7 +15,6 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Collection
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,12 +32,12 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import ConfigError
-from .storesettings import StoreSettings
+from .storesettings import RAW_TOML, StoreSettings
 
 __all__ = ["PluginSettings", "Settings", "load_settings"]
 
 DEFAULT_CONFIG = Path("config/svcbridge.toml")
-_TOML: ContextVar[dict[str, Any] | None] = ContextVar("svcbridge_toml", default=None)
+_TOML = RAW_TOML  # the raw TOML of the load in progress (storesettings.py, which we import)
 
 
 class PluginSettings(BaseModel):

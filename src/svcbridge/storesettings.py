@@ -11,10 +11,15 @@ Its secret key is never read from the TOML file: ``secret_access_key_file`` or t
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+# the raw TOML of the load in progress (settings.load_settings sets it): a validator here tells a
+# secret written in the file from one given by the environment; kept here, settings.py imports us
+RAW_TOML: ContextVar[dict[str, Any] | None] = ContextVar("svcbridge_toml", default=None)
 
 
 class RetentionSettings(BaseModel):
@@ -78,9 +83,7 @@ class S3Settings(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _secret_not_in_file(cls, data: Any) -> Any:
-        from .settings import _TOML  # the raw TOML of the load in progress (settings.py imports us)
-
-        raw = ((_TOML.get() or {}).get("store") or {}).get("s3") or {}
+        raw = ((RAW_TOML.get() or {}).get("store") or {}).get("s3") or {}
         if isinstance(raw, dict) and "secret_access_key" in raw:
             raise ValueError(
                 "secret_access_key must not be written in the config file: use secret_access_key_file "

@@ -21,7 +21,7 @@ written. The raw blob's key is the sha256 of the whole original message (the jou
 ``BlobStore`` is the interface; ``LocalBlobs`` is the file-system implementation under
 ``<data_dir>/blobs``. Replicas on several machines need a shared one: ``[store] blobs = "s3"`` keeps
 the blobs in an S3-compatible bucket (``s3blobs.S3Blobs``, the same methods; boto3 is imported only
-then), or they share a directory (NFS). ``open_blobs`` picks the store the settings name.
+then), or they share a directory (NFS). ``openblobs.open_blobs`` picks the store the settings name.
 """
 
 from __future__ import annotations
@@ -32,14 +32,11 @@ import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import structlog
 
 from ..errors import StoreUnavailable
-
-if TYPE_CHECKING:
-    from ..storesettings import StoreSettings
 
 log = structlog.get_logger("svcbridge.store")
 Chunks = bytes | memoryview | list[bytes | memoryview]
@@ -226,18 +223,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def open_blobs(store: StoreSettings, blob_dir: Path, kind: str | None = None) -> BlobStore:
-    """The blob store ``[store]`` names (or ``kind``: "local" / "s3", for moving between them)."""
-    if (kind or store.blobs) == "s3":
-        if store.s3 is None:
-            raise ValueError('the S3 blob store needs a [store.s3] table (bucket, endpoint_url...)')
-        from .s3blobs import S3Blobs
-
-        # touched again only when it could be near gc age: at most hourly, under a quarter of the grace
-        return S3Blobs(store.s3, touch_after=min(3600.0, store.blob_grace_hours * 900))
-    return LocalBlobs(blob_dir)
 
 
 def ensure(blobs: BlobStore, items: dict[str, Chunks], keys: Iterable[str]) -> None:
