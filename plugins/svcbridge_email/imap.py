@@ -227,6 +227,8 @@ class ImapSource:
                 # mail file with BYE): the next pass takes this batch one UID at a time (the batch
                 # before it failed its after-action for the same reason: it is only acknowledged then)
                 await ctx.set_checkpoint("suspect", f"{uidvalidity}:{chunk[0]}:0")
+                if failed is not None:  # a cancellation (stop, lease lost) or a store error came first
+                    raise failed from None
                 raise
             if failed is not None:
                 raise failed
