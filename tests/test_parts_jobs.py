@@ -405,6 +405,37 @@ async def test_a_customer_set_by_the_message_itself_is_not_known(make_app, tmp_p
     assert erp.reservations() == [] and "parts_not_reserved" in app.store.get_ticket(t.ref).labels
 
 
+async def test_a_directory_name_set_by_the_message_itself_is_not_known(make_app, tmp_path: Path) -> None:
+    """The message names a customer the directory lists (a webhook's 'customer' field, a plugin reading
+    the body), but the sender is not that customer's: the name is still only the sender's word."""
+    erp = Erp("table", tmp_path, None)  # type: ignore[arg-type]
+    desk = Recorder()
+
+    def classify_ticket(draft: Any) -> None:
+        draft.asset.model = "PowerEdge R740"
+        draft.customer = "Other"  # the directory's customer, named by an unknown sender
+
+    pm = make_plugin_manager(extra=(plugin("unit", classify_ticket=classify_ticket), recorder_plugin(desk)))
+    app = make_app(
+        pm=pm,
+        routing={"default": ["desk"]},
+        plugins={
+            "parts": {"erps": [erp.table]},
+            "customers": {"directory": [{"name": "Other", "domains": ["other.example"]}]},
+        },
+    )
+    drop(tmp_path, "a", eml(subject=MAIL_EN[0], body=MAIL_EN[1], sender="x@free.example"))
+    await app.run_once()
+    (t,) = app.store.list_tickets()
+    assert app.store.get_ticket(t.ref).customer == "Other"
+    assert erp.reservations() == [] and "parts_not_reserved" in app.store.get_ticket(t.ref).labels
+    # the same name from the customer's own domain: known, reserved
+    drop(tmp_path, "b", eml(subject=MAIL_EN[0], body=MAIL_EN[1], sender="it@other.example", msgid="<b@x>"))
+    await app.run_once()
+    await app.run_once()
+    assert len(erp.reservations()) == 1
+
+
 async def test_a_known_unit_reserves_for_an_unknown_sender(make_app, tmp_path: Path) -> None:
     """The serial is in the asset register (the unit's owner is a customer): the part is set aside even
     when the mail comes from an address no directory knows (a technician's free-mail account)."""

@@ -115,8 +115,10 @@ class PartsJobs:
             return None
         settings = getattr(self.host, "settings", None)
         directory = settings.plugin_config("customers") if settings is not None else None
-        names = {c.name for c in getattr(directory, "directory", None) or []}
-        if ticket.customer and ticket.customer in names:
+        # the directory asked about the sender (address, domain, phone), not about the ticket's customer
+        # name: a message can name any customer of the directory itself
+        match = getattr(directory, "match", None)
+        if match is not None and match(ticket.contact.email, ticket.contact.phone) is not None:
             return None
         serial = (
             f"serial {ticket.asset.serial} not in the asset register" if ticket.asset.serial else "no serial"
