@@ -208,3 +208,33 @@ def test_a_login_check_stays_cheap_with_a_big_table(make_app, db_url) -> None:
     gone, _ = th.cleanup()
     print(f"cleanup of {gone} rows {time.perf_counter() - t0:.2f} s")
     assert gone >= 100_000
+
+
+def test_an_operator_locked_out_by_someone_guessing_is_unlocked_from_the_cli(tmp_path) -> None:
+    """Anyone who knows an operator's name can lock it out (the per-name limit is what stops a guesser
+    spread over many addresses); an administrator must be able to let the operator in again without
+    waiting out lockout_max or editing the store."""
+    from click.testing import CliRunner
+
+    from svcbridge.cli import main
+    from svcbridge.store import db
+
+    cfg = tmp_path / "svcbridge.toml"
+    cfg.write_text(f'data_dir = "{tmp_path}/var"\n[http]\nenabled = false\n')
+    run = CliRunner().invoke
+    res = run(main, ["--config", str(cfg), "users", "add", "Zhang", "--password-stdin"], input=PASSWORD + "\n")
+    assert res.exit_code == 0, res.output
+    engine = db.make_engine(f"sqlite:///{tmp_path}/var/svcbridge.db")
+    th = LoginThrottle(engine, limit=3, window=60, lockout_max=3600)
+    for _ in range(3):
+        assert th.attempt("user:zhang", "addr:192.0.2.7").admitted
+        th.failed("user:zhang", "addr:192.0.2.7")
+    assert not th.attempt("user:zhang", "addr:198.51.100.1").admitted  # locked out from anywhere
+    res = run(main, ["--config", str(cfg), "users", "unlock", "Zhang"])
+    assert res.exit_code == 0, res.output
+    assert th.attempt("user:zhang", "addr:198.51.100.1").admitted
+    assert not th.attempt("user:zhang", "addr:192.0.2.7").admitted  # the guesser's address stays locked
+    assert run(main, ["--config", str(cfg), "users", "unlock", "nobody"]).exit_code == 1
+    trail = [(r["action"], r["target"]) for r in Accounts(engine).audit_list()]
+    assert trail[0] == ("login_unlocked", "Zhang")
+    engine.dispose()

@@ -1,4 +1,4 @@
-"""``svcbridge users add|passwd|remove|list``: operator accounts of the web console (console/accounts.py).
+"""``svcbridge users add|passwd|unlock|remove|list``: the console's operator accounts (console/accounts.py).
 
 Passwords are never arguments (they would sit in the shell history and in ``ps``): they are asked for
 twice on a terminal, or read as one line from stdin with ``--password-stdin`` (scripts, tests).
@@ -17,6 +17,7 @@ from rich.table import Table
 
 from .cli_work import SafeConsole
 from .console.accounts import ROLES, AccountError, Accounts
+from .console.throttle import LoginThrottle
 
 out = SafeConsole()
 err = SafeConsole(stderr=True)
@@ -87,6 +88,21 @@ def users_passwd(ctx: click.Context, username: str, password_stdin: bool) -> Non
     password = _password(password_stdin)
     _run(lambda: accounts.passwd(username, password, actor=_actor()))
     out.print(f"password of {username} changed; its sessions ended")
+
+
+@users.command("unlock")
+@click.argument("username")
+@click.pass_context
+def users_unlock(ctx: click.Context, username: str) -> None:
+    """End a login lockout of USERNAME (anyone who knows the name can cause one by guessing); the
+    addresses that guessed stay locked."""
+    accounts = _accounts(ctx)
+    if accounts.get(username) is None:
+        err.print(f"error: no user {username!r}")
+        sys.exit(1)
+    LoginThrottle.unlock(accounts.engine, f"user:{username.lower()}")  # the key console/actions.py counts
+    accounts.audit(_actor(), "login_unlocked", username)
+    out.print(f"login lockout of {username} ended")
 
 
 @users.command("remove")

@@ -135,6 +135,17 @@ class LoginThrottle:
                 if newest is not None:
                     conn.execute(delete(a).where(a.c.id == newest))
 
+    @staticmethod
+    def unlock(engine: Engine, *keys: str) -> int:
+        """Forget the attempts and the lockout of ``keys`` (``svcbridge users unlock``): anyone who knows
+        an operator's name can lock it out, and an administrator lets the operator in again without
+        waiting out ``lockout_max``. The number of rows deleted."""
+        a, tc = t.login_attempts, t.login_throttle.c
+        with engine.begin() as conn:
+            gone = conn.execute(delete(a).where(a.c.key.in_(keys))).rowcount or 0
+            gone += conn.execute(delete(t.login_throttle).where(tc.key.in_(keys))).rowcount or 0
+        return int(gone)
+
     def _maybe_cleanup(self, now: datetime) -> None:
         mono = time.monotonic()
         if mono - self._cleaned >= CLEANUP_EVERY:
