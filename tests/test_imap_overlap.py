@@ -44,7 +44,9 @@ class Ctx:
         pass
 
 
-def source(monkeypatch: pytest.MonkeyPatch, second: threading.Event) -> ImapSource:
+def source(
+    monkeypatch: pytest.MonkeyPatch, second: threading.Event, error: BaseException | None = None
+) -> ImapSource:
     cfg = ImapSettings(name="box", host="127.0.0.1", username="u", password="p", batch=2, after="flag")
     src = ImapSource(cfg)
     monkeypatch.setattr(src, "_select", lambda client: "7")
@@ -54,18 +56,19 @@ def source(monkeypatch: pytest.MonkeyPatch, second: threading.Event) -> ImapSour
     def fetch(client: Any, uids: list[int], uv: str) -> Any:
         if uids[0] == 3:  # the second batch: the connection drops once the test says so
             second.wait(10)
-            raise ConnectionResetError(104, "connection reset by peer")
+            raise error or ConnectionResetError(104, "connection reset by peer")
         return [src._raw(u, uv, b"Subject: x\r\n\r\nx\r\n", {}) for u in uids], list(uids)
 
     monkeypatch.setattr(src, "_fetch", fetch)
     return src
 
 
+@pytest.mark.parametrize("error", [None, RuntimeError("unexpected in FETCH")], ids=["dropped", "other"])
 async def test_a_cancellation_during_the_journal_is_not_lost_to_the_next_fetchs_error(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, error: BaseException | None
 ) -> None:
     second = threading.Event()
-    src = source(monkeypatch, second)
+    src = source(monkeypatch, second, error)
     ctx = Ctx()
     task = asyncio.ensure_future(src._sync(ctx, client=None))  # type: ignore[arg-type]
     await asyncio.wait_for(ctx.journaling.wait(), 5)  # batch 1 is being journaled, batch 2 fetched

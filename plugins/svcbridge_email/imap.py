@@ -230,6 +230,10 @@ class ImapSource:
                 if failed is not None:  # a cancellation (stop, lease lost) or a store error came first
                     raise failed from None
                 raise
+            except BaseException:
+                if failed is not None:
+                    raise failed from None
+                raise
             if failed is not None:
                 raise failed
             held = (chunk, raws, ack)
