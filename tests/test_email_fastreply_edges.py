@@ -4,6 +4,8 @@ RFC 5322 (3.2.2) forbids generating a folded line made of white space alone; a p
 the empty line ending the header block takes Date, Message-ID, Auto-Submitted and X-Loop (the loop
 protection) for body text. Trailing spaces of a subject made one on either path (the stdlib's folder
 too, for an ASCII subject); they are dropped, and the fast path's folder refuses such a line.
+An address with an encoded word in it is refused on both paths (the stdlib decoded it into another
+recipient).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import email.policy
 
 import pytest
 
-from svcbridge import DeliveryItem, Ticket
+from svcbridge import DeliveryItem, PermanentError, Ticket
 from svcbridge_email import fastreply
 from svcbridge_email.outbound import build_reply, reply
 
@@ -47,3 +49,30 @@ def test_no_header_line_of_white_space_only(subject: str) -> None:
 def test_fold_refuses_a_white_space_only_continuation() -> None:
     with pytest.raises(fastreply.Unusual):
         fastreply.fold("Subject", "x" * 70 + " " * 20)
+
+
+ENCODED_TO = "=?utf-8?q?ceo=40bank.test=2C?=@evil.test"  # a plain address to Contact's validator
+
+
+@pytest.mark.parametrize("subject", ["printer broken", "why =? here"], ids=["fast", "stdlib"])
+def test_an_address_holding_an_encoded_word_is_refused_not_decoded_into_another_recipient(
+    subject: str,
+) -> None:
+    """The stdlib's header parser decodes an encoded word even inside an address: the stdlib path wrote
+    this one as ``To: ceo@bank.test,@evil.test`` (a pickup or send_message mails ceo@bank.test, a
+    recipient the customer chose); the fast path wrote it raw, which a mail reader shows decoded. Such
+    an address names no mailbox (the mail parser refuses it as a sender): the notice is not sent."""
+    ticket = Ticket(id=7, ref="SB-000007", channel="email", subject="s")
+    note = {"to": ENCODED_TO, "subject": subject, "body": "Received.", "template": "acknowledgement"}
+    it = DeliveryItem(
+        id=3,
+        kind="notify",
+        target="notify:email",
+        idempotency_key="k",
+        ticket=ticket,
+        payload={"notification": note},
+    )
+    with pytest.raises(PermanentError):
+        reply(it, "support@bridge.test", "bridge.test")
+    with pytest.raises(PermanentError):
+        build_reply(it, "support@bridge.test", "bridge.test")

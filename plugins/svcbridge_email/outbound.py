@@ -67,6 +67,11 @@ def fields(
 ) -> tuple[list[tuple[str, str]], str, str, str | None]:
     """What a notice says: its headers in order (the subject goes after To), subject, text, HTML."""
     n = item.payload["notification"]
+    if "=?" in n["to"]:
+        # the stdlib's header parser decodes an encoded word even in an address: it wrote
+        # "=?utf-8?q?ceo=40bank.test=2C?=@evil.test" (a valid Contact) as "To: ceo@bank.test,@evil.test",
+        # a recipient the customer chose; it names no mailbox (parse.sender refuses it too)
+        raise PermanentError(f"not a mailbox address: {n['to']!r}")
     ticket = item.ticket
     subject = n.get("subject") or ticket.subject
     if f"[{ticket.ref}]" not in subject:
