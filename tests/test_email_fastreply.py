@@ -155,3 +155,11 @@ def test_boundary_is_fresh_and_not_in_the_parts() -> None:
     b, _ = both(item(html="<p>x</p>"))
     ba, bb = parsed(a).get_boundary(), parsed(b).get_boundary()
     assert ba and bb and ba != bb
+
+
+def test_the_ticket_tag_stays_plain_ascii_in_a_chinese_subject() -> None:
+    data, _ = both(item("打印机坏了 printer 坏了"))
+    line = next(x for x in data.split(b"\r\n") if x.startswith(b"Subject:"))
+    assert line.startswith(b"Subject: [SB-000007] =?utf-8?")  # filters and people grep the raw tag
+    assert parsed(data)["Subject"] == "[SB-000007] 打印机坏了 printer 坏了"
+

@@ -56,7 +56,7 @@ class Pooled:
     def shutdown(self, app):  # a plain def works as well
         assert app is self.started_with
         if self.outgoing is not None:  # what delivery had done when the plugin was told to close
-            self.spooled_at_shutdown = sorted(p.name for p in self.outgoing.iterdir())
+            self.spooled_at_shutdown = sorted(p.name for p in self.outgoing.glob("*.eml"))
         assert self.log is not None
         self.log.write("close\n")
         self.log.close()

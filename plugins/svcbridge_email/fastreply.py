@@ -59,12 +59,14 @@ def subject_header(subject: str) -> bytes:
         raise Unusual("subject")
     if subject.isascii():
         return fold("Subject", subject)
-    # RFC 2047 encoded words (the shorter of B and Q per chunk), each line within 76 characters
-    return (
-        b"Subject: "
-        + Header(subject, "utf-8", header_name="Subject").encode(linesep="\r\n").encode("ascii")
-        + CRLF
-    )
+    # the ASCII words before the first other one stay as they are, as the stdlib writes them: the
+    # "[SB-000123] " tag is then plain in the raw mail (filters, grep); the rest as RFC 2047 encoded
+    # words (the shorter of B and Q per chunk), lines within 76 characters after the first
+    first = next(i for i, ch in enumerate(subject) if not ch.isascii())
+    cut = subject.rfind(" ", 0, first) + 1
+    head, rest = (subject[:cut], subject[cut:]) if cut <= 60 else ("", subject)
+    words = Header(rest, "utf-8", header_name="Subject").encode(linesep="\r\n")
+    return b"Subject: " + head.encode("ascii") + words.encode("ascii") + CRLF
 
 
 def body(text: str) -> tuple[str, bytes]:
