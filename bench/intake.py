@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .common import Timer, ratio, report
+from .common import Timer, daemon_env, ratio, report
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -121,7 +121,7 @@ batch = 200
 spool_dir = "{tmp}/outgoing"
 """)
     (tmp / "imap.secret").write_text(password)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SVCBRIDGE_")}
+    env = daemon_env()
     # through a launcher of its own: RUSAGE_CHILDREN of this process would report the largest child of
     # every bench run so far, the launcher's covers this run's process tree alone (parse workers too)
     cmd = [str(Path(sys.executable).parent / "svcbridge"), "--config", str(cfg), "run", "--once"]

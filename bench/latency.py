@@ -4,7 +4,6 @@ stored). Reports p50 / p95 / p99. Target: p95 <= 1 s."""
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import sqlite3
@@ -17,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .common import report
+from .common import daemon_env, report
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -56,7 +55,7 @@ password_file = "{tmp}/imap.secret"
 [plugins.email.outbound]
 spool_dir = "{tmp}/outgoing"
 """)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SVCBRIDGE_")}
+    env = daemon_env()
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "svcbridge"), "--config", str(cfg), "run"],
         env=env,

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -24,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .common import report
+from .common import daemon_env, report
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -153,7 +152,7 @@ languages = {LANGS!r}
 page_limit = 20
 """.replace("'", '"')
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SVCBRIDGE_")}
+    env = daemon_env()
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "svcbridge"), "--config", str(cfg), "run"],
         env=env,

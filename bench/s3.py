@@ -11,7 +11,6 @@ again (present), list; ``LocalBlobs`` and ``S3Blobs`` in the same run. Then the 
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import report
+from .common import daemon_env, report
 from .heavy import corpus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +75,7 @@ def _run_once(tmp: Path, blobs: str, s3: str, mails: list[bytes]) -> float:
         (tmp / blobs / "maildir" / sub).mkdir(parents=True, exist_ok=True)
     for i, raw in enumerate(mails):
         (tmp / blobs / "maildir" / "new" / f"{i}.bench").write_bytes(raw)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SVCBRIDGE_")}
+    env = daemon_env()
     t0 = time.perf_counter()
     cfg = _config(tmp, blobs, s3)
     cmd = [sys.executable, "-m", "svcbridge", "--config", str(cfg), "run", "--once"]

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from .common import report
+from .common import daemon_env, report
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -64,7 +64,7 @@ def run(args: Any) -> dict[str, Any]:
         f'data_dir = "{tmp}/var"\n[http]\nport = {port}\n[log]\nlevel = "error"\n'
         f'[plugins.email]\nfrom_address = "support@bench.test"\n' + "\n".join(boxes)
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SVCBRIDGE_")}
+    env = daemon_env()
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "svcbridge"), "--config", str(tmp / "svcbridge.toml"), "run"],
         env=env,
@@ -187,7 +187,7 @@ def _replica_run(dv: Any, url: str, count: int, n: int) -> dict[str, Any]:
 
     db.upgrade(db.make_engine(url))  # once, before the replicas race to create the schema
     procs = []
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SVCBRIDGE_")}
+    env = daemon_env()
     t0 = time.monotonic()
     for i in range(count):
         home = tmp / f"r{i}"

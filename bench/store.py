@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import report
+from .common import daemon_env, report
 from .heavy import corpus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +46,7 @@ def _round(tmp: Path, mails: list[bytes], tag: str, pythonpath: str | None) -> f
         (tmp / "maildir" / sub).mkdir(parents=True, exist_ok=True)
     for i, raw in enumerate(mails):
         (new / f"{tag}-{i}.bench").write_bytes(raw)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SVCBRIDGE_")}
+    env = daemon_env()
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     t0 = time.perf_counter()
