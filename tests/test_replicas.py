@@ -305,10 +305,15 @@ async def test_a_slow_batch_keeps_its_lease(make_app, tmp_path: Path) -> None:
     seen: list[str | None] = []
 
     async def other_replica() -> None:
-        while pending(b) or not seen:
+        for _ in range(400):  # bounded: a failure must not hang the suite
+            if not (pending(b) or not seen):
+                return
             seen.append(await asyncio.to_thread(b.pipeline.take_lease))
             await asyncio.sleep(0.25)
 
+    # a holds the lease before b starts asking: otherwise b could win the first race (both ask from
+    # threads at once), a's drain would find it busy and b, which never drains, would wait for ever
+    assert await asyncio.to_thread(a.pipeline.take_lease) is None
     watcher = asyncio.create_task(other_replica())
     outcomes = await a.pipeline.drain()
     await watcher
