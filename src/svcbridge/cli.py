@@ -90,6 +90,9 @@ def run(ctx: click.Context, once: bool) -> None:
     # handler with the graceful one once the loop runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     ctx.obj["daemon"] = True  # logs at the configured level (INFO by default)
+    from .memory import limit_arenas
+
+    limit_arenas()  # before the threads start: their arenas are what grows (memory.py)
     app = _app(ctx)
     if once:
         res = asyncio.run(app.run_once())
