@@ -127,6 +127,22 @@ def test_trusted_proxies_must_be_addresses(make_app) -> None:
         make_app(http={"trusted_proxies": ["proxy.lan"]})
 
 
+def test_allowed_hosts_are_checked_when_the_config_loads(make_app) -> None:
+    """An entry with a port, a scheme or a path never matched a Host header: every request got a 400."""
+    from svcbridge.errors import ConfigError
+    from svcbridge.settings import HttpSettings
+
+    for bad in ("bridge.example.com:8443", "https://bridge.example.com", "bridge.example.com/x", "a b", "[::1]:8480",
+                ".127.0.0.1", ""):
+        with pytest.raises(ConfigError, match="allowed_hosts"):
+            make_app(http={"allowed_hosts": [bad]})
+    hosts = HttpSettings(allowed_hosts=["Bridge.Example.com.", "*", ".Example.org", "::1", "[fe80::1]", "10.0.0.5",
+                                        "Bücher.münchen.de"]).allowed_hosts
+    assert hosts == ["bridge.example.com", "*", ".example.org", "::1", "[fe80::1]", "10.0.0.5",
+                     "xn--bcher-kva.xn--mnchen-3ya.de"]
+    assert host_allowed("xn--bcher-kva.xn--mnchen-3ya.de:8480", hosts)  # what a browser sends for the IDN
+
+
 # ------------------------------------------------------------------------------------------ Host header
 def test_default_hosts_and_matching() -> None:
     assert set(default_hosts("127.0.0.1", None)) == {"localhost", "127.0.0.1", "::1", "[::1]"}

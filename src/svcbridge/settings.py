@@ -101,6 +101,39 @@ class HttpSettings(BaseModel):
         "unset: the bound host, localhost forms and public_url's host; others get a 400",
     )
 
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: list[str] | None) -> list[str] | None:
+        """Names as a Host header carries them, checked at load: an entry with a port, a scheme or a
+        path never matched (every request got a 400, the daemon looked down); an IDN is written in
+        its ASCII form (xn--...), which is what clients send."""
+        if value is None:
+            return None
+        out = []
+        for item in value:
+            name = item.strip().lower()
+            dot, bare = (".", name[1:]) if name.startswith(".") else ("", name)
+            bare = bare.rstrip(".")
+            try:
+                ipaddress.ip_address(bare[1:-1] if bare.startswith("[") and bare.endswith("]") else bare)
+                is_ip = True
+            except ValueError:
+                is_ip = False
+            if name == "*" or (is_ip and not dot):
+                out.append(name)
+                continue
+            if not bare or is_ip or any(c in bare for c in ":/ @?#\\\t*[]"):
+                raise ValueError(
+                    f"{item!r} is not a host name: list the name alone, without port, scheme or path "
+                    "('bridge.example.com'; '.example.com' with its subdomains; '*' for any)"
+                )
+            try:
+                bare = bare.encode("idna").decode("ascii")
+            except UnicodeError:
+                raise ValueError(f"{item!r} is not a valid host name") from None
+            out.append(dot + bare)
+        return out
+
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
