@@ -43,6 +43,27 @@ def daemon_env() -> dict[str, str]:
 _compiled = False
 
 
+def maildir_config(cfg: Path, root: Path, extra: str = "") -> Path:
+    """A quiet one-shot svcbridge reading a Maildir under ``root`` (var, maildir, outgoing there),
+    automatic-mail limits out of the way; ``extra``: more TOML at the end. Written to ``cfg``."""
+    cfg.write_text(f"""data_dir = "{root}/var"
+[http]
+enabled = false
+[log]
+level = "error"
+[outbox]
+auto_limits = {{ 10 = 100000 }}
+[plugins.email]
+from_address = "support@bench.test"
+[plugins.email.maildir]
+path = "{root}/maildir"
+settle = 0
+[plugins.email.outbound]
+spool_dir = "{root}/outgoing"
+{extra}""")
+    return cfg
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import daemon_env, report
+from .common import daemon_env, maildir_config, report
 from .heavy import corpus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,25 +49,7 @@ def _rates(store: Any, items: dict[str, bytes]) -> dict[str, float]:
 
 
 def _config(tmp: Path, blobs: str, s3: str) -> Path:
-    cfg = tmp / f"{blobs}.toml"
-    cfg.write_text(f"""data_dir = "{tmp}/{blobs}/var"
-[http]
-enabled = false
-[log]
-level = "error"
-[outbox]
-auto_limits = {{ 10 = 100000 }}
-[plugins.email]
-from_address = "support@bench.test"
-[plugins.email.maildir]
-path = "{tmp}/{blobs}/maildir"
-settle = 0
-[plugins.email.outbound]
-spool_dir = "{tmp}/{blobs}/outgoing"
-[store]
-blobs = "{blobs}"
-{s3}""")
-    return cfg
+    return maildir_config(tmp / f"{blobs}.toml", tmp / blobs, f'[store]\nblobs = "{blobs}"\n{s3}')
 
 
 def _run_once(tmp: Path, blobs: str, s3: str, mails: list[bytes]) -> float:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import daemon_env, report
+from .common import daemon_env, maildir_config, report
 from .heavy import corpus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,21 +64,7 @@ def measure(mails: list[bytes], pythonpath: str | None = None) -> dict[str, Any]
     volume = sum(map(len, mails))
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        (tmp / "svcbridge.toml").write_text(f"""data_dir = "{tmp}/var"
-[http]
-enabled = false
-[log]
-level = "error"
-[outbox]
-auto_limits = {{ 10 = 100000 }}
-[plugins.email]
-from_address = "support@bench.test"
-[plugins.email.maildir]
-path = "{tmp}/maildir"
-settle = 0
-[plugins.email.outbound]
-spool_dir = "{tmp}/outgoing"
-""")
+        maildir_config(tmp / "svcbridge.toml", tmp)
         first_s = _round(tmp, mails, "a", pythonpath)
         first = _size(tmp / "var")
         second_s = _round(tmp, mails, "b", pythonpath)

@@ -113,8 +113,9 @@ def _dovecot_with_mail_log() -> Any:
     return dv
 
 
-def _config(tmp: Path, dv: Any, url: str) -> Path:
-    boxes = "".join(
+def imap_boxes(dv: Any, users: list[str]) -> str:
+    """One ``[[plugins.email.imap]]`` table per user of the Dovecot, mail moved to Processed."""
+    return "".join(
         f"""
 [[plugins.email.imap]]
 name = "imap:{u}"
@@ -128,8 +129,12 @@ after = "move"
 poll_interval = 0.3
 idle_timeout = 30
 """
-        for u in USERS
+        for u in users
     )
+
+
+def _config(tmp: Path, dv: Any, url: str) -> Path:
+    boxes = imap_boxes(dv, USERS)
     cfg = tmp / "svcbridge.toml"
     cfg.write_text(
         f"""data_dir = "{tmp}/var"
@@ -164,7 +169,7 @@ class Replica:
         )
 
 
-def _holders(engine: Any) -> dict[str, str]:
+def holders(engine: Any) -> dict[str, str]:
     try:
         with engine.connect() as conn:
             q = "SELECT name, holder FROM leases WHERE name LIKE 'source:%' AND expires_at > now()"
@@ -193,10 +198,10 @@ def test_replicas_killed_at_random_share_the_mailboxes_without_doing_anything_tw
     recoveries: list[float] = []
     try:
         deadline = time.monotonic() + 120  # three interpreters starting on a loaded machine
-        while len(set(_holders(engine).values())) < 3 or len(_holders(engine)) < len(USERS):
+        while len(set(holders(engine).values())) < 3 or len(holders(engine)) < len(USERS):
             assert time.monotonic() < deadline, "sources were never spread"
             time.sleep(0.2)
-        spread = _holders(engine)
+        spread = holders(engine)
         assert len(set(spread.values())) == 3, spread  # four mailboxes over three replicas: 2-1-1
         plan = list(range(conversations))
         kill_at = sorted(rng.sample(range(conversations * 2), kills))
@@ -263,7 +268,7 @@ def test_replicas_killed_at_random_share_the_mailboxes_without_doing_anything_tw
 
 def _kill_one(replicas: list[Replica], engine: Any, rng: random.Random, cfg: Path, logs: Path, n: int) -> float:
     """kill -9 a replica holding a source, start a new one; seconds until its sources run elsewhere."""
-    held = _holders(engine)
+    held = holders(engine)
     victims = [r for r in replicas if r.proc.poll() is None and any(f":{r.proc.pid}:" in h for h in held.values())]
     victim = rng.choice(victims or [r for r in replicas if r.proc.poll() is None])
     mine = {s for s, h in held.items() if f":{victim.proc.pid}:" in h}
@@ -272,7 +277,7 @@ def _kill_one(replicas: list[Replica], engine: Any, rng: random.Random, cfg: Pat
     t0 = time.monotonic()
     replicas[replicas.index(victim)] = Replica(cfg, logs, n)
     while True:
-        now = _holders(engine)
+        now = holders(engine)
         if all(s in now and f":{victim.proc.pid}:" not in now[s] for s in mine):
             return time.monotonic() - t0
         if time.monotonic() - t0 > 30:

@@ -26,28 +26,13 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import ProgrammingError
 
 from conftest import eml
-from test_replica_sources import _dovecot_with_mail_log
+from test_replica_sources import _dovecot_with_mail_log, holders, imap_boxes
 
 TTL = float(os.environ.get("FENCE_LEASE_TTL", 4))  # [store] source_lease_ttl of the paused-replica test
 
 
 def config(tmp: Path, dv: Any, url: str, users: list[str], name: str, ttl: float = 4.0) -> Path:
-    boxes = "".join(
-        f"""
-[[plugins.email.imap]]
-name = "imap:{u}"
-host = "127.0.0.1"
-port = {dv.imaps_port}
-tls = "implicit"
-ca_file = "{dv.cafile}"
-username = "{u}"
-password = "{dv.users[u]}"
-after = "move"
-poll_interval = 0.3
-idle_timeout = 30
-"""
-        for u in users
-    )
+    boxes = imap_boxes(dv, users)
     cfg = tmp / f"{name}.toml"
     cfg.write_text(
         f"""data_dir = "{tmp}/var-{name}"
@@ -77,15 +62,6 @@ def start(cfg: Path, log: Path, *args: str, faults: str = "") -> subprocess.Pope
         env["SVCBRIDGE_FAULTS"] = faults
     return subprocess.Popen([sys.executable, "-m", "svcbridge", "--config", str(cfg), *args],
                             stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=cfg.parent)
-
-
-def holders(engine: Any) -> dict[str, str]:
-    try:
-        with engine.connect() as conn:
-            q = "SELECT name, holder FROM leases WHERE name LIKE 'source:%' AND expires_at > now()"
-            return {r[0][len("source:") :]: r[1] for r in conn.execute(text(q))}
-    except ProgrammingError:  # the first process is still creating the store
-        return {}
 
 
 def heartbeats(engine: Any) -> list[str]:
